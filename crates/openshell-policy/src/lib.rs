@@ -1,0 +1,19 @@
+//! The OpenShell policy language.
+//!
+//! Owns: parsing policy YAML strictly ([`yaml`], [`document`]), validating it
+//! into a [`Policy`], compiling that into a [`CompiledPolicy`] that answers
+//! L4 and L7 questions, and the pure helpers the proxy reuses (path
+//! canonicalisation, SSRF address classes, globs).
+//!
+//! Does not own: any I/O beyond reading a policy file, any enforcement. The
+//! supervisor applies what this crate decides.
+//!
+//! Invariants:
+//! - raw → validated → compiled: only a validated `Policy` can be compiled,
+//!   and the compiled form is what every decision uses;
+//! - one glob implementation ([`glob`]) serves validation and matching;
+//! - a denial is an ordinary value with the reference's exact reason text.
+
+pub mod document;
+pub mod glob;
+pub mod yaml;
