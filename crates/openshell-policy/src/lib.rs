@@ -14,6 +14,9 @@
 //! - one glob implementation ([`glob`]) serves validation and matching;
 //! - a denial is an ordinary value with the reference's exact reason text.
 
+pub mod canonical;
 pub mod document;
 pub mod glob;
+pub mod host;
+pub mod ssrf;
 pub mod yaml;
