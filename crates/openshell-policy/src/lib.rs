@@ -15,8 +15,19 @@
 //! - a denial is an ordinary value with the reference's exact reason text.
 
 pub mod canonical;
+pub mod compile;
 pub mod document;
 pub mod glob;
 pub mod host;
+pub mod l4;
+pub mod l7;
+pub mod load;
+pub mod policy;
 pub mod ssrf;
+pub mod validate;
 pub mod yaml;
+
+pub use compile::CompiledPolicy;
+pub use load::{LoadPolicyError, load_file, load_str};
+pub use policy::{Diagnostic, Policy};
+pub use validate::Validated;
