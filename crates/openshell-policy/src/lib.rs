@@ -16,11 +16,13 @@
 
 pub mod canonical;
 pub mod compile;
+pub mod defaults;
 pub mod document;
 pub mod glob;
 pub mod host;
 pub mod l4;
 pub mod l7;
+pub mod live;
 pub mod load;
 pub mod policy;
 pub mod ssrf;
