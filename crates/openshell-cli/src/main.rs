@@ -1,1 +1,60 @@
-fn main() {}
+//! `openshell`: the command line users and scripts touch first.
+//!
+//! Exit codes (spec/cli.md): 0 success, 1 error or negative outcome (with a
+//! readable diagnostic on stderr), 2 usage error (clap).
+
+mod cli;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command, PolicyCommand};
+use crate::commands::{Exit, policy};
+
+fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Policy { command } => match command {
+            PolicyCommand::Validate { file, output } => policy::validate(&file, output),
+            PolicyCommand::Explain {
+                file,
+                host,
+                port,
+                binary,
+                ancestors,
+                method,
+                path,
+                output,
+            } => policy::explain(
+                &file,
+                &policy::ExplainQuery {
+                    host: &host,
+                    port,
+                    binary: binary.as_deref(),
+                    ancestors: &ancestors,
+                    method: method.as_deref(),
+                    target: path.as_deref(),
+                },
+                output,
+            ),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::Failure) => ExitCode::from(1),
+        Err(error) => {
+            let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
+            output::failure(&error.to_string());
+            for cause in causes {
+                output::hint(&cause);
+            }
+            ExitCode::from(1)
+        }
+    }
+}

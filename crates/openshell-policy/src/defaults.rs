@@ -118,6 +118,7 @@ mod tests {
             binary: "/usr/bin/curl",
             ancestors: &[],
             cmdline: &[],
+            ignore_binary: false,
         }) else {
             panic!("default policy allowed egress")
         };

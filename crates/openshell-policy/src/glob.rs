@@ -406,11 +406,11 @@ fn get(active: &Active, index: usize) -> bool {
 
 /// Follows epsilon edges; they only point forward, so one pass suffices.
 fn close(states: &[State], active: &mut Active) {
-    for index in 0..states.len() {
+    for (index, state) in states.iter().enumerate() {
         if !get(active, index) {
             continue;
         }
-        match states[index] {
+        match *state {
             State::Star | State::AnyRun => set(active, index + 1),
             State::Split { to } => {
                 set(active, index + 1);

@@ -236,10 +236,13 @@ mod tests {
         pattern.matches(host.as_str())
     }
 
+    /// A selector, the error it must raise (if any), hosts it matches, hosts it must not.
+    type Row<'a> = (&'a str, Option<&'a str>, &'a [&'a str], &'a [&'a str]);
+
     /// Every row of reference §1.9.
     #[test]
     fn wildcard_table_of_reference() {
-        let cases: &[(&str, Option<&str>, &[&str], &[&str])] = &[
+        let cases: &[Row<'_>] = &[
             (
                 "api.example.com",
                 None,

@@ -8,8 +8,9 @@ use std::fmt::Write as _;
 use smallvec::SmallVec;
 
 use crate::compile::{CompiledPolicy, EndpointRef};
-use crate::host::normalize_request_host;
+use crate::host::{HostPattern, normalize_request_host};
 use crate::policy::{Endpoint, NetworkPolicy};
+use crate::ssrf::DestinationMode;
 
 /// The deny reason when the policy has no network entries at all.
 pub const NO_POLICIES_REASON: &str = "network connections not allowed by policy";
@@ -29,6 +30,8 @@ pub struct L4Request<'a> {
     pub ancestors: &'a [&'a str],
     /// Absolute paths seen in argv: for diagnostics only, never to grant access.
     pub cmdline: &'a [&'a str],
+    /// Relaxed identity (reference §4.3): match endpoints only, ignore binaries.
+    pub ignore_binary: bool,
 }
 
 /// An endpoint that matched together with the binary.
@@ -55,6 +58,30 @@ impl<'p> L4Allow<'p> {
             .iter()
             .filter(|m| m.endpoint.has_extended_config())
     }
+
+    /// How the destination of `host` is checked (reference §4.7, modes 2–5;
+    /// the trusted-gateway alias needs runtime facts and is chosen by the proxy).
+    pub fn destination_mode(&self, host: &str) -> DestinationMode<'p> {
+        if let Some(m) = self
+            .endpoint_configs()
+            .find(|m| !m.endpoint.allowed_ips.is_empty())
+        {
+            return DestinationMode::AllowedIps(&m.endpoint.allowed_ips);
+        }
+        if let Some(ip) = self.matched.iter().find_map(|m| m.endpoint.host.ip()) {
+            return DestinationMode::IpLiteral(ip);
+        }
+        let declared = normalize_request_host(host).is_some_and(|h| {
+            self.matched.iter().any(
+                |m| matches!(&m.endpoint.host, HostPattern::Exact(exact) if exact == h.as_str()),
+            )
+        });
+        if declared {
+            DestinationMode::DeclaredHost
+        } else {
+            DestinationMode::PublicOnly
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +103,10 @@ impl L4Decision<'_> {
 }
 
 fn binary_matches(entry: &NetworkPolicy, request: &L4Request<'_>) -> bool {
-    entry.binaries.iter().any(|pattern| {
-        pattern.matches(request.binary) || request.ancestors.iter().any(|a| pattern.matches(a))
-    })
+    request.ignore_binary
+        || entry.binaries.iter().any(|pattern| {
+            pattern.matches(request.binary) || request.ancestors.iter().any(|a| pattern.matches(a))
+        })
 }
 
 impl CompiledPolicy {

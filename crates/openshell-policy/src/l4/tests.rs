@@ -17,6 +17,7 @@ fn request<'a>(
         binary,
         ancestors,
         cmdline: &[],
+        ignore_binary: false,
     }
 }
 
@@ -97,6 +98,7 @@ fn denies_wrong_binary_naming_every_entry_whose_endpoint_matched() {
         binary: "/opt/evil",
         ancestors: &["/bin/bash", "/sbin/init"],
         cmdline: &["/tmp/x.py"],
+        ignore_binary: false,
     });
     let L4Decision::Deny(deny) = decision else {
         panic!()
@@ -224,4 +226,52 @@ fn garbage_host_is_denied_not_panicking() {
                 .is_allowed()
         );
     }
+}
+
+#[test]
+fn relaxed_identity_ignores_binaries() {
+    let policy = compile(POLICY);
+    let mut relaxed = request("api.github.com", 443, "/opt/evil", &[]);
+    relaxed.ignore_binary = true;
+    assert!(policy.decide_l4(&relaxed).is_allowed());
+}
+
+#[test]
+fn destination_mode_follows_reference_precedence() {
+    use crate::ssrf::DestinationMode;
+    let policy = compile(
+        r#"
+version: 1
+network_policies:
+  ips:
+    endpoints: [{host: db.internal, port: 5432, allowed_ips: [10.0.0.0/24]}]
+    binaries: [{path: /usr/bin/psql}]
+  literal:
+    endpoints: [{host: 10.1.1.1, port: 80}]
+    binaries: [{path: /usr/bin/curl}]
+  declared:
+    endpoints: [{host: git.corp, port: 443}, {host: "*.git.corp", port: 8443}]
+    binaries: [{path: /usr/bin/git}]
+"#,
+    );
+    let mode = |host: &str, port: u16, binary: &str| {
+        let L4Decision::Allow(allow) = policy.decide_l4(&request(host, port, binary, &[])) else {
+            panic!("{host}")
+        };
+        match allow.destination_mode(host) {
+            DestinationMode::AllowedIps(_) => "allowed_ips",
+            DestinationMode::IpLiteral(_) => "ip_literal",
+            DestinationMode::DeclaredHost => "declared",
+            DestinationMode::PublicOnly => "public",
+            DestinationMode::TrustedGateway(_) => "gateway",
+        }
+    };
+    assert_eq!(mode("db.internal", 5432, "/usr/bin/psql"), "allowed_ips");
+    assert_eq!(mode("10.1.1.1", 80, "/usr/bin/curl"), "ip_literal");
+    assert_eq!(mode("GIT.corp", 443, "/usr/bin/git"), "declared");
+    assert_eq!(
+        mode("x.git.corp", 8443, "/usr/bin/git"),
+        "public",
+        "wildcards never unlock internal ranges"
+    );
 }

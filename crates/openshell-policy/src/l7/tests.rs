@@ -20,6 +20,7 @@ fn judge(
         binary: "/usr/bin/curl",
         ancestors: &[],
         cmdline: &[],
+        ignore_binary: false,
     }) else {
         panic!("L4 denied")
     };

@@ -25,6 +25,7 @@ pub(super) fn validate_endpoint(
     findings: &mut Findings,
 ) -> Option<Endpoint> {
     let errors_before = findings.errors.len();
+    let mut protocol_known = true;
     let protocol = match doc.protocol.as_str() {
         "" => None,
         value => match Protocol::parse(value) {
@@ -36,7 +37,9 @@ pub(super) fn validate_endpoint(
                         "unknown protocol '{value}' (expected tcp, rest, websocket, graphql, sql, json-rpc, or mcp)"
                     ),
                 );
-                return None;
+                // Keep checking what does not depend on the protocol.
+                protocol_known = false;
+                None
             }
         },
     };
@@ -168,6 +171,9 @@ pub(super) fn validate_endpoint(
         }
     }
 
+    if !protocol_known {
+        return None;
+    }
     let mcp_settings = check_protocol_matrix(doc, protocol, enforcement, access, path, findings);
 
     let mut rules = Vec::new();

@@ -1,0 +1,140 @@
+//! The command-line grammar (spec/cli.md). Parsing only; no behaviour.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLE_POLICY: &str = "\
+Example policy (policy.yaml):
+
+  version: 1
+  filesystem_policy:
+    read_only:  [/usr, /lib, /etc]
+    read_write: [/sandbox, /tmp]
+  process:
+    run_as_user: sandbox
+    run_as_group: sandbox
+  network_policies:
+    github_api:                  # the key names the rule in logs and denials
+      endpoints:
+        - host: api.github.com   # exact, IP, *.example.com or **.example.com
+          port: 443
+          protocol: rest         # inspect each HTTP request
+          access: read-only      # GET/HEAD/OPTIONS; or read-write, full, rules
+      binaries:
+        - path: /usr/bin/curl    # exact path or glob (/usr/bin/*, /**)
+
+Try it:
+  openshell policy validate policy.yaml
+  openshell policy explain policy.yaml --host api.github.com --port 443 \\
+      --binary /usr/bin/curl --method POST --path /repos/o/r/issues";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "openshell",
+    version,
+    about = "OpenShell: a safe, private runtime for autonomous AI agents",
+    long_about = "OpenShell runs agents inside sandboxes governed by a declarative YAML policy: \
+which files the agent may touch, which binaries may reach which hosts (down to HTTP method \
+and path), and which credentials it may use without ever seeing them.",
+    after_help = "Start with `openshell policy --help` to write and check a policy."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted anywhere on the command line.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Registered gateway to talk to.
+    #[arg(short = 'g', long, global = true, env = "OPENSHELL_GATEWAY")]
+    pub gateway: Option<String>,
+    /// Talk to this gateway URL directly.
+    #[arg(long, global = true, env = "OPENSHELL_GATEWAY_ENDPOINT")]
+    pub gateway_endpoint: Option<String>,
+    /// Skip gateway certificate verification.
+    #[arg(long, global = true)]
+    pub gateway_insecure: bool,
+    /// Workspace scope for resource commands.
+    #[arg(
+        long,
+        global = true,
+        default_value = "default",
+        env = "OPENSHELL_WORKSPACE"
+    )]
+    pub workspace: String,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write, check and explain sandbox policies.
+    #[command(visible_alias = "pol", long_about = None, after_help = EXAMPLE_POLICY)]
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable lines.
+    #[default]
+    Table,
+    /// One JSON document on stdout, nothing else.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check a policy file offline; every error is shown with its line and column.
+    #[command(
+        after_help = "Exit status: 0 when valid, 1 when invalid or unreadable.\n\n\
+Example:\n  openshell policy validate policy.yaml"
+    )]
+    Validate {
+        /// The policy YAML file.
+        file: PathBuf,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show what the policy decides for one connection (and request), offline.
+    ///
+    /// Uses the same compiled matcher as the sandbox proxy: the L4 decision for
+    /// host, port and calling binary, then, with --method/--path, the L7 decision
+    /// for that HTTP request.
+    #[command(after_help = "Examples:\n  \
+openshell policy explain p.yaml --host api.github.com --port 443 --binary /usr/bin/curl\n  \
+openshell policy explain p.yaml --host api.github.com --port 443 --binary /usr/bin/git \\\n      \
+--ancestor /usr/bin/bash --method GET --path '/repos/o/r/info/refs?service=git-upload-pack'\n  \
+openshell policy explain p.yaml --host 10.0.0.5 --port 5432 -o json")]
+    Explain {
+        /// The policy YAML file.
+        file: PathBuf,
+        /// Destination host name or IP address.
+        #[arg(long)]
+        host: String,
+        /// Destination port.
+        #[arg(long)]
+        port: u16,
+        /// Executable making the connection; omit to match on endpoints only.
+        #[arg(long)]
+        binary: Option<String>,
+        /// Executable of an ancestor process (repeatable, nearest first).
+        #[arg(long = "ancestor", value_name = "PATH")]
+        ancestors: Vec<String>,
+        /// HTTP method of a request inside the connection.
+        #[arg(long)]
+        method: Option<String>,
+        /// HTTP request target (path and optional query) inside the connection.
+        #[arg(long, value_name = "TARGET")]
+        path: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}

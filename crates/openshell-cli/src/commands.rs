@@ -1,0 +1,11 @@
+//! One module per command group; each returns an [`Exit`] status.
+
+pub mod policy;
+
+/// How a command ended, beyond success or an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success,
+    /// The command ran and reported a negative outcome (e.g. invalid policy).
+    Failure,
+}

@@ -1,0 +1,57 @@
+//! Everything the CLI prints goes through here (the one module allowed to
+//! print), so markers, colour and JSON stay consistent: success lines start
+//! with `✓`, warnings with `!`, failures with `✗`; colour only on a terminal
+//! and never with `NO_COLOR`; JSON output writes nothing else to stdout.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::IsTerminal;
+
+fn colour(stream_is_tty: bool, code: &str, text: &str) -> String {
+    if stream_is_tty && std::env::var_os("NO_COLOR").is_none() {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+/// `✓ message` on stdout.
+pub fn success(message: &str) {
+    println!(
+        "{} {message}",
+        colour(std::io::stdout().is_terminal(), "32", "✓")
+    );
+}
+
+/// `! message` on stderr.
+pub fn warning(message: &str) {
+    eprintln!(
+        "{} {message}",
+        colour(std::io::stderr().is_terminal(), "33", "!")
+    );
+}
+
+/// `✗ message` on stderr.
+pub fn failure(message: &str) {
+    eprintln!(
+        "{} {message}",
+        colour(std::io::stderr().is_terminal(), "31", "✗")
+    );
+}
+
+/// A plain line on stdout.
+pub fn line(text: &str) {
+    println!("{text}");
+}
+
+/// A hint line on stderr, after a failure.
+pub fn hint(text: &str) {
+    eprintln!("  hint: {text}");
+}
+
+/// One JSON document, pretty-printed, on stdout.
+pub fn json(value: &serde_json::Value) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => failure(&format!("cannot encode JSON output: {e}")),
+    }
+}
