@@ -91,7 +91,13 @@ pub struct Glob {
 enum GlobKind {
     /// No wildcard at all: plain equality.
     Literal(Vec<u8>),
-    Automata(Vec<Vec<State>>),
+    Automata {
+        alternatives: Vec<Vec<State>>,
+        /// Literal bytes every match starts with (cheap early rejection).
+        prefix: Vec<u8>,
+        /// Literal bytes every match ends with.
+        suffix: Vec<u8>,
+    },
 }
 
 impl fmt::Debug for Glob {
@@ -119,12 +125,34 @@ impl Glob {
             return Err(GlobError::TooLong);
         }
         let kind = if has_wildcard(pattern) {
-            let alternatives = expand_braces(pattern)?;
-            let mut automata = Vec::with_capacity(alternatives.len());
-            for alternative in &alternatives {
-                automata.push(compile(pattern, alternative, syntax)?);
+            let expanded = expand_braces(pattern)?;
+            let mut alternatives = Vec::with_capacity(expanded.len());
+            for alternative in &expanded {
+                alternatives.push(compile(pattern, alternative, syntax)?);
             }
-            GlobKind::Automata(automata)
+            let prefix = common(&alternatives, |states| literal_run(states.iter()), false);
+            let suffix = common(
+                &alternatives,
+                |states| {
+                    // States a Split can jump over are optional: only those at or
+                    // after the furthest jump target are certain to be matched.
+                    let floor = states
+                        .iter()
+                        .filter_map(|s| match s {
+                            State::Split { to } => Some(*to),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    literal_run(states[floor.min(states.len())..].iter().rev())
+                },
+                true,
+            );
+            GlobKind::Automata {
+                alternatives,
+                prefix,
+                suffix,
+            }
         } else {
             GlobKind::Literal(pattern.as_bytes().to_vec())
         };
@@ -152,14 +180,53 @@ impl Glob {
     pub fn matches(&self, input: &str) -> bool {
         match &self.kind {
             GlobKind::Literal(literal) => literal.as_slice() == input.as_bytes(),
-            GlobKind::Automata(automata) => {
+            GlobKind::Automata {
+                alternatives,
+                prefix,
+                suffix,
+            } => {
+                let bytes = input.as_bytes();
+                if !bytes.starts_with(prefix) || !bytes.ends_with(suffix) {
+                    return false;
+                }
                 let delimiter = self.syntax.delimiter();
-                automata
+                alternatives
                     .iter()
-                    .any(|states| run(states, input.as_bytes(), delimiter))
+                    .any(|states| run(states, bytes, delimiter))
             }
         }
     }
+}
+
+/// The literal bytes at one end of an automaton, read outward-in.
+fn literal_run<'a>(states: impl Iterator<Item = &'a State>) -> Vec<u8> {
+    states
+        .map_while(|state| match state {
+            State::Byte(b) => Some(*b),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The longest literal run shared by every alternative (`from_end` reverses
+/// the runs back into reading order).
+fn common(
+    alternatives: &[Vec<State>],
+    run_of: impl Fn(&Vec<State>) -> Vec<u8>,
+    from_end: bool,
+) -> Vec<u8> {
+    let mut runs = alternatives.iter().map(run_of);
+    let Some(mut shared) = runs.next() else {
+        return Vec::new();
+    };
+    for run in runs {
+        let len = shared.iter().zip(&run).take_while(|(a, b)| a == b).count();
+        shared.truncate(len);
+    }
+    if from_end {
+        shared.reverse();
+    }
+    shared
 }
 
 /// Splits `{a,b}` groups into plain alternatives (nested groups allowed).
@@ -404,20 +471,34 @@ fn get(active: &Active, index: usize) -> bool {
     active[index / 64] & (1 << (index % 64)) != 0
 }
 
-/// Follows epsilon edges; they only point forward, so one pass suffices.
+/// The lowest set bit at or after `from`.
+fn next_set(active: &Active, from: usize) -> Option<usize> {
+    let mut word = from / 64;
+    let mut bits = *active.get(word)? & (u64::MAX << (from % 64));
+    loop {
+        if bits != 0 {
+            return Some(word * 64 + bits.trailing_zeros() as usize);
+        }
+        word += 1;
+        bits = *active.get(word)?;
+    }
+}
+
+/// Follows epsilon edges; they only point forward, so one ascending pass
+/// over the active states suffices.
 fn close(states: &[State], active: &mut Active) {
-    for (index, state) in states.iter().enumerate() {
-        if !get(active, index) {
-            continue;
-        }
-        match *state {
-            State::Star | State::AnyRun => set(active, index + 1),
-            State::Split { to } => {
+    let mut cursor = next_set(active, 0);
+    while let Some(index) = cursor {
+        match states.get(index) {
+            Some(State::Star | State::AnyRun) => set(active, index + 1),
+            Some(State::Split { to }) => {
                 set(active, index + 1);
-                set(active, to);
+                set(active, *to);
             }
-            _ => {}
+            Some(_) => {}
+            None => break,
         }
+        cursor = next_set(active, index + 1);
     }
 }
 
@@ -431,10 +512,12 @@ fn run(states: &[State], input: &[u8], delimiter: Option<u8>) -> bool {
         next.iter_mut().for_each(|w| *w = 0);
         let is_delimiter = Some(byte) == delimiter;
         let mut any = false;
-        for (index, state) in states.iter().enumerate() {
-            if !get(&active, index) {
-                continue;
-            }
+        let mut cursor = next_set(&active, 0);
+        while let Some(index) = cursor {
+            cursor = next_set(&active, index + 1);
+            let Some(state) = states.get(index) else {
+                break;
+            };
             let target = match state {
                 State::Byte(b) if *b == byte => Some(index + 1),
                 State::One if !is_delimiter => Some(index + 1),

@@ -1,4 +1,4 @@
-//! Reading a policy: YAML text → [`PolicyDocument`] → validated [`Policy`].
+//! Reading a policy: YAML text → [`PolicyDocument`] → validated [`crate::Policy`].
 //!
 //! Every diagnostic carries the field path and the line and column in the
 //! source, whether it came from the YAML parser, from deserialization or
