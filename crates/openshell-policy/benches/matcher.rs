@@ -72,30 +72,39 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("l4_allow_exact_host", |b| {
             b.iter(|| {
-                let decision = policy.decide_l4(black_box(&request(&exact_host, &exact_binary, &[])));
+                let decision =
+                    policy.decide_l4(black_box(&request(&exact_host, &exact_binary, &[])));
                 assert!(decision.is_allowed());
             })
         });
         group.bench_function("l4_allow_binary_glob_via_ancestor", |b| {
             let ancestors = [glob_binary.as_str()];
             b.iter(|| {
-                let decision = policy.decide_l4(black_box(&request(&exact_host, "/bin/sh", &ancestors)));
+                let decision =
+                    policy.decide_l4(black_box(&request(&exact_host, "/bin/sh", &ancestors)));
                 assert!(decision.is_allowed());
             })
         });
         group.bench_function("l4_allow_wildcard_host", |b| {
             b.iter(|| {
-                let decision = policy.decide_l4(black_box(&request(&wildcard_host, &wildcard_binary, &[])));
+                let decision =
+                    policy.decide_l4(black_box(&request(&wildcard_host, &wildcard_binary, &[])));
                 assert!(decision.is_allowed());
             })
         });
         group.bench_function("l4_deny_unknown_host", |b| {
             b.iter(|| {
-                let decision = policy.decide_l4(black_box(&request("nowhere.example.net", &exact_binary, &[])));
+                let decision = policy.decide_l4(black_box(&request(
+                    "nowhere.example.net",
+                    &exact_binary,
+                    &[],
+                )));
                 assert!(!decision.is_allowed());
             })
         });
-        let L4Decision::Allow(allow) = policy.decide_l4(&request(&wildcard_host, &wildcard_binary, &[])) else {
+        let L4Decision::Allow(allow) =
+            policy.decide_l4(&request(&wildcard_host, &wildcard_binary, &[]))
+        else {
             panic!("setup: wildcard host must be allowed")
         };
         let query: Vec<(String, String)> = vec![("state".into(), "open".into())];

@@ -136,7 +136,10 @@ mod tests {
     fn literal_tail_is_the_suffix_after_the_last_wildcard_label() {
         assert_eq!(literal_tail("*.svc.example.org"), "svc.example.org");
         assert_eq!(literal_tail("**.example.com"), "example.com");
-        assert_eq!(literal_tail("*-aiplatform.googleapis.com"), "googleapis.com");
+        assert_eq!(
+            literal_tail("*-aiplatform.googleapis.com"),
+            "googleapis.com"
+        );
         assert_eq!(literal_tail("*.s3.*.amazonaws.com"), "amazonaws.com");
         assert_eq!(literal_tail("api.*.com"), "com");
     }

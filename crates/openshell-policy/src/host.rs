@@ -373,4 +373,63 @@ mod tests {
         assert!(!p("a.example.com").may_overlap(&p("b.example.com")));
         assert!(p("").may_overlap(&p("b.example.com")));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn label() -> impl Strategy<Value = String> {
+            "[a-z0-9][a-z0-9-]{0,8}"
+        }
+
+        fn host(p: &str) -> HostPattern {
+            HostPattern::parse(p).unwrap()
+        }
+
+        proptest! {
+            #[test]
+            fn single_star_matches_exactly_one_extra_label(
+                first in label(), second in label(), domain in prop::collection::vec(label(), 2..4)
+            ) {
+                let suffix = domain.join(".");
+                let pattern = host(&format!("*.{suffix}"));
+                let one = format!("{first}.{suffix}");
+                let two = format!("{first}.{second}.{suffix}");
+                prop_assert!(pattern.matches(&one));
+                prop_assert!(!pattern.matches(&two));
+                prop_assert!(!pattern.matches(&suffix));
+            }
+
+            #[test]
+            fn double_star_matches_one_or_more_labels_never_the_apex(
+                labels in prop::collection::vec(label(), 1..4), domain in prop::collection::vec(label(), 2..4)
+            ) {
+                let suffix = domain.join(".");
+                let pattern = host(&format!("**.{suffix}"));
+                let deeper = format!("{}.{suffix}", labels.join("."));
+                prop_assert!(pattern.matches(&deeper));
+                prop_assert!(!pattern.matches(&suffix));
+            }
+
+            #[test]
+            fn exact_hosts_match_case_insensitively_and_only_themselves(
+                labels in prop::collection::vec(label(), 2..5), other in label()
+            ) {
+                let name = labels.join(".");
+                let pattern = host(&name.to_ascii_uppercase());
+                let normalized = normalize_request_host(&name.to_ascii_uppercase()).unwrap();
+                prop_assert!(pattern.matches(normalized.as_str()));
+                let sub = format!("{other}.{name}");
+                let longer = format!("{name}{other}");
+                prop_assert!(!pattern.matches(&sub));
+                prop_assert!(!pattern.matches(&longer));
+            }
+
+            #[test]
+            fn arbitrary_selectors_never_panic(text in "\\PC{0,40}") {
+                let _ = HostPattern::parse(&text);
+            }
+        }
+    }
 }

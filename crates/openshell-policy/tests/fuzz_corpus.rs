@@ -20,7 +20,11 @@ fn fuzz_corpus_never_panics_and_example_loads() {
         }
         seen += 1;
     }
-    assert!(seen >= 7, "corpus went missing: {seen} files in {}", dir.display());
+    assert!(
+        seen >= 7,
+        "corpus went missing: {seen} files in {}",
+        dir.display()
+    );
     let example = std::fs::read_to_string(dir.join("example.yaml")).unwrap();
     assert!(load_str(&example).is_ok());
 }

@@ -205,6 +205,9 @@ fn optional_literals_are_not_required_by_the_prefilter() {
     assert!(path("**/node").matches("node"));
     assert!(path("/a/**").matches("/a"));
     assert!(path("/a/**/b").matches("/a/b"));
-    assert!(text("{ab,b}").matches("b"), "alternatives share only their common suffix");
+    assert!(
+        text("{ab,b}").matches("b"),
+        "alternatives share only their common suffix"
+    );
     assert!(!text("{xa,ya}").matches("b"));
 }
