@@ -98,13 +98,18 @@ fn specificity(m: &MatchedEndpoint<'_>) -> usize {
 }
 
 impl L4Allow<'_> {
-    /// True when some matched endpoint asks for HTTP inspection.
+    /// True when some matched endpoint asks for request inspection (any
+    /// protocol but `tcp`).
     pub fn is_inspected(&self) -> bool {
-        self.matched.iter().any(is_rest_like)
+        self.matched
+            .iter()
+            .any(|m| m.endpoint.protocol.is_some_and(Protocol::is_inspected))
     }
 
     /// Judges one REST request. Without inspected endpoints every request
-    /// is allowed (the tunnel is L4 only).
+    /// is allowed (the tunnel is L4 only). Inspected endpoints that are not
+    /// REST-like (GraphQL, JSON-RPC, MCP, SQL) never admit a request here:
+    /// with no REST endpoint covering it, the request is denied (fail closed).
     pub fn evaluate_rest(&self, request: &RestRequest<'_>) -> RestDecision<'_> {
         if !self.is_inspected() {
             return RestDecision {

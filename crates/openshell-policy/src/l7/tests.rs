@@ -285,3 +285,19 @@ fn l4_only_endpoints_do_not_inspect() {
         Verdict::Allow
     );
 }
+
+#[test]
+fn non_rest_inspected_endpoints_never_fall_open() {
+    for fields in [
+        "protocol: graphql, access: read-only",
+        "protocol: mcp, rules: [{allow: {method: tools/call, tool: read_file}}]",
+        "protocol: json-rpc, rules: [{allow: {method: eth_call}}]",
+    ] {
+        let policy = compile(&endpoint_policy(&format!(
+            "{{host: api.test, port: 443, {fields}}}"
+        )));
+        let (verdict, _, reason) = judge(&policy, "api.test", "POST", "/anything", &[]);
+        assert_eq!(verdict, Verdict::Deny, "{fields}");
+        assert_eq!(reason.as_deref(), Some(NO_PATH_MATCH_REASON), "{fields}");
+    }
+}
