@@ -8,6 +8,7 @@
 
 mod endpoint;
 mod overlap;
+mod rule;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -455,9 +456,9 @@ fn validate_middlewares(
             for entry in network.values() {
                 for endpoint in entry.endpoints.iter().filter(|e| e.tls == TlsMode::Skip) {
                     let selected = include.iter().any(|p| p.may_overlap(&endpoint.host))
-                        && !exclude.iter().any(|p| {
-                            matches!(&endpoint.host, crate::host::HostPattern::Exact(h) if p.matches(h))
-                        });
+                        && !exclude.iter().any(
+                            |p| matches!(&endpoint.host, HostPattern::Exact(h) if p.matches(h)),
+                        );
                     if selected {
                         findings.error(
                             &path.key("endpoints"),
@@ -486,6 +487,22 @@ fn validate_middlewares(
         );
     }
     out
+}
+
+/// Compiles a glob, recording its error at `at`.
+fn compile_glob(
+    pattern: &str,
+    syntax: Syntax,
+    at: &FieldPath,
+    findings: &mut Findings,
+) -> Option<Glob> {
+    match Glob::new(pattern, syntax) {
+        Ok(glob) => Some(glob),
+        Err(e) => {
+            findings.error(at, e.to_string());
+            None
+        }
+    }
 }
 
 #[cfg(test)]
