@@ -1,0 +1,274 @@
+//! Who the agent child runs as (reference policy §1.5, §6.3): resolution on
+//! the host, then the verified drop inside the child.
+//!
+//! The child never keeps root: unset fields fall back to the dedicated
+//! `sandbox` account, which is created on the host (a system account with
+//! no home and no login shell) when it does not exist yet.
+
+use std::ffi::CString;
+use std::process::Command;
+
+use nix::sys::prctl;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::unistd::{Gid, Group, Uid, User};
+use serde::{Deserialize, Serialize};
+
+use openshell_policy::policy::{Identity, ProcessPolicy};
+
+/// The name of the dedicated account.
+pub const SANDBOX_ACCOUNT: &str = "sandbox";
+
+/// The resolved identity of the agent child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups; never the supervisor's.
+    pub groups: Vec<u32>,
+    /// The account name when the uid has one.
+    pub user: Option<String>,
+}
+
+/// Why the child's identity could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveIdentityError {
+    #[error("Sandbox user not found: {0}")]
+    UserNotFound(String),
+    #[error("Sandbox group not found: {0}")]
+    GroupNotFound(String),
+    #[error("cannot create the '{SANDBOX_ACCOUNT}' account with useradd: {0}")]
+    CreateAccount(String),
+    #[error("looking up {what}")]
+    Lookup {
+        what: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("refusing to run the child as root ({what} resolves to 0)")]
+    Root { what: String },
+}
+
+fn lookup_user(name: &str) -> Result<Option<User>, ResolveIdentityError> {
+    User::from_name(name).map_err(|source| ResolveIdentityError::Lookup {
+        what: format!("user {name}"),
+        source,
+    })
+}
+
+/// The `sandbox` account, created if missing. Safe against a concurrent
+/// creation by another supervisor: a failed `useradd` is followed by a
+/// second lookup.
+fn sandbox_account() -> Result<User, ResolveIdentityError> {
+    if let Some(user) = lookup_user(SANDBOX_ACCOUNT)? {
+        return Ok(user);
+    }
+    let output = Command::new("useradd")
+        .args([
+            "--system",
+            "--user-group",
+            "--no-create-home",
+            "--home-dir",
+            "/sandbox",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--comment",
+            "OpenShell sandbox",
+            SANDBOX_ACCOUNT,
+        ])
+        .output();
+    let failure = match output {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+        Err(error) => Some(error.to_string()),
+    };
+    match lookup_user(SANDBOX_ACCOUNT)? {
+        Some(user) => {
+            if failure.is_none() {
+                tracing::info!(
+                    uid = user.uid.as_raw(),
+                    "created the '{SANDBOX_ACCOUNT}' account"
+                );
+            }
+            Ok(user)
+        }
+        None => Err(ResolveIdentityError::CreateAccount(
+            failure.unwrap_or_else(|| "the account is still missing".to_owned()),
+        )),
+    }
+}
+
+/// Resolves `run_as_user`/`run_as_group` on the host. Unset fields mean
+/// `sandbox`; a numeric user with no group gets its passwd primary group, or
+/// a group equal to its uid when it has no passwd entry.
+pub fn resolve(process: &ProcessPolicy) -> Result<Credentials, ResolveIdentityError> {
+    let user_field = process.run_as_user.unwrap_or(Identity::Sandbox);
+    let (uid, primary_gid, name) = match user_field {
+        Identity::Sandbox => {
+            let user = sandbox_account()?;
+            (user.uid.as_raw(), user.gid.as_raw(), Some(user.name))
+        }
+        Identity::Id(uid) => {
+            let entry = User::from_uid(Uid::from_raw(uid)).map_err(|source| {
+                ResolveIdentityError::Lookup {
+                    what: format!("uid {uid}"),
+                    source,
+                }
+            })?;
+            match entry {
+                Some(user) => (uid, user.gid.as_raw(), Some(user.name)),
+                None => (uid, uid, None),
+            }
+        }
+    };
+    let gid = match process.run_as_group {
+        None => primary_gid,
+        Some(Identity::Id(gid)) => gid,
+        Some(Identity::Sandbox) => {
+            // `useradd --user-group` creates the group with the account.
+            sandbox_account()?;
+            Group::from_name(SANDBOX_ACCOUNT)
+                .map_err(|source| ResolveIdentityError::Lookup {
+                    what: format!("group {SANDBOX_ACCOUNT}"),
+                    source,
+                })?
+                .ok_or_else(|| ResolveIdentityError::GroupNotFound(SANDBOX_ACCOUNT.into()))?
+                .gid
+                .as_raw()
+        }
+    };
+    if uid == 0 {
+        return Err(ResolveIdentityError::Root {
+            what: format!("run_as_user {user_field}"),
+        });
+    }
+    if gid == 0 {
+        return Err(ResolveIdentityError::Root {
+            what: "run_as_group".into(),
+        });
+    }
+    // initgroups only for the named account (reference §6.3); numeric ids
+    // get exactly their one group. Root's groups never carry over.
+    let groups = match (&name, user_field) {
+        (Some(name), Identity::Sandbox) => {
+            let cname = CString::new(name.as_str())
+                .map_err(|_| ResolveIdentityError::UserNotFound(name.clone()))?;
+            let mut groups: Vec<u32> = nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))
+                .map_err(|source| ResolveIdentityError::Lookup {
+                    what: format!("groups of {name}"),
+                    source,
+                })?
+                .into_iter()
+                .map(Gid::as_raw)
+                .filter(|g| *g != 0)
+                .collect();
+            groups.dedup();
+            groups
+        }
+        _ => vec![gid],
+    };
+    Ok(Credentials {
+        uid,
+        gid,
+        groups,
+        user: name,
+    })
+}
+
+/// Why the privilege drop or hardening failed; the child aborts.
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    #[error("{step}")]
+    Syscall {
+        step: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("clearing the capability bounding set")]
+    Bounding(#[source] caps::errors::CapsError),
+    #[error("Privilege drop verification failed: {0}")]
+    Verify(String),
+}
+
+fn step(step: &'static str) -> impl FnOnce(nix::Error) -> DropError {
+    move |source| DropError::Syscall { step, source }
+}
+
+/// Drops to `credentials`, in the reference order, verifying each step:
+/// groups → gid (verified) → capability bounding set cleared (verified) →
+/// uid (verified) → `setuid(0)` must fail → no capability left.
+pub fn apply_drop(credentials: &Credentials) -> Result<(), DropError> {
+    let gid = Gid::from_raw(credentials.gid);
+    let uid = Uid::from_raw(credentials.uid);
+    let groups: Vec<Gid> = credentials
+        .groups
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(step("setgroups"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(step("setresgid"))?;
+    let (rgid, egid, sgid) = (
+        nix::unistd::getgid(),
+        nix::unistd::getegid(),
+        nix::unistd::getresgid().map_err(step("getresgid"))?.saved,
+    );
+    if [rgid, egid, sgid] != [gid, gid, gid] {
+        return Err(DropError::Verify(format!(
+            "expected effective GID {gid}, got {egid} (real {rgid}, saved {sgid})"
+        )));
+    }
+    caps::clear(None, caps::CapSet::Bounding).map_err(DropError::Bounding)?;
+    let left = caps::read(None, caps::CapSet::Bounding).map_err(DropError::Bounding)?;
+    if !left.is_empty() {
+        return Err(DropError::Verify(format!(
+            "capability bounding set still holds {left:?}"
+        )));
+    }
+    nix::unistd::setresuid(uid, uid, uid).map_err(step("setresuid"))?;
+    let (ruid, euid, suid) = (
+        nix::unistd::getuid(),
+        nix::unistd::geteuid(),
+        nix::unistd::getresuid().map_err(step("getresuid"))?.saved,
+    );
+    if [ruid, euid, suid] != [uid, uid, uid] {
+        return Err(DropError::Verify(format!(
+            "expected effective UID {uid}, got {euid} (real {ruid}, saved {suid})"
+        )));
+    }
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
+        return Err(DropError::Verify(format!(
+            "process can still re-acquire root (UID 0) after switching to UID {uid}"
+        )));
+    }
+    for set in [
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Ambient,
+    ] {
+        let held = caps::read(None, set).map_err(DropError::Bounding)?;
+        if !held.is_empty() {
+            return Err(DropError::Verify(format!(
+                "{set:?} capabilities remain after the drop: {held:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Core dumps off (soft and hard), not dumpable, `no_new_privs`; each read
+/// back.
+pub fn apply_hardening() -> Result<(), DropError> {
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(step("setrlimit(RLIMIT_CORE)"))?;
+    if getrlimit(Resource::RLIMIT_CORE).map_err(step("getrlimit(RLIMIT_CORE)"))? != (0, 0) {
+        return Err(DropError::Verify("RLIMIT_CORE is not 0".into()));
+    }
+    prctl::set_dumpable(false).map_err(step("prctl(PR_SET_DUMPABLE)"))?;
+    if prctl::get_dumpable().map_err(step("prctl(PR_GET_DUMPABLE)"))? {
+        return Err(DropError::Verify("the process is still dumpable".into()));
+    }
+    prctl::set_no_new_privs().map_err(step("prctl(PR_SET_NO_NEW_PRIVS)"))?;
+    if !prctl::get_no_new_privs().map_err(step("prctl(PR_GET_NO_NEW_PRIVS)"))? {
+        return Err(DropError::Verify("no_new_privs is not set".into()));
+    }
+    Ok(())
+}

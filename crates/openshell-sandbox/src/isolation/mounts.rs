@@ -1,0 +1,357 @@
+//! The child's filesystem view: a new root on a small tmpfs that mirrors the
+//! host's top-level entries (recursive binds and symlinks), plus the
+//! workspace at `/sandbox`, a private `/tmp` and a `/proc` of the child's own
+//! PID namespace. The root itself is then remounted read-only.
+//!
+//! All of it happens in the child's private mount namespace (propagation set
+//! to private first), so nothing ever appears on the host and everything
+//! disappears with the namespace, even when the child crashes. No directory
+//! is created on the host: the host's root does not need a `/sandbox`.
+//!
+//! The staging tmpfs is mounted over `/tmp` of the private namespace; the
+//! workspace is opened before that, so a workspace under the host's `/tmp`
+//! stays reachable.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::Mode;
+use serde::{Deserialize, Serialize};
+
+/// Where the new root is assembled (in the private mount namespace only).
+pub const STAGING: &str = "/tmp";
+/// Host top-level entries replaced by the sandbox's own.
+const REPLACED: [&str; 3] = ["proc", "tmp", "sandbox"];
+
+/// One top-level entry of the host's `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootEntry {
+    Dir(String),
+    File(String),
+    Symlink { name: String, target: String },
+}
+
+impl RootEntry {
+    pub fn dir(name: &str) -> RootEntry {
+        RootEntry::Dir(name.to_owned())
+    }
+}
+
+/// Lists the host's `/` (the only I/O in plan building).
+pub fn read_root_entries() -> std::io::Result<Vec<RootEntry>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir("/")? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue; // a non-UTF-8 top-level name cannot be in a policy either
+        };
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            let target = std::fs::read_link(entry.path())?;
+            if let Some(target) = target.to_str() {
+                entries.push(RootEntry::Symlink {
+                    name,
+                    target: target.to_owned(),
+                });
+            }
+        } else if kind.is_dir() {
+            entries.push(RootEntry::Dir(name));
+        } else if kind.is_file() {
+            entries.push(RootEntry::File(name));
+        }
+    }
+    entries.sort_by(|a, b| entry_name(a).cmp(entry_name(b)));
+    Ok(entries)
+}
+
+fn entry_name(entry: &RootEntry) -> &str {
+    match entry {
+        RootEntry::Dir(name) | RootEntry::File(name) => name,
+        RootEntry::Symlink { name, .. } => name,
+    }
+}
+
+/// One step of the mount sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MountStep {
+    /// Stop propagation both ways between the host and this namespace.
+    MakeRootPrivate,
+    /// Open the workspace (by path, before anything hides it).
+    OpenWorkdir,
+    Tmpfs {
+        target: String,
+        options: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    CreateFile {
+        path: String,
+    },
+    Symlink {
+        target: String,
+        path: String,
+    },
+    /// A recursive bind of a host directory.
+    BindTree {
+        source: String,
+        target: String,
+    },
+    /// A bind of a host file.
+    BindFile {
+        source: String,
+        target: String,
+    },
+    /// Bind the workspace opened by [`MountStep::OpenWorkdir`].
+    BindWorkdir {
+        target: String,
+    },
+    Proc {
+        target: String,
+    },
+    PivotRoot {
+        new_root: String,
+    },
+    RemountRootReadOnly,
+}
+
+fn staged(name: &str) -> String {
+    format!("{STAGING}/{name}")
+}
+
+/// The mount sequence for a host root with `entries`. Pure.
+pub fn build_mounts(entries: &[RootEntry]) -> Vec<MountStep> {
+    let mut steps = vec![
+        MountStep::MakeRootPrivate,
+        MountStep::OpenWorkdir,
+        MountStep::Tmpfs {
+            target: STAGING.into(),
+            options: "mode=0755,size=1m".into(),
+        },
+    ];
+    for entry in entries {
+        if REPLACED.contains(&entry_name(entry)) {
+            continue;
+        }
+        match entry {
+            RootEntry::Dir(name) => {
+                steps.push(MountStep::Mkdir { path: staged(name) });
+                steps.push(MountStep::BindTree {
+                    source: format!("/{name}"),
+                    target: staged(name),
+                });
+            }
+            RootEntry::File(name) => {
+                steps.push(MountStep::CreateFile { path: staged(name) });
+                steps.push(MountStep::BindFile {
+                    source: format!("/{name}"),
+                    target: staged(name),
+                });
+            }
+            RootEntry::Symlink { name, target } => steps.push(MountStep::Symlink {
+                target: target.clone(),
+                path: staged(name),
+            }),
+        }
+    }
+    steps.extend([
+        MountStep::Mkdir {
+            path: staged("sandbox"),
+        },
+        MountStep::BindWorkdir {
+            target: staged("sandbox"),
+        },
+        MountStep::Mkdir {
+            path: staged("tmp"),
+        },
+        MountStep::Tmpfs {
+            target: staged("tmp"),
+            options: "mode=1777".into(),
+        },
+        MountStep::Mkdir {
+            path: staged("proc"),
+        },
+        MountStep::Proc {
+            target: staged("proc"),
+        },
+        MountStep::PivotRoot {
+            new_root: STAGING.into(),
+        },
+        MountStep::RemountRootReadOnly,
+    ]);
+    steps
+}
+
+/// Why a mount step failed.
+#[derive(Debug, thiserror::Error)]
+#[error("mount step {step:?}")]
+pub struct ApplyMountError {
+    step: MountStep,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Applies `steps` in the calling process's (already private) mount
+/// namespace. Runs as root in the init process.
+pub fn apply_mounts(steps: &[MountStep], workdir: &Path) -> Result<(), ApplyMountError> {
+    let mut workdir_fd: Option<OwnedFd> = None;
+    for step in steps {
+        apply_step(step, workdir, &mut workdir_fd).map_err(|source| ApplyMountError {
+            step: step.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+const NONE: Option<&str> = None;
+
+fn apply_step(
+    step: &MountStep,
+    workdir: &Path,
+    workdir_fd: &mut Option<OwnedFd>,
+) -> std::io::Result<()> {
+    let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    match step {
+        MountStep::MakeRootPrivate => {
+            mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)?;
+        }
+        MountStep::OpenWorkdir => {
+            let fd = open(
+                workdir,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )?;
+            *workdir_fd = Some(fd);
+        }
+        MountStep::Tmpfs { target, options } => {
+            mount(
+                Some("tmpfs"),
+                target.as_str(),
+                Some("tmpfs"),
+                nosuid_nodev,
+                Some(options.as_str()),
+            )?;
+        }
+        MountStep::Mkdir { path } => std::fs::create_dir(path)?,
+        MountStep::CreateFile { path } => {
+            std::fs::File::create(path)?;
+        }
+        MountStep::Symlink { target, path } => std::os::unix::fs::symlink(target, path)?,
+        MountStep::BindTree { source, target } => {
+            mount(
+                Some(source.as_str()),
+                target.as_str(),
+                NONE,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                NONE,
+            )?;
+        }
+        MountStep::BindFile { source, target } => {
+            mount(
+                Some(source.as_str()),
+                target.as_str(),
+                NONE,
+                MsFlags::MS_BIND,
+                NONE,
+            )?;
+        }
+        MountStep::BindWorkdir { target } => {
+            let fd = workdir_fd
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("the workspace was not opened"))?;
+            let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            mount(Some(&source), target.as_str(), NONE, MsFlags::MS_BIND, NONE)?;
+            *workdir_fd = None;
+        }
+        MountStep::Proc { target } => {
+            mount(
+                Some("proc"),
+                target.as_str(),
+                Some("proc"),
+                nosuid_nodev | MsFlags::MS_NOEXEC,
+                NONE,
+            )?;
+        }
+        MountStep::PivotRoot { new_root } => {
+            nix::unistd::chdir(new_root.as_str())?;
+            nix::unistd::pivot_root(".", ".")?;
+            // The old root is now stacked under the new one; detach it.
+            umount2(".", MntFlags::MNT_DETACH)?;
+            nix::unistd::chdir("/")?;
+        }
+        MountStep::RemountRootReadOnly => {
+            mount(
+                NONE,
+                "/",
+                NONE,
+                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | nosuid_nodev,
+                NONE,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_host_entries_and_replaces_proc_tmp_and_sandbox() {
+        let entries = vec![
+            RootEntry::Symlink {
+                name: "bin".into(),
+                target: "usr/bin".into(),
+            },
+            RootEntry::dir("etc"),
+            RootEntry::dir("proc"),
+            RootEntry::dir("sandbox"),
+            RootEntry::dir("tmp"),
+            RootEntry::File("swapfile".into()),
+        ];
+        let steps = build_mounts(&entries);
+        assert_eq!(steps[0], MountStep::MakeRootPrivate);
+        assert!(steps.contains(&MountStep::Symlink {
+            target: "usr/bin".into(),
+            path: "/tmp/bin".into()
+        }));
+        assert!(steps.contains(&MountStep::BindTree {
+            source: "/etc".into(),
+            target: "/tmp/etc".into()
+        }));
+        assert!(steps.contains(&MountStep::BindFile {
+            source: "/swapfile".into(),
+            target: "/tmp/swapfile".into()
+        }));
+        for replaced in ["/proc", "/tmp", "/sandbox"] {
+            assert!(
+                !steps
+                    .iter()
+                    .any(|s| matches!(s, MountStep::BindTree { source, .. } if source == replaced)),
+                "{replaced} must not come from the host"
+            );
+        }
+        assert_eq!(
+            steps[steps.len() - 2..],
+            [
+                MountStep::PivotRoot {
+                    new_root: "/tmp".into()
+                },
+                MountStep::RemountRootReadOnly
+            ]
+        );
+    }
+
+    #[test]
+    fn workspace_is_opened_before_the_staging_tmpfs_hides_tmp() {
+        let steps = build_mounts(&[]);
+        let open = steps.iter().position(|s| *s == MountStep::OpenWorkdir);
+        let staging = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::Tmpfs { target, .. } if target == STAGING));
+        assert!(open.unwrap() < staging.unwrap());
+    }
+}

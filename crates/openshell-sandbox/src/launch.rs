@@ -1,0 +1,175 @@
+//! The supervisor side of a launch: the child's network namespace with the
+//! proxy listener inside it, the PID namespace, the init process, its
+//! reports, and its exit status.
+//!
+//! One dedicated *launch thread* owns the child from start to exit:
+//! network and PID namespaces are per-thread state (`unshare` of
+//! `CLONE_NEWNET` and `CLONE_NEWPID` affects only the calling thread and its
+//! future children), so the supervisor's other threads stay in the host's
+//! namespaces; and the thread lives until the child exits, because
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked a process ends.
+//!
+//! The init process is this same binary re-executed (`__init`), so no code
+//! runs between `fork` and `exec` but the standard library's own.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, ExitStatus};
+use std::sync::mpsc;
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::isolation::{PROXY_ADDR, Plan};
+use crate::report::{self, Report};
+use crate::sys;
+
+/// Why the sandbox could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("creating the network namespace")]
+    NetworkNamespace(#[source] nix::Error),
+    #[error("bringing up loopback in the sandbox's network namespace")]
+    Loopback(#[source] std::io::Error),
+    #[error("binding the proxy listener on {PROXY_ADDR} inside the sandbox")]
+    Listener(#[source] std::io::Error),
+    #[error("creating the PID namespace")]
+    PidNamespace(#[source] nix::Error),
+    #[error("creating the plan and report pipes")]
+    Pipe(#[source] nix::Error),
+    #[error("starting the sandbox init ({0})")]
+    Init(String, #[source] std::io::Error),
+    #[error("sending the plan to the sandbox init")]
+    SendPlan(#[source] std::io::Error),
+    #[error("encoding the plan")]
+    EncodePlan(#[source] serde_json::Error),
+    #[error("the launch thread ended without reporting")]
+    ThreadLost,
+}
+
+/// A started sandbox: the init's host pid, the proxy listener (in the
+/// child's network namespace), and what the child reported before exec.
+#[derive(Debug)]
+pub struct Running {
+    pub pid: Pid,
+    pub listener: TcpListener,
+    pub reports: Vec<Report>,
+    exit: mpsc::Receiver<std::io::Result<ExitStatus>>,
+}
+
+impl Running {
+    /// The first failure the child reported, if any.
+    pub fn failure(&self) -> Option<&Report> {
+        self.reports
+            .iter()
+            .find(|r| matches!(r, Report::Failed { .. }))
+    }
+
+    /// Waits for init to exit and returns the sandbox's exit code: the
+    /// agent's code, or 128+signal.
+    pub fn wait(self) -> std::io::Result<i32> {
+        let status = self
+            .exit
+            .recv()
+            .map_err(|_| std::io::Error::other("the launch thread ended without a status"))??;
+        Ok(exit_code(status))
+    }
+}
+
+/// The shell's convention: the exit code, or 128+signal.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(crate::EXIT_LAUNCH_FAILED)
+}
+
+/// Starts the sandbox described by `plan`; returns once the agent's
+/// program has been exec'd (or the launch failed: see [`Running::failure`]).
+pub fn spawn(plan: &Plan) -> Result<Running, SpawnError> {
+    let plan_json = serde_json::to_vec(plan).map_err(SpawnError::EncodePlan)?;
+    let (started_tx, started_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("sandbox-launch".into())
+        .spawn(move || match start(&plan_json) {
+            Err(error) => {
+                let _ = started_tx.send(Err(error));
+            }
+            Ok((mut child, listener, reports)) => {
+                let pid = Pid::from_raw(child.id() as i32);
+                let _ = started_tx.send(Ok((pid, listener, reports)));
+                let _ = exit_tx.send(child.wait());
+            }
+        })
+        .map_err(|e| SpawnError::Init("spawning the launch thread".into(), e))?;
+    let (pid, listener, reports) = started_rx.recv().map_err(|_| SpawnError::ThreadLost)??;
+    let reports = report::receive(File::from(reports));
+    Ok(Running {
+        pid,
+        listener,
+        reports,
+        exit: exit_rx,
+    })
+}
+
+/// Runs on the launch thread: namespaces, listener, init.
+fn start(plan_json: &[u8]) -> Result<(std::process::Child, TcpListener, OwnedFd), SpawnError> {
+    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(SpawnError::NetworkNamespace)?;
+    sys::set_loopback_up().map_err(SpawnError::Loopback)?;
+    let listener = TcpListener::bind(PROXY_ADDR).map_err(SpawnError::Listener)?;
+    nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(SpawnError::PidNamespace)?;
+
+    // The init inherits the plan's read end and the report's write end; the
+    // supervisor's ends are close-on-exec. They are created here, on the
+    // launch thread, immediately before the one spawn that inherits them.
+    let (plan_read, plan_write) = inheritable_pipe(End::Read)?;
+    let (report_read, report_write) = inheritable_pipe(End::Write)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| SpawnError::Init("locating our own binary".into(), e))?;
+    let child = Command::new("/proc/self/exe")
+        .arg0("openshell-sandbox-init")
+        .args([
+            "__init",
+            "--plan-fd",
+            &plan_read.as_raw_fd().to_string(),
+            "--report-fd",
+            &report_write.as_raw_fd().to_string(),
+        ])
+        .spawn()
+        .map_err(|e| SpawnError::Init(exe.display().to_string(), e))?;
+    drop(plan_read);
+    drop(report_write);
+    File::from(plan_write)
+        .write_all(plan_json)
+        .map_err(SpawnError::SendPlan)?;
+    Ok((child, listener, report_read))
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum End {
+    Read,
+    Write,
+}
+
+use std::os::unix::process::CommandExt;
+
+/// A pipe whose `inherited` end survives exec and whose other end does not.
+fn inheritable_pipe(inherited: End) -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(SpawnError::Pipe)?;
+    let keep = if inherited == End::Read {
+        &read
+    } else {
+        &write
+    };
+    nix::fcntl::fcntl(
+        keep,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(SpawnError::Pipe)?;
+    Ok((read, write))
+}

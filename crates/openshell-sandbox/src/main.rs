@@ -1,0 +1,120 @@
+//! `openshell-sandbox`: the supervisor binary.
+//!
+//! Exit codes of `run`: the command's own, 128+signal when it was killed,
+//! 125 when the sandbox could not be set up, 126 when the command cannot be
+//! executed, 127 when it was not found (docker's conventions).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use openshell_sandbox::standalone::{self, LaunchFailed, RunOptions};
+use openshell_sandbox::{EXIT_LAUNCH_FAILED, init};
+
+const RUN_EXAMPLES: &str = "\
+Examples:
+  # The default policy: read-only system, read-write /sandbox and /tmp, no network
+  sudo openshell-sandbox run -- sh -c 'id; touch /sandbox/ok'
+
+  # Your own policy and workspace, with extra variables
+  sudo openshell-sandbox run --policy policy.yaml --workdir ./project -e DEBUG=1 -- python3 app.py
+
+The command runs as the policy's user (default: a dedicated 'sandbox' account,
+created on first use), never as root, in new mount, PID, IPC, UTS and network
+namespaces, under Landlock and seccomp. Its only network is loopback, where the
+supervisor's proxy listens on 127.0.0.1:3128 (HTTP_PROXY and friends point there).
+
+Exit status: the command's own; 128+N when killed by signal N; 125 when the
+sandbox could not be set up; 126 not executable; 127 not found.";
+
+#[derive(Debug, Parser)]
+#[command(name = "openshell-sandbox", version = openshell_core::VERSION, about = "The OpenShell supervisor: runs an agent inside an isolated, policy-enforced sandbox")]
+struct Cli {
+    /// More logs on stderr (-v: what was enforced, -vv: debug). OPENSHELL_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one command in a sandbox and exit with its status
+    #[command(after_help = RUN_EXAMPLES)]
+    Run {
+        /// Policy YAML; without it, the built-in default policy (no network egress)
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Host directory mounted read-write at /sandbox [default: a fresh
+        /// directory under the state dir, removed on exit]
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+        /// Set a variable in the child (KEY=VALUE), or copy ours (KEY); repeatable
+        #[arg(short, long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The command and its arguments
+        #[arg(required = true, last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Internal: the sandbox's init process (started by `run`)
+    #[command(name = "__init", hide = true)]
+    Init {
+        #[arg(long)]
+        plan_fd: i32,
+        #[arg(long)]
+        report_fd: i32,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_env("OPENSHELL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
+}
+
+#[allow(clippy::print_stderr)] // the binary's one place for user-facing errors
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Init { plan_fd, report_fd } => exit(init::run(plan_fd, report_fd)),
+        Command::Run {
+            policy,
+            workdir,
+            env,
+            command,
+        } => match standalone::run(RunOptions {
+            policy,
+            workdir,
+            env,
+            argv: command,
+        }) {
+            Ok(code) => exit(code),
+            Err(error) => {
+                let code = error
+                    .downcast_ref::<LaunchFailed>()
+                    .map_or(EXIT_LAUNCH_FAILED, |f| f.code);
+                eprintln!("openshell-sandbox: error: {error:#}");
+                exit(code)
+            }
+        },
+    }
+}

@@ -1,0 +1,292 @@
+//! `openshell-sandbox run`: one sandboxed command without a gateway.
+//!
+//! Loads the policy (or the default), resolves the child's identity and
+//! workspace on the host, builds the plan, launches, forwards signals, and
+//! returns the command's exit code. A workspace it created is removed
+//! afterwards; a `--workdir` is never touched beyond being mounted.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use nix::sys::signal::{SigSet, kill};
+use nix::unistd::{Gid, Pid, Uid};
+
+use openshell_core::paths::{ProcessEnv, state_dir};
+use openshell_policy::Policy;
+use openshell_policy::defaults::{default_policy, enrich_filesystem};
+
+use crate::EXIT_LAUNCH_FAILED;
+use crate::init::FORWARDED;
+use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
+use crate::launch::{self, Running};
+use crate::report::{LandlockReport, Report};
+
+/// What `run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    /// `KEY=VALUE`, or `KEY` to copy the supervisor's value.
+    pub env: Vec<String>,
+    pub argv: Vec<String>,
+}
+
+/// The launch was refused or aborted before the command ran.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchFailed {
+    pub code: i32,
+    pub message: String,
+}
+
+/// Runs the command in a sandbox; returns its exit code.
+pub fn run(options: RunOptions) -> anyhow::Result<i32> {
+    if !Uid::effective().is_root() {
+        bail!(
+            "openshell-sandbox must start as root: it creates namespaces and drops privileges for the child\n\
+             hint: run it with sudo; the child itself never runs as root"
+        );
+    }
+    let (policy, is_default) = load_policy(options.policy.as_deref())?;
+    let credentials = identity::resolve(&policy.process).context("resolving the child's user")?;
+    let env_overrides = parse_env(&options.env)?;
+    let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials)?;
+    let mut policy = policy;
+    if is_default {
+        // The default policy's paths are optional: drop the missing ones
+        // quietly (a user's missing paths are reported instead).
+        let fs = &mut policy.filesystem;
+        let exists = |p: &String| exists_in_sandbox(p, &workspace.path);
+        fs.read_only.retain(exists);
+        fs.read_write.retain(exists);
+    }
+    let plan = isolation::build_plan(Inputs {
+        policy: &policy,
+        workdir: workspace.path.clone(),
+        credentials,
+        root_entries: mounts::read_root_entries().context("listing the host's root")?,
+        argv: options.argv,
+        env_overrides,
+        host_env: std::env::vars().collect(),
+    });
+
+    let signals = forwarded_signals();
+    signals
+        .thread_block()
+        .context("blocking signals for forwarding")?;
+    let running = launch::spawn(&plan).context("starting the sandbox")?;
+    supervise(running, signals)
+    // `workspace` is dropped here, after the child exited: a workspace we
+    // created is removed.
+}
+
+fn supervise(running: Running, signals: SigSet) -> anyhow::Result<i32> {
+    if let Some(Report::Failed {
+        stage,
+        message,
+        exit_code,
+    }) = running.failure().cloned()
+    {
+        let _ = running.wait();
+        return Err(LaunchFailed {
+            code: exit_code,
+            message: format!("{stage}: {message}"),
+        }
+        .into());
+    }
+    let enforced = running.reports.iter().find_map(|r| match r {
+        Report::Enforced(enforced) => Some(enforced.clone()),
+        Report::Failed { .. } => None,
+    });
+    let Some(enforced) = enforced else {
+        let code = running.wait().unwrap_or(EXIT_LAUNCH_FAILED);
+        return Err(LaunchFailed {
+            code: EXIT_LAUNCH_FAILED,
+            message: format!("the sandbox exited (status {code}) before reporting its isolation"),
+        }
+        .into());
+    };
+    log_landlock(&enforced.landlock);
+    tracing::info!(
+        uid = enforced.uid,
+        gid = enforced.gid,
+        no_new_privs = enforced.no_new_privs,
+        seccomp = enforced.seccomp,
+        "agent child isolated"
+    );
+    let pid = running.pid;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || forward_signals(&signals, pid))
+        .context("starting the signal forwarder")?;
+    let listener = running
+        .listener
+        .try_clone()
+        .context("sharing the proxy listener")?;
+    std::thread::Builder::new()
+        .name("proxy-refuse".into())
+        .spawn(move || refuse_connections(&listener))
+        .context("starting the proxy listener")?;
+    running.wait().context("waiting for the sandbox")
+}
+
+fn log_landlock(report: &LandlockReport) {
+    for skipped in &report.skipped {
+        tracing::warn!(path = %skipped.path, reason = %skipped.reason, "landlock: path skipped");
+    }
+    match &report.unavailable {
+        Some(why) => tracing::error!(
+            finding = "landlock-unavailable",
+            reason = %why,
+            "landlock is NOT enforced (best_effort): the child has no filesystem restrictions"
+        ),
+        None if !report.enforced => tracing::warn!(
+            abi = report.abi,
+            "landlock only partially enforced (best_effort)"
+        ),
+        None => tracing::info!(abi = report.abi, rules = report.rules, "landlock enforced"),
+    }
+}
+
+fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for signal in FORWARDED {
+        set.add(signal);
+    }
+    set
+}
+
+fn forward_signals(signals: &SigSet, pid: Pid) {
+    while let Ok(signal) = signals.wait() {
+        tracing::debug!(?signal, "forwarding signal to the sandbox");
+        let _ = kill(pid, signal);
+    }
+}
+
+/// Until the egress proxy serves it, every connection to the listener is
+/// closed at once.
+fn refuse_connections(listener: &TcpListener) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => drop(stream),
+            Err(error) => {
+                tracing::warn!(%error, "proxy listener accept failed");
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
+    let Some(path) = path else {
+        return Ok((default_policy(), true));
+    };
+    let validated = openshell_policy::load_file(path).map_err(|error| {
+        let details: Vec<String> = error
+            .diagnostics()
+            .iter()
+            .map(|d| format!("  {}: {d}", path.display()))
+            .collect();
+        if details.is_empty() {
+            anyhow::Error::from(error)
+        } else {
+            anyhow::anyhow!("invalid policy {}:\n{}", path.display(), details.join("\n"))
+        }
+    })?;
+    for warning in &validated.warnings {
+        tracing::warn!(policy = %path.display(), "{warning}");
+    }
+    let mut policy = validated.policy;
+    let added = enrich_filesystem(&mut policy.filesystem, |p| Path::new(p).exists());
+    if !added.is_empty() {
+        tracing::debug!(?added, "baseline paths added to the filesystem policy");
+    }
+    Ok((policy, false))
+}
+
+/// Whether `path` will exist inside the sandbox: `/sandbox`, `/tmp` and
+/// `/proc` are the sandbox's own; the rest is the host's.
+fn exists_in_sandbox(path: &str, workdir: &Path) -> bool {
+    if let Some(rest) = path.strip_prefix(SANDBOX_DIR) {
+        return rest.is_empty() || workdir.join(rest.trim_start_matches('/')).exists();
+    }
+    if path == "/tmp" || path == "/proc" {
+        return true;
+    }
+    Path::new(path).exists()
+}
+
+fn parse_env(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    values
+        .iter()
+        .map(|item| {
+            let (key, value) = match item.split_once('=') {
+                Some((key, value)) => (key.to_owned(), value.to_owned()),
+                None => (item.clone(), std::env::var(item).unwrap_or_default()),
+            };
+            if key.is_empty() || key.contains('\0') || value.contains('\0') {
+                bail!("invalid --env {item:?}: expected KEY=VALUE or KEY");
+            }
+            Ok((key, value))
+        })
+        .collect()
+}
+
+/// The host directory mounted at `/sandbox`.
+struct Workspace {
+    path: PathBuf,
+    /// The per-sandbox state directory we created (removed on exit).
+    created: Option<PathBuf>,
+}
+
+impl Workspace {
+    fn prepare(
+        workdir: Option<&Path>,
+        credentials: &isolation::Credentials,
+    ) -> anyhow::Result<Workspace> {
+        if let Some(dir) = workdir {
+            let path = dir
+                .canonicalize()
+                .with_context(|| format!("--workdir {}", dir.display()))?;
+            if !path.is_dir() {
+                bail!("--workdir {} is not a directory", dir.display());
+            }
+            return Ok(Workspace {
+                path,
+                created: None,
+            });
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = format!("run-{}-{nanos:x}", std::process::id());
+        let root = state_dir(&ProcessEnv)?.join("sandboxes").join(id);
+        let path = root.join("workspace");
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("creating the workspace {}", path.display()))?;
+        let workspace = Workspace {
+            path,
+            created: Some(root),
+        };
+        nix::unistd::chown(
+            &workspace.path,
+            Some(Uid::from_raw(credentials.uid)),
+            Some(Gid::from_raw(credentials.gid)),
+        )
+        .with_context(|| format!("handing {} to the sandbox user", workspace.path.display()))?;
+        Ok(workspace)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if let Some(root) = &self.created
+            && let Err(error) = std::fs::remove_dir_all(root)
+        {
+            tracing::warn!(%error, path = %root.display(), "cannot remove the workspace");
+        }
+    }
+}

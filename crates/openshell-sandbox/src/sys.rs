@@ -1,0 +1,98 @@
+//! The only module allowed to use `unsafe`: thin wrappers over the few
+//! syscalls no safe crate covers.
+//!
+//! | Wrapper | Why no safe crate |
+//! |---|---|
+//! | [`set_loopback_up`] | `SIOCSIFFLAGS` needs a hand-built `ifreq`; nix and rustix expose no safe interface-flags setter, and a netlink crate is far heavier than one ioctl |
+//! | [`landlock_abi`] | the `landlock` crate keeps its ABI probe private; we log and check the ABI we enforce |
+//! | [`fork`] | `nix::unistd::fork` is `unsafe`; the caller proves it is single-threaded |
+//! | [`take_inherited_fd`] | adopting a descriptor number passed on the command line is `from_raw_fd` |
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::unistd::ForkResult;
+
+/// Brings up the loopback interface of the calling thread's network namespace.
+pub fn set_loopback_up() -> io::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").or_else(|_| {
+        // A fresh namespace has `lo` down, so binding 127.0.0.1 fails; any
+        // AF_INET datagram socket serves for the ioctl.
+        std::net::UdpSocket::bind("0.0.0.0:0")
+    })?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `fd` is a live socket owned by `socket`; `request` is a valid,
+    // NUL-terminated `ifreq` that outlives the call.
+    if unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` member of the union.
+    unsafe {
+        request.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: as above; the kernel only reads `request`.
+    if unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The highest Landlock ABI the running kernel offers, or why it offers none
+/// (`ENOSYS`: not built in, `EOPNOTSUPP`: disabled at boot).
+pub fn landlock_abi() -> Result<i32, Errno> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag the
+    // kernel reads no memory and only returns the ABI number.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if abi < 0 {
+        return Err(Errno::last());
+    }
+    i32::try_from(abi).map_err(|_| Errno::EINVAL)
+}
+
+/// `fork(2)` for a process that has exactly one thread, so that the child may
+/// allocate and take locks freely.
+pub fn fork() -> io::Result<ForkResult> {
+    let threads = std::fs::read_dir("/proc/thread-self/..")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    // SAFETY: the process has one thread (checked just above, and nothing in
+    // this module starts threads), so the child inherits no lock held by
+    // another thread and may run arbitrary code before exec.
+    Ok(unsafe { nix::unistd::fork() }?)
+}
+
+/// Adopts a descriptor the parent passed by number, checking it is open.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::other(format!(
+            "descriptor {fd} is a standard stream"
+        )));
+    }
+    // SAFETY: F_GETFD only reads the descriptor table entry; any number is
+    // a valid argument.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (F_GETFD succeeded) and was created by
+    // the supervisor for this process alone; nothing else here refers to it,
+    // so the returned OwnedFd is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
