@@ -256,7 +256,9 @@ pub fn apply_drop(credentials: &Credentials) -> Result<(), DropError> {
 }
 
 /// Core dumps off (soft and hard), not dumpable, `no_new_privs`; each read
-/// back.
+/// back. The kernel resets "dumpable" when an ordinary binary is exec'd, so
+/// for the agent's program the lasting guarantees are the hard core limit
+/// of 0 and seccomp's ban on ptrace and process_vm_*.
 pub fn apply_hardening() -> Result<(), DropError> {
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(step("setrlimit(RLIMIT_CORE)"))?;
     if getrlimit(Resource::RLIMIT_CORE).map_err(step("getrlimit(RLIMIT_CORE)"))? != (0, 0) {

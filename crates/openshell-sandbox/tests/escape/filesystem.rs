@@ -1,0 +1,126 @@
+//! Landlock and the private root: files outside the policy stay out of
+//! reach, by any path.
+
+use crate::support::{sandbox, shared_dir};
+
+/// A secret on the host that no policy lists.
+struct Secret {
+    path: std::path::PathBuf,
+}
+
+impl Secret {
+    fn new(tag: &str) -> Secret {
+        let path = std::path::PathBuf::from(format!(
+            "/root/openshell-escape-{tag}-{}",
+            std::process::id()
+        ));
+        std::fs::write(&path, "TOP-SECRET-VALUE\n").unwrap();
+        Secret { path }
+    }
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn reading_a_secret_outside_the_allowed_paths_fails() {
+    let secret = Secret::new("read");
+    let outcome = sandbox().run(&["cat", secret.path()]);
+    assert_ne!(outcome.code, 0);
+    assert!(outcome.stderr.contains("Permission denied"), "{outcome:#?}");
+    assert!(!outcome.stdout.contains("TOP-SECRET"));
+}
+
+#[test]
+fn reading_the_secret_through_proc_root_or_a_symlink_fails() {
+    let secret = Secret::new("indirect");
+    let dir = shared_dir();
+    std::os::unix::fs::symlink(secret.path(), dir.path().join("link")).unwrap();
+    let script = format!(
+        "cat /proc/self/root{p}; cat /proc/1/root{p}; cat /sandbox/link; echo done",
+        p = secret.path()
+    );
+    let outcome = sandbox().workdir(dir.path()).sh(&script);
+    assert!(!outcome.stdout.contains("TOP-SECRET"), "{outcome:#?}");
+    assert_eq!(outcome.stdout.trim(), "done");
+}
+
+#[test]
+fn a_hard_link_cannot_carry_a_read_only_file_into_the_workspace() {
+    let dir = shared_dir();
+    let outcome = sandbox()
+        .workdir(dir.path())
+        .sh("ln /etc/hostname /sandbox/hostname");
+    assert_ne!(outcome.code, 0, "{outcome:#?}");
+    assert!(!dir.path().join("hostname").exists());
+}
+
+#[test]
+fn writing_under_usr_or_the_root_fails() {
+    let name = format!("openshell-escape-{}", std::process::id());
+    let script = format!("touch /usr/{name}; touch /{name}; mkdir /etc/{name}; echo done");
+    let outcome = sandbox().sh(&script);
+    assert_eq!(outcome.stdout.trim(), "done");
+    assert_eq!(
+        outcome.stderr.matches("Permission denied").count()
+            + outcome.stderr.matches("Read-only file system").count(),
+        3,
+        "{outcome:#?}"
+    );
+    assert!(!std::path::Path::new(&format!("/usr/{name}")).exists());
+    assert!(!std::path::Path::new(&format!("/{name}")).exists());
+    assert!(!std::path::Path::new(&format!("/etc/{name}")).exists());
+}
+
+#[test]
+fn the_sandbox_tmp_is_private() {
+    let marker = std::env::temp_dir().join(format!("openshell-host-tmp-{}", std::process::id()));
+    std::fs::write(&marker, "host").unwrap();
+    let script = format!(
+        "test -e {m} && echo visible; echo x > /tmp/from-sandbox; echo done",
+        m = marker.display()
+    );
+    let outcome = sandbox().sh(&script).success();
+    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(outcome.stdout.trim(), "done");
+    assert!(!std::path::Path::new("/tmp/from-sandbox").exists());
+}
+
+#[test]
+fn read_only_policy_paths_are_readable_but_not_writable() {
+    let dir = shared_dir();
+    // Not under /tmp, which is private in the sandbox.
+    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    std::fs::write(data.path().join("f"), "data\n").unwrap();
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        data.path().join("f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let policy = format!(
+        "version: 1\nfilesystem_policy:\n  include_workdir: true\n  read_only: [/usr, /lib, /lib64, /bin, /etc, {d}]\n  read_write: [/tmp]\n",
+        d = data.path().display()
+    );
+    let script = format!(
+        "cat {d}/f; echo more >> {d}/f; touch {d}/new; echo done",
+        d = data.path().display()
+    );
+    let outcome = sandbox().policy(&policy).workdir(dir.path()).sh(&script);
+    assert_eq!(outcome.stdout, "data\ndone\n", "{outcome:#?}");
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("f")).unwrap(),
+        "data\n"
+    );
+    assert!(!data.path().join("new").exists());
+}

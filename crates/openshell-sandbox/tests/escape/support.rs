@@ -1,0 +1,217 @@
+//! Running the real `openshell-sandbox` binary, as root, with a deadline.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_openshell-sandbox");
+pub const PYTHON: &str = "/usr/bin/python3";
+/// No launch may take longer; a hang fails the test instead of the suite.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The suite needs root (CI runs as root); it never skips silently.
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the escape suite must run as root (CI does): the supervisor creates namespaces"
+    );
+}
+
+/// What a sandboxed command did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with the whole outcome unless the command exited 0.
+    pub fn success(self) -> Outcome {
+        assert_eq!(self.code, 0, "sandboxed command failed: {self:#?}");
+        self
+    }
+}
+
+/// A sandbox launch being configured.
+pub struct Sandbox {
+    policy: Option<PathBuf>,
+    workdir: Option<PathBuf>,
+    env: Vec<String>,
+    stdin: Option<Vec<u8>>,
+    state: tempfile::TempDir,
+}
+
+pub fn sandbox() -> Sandbox {
+    require_root();
+    Sandbox {
+        policy: None,
+        workdir: None,
+        env: Vec::new(),
+        stdin: None,
+        state: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Sandbox {
+    /// Uses this policy text (written to a file outside the sandbox).
+    pub fn policy(mut self, yaml: &str) -> Sandbox {
+        let path = self.state.path().join("policy.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        self.policy = Some(path);
+        self
+    }
+
+    pub fn workdir(mut self, dir: &Path) -> Sandbox {
+        self.workdir = Some(dir.to_owned());
+        self
+    }
+
+    pub fn env(mut self, item: &str) -> Sandbox {
+        self.env.push(item.to_owned());
+        self
+    }
+
+    pub fn stdin(mut self, data: &[u8]) -> Sandbox {
+        self.stdin = Some(data.to_vec());
+        self
+    }
+
+    /// The supervisor's state directory (where generated workspaces live).
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
+    }
+
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .env("XDG_STATE_HOME", self.state.path())
+            .env_remove("OPENSHELL_LOG")
+            .arg("run");
+        if let Some(policy) = &self.policy {
+            command.arg("--policy").arg(policy);
+        }
+        if let Some(workdir) = &self.workdir {
+            command.arg("--workdir").arg(workdir);
+        }
+        for item in &self.env {
+            command.args(["--env", item]);
+        }
+        command.arg("--").args(argv);
+        command
+    }
+
+    pub fn run(&self, argv: &[&str]) -> Outcome {
+        let mut command = self.command(argv);
+        command
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(data) = &self.stdin {
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(data).unwrap();
+        }
+        wait_with_deadline(child)
+    }
+
+    /// `sh -c script`.
+    pub fn sh(&self, script: &str) -> Outcome {
+        self.run(&["/bin/sh", "-c", script])
+    }
+
+    /// `python3 -c code`.
+    pub fn python(&self, code: &str) -> Outcome {
+        self.run(&[PYTHON, "-c", code])
+    }
+}
+
+/// Waits for the child, killing it and failing the test past [`DEADLINE`].
+pub fn wait_with_deadline(mut child: std::process::Child) -> Outcome {
+    let start = Instant::now();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let read = |pipe: Option<std::process::ChildStdout>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                std::io::Read::read_to_string(&mut pipe, &mut text).ok();
+            }
+            text
+        })
+    };
+    let stdout = read(stdout);
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = stderr {
+            std::io::Read::read_to_string(&mut pipe, &mut text).ok();
+        }
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            child.kill().ok();
+            child.wait().ok();
+            panic!("sandbox launch hung for more than {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Outcome {
+        code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// A directory the sandbox user can read and write, for `--workdir`.
+pub fn shared_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// The compiled `hostile.c`, in a directory of its own (mounted as the
+/// workspace by the probes).
+pub fn hostile_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("escape-hostile");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        compile_hostile(&dir.join("hostile"));
+        dir
+    })
+}
+
+pub fn compile_hostile(out: &Path) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/escape/hostile.c");
+    let status = Command::new("cc")
+        .args(["-O1", "-Wall", "-o"])
+        .arg(out)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (cc) is needed for the escape suite");
+    assert!(status.success(), "compiling {}", source.display());
+}
+
+/// Runs one probe of `hostile.c` in a default-policy sandbox; returns its line.
+pub fn probe(name: &str) -> String {
+    let outcome = sandbox()
+        .workdir(hostile_dir())
+        .run(&["/sandbox/hostile", name]);
+    assert_eq!(outcome.code, 0, "probe {name} crashed: {outcome:#?}");
+    outcome.stdout.trim().to_owned()
+}
