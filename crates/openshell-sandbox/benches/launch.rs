@@ -106,7 +106,12 @@ fn main() {
         ("unshare --fork --net --mount --pid /bin/true", &u),
         ("openshell-sandbox run --policy p.yaml -- /bin/true", &s),
     ] {
-        println!("| `{name}` | {} | {} | {} |", ms(st.median), ms(st.p90), ms(st.mean));
+        println!(
+            "| `{name}` | {} | {} | {} |",
+            ms(st.median),
+            ms(st.p90),
+            ms(st.mean)
+        );
     }
     println!(
         "\noverhead per launch (median): {} over /bin/true, {} over unshare; ratio {:.1}x /bin/true, {:.1}x unshare",

@@ -52,7 +52,10 @@ fn host_state() -> HostState {
     let me = std::process::id().to_string();
     let mut foreign = BTreeSet::new();
     let mut our_children = 0;
-    for pid in names("/proc").into_iter().filter(|p| p.parse::<u32>().is_ok()) {
+    for pid in names("/proc")
+        .into_iter()
+        .filter(|p| p.parse::<u32>().is_ok())
+    {
         if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/pid"))
             && ns != our_pid_ns
         {
@@ -61,7 +64,10 @@ fn host_state() -> HostState {
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Field 4 (after the parenthesised comm) is the parent pid.
-        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1));
         if ppid == Some(me.as_str()) {
             our_children += 1;
         }
