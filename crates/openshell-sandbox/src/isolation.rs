@@ -34,7 +34,7 @@ pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 /// The child's hostname (its own UTS namespace).
 pub const HOSTNAME: &str = "sandbox";
 /// Variables copied from the supervisor's environment when set.
-const INHERITED_VARS: [&str; 4] = ["TERM", "LANG", "LC_ALL", "TZ"];
+pub const INHERITED_VARS: [&str; 4] = ["TERM", "LANG", "LC_ALL", "TZ"];
 /// Proxy variables, all pointing at [`PROXY_ADDR`].
 const PROXY_VARS: [&str; 7] = [
     "HTTP_PROXY",
