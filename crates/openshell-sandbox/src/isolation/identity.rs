@@ -206,16 +206,16 @@ pub fn apply_drop(credentials: &Credentials) -> Result<(), DropError> {
         .collect();
     nix::unistd::setgroups(&groups).map_err(step("setgroups"))?;
     nix::unistd::setresgid(gid, gid, gid).map_err(step("setresgid"))?;
-    let (rgid, egid, sgid) = (
-        nix::unistd::getgid(),
-        nix::unistd::getegid(),
-        nix::unistd::getresgid().map_err(step("getresgid"))?.saved,
-    );
-    if [rgid, egid, sgid] != [gid, gid, gid] {
-        return Err(DropError::Verify(format!(
-            "expected effective GID {gid}, got {egid} (real {rgid}, saved {sgid})"
-        )));
-    }
+    let saved = nix::unistd::getresgid().map_err(step("getresgid"))?;
+    verify_ids(
+        "GID",
+        credentials.gid,
+        [
+            saved.real.as_raw(),
+            saved.effective.as_raw(),
+            saved.saved.as_raw(),
+        ],
+    )?;
     caps::clear(None, caps::CapSet::Bounding).map_err(DropError::Bounding)?;
     let left = caps::read(None, caps::CapSet::Bounding).map_err(DropError::Bounding)?;
     if !left.is_empty() {
@@ -224,16 +224,16 @@ pub fn apply_drop(credentials: &Credentials) -> Result<(), DropError> {
         )));
     }
     nix::unistd::setresuid(uid, uid, uid).map_err(step("setresuid"))?;
-    let (ruid, euid, suid) = (
-        nix::unistd::getuid(),
-        nix::unistd::geteuid(),
-        nix::unistd::getresuid().map_err(step("getresuid"))?.saved,
-    );
-    if [ruid, euid, suid] != [uid, uid, uid] {
-        return Err(DropError::Verify(format!(
-            "expected effective UID {uid}, got {euid} (real {ruid}, saved {suid})"
-        )));
-    }
+    let saved = nix::unistd::getresuid().map_err(step("getresuid"))?;
+    verify_ids(
+        "UID",
+        credentials.uid,
+        [
+            saved.real.as_raw(),
+            saved.effective.as_raw(),
+            saved.saved.as_raw(),
+        ],
+    )?;
     if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
         return Err(DropError::Verify(format!(
             "process can still re-acquire root (UID 0) after switching to UID {uid}"
@@ -253,6 +253,20 @@ pub fn apply_drop(credentials: &Credentials) -> Result<(), DropError> {
         }
     }
     Ok(())
+}
+
+/// Checks that real, effective and saved ids all equal `expected`.
+fn verify_ids(
+    kind: &str,
+    expected: u32,
+    [real, effective, saved]: [u32; 3],
+) -> Result<(), DropError> {
+    if [real, effective, saved] == [expected; 3] {
+        return Ok(());
+    }
+    Err(DropError::Verify(format!(
+        "expected effective {kind} {expected}, got {effective} (real {real}, saved {saved})"
+    )))
 }
 
 /// Core dumps off (soft and hard), not dumpable, `no_new_privs`; each read

@@ -138,23 +138,8 @@ pub fn wait_with_deadline(mut child: std::process::Child) -> Outcome {
     let start = Instant::now();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let read = |pipe: Option<std::process::ChildStdout>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                std::io::Read::read_to_string(&mut pipe, &mut text).ok();
-            }
-            text
-        })
-    };
-    let stdout = read(stdout);
-    let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stderr {
-            std::io::Read::read_to_string(&mut pipe, &mut text).ok();
-        }
-        text
-    });
+    let stdout = read_in_background(stdout);
+    let stderr = read_in_background(stderr);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -174,6 +159,18 @@ pub fn wait_with_deadline(mut child: std::process::Child) -> Outcome {
         stdout: stdout.join().unwrap(),
         stderr: stderr.join().unwrap(),
     }
+}
+
+fn read_in_background(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            pipe.read_to_string(&mut text).ok();
+        }
+        text
+    })
 }
 
 /// A directory the sandbox user can read and write, for `--workdir`.
