@@ -2,7 +2,7 @@
 //! program. Init is single-threaded, so this code may allocate.
 //!
 //! Order (reference policy §3.1, with Landlock paths opened while still
-//! root, §1.4): signals restored → parent-death signal → working directory →
+//! root, §1.4): inherited descriptors marked close-on-exec → signals restored → parent-death signal → working directory →
 //! Landlock ruleset built → privilege drop → hardening → Landlock
 //! `restrict_self` → seccomp → report → exec. Any failure is reported and
 //! the child exits without running the program.
@@ -20,7 +20,7 @@ use nix::unistd::AccessFlags;
 use crate::init::{fail, send_failure};
 use crate::isolation::{Plan, identity, landlock, seccomp};
 use crate::report::{self, Enforced, Report};
-use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND};
+use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, sys};
 
 /// Applies every layer and execs the program; never returns.
 pub fn run(plan: &Plan, filters: &seccomp::Filters, report: File) -> ! {
@@ -38,6 +38,7 @@ pub fn run(plan: &Plan, filters: &seccomp::Filters, report: File) -> ! {
 }
 
 fn restrict(plan: &Plan, filters: &seccomp::Filters) -> anyhow::Result<Enforced> {
+    sys::cloexec_all_from(3).context("closing inherited descriptors at exec")?;
     SigSet::empty()
         .thread_set_mask()
         .context("restoring the signal mask")?;

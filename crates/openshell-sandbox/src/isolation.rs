@@ -75,6 +75,8 @@ pub struct Inputs<'a> {
     pub workdir: PathBuf,
     pub credentials: Credentials,
     pub root_entries: Vec<RootEntry>,
+    /// Host directories to hide ([`mounts::private_dirs`]).
+    pub private_dirs: Vec<String>,
     pub argv: Vec<String>,
     /// `--env` values, applied last.
     pub env_overrides: Vec<(String, String)>,
@@ -90,7 +92,7 @@ pub fn build_plan(inputs: Inputs<'_>) -> Plan {
     };
     Plan {
         hostname: HOSTNAME.to_owned(),
-        mounts: mounts::build_mounts(&inputs.root_entries),
+        mounts: mounts::build_mounts(&inputs.root_entries, &inputs.private_dirs),
         landlock,
         env: build_env(&inputs.credentials, &inputs.host_env, &inputs.env_overrides),
         credentials: inputs.credentials,
@@ -186,6 +188,7 @@ mod tests {
             workdir: "/var/lib/w".into(),
             credentials: credentials(),
             root_entries: vec![RootEntry::dir("usr"), RootEntry::dir("etc")],
+            private_dirs: vec![],
             argv: vec!["/bin/true".into()],
             env_overrides: vec![],
             host_env: vec![],

@@ -62,11 +62,20 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         fs.read_only.retain(exists);
         fs.read_write.retain(exists);
     }
+    let policy_paths: Vec<String> = policy
+        .filesystem
+        .read_only
+        .iter()
+        .chain(&policy.filesystem.read_write)
+        .cloned()
+        .collect();
+    let private_dirs = mounts::private_dirs(&policy_paths, |d| Path::new(d).is_dir());
     let plan = isolation::build_plan(Inputs {
         policy: &policy,
         workdir: workspace.path.clone(),
         credentials,
         root_entries: mounts::read_root_entries().context("listing the host's root")?,
+        private_dirs,
         argv: options.argv,
         env_overrides,
         host_env: std::env::vars().collect(),

@@ -7,6 +7,7 @@
 //! | [`landlock_abi`] | the `landlock` crate keeps its ABI probe private; we log and check the ABI we enforce |
 //! | [`fork`] | `nix::unistd::fork` is `unsafe`; the caller proves it is single-threaded |
 //! | [`take_inherited_fd`] | adopting a descriptor number passed on the command line is `from_raw_fd` |
+//! | [`cloexec_all_from`] | `close_range(2)` has no wrapper in nix 0.32 |
 #![allow(unsafe_code)]
 
 use std::io;
@@ -95,4 +96,25 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // the supervisor for this process alone; nothing else here refers to it,
     // so the returned OwnedFd is its only owner.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Marks every descriptor from `first` up close-on-exec, so that nothing the
+/// supervisor itself inherited (a jobserver pipe, a caller's socket) reaches
+/// the agent's program.
+pub fn cloexec_all_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors in the range; it touches no memory of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

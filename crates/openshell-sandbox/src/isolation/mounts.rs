@@ -8,6 +8,13 @@
 //! disappears with the namespace, even when the child crashes. No directory
 //! is created on the host: the host's root does not need a `/sandbox`.
 //!
+//! Host directories where other programs leave world-connectable UNIX
+//! sockets and shared memory ([`PRIVATE_DIRS`]: `/run`, `/var/tmp`,
+//! `/dev/shm`) are replaced by empty tmpfs, unless the policy names a path
+//! inside them. Landlock before ABI 9 does not govern `connect(2)` to a
+//! pathname socket, so hiding them is what keeps the agent off, say, the
+//! host's D-Bus system bus.
+//!
 //! The staging tmpfs is mounted over `/tmp` of the private namespace; the
 //! workspace is opened before that, so a workspace under the host's `/tmp`
 //! stays reachable.
@@ -24,6 +31,25 @@ use serde::{Deserialize, Serialize};
 pub const STAGING: &str = "/tmp";
 /// Host top-level entries replaced by the sandbox's own.
 const REPLACED: [&str; 3] = ["proc", "tmp", "sandbox"];
+/// Host directories replaced by an empty tmpfs unless the policy names a
+/// path inside them.
+pub const PRIVATE_DIRS: [&str; 3] = ["/run", "/var/tmp", "/dev/shm"];
+
+/// The [`PRIVATE_DIRS`] to hide: those that exist (per `is_dir`) and that no
+/// policy path equals or lies under.
+pub fn private_dirs(policy_paths: &[String], is_dir: impl Fn(&str) -> bool) -> Vec<String> {
+    PRIVATE_DIRS
+        .iter()
+        .filter(|dir| is_dir(dir))
+        .filter(|dir| {
+            !policy_paths.iter().any(|p| {
+                p.strip_prefix(**dir)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+        })
+        .map(|dir| (*dir).to_owned())
+        .collect()
+}
 
 /// One top-level entry of the host's `/`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,8 +147,9 @@ fn staged(name: &str) -> String {
     format!("{STAGING}/{name}")
 }
 
-/// The mount sequence for a host root with `entries`. Pure.
-pub fn build_mounts(entries: &[RootEntry]) -> Vec<MountStep> {
+/// The mount sequence for a host root with `entries`, hiding `private`
+/// (absolute paths, see [`private_dirs`]). Pure.
+pub fn build_mounts(entries: &[RootEntry], private: &[String]) -> Vec<MountStep> {
     let mut steps = vec![
         MountStep::MakeRootPrivate,
         MountStep::OpenWorkdir,
@@ -155,6 +182,12 @@ pub fn build_mounts(entries: &[RootEntry]) -> Vec<MountStep> {
                 path: staged(name),
             }),
         }
+    }
+    for dir in private {
+        steps.push(MountStep::Tmpfs {
+            target: format!("{STAGING}{dir}"),
+            options: "mode=1777".into(),
+        });
     }
     steps.extend([
         MountStep::Mkdir {
@@ -312,7 +345,7 @@ mod tests {
             RootEntry::dir("tmp"),
             RootEntry::File("swapfile".into()),
         ];
-        let steps = build_mounts(&entries);
+        let steps = build_mounts(&entries, &[]);
         assert_eq!(steps[0], MountStep::MakeRootPrivate);
         assert!(steps.contains(&MountStep::Symlink {
             target: "usr/bin".into(),
@@ -346,8 +379,30 @@ mod tests {
     }
 
     #[test]
+    fn private_dirs_are_hidden_unless_the_policy_reaches_into_them() {
+        let all = |_: &str| true;
+        assert_eq!(private_dirs(&[], all), ["/run", "/var/tmp", "/dev/shm"]);
+        let policy = vec!["/run/secrets".to_owned(), "/dev/shmx".to_owned()];
+        assert_eq!(private_dirs(&policy, all), ["/var/tmp", "/dev/shm"]);
+        assert_eq!(private_dirs(&[], |d| d != "/var/tmp"), ["/run", "/dev/shm"]);
+        let steps = build_mounts(&[RootEntry::dir("run")], &["/run".to_owned()]);
+        let hidden = MountStep::Tmpfs {
+            target: "/tmp/run".into(),
+            options: "mode=1777".into(),
+        };
+        let bound = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::BindTree { target, .. } if target == "/tmp/run"));
+        let covered = steps.iter().position(|s| *s == hidden);
+        assert!(
+            bound.unwrap() < covered.unwrap(),
+            "the tmpfs must cover the bind"
+        );
+    }
+
+    #[test]
     fn workspace_is_opened_before_the_staging_tmpfs_hides_tmp() {
-        let steps = build_mounts(&[]);
+        let steps = build_mounts(&[], &[]);
         let open = steps.iter().position(|s| *s == MountStep::OpenWorkdir);
         let staging = steps
             .iter()

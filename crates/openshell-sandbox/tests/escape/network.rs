@@ -168,3 +168,47 @@ fn the_proxy_listener_is_inside_the_sandbox_and_refuses_until_the_proxy_serves_i
 fn netlink_route_stays_available_for_getifaddrs() {
     assert_eq!(probe("netlink_route"), "netlink_route: ok");
 }
+
+/// A world-connectable UNIX socket on the host, removed on drop.
+struct HostSocket {
+    path: std::path::PathBuf,
+    _listener: std::os::unix::net::UnixListener,
+}
+
+impl HostSocket {
+    fn new(dir: &str) -> HostSocket {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::path::PathBuf::from(format!(
+            "{dir}/openshell-escape-{}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        HostSocket {
+            path,
+            _listener: listener,
+        }
+    }
+}
+
+impl Drop for HostSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn world_connectable_host_unix_sockets_in_run_and_dev_shm_are_out_of_reach() {
+    // Landlock before ABI 9 does not govern connect() to pathname sockets;
+    // the sandbox's private /run and /dev/shm do.
+    for dir in ["/run", "/dev/shm"] {
+        let socket = HostSocket::new(dir);
+        let script = format!(
+            "import socket, errno\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({:?})\n    print('connected')\nexcept OSError as e:\n    print(errno.errorcode[e.errno])\n",
+            socket.path.to_str().unwrap()
+        );
+        let outcome = sandbox().python(&script).success();
+        assert_eq!(outcome.stdout.trim(), "ENOENT", "{dir}: {outcome:#?}");
+    }
+}

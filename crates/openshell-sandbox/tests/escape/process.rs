@@ -83,3 +83,63 @@ fn no_core_dump_is_written_even_when_the_child_asks_for_one() {
     left.sort();
     assert_eq!(left, ["hostile"], "a core file appeared");
 }
+
+#[test]
+fn no_supervisor_descriptor_leaks_into_the_child() {
+    // A descriptor without close-on-exec, as a careless caller would pass:
+    // the supervisor inherits it; the agent's program must not.
+    let (read, write) = nix::unistd::pipe().unwrap();
+    // ls opens the directory itself as the one extra descriptor.
+    let outcome = sandbox().run(&["ls", "/proc/self/fd"]).success();
+    drop((read, write));
+    assert_eq!(outcome.stdout, "0\n1\n2\n3\n", "{outcome:#?}");
+}
+
+#[test]
+fn a_numeric_user_without_a_passwd_entry_runs_with_that_uid_and_gid() {
+    let policy = "version: 1\nprocess:\n  run_as_user: \"54321\"\n";
+    let outcome = sandbox().policy(policy).run(&["id"]).success();
+    assert_eq!(
+        outcome.stdout, "uid=54321 gid=54321 groups=54321\n",
+        "{outcome:#?}"
+    );
+}
+
+#[test]
+fn killing_the_supervisor_takes_the_whole_sandbox_down() {
+    let marker = format!("31.{}", std::process::id());
+    let sandbox = sandbox();
+    let mut child = sandbox
+        .command(&["sleep", &marker])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let find = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| {
+                let pid = e.ok()?.file_name().to_string_lossy().into_owned();
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                (cmdline == format!("sleep\0{marker}\0").as_bytes()).then_some(pid)
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while find().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandboxed sleep never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL: no cleanup code of the supervisor runs
+    child.wait().unwrap();
+    while !find().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox outlived its supervisor: {:?}",
+            find()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
