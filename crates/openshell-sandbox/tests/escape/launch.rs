@@ -172,3 +172,57 @@ fn usage_errors_exit_2_with_help() {
         "{outcome:#?}"
     );
 }
+
+#[test]
+fn a_non_root_caller_is_told_to_use_root() {
+    crate::support::require_root();
+    // A copy nobody can reach, wherever the checkout lives.
+    let dir = shared_dir();
+    let binary = dir.path().join("openshell-sandbox");
+    std::fs::copy(crate::support::BIN, &binary).unwrap();
+    let outcome = wait_with_deadline(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&binary)
+            .args(["run", "--", "/bin/true"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(outcome.code, 125, "{outcome:#?}");
+    assert!(
+        outcome
+            .stderr
+            .starts_with("openshell-sandbox: error: openshell-sandbox must start as root"),
+        "{outcome:#?}"
+    );
+    assert!(outcome.stderr.contains("hint: "), "{outcome:#?}");
+}
+
+#[test]
+fn run_help_teaches_usage_examples_and_exit_codes() {
+    let outcome = wait_with_deadline(
+        std::process::Command::new(crate::support::BIN)
+            .args(["run", "--help"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(outcome.code, 0);
+    for expected in [
+        "Usage: openshell-sandbox run [OPTIONS] -- <CMD>...",
+        "--policy <FILE>",
+        "--workdir <DIR>",
+        "--env <KEY=VALUE>",
+        "sudo openshell-sandbox run -- sh -c 'id; touch /sandbox/ok'",
+        "128+N when killed by signal N; 125 when the",
+    ] {
+        assert!(
+            outcome.stdout.contains(expected),
+            "{expected:?} missing:\n{}",
+            outcome.stdout
+        );
+    }
+}
