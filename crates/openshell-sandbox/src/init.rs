@@ -91,6 +91,8 @@ fn prepare(plan_fd: RawFd, report: &File) -> anyhow::Result<(Plan, seccomp::Filt
     )
     .context("marking the report channel close-on-exec")?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal")?;
+    // `exe` (from /proc/self/exe) would tell an operator nothing in `ps`.
+    let _ = nix::sys::prctl::set_name(c"openshell-init");
     let mut plan_json = Vec::new();
     File::from(sys::take_inherited_fd(plan_fd).context("adopting the plan channel")?)
         .read_to_end(&mut plan_json)

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
 
@@ -154,8 +155,6 @@ enum End {
     Read,
     Write,
 }
-
-use std::os::unix::process::CommandExt;
 
 /// A pipe whose `inherited` end survives exec and whose other end does not.
 fn inheritable_pipe(inherited: End) -> Result<(OwnedFd, OwnedFd), SpawnError> {
