@@ -95,8 +95,12 @@ fn the_sandbox_tmp_is_private() {
 #[test]
 fn read_only_policy_paths_are_readable_but_not_writable() {
     let dir = shared_dir();
-    // Not under /tmp, which is private in the sandbox.
-    let data = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // Under /var/lib: not /tmp, /var/tmp or /run, which are private in the
+    // sandbox (the checkout itself may live under /tmp).
+    let data = tempfile::Builder::new()
+        .prefix("openshell-escape-")
+        .tempdir_in("/var/lib")
+        .unwrap();
     std::fs::write(data.path().join("f"), "data\n").unwrap();
     std::fs::set_permissions(
         data.path(),
