@@ -55,12 +55,18 @@ pub enum SpawnError {
 #[derive(Debug)]
 pub struct Running {
     pub pid: Pid,
-    pub listener: TcpListener,
+    listener: Option<TcpListener>,
     pub reports: Vec<Report>,
     exit: mpsc::Receiver<std::io::Result<ExitStatus>>,
 }
 
 impl Running {
+    /// The proxy listener, bound inside the child's network namespace
+    /// (once: the proxy takes it).
+    pub fn take_listener(&mut self) -> Option<TcpListener> {
+        self.listener.take()
+    }
+
     /// The first failure the child reported, if any.
     pub fn failure(&self) -> Option<&Report> {
         self.reports
@@ -111,7 +117,7 @@ pub fn spawn(plan: &Plan) -> Result<Running, SpawnError> {
     let reports = report::receive(File::from(reports));
     Ok(Running {
         pid,
-        listener,
+        listener: Some(listener),
         reports,
         exit: exit_rx,
     })

@@ -22,9 +22,11 @@
 //!   outlives the child, even after a crash.
 
 pub mod agent;
+pub mod events;
 pub mod init;
 pub mod isolation;
 pub mod launch;
+pub mod proxy;
 pub mod report;
 pub mod standalone;
 pub mod sys;

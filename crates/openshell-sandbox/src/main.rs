@@ -55,6 +55,9 @@ enum Command {
         /// Set a variable in the child (KEY=VALUE), or copy ours (KEY); repeatable
         #[arg(short, long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Append one JSON line per egress decision (allow, audit, deny) to FILE
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
         /// The command and its arguments
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -100,11 +103,13 @@ fn main() -> ExitCode {
             policy,
             workdir,
             env,
+            events,
             command,
         } => match standalone::run(RunOptions {
             policy,
             workdir,
             env,
+            events,
             argv: command,
         }) {
             Ok(code) => exit(code),

@@ -5,8 +5,8 @@
 //! returns the command's exit code. A workspace it created is removed
 //! afterwards; a `--workdir` is never touched beyond being mounted.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -18,9 +18,11 @@ use openshell_policy::Policy;
 use openshell_policy::defaults::{default_policy, enrich_filesystem};
 
 use crate::EXIT_LAUNCH_FAILED;
+use crate::events::Events;
 use crate::init::FORWARDED;
 use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
 use crate::launch::{self, Running};
+use crate::proxy::{self, generation, generation::Reloader, identity::Identifier};
 use crate::report::{LandlockReport, Report};
 
 /// What `run` was asked to do.
@@ -30,6 +32,8 @@ pub struct RunOptions {
     pub workdir: Option<PathBuf>,
     /// `KEY=VALUE`, or `KEY` to copy the supervisor's value.
     pub env: Vec<String>,
+    /// Append one JSON line per egress decision here.
+    pub events: Option<PathBuf>,
     pub argv: Vec<String>,
 }
 
@@ -52,7 +56,8 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let (policy, is_default) = load_policy(options.policy.as_deref())?;
     let credentials = identity::resolve(&policy.process).context("resolving the child's user")?;
     let env_overrides = parse_env(&options.env)?;
-    let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials)?;
+    let sandbox_id = sandbox_id();
+    let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials, &sandbox_id)?;
     let mut policy = policy;
     if is_default {
         // The default policy's paths are optional: drop the missing ones
@@ -85,13 +90,32 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     signals
         .thread_block()
         .context("blocking signals for forwarding")?;
+    let events = match &options.events {
+        Some(path) => Events::to_file(path)
+            .with_context(|| format!("opening the events file {}", path.display()))?,
+        None => Events::default(),
+    };
+    let egress = Egress {
+        policy,
+        policy_path: options.policy.clone(),
+        events,
+        sandbox: sandbox_id,
+    };
     let running = launch::spawn(&plan).context("starting the sandbox")?;
-    supervise(running, signals)
+    supervise(running, signals, egress)
     // `workspace` is dropped here, after the child exited: a workspace we
     // created is removed.
 }
 
-fn supervise(running: Running, signals: SigSet) -> anyhow::Result<i32> {
+/// What the egress proxy needs from the launch.
+struct Egress {
+    policy: Policy,
+    policy_path: Option<PathBuf>,
+    events: Events,
+    sandbox: String,
+}
+
+fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::Result<i32> {
     if let Some(Report::Failed {
         stage,
         message,
@@ -125,20 +149,62 @@ fn supervise(running: Running, signals: SigSet) -> anyhow::Result<i32> {
         seccomp = enforced.seccomp,
         "agent child isolated"
     );
+
+    // The proxy's threads inherit the blocked signal mask of this thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("proxy")
+        .enable_all()
+        .build()
+        .context("starting the proxy runtime")?;
+    let (generations_tx, generations) = generation::channel(egress.policy);
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let pid = running.pid;
+    let reload_on_hup = egress.policy_path.is_some().then_some(reload_tx);
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || forward_signals(&signals, pid))
+        .spawn(move || forward_signals(&signals, pid, reload_on_hup.as_ref()))
         .context("starting the signal forwarder")?;
     let listener = running
-        .listener
-        .try_clone()
-        .context("sharing the proxy listener")?;
-    std::thread::Builder::new()
-        .name("proxy-refuse".into())
-        .spawn(move || refuse_connections(&listener))
-        .context("starting the proxy listener")?;
-    running.wait().context("waiting for the sandbox")
+        .take_listener()
+        .context("the proxy listener was already taken")?;
+    listener
+        .set_nonblocking(true)
+        .context("preparing the proxy listener")?;
+    let shared = Arc::new(proxy::Shared {
+        sandbox: egress.sandbox,
+        generations,
+        identifier: Identifier::new(pid.as_raw() as u32),
+        events: egress.events,
+        ignore_binary: relaxed_identity(),
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let _guard = runtime.enter();
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("registering the proxy listener")?;
+    runtime.spawn(proxy::run(listener, shared, shutdown_rx));
+    // The sender must outlive the run: a dropped sender ends every tunnel.
+    let _generations_tx = match &egress.policy_path {
+        Some(path) => {
+            runtime.spawn(Reloader::new(path, generations_tx, enrich).watch(reload_rx));
+            None
+        }
+        None => Some(generations_tx),
+    };
+    let code = runtime
+        .block_on(tokio::task::spawn_blocking(move || running.wait()))
+        .context("waiting for the sandbox")?
+        .context("waiting for the sandbox")?;
+    let _ = shutdown_tx.send(true);
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(code)
+}
+
+/// `OPENSHELL_NETWORK_BINARY_IDENTITY=relaxed|disabled|endpoint-only|false|0`
+/// turns binary matching off (reference §4.3); the default is required.
+fn relaxed_identity() -> bool {
+    std::env::var("OPENSHELL_NETWORK_BINARY_IDENTITY")
+        .is_ok_and(|v| ["relaxed", "disabled", "endpoint-only", "false", "0"].contains(&v.trim()))
 }
 
 fn log_landlock(report: &LandlockReport) {
@@ -167,24 +233,21 @@ fn forwarded_signals() -> SigSet {
     set
 }
 
-fn forward_signals(signals: &SigSet, pid: Pid) {
+fn forward_signals(
+    signals: &SigSet,
+    pid: Pid,
+    reload: Option<&tokio::sync::mpsc::UnboundedSender<()>>,
+) {
     while let Ok(signal) = signals.wait() {
+        if signal == nix::sys::signal::Signal::SIGHUP
+            && let Some(reload) = reload
+        {
+            tracing::info!("SIGHUP: reloading the policy");
+            let _ = reload.send(());
+            continue;
+        }
         tracing::debug!(?signal, "forwarding signal to the sandbox");
         let _ = kill(pid, signal);
-    }
-}
-
-/// Until the egress proxy serves it, every connection to the listener is
-/// closed at once.
-fn refuse_connections(listener: &TcpListener) {
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => drop(stream),
-            Err(error) => {
-                tracing::warn!(%error, "proxy listener accept failed");
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-        }
     }
 }
 
@@ -207,12 +270,26 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
     for warning in &validated.warnings {
         tracing::warn!(policy = %path.display(), "{warning}");
     }
-    let mut policy = validated.policy;
+    Ok((enrich(validated.policy), false))
+}
+
+/// Baseline enrichment (reference §2.3) with the paths that exist here.
+fn enrich(mut policy: Policy) -> Policy {
     let added = enrich_filesystem(&mut policy.filesystem, |p| Path::new(p).exists());
     if !added.is_empty() {
         tracing::debug!(?added, "baseline paths added to the filesystem policy");
     }
-    Ok((policy, false))
+    policy
+}
+
+/// A name for this sandbox, unique on the host: events carry it, and a
+/// generated workspace lives under it.
+fn sandbox_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("run-{}-{nanos:x}", std::process::id())
 }
 
 /// Whether `path` will exist inside the sandbox: `/sandbox`, `/tmp` and
@@ -254,6 +331,7 @@ impl Workspace {
     fn prepare(
         workdir: Option<&Path>,
         credentials: &isolation::Credentials,
+        id: &str,
     ) -> anyhow::Result<Workspace> {
         if let Some(dir) = workdir {
             let path = dir
@@ -267,11 +345,6 @@ impl Workspace {
                 created: None,
             });
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let id = format!("run-{}-{nanos:x}", std::process::id());
         let root = state_dir(&ProcessEnv)?.join("sandboxes").join(id);
         let path = root.join("workspace");
         std::fs::create_dir_all(&path)

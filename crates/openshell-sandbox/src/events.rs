@@ -1,0 +1,122 @@
+//! Security decisions as typed events, emitted through one function
+//! ([`Events::emit`]) so the log and the JSON audit stream cannot drift.
+//!
+//! An event never carries a query string, a header or a body: paths are
+//! canonical and query-free by construction of the callers.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// One egress decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkEvent {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub sandbox: String,
+    /// `CONNECT` or `FORWARD` (how the agent asked).
+    pub kind: &'static str,
+    pub binary: Option<String>,
+    pub pid: Option<u32>,
+    pub host: String,
+    pub port: u16,
+    pub method: Option<String>,
+    /// Canonical path, no query.
+    pub path: Option<String>,
+    /// `allow`, `audit` or `deny`.
+    pub decision: &'static str,
+    /// Which layer decided: `l4`, `ssrf`, `l7`, `identity`, `upstream`.
+    pub layer: &'static str,
+    pub policy: Option<String>,
+    pub reason: Option<String>,
+    /// Policy generation the decision was made under.
+    pub generation: u64,
+}
+
+/// Where events go: always `tracing`; also a JSON-lines file when set.
+#[derive(Debug, Default)]
+pub struct Events {
+    file: Option<Mutex<File>>,
+}
+
+impl Events {
+    /// Appends JSON lines to `path` (created if missing).
+    pub fn to_file(path: &Path) -> std::io::Result<Events> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Events {
+            file: Some(Mutex::new(file)),
+        })
+    }
+
+    /// Records one decision.
+    pub fn emit(&self, event: &NetworkEvent) {
+        match event.decision {
+            "deny" => tracing::warn!(
+                host = %event.host, port = event.port, binary = event.binary.as_deref().unwrap_or("-"),
+                layer = event.layer, reason = event.reason.as_deref().unwrap_or(""),
+                "egress denied"
+            ),
+            decision => tracing::info!(
+                host = %event.host, port = event.port, binary = event.binary.as_deref().unwrap_or("-"),
+                policy = event.policy.as_deref().unwrap_or(""), decision,
+                "egress allowed"
+            ),
+        }
+        if let Some(file) = &self.file
+            && let Ok(mut line) = serde_json::to_vec(event)
+        {
+            line.push(b'\n');
+            if let Ok(mut file) = file.lock() {
+                let _ = file.write_all(&line);
+            }
+        }
+    }
+}
+
+/// Now, as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_millis())
+}
+
+/// Formats seconds since the epoch (civil-from-days, Howard Hinnant).
+fn rfc3339(secs: i64, millis: u32) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(1_795_000_000, 999), "2026-11-18T11:06:40.999Z");
+    }
+}

@@ -1,0 +1,411 @@
+//! The egress proxy: the agent's only way out of its network namespace.
+//!
+//! Both front doors — `CONNECT host:port` and absolute-form `http://`
+//! requests — become one [`Intent`] and go through one pipeline
+//! ([`decide`]): who is calling ([`identity`]) → L4 policy → destination
+//! (SSRF, resolved once, the validated address dialed) → L7 for inspected
+//! endpoints → relay ([`relay`]). Every decision is one event
+//! ([`crate::events`]). A denial is an ordinary response, never an error.
+//!
+//! Not yet here (issue 5 continues): TLS termination and L7 inside CONNECT
+//! tunnels. An endpoint that asks for L7 inspection is therefore refused
+//! over CONNECT rather than tunnelled uninspected (fail closed); plain-HTTP
+//! forward requests to it are inspected.
+
+pub mod generation;
+pub mod identity;
+pub mod relay;
+pub mod request;
+pub mod response;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use openshell_policy::canonical::canonicalize_target;
+use openshell_policy::l4::{L4Decision, L4Request};
+use openshell_policy::l7::{RestRequest, Verdict};
+use openshell_policy::ssrf::check_destination;
+
+use crate::events::{Events, NetworkEvent, now_rfc3339};
+use generation::Generation;
+use identity::{Caller, Identifier};
+use request::{Framing, ReadHeadError, Target, TargetError};
+use response::L7Denial;
+
+/// Most connections served at once; further accepts wait.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Upstream connect timeout per address.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The sandbox's name, for events.
+    pub sandbox: String,
+    pub generations: watch::Receiver<Arc<Generation>>,
+    pub identifier: Identifier,
+    pub events: Events,
+    /// Relaxed identity (reference §4.3): endpoints only, binaries ignored.
+    pub ignore_binary: bool,
+}
+
+/// Serves `listener` until `shutdown` turns true. Accept errors are logged
+/// and backed off, never fatal.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle(stream, peer, &shared).await;
+                    drop(permit);
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "proxy accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One request as the pipeline sees it.
+#[derive(Debug)]
+struct Intent<'a> {
+    target: &'a Target,
+    method: &'a str,
+}
+
+impl Intent<'_> {
+    fn kind(&self) -> &'static str {
+        match self.target {
+            Target::Connect { .. } => "CONNECT",
+            Target::Forward { .. } => "FORWARD",
+        }
+    }
+
+    /// The path without its query, for details and events.
+    fn path(&self) -> Option<&str> {
+        match self.target {
+            Target::Forward { path, .. } => Some(path.split('?').next().unwrap_or(path)),
+            Target::Connect { .. } => None,
+        }
+    }
+
+    /// `CONNECT h:p` or `GET h:p/path` as the reference's details write it.
+    fn describe(&self, with_path: bool) -> String {
+        let (host, port) = (self.target.host(), self.target.port());
+        match (self.target, with_path) {
+            (Target::Forward { .. }, true) => {
+                format!("{} {host}:{port}{}", self.method, self.path().unwrap_or(""))
+            }
+            _ => format!("{} {host}:{port}", self.method),
+        }
+    }
+}
+
+/// The outcome of the pipeline for one intent.
+#[derive(Debug)]
+enum Decision {
+    /// Answer with these bytes and close.
+    Refuse(Vec<u8>),
+    /// Dial these validated addresses.
+    Dial {
+        addrs: Vec<IpAddr>,
+        generation: u64,
+        /// Canonical origin-form target for a forward request.
+        forward_path: Option<String>,
+    },
+}
+
+async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
+    let _ = client.set_nodelay(true);
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let mut buf = Vec::with_capacity(2048);
+    let head_len = match request::read_head(&mut client, &mut buf).await {
+        Ok(len) => len,
+        Err(ReadHeadError::TooLarge) => {
+            let _ = client.write_all(response::HEADERS_TOO_LARGE).await;
+            return;
+        }
+        Err(_) => return, // closed, silent or broken: nothing to answer
+    };
+    let Some(head) = request::parse_head(&buf[..head_len]) else {
+        let _ = client.write_all(response::BAD_REQUEST).await;
+        return;
+    };
+    let target = match request::parse_target(&head.method, &head.target) {
+        Ok(target) => target,
+        Err(TargetError::UnsupportedScheme) => {
+            let body = response::error(
+                400,
+                "unsupported_proxy_scheme",
+                "Forward proxy requests must use http",
+            );
+            let _ = client.write_all(&body).await;
+            return;
+        }
+        Err(TargetError::Malformed) => {
+            let _ = client.write_all(response::BAD_REQUEST).await;
+            return;
+        }
+    };
+    let framing = match target {
+        Target::Connect { .. } => Framing::None,
+        Target::Forward { .. } => match request::framing(&head) {
+            Some(framing) => framing,
+            None => {
+                let _ = client.write_all(response::BAD_REQUEST).await;
+                return;
+            }
+        },
+    };
+    let buffered = buf.split_off(head_len);
+    let identifier_result = identify(shared, peer, local).await;
+    let intent = Intent {
+        target: &target,
+        method: &head.method,
+    };
+    let decision = decide(shared, &intent, identifier_result).await;
+    let (addrs, generation, forward_path) = match decision {
+        Decision::Refuse(bytes) => {
+            let _ = client.write_all(&bytes).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+        Decision::Dial {
+            addrs,
+            generation,
+            forward_path,
+        } => (addrs, generation, forward_path),
+    };
+    let upstream = match dial(&addrs, target.port()).await {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            tracing::warn!(host = target.host(), port = target.port(), %error, "upstream unreachable");
+            let detail = format!("{}: {error}", intent.describe(false));
+            let _ = client
+                .write_all(&response::error(502, "upstream_unreachable", &detail))
+                .await;
+            return;
+        }
+    };
+    let generations = shared.generations.clone();
+    match (&target, forward_path) {
+        (Target::Connect { .. }, _) => {
+            if client.write_all(response::CONNECT_OK).await.is_err() {
+                return;
+            }
+            let mut upstream = upstream;
+            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
+                return;
+            }
+            relay::tunnel(client, upstream, generations, generation).await;
+        }
+        (Target::Forward { .. }, Some(path)) => {
+            let head_bytes = relay::upstream_head(&head, &path);
+            relay::forward(
+                client,
+                upstream,
+                head_bytes,
+                framing,
+                buffered,
+                generations,
+                generation,
+            )
+            .await;
+        }
+        (Target::Forward { .. }, None) => {}
+    }
+}
+
+async fn identify(shared: &Shared, peer: SocketAddr, local: SocketAddr) -> Result<Caller, String> {
+    let identifier_anchor = &shared.identifier;
+    // The identifier does blocking /proc reads and hashing.
+    tokio::task::block_in_place(|| identifier_anchor.identify(peer, local))
+}
+
+/// The pipeline: identity → L4 → destination → L7 (forward requests).
+async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, String>) -> Decision {
+    let generation = shared.generations.borrow().clone();
+    let (host, port) = (intent.target.host(), intent.target.port());
+    let mut event = NetworkEvent {
+        time: now_rfc3339(),
+        sandbox: shared.sandbox.clone(),
+        kind: intent.kind(),
+        binary: None,
+        pid: None,
+        host: host.to_owned(),
+        port,
+        method: matches!(intent.target, Target::Forward { .. }).then(|| intent.method.to_owned()),
+        path: intent.path().map(str::to_owned),
+        decision: "deny",
+        layer: "identity",
+        policy: None,
+        reason: None,
+        generation: generation.number,
+    };
+    let policy_denied = |event: &mut NetworkEvent, reason: String| {
+        let detail = format!("{} not permitted by policy", intent.describe(true));
+        let bytes = response::policy_denied(&detail, &reason);
+        event.reason = Some(reason);
+        shared.events.emit(event);
+        Decision::Refuse(bytes)
+    };
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(reason) => return policy_denied(&mut event, reason),
+    };
+    event.binary = Some(caller.binary.clone());
+    event.pid = Some(caller.pid);
+    event.layer = "l4";
+    let ancestors: Vec<&str> = caller.ancestors.iter().map(String::as_str).collect();
+    let cmdline: Vec<&str> = caller.cmdline.iter().map(String::as_str).collect();
+    let allow = match generation.policy.decide_l4(&L4Request {
+        host,
+        port,
+        binary: &caller.binary,
+        ancestors: &ancestors,
+        cmdline: &cmdline,
+        ignore_binary: shared.ignore_binary,
+    }) {
+        L4Decision::Allow(allow) => allow,
+        L4Decision::Deny(deny) => return policy_denied(&mut event, deny.reason),
+    };
+    event.policy = Some(allow.policy.to_owned());
+
+    // Destination: resolve once, check every address, dial only those.
+    event.layer = "ssrf";
+    let addrs = resolve(host, port).await;
+    if let Err(denied) = check_destination(allow.destination_mode(host), host, port, &addrs) {
+        let detail = format!(
+            "{} blocked: {}",
+            intent.describe(false),
+            denied.kind.as_str()
+        );
+        event.reason = Some(denied.reason);
+        shared.events.emit(&event);
+        return Decision::Refuse(response::error(403, "ssrf_denied", &detail));
+    }
+
+    event.layer = "l7";
+    let forward_path = match intent.target {
+        Target::Connect { .. } if allow.is_inspected() => {
+            event.reason = Some("L7 inspection inside CONNECT tunnels is not available yet".into());
+            shared.events.emit(&event);
+            return Decision::Refuse(response::error(
+                403,
+                "unsupported_l7_protocol",
+                "L7 inspection inside CONNECT tunnels is not available yet; use plain http:// through the proxy or an L4 endpoint",
+            ));
+        }
+        Target::Connect { .. } => None,
+        Target::Forward { path, .. } => {
+            let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
+            let canonical = match canonicalize_target(path, allow_encoded_slash) {
+                Ok(canonical) => canonical,
+                Err(error) => {
+                    event.reason = Some(format!("invalid request target: {error:?}"));
+                    shared.events.emit(&event);
+                    return Decision::Refuse(response::error(
+                        400,
+                        "invalid_request_target",
+                        "the request path cannot be canonicalised safely",
+                    ));
+                }
+            };
+            let verdict = allow.evaluate_rest(&RestRequest {
+                method: intent.method,
+                path: &canonical.path,
+                query: &canonical.query,
+            });
+            event.path = Some(canonical.path.clone());
+            event.policy = Some(verdict.policy.to_owned());
+            if verdict.verdict == Verdict::Deny {
+                let detail = verdict
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| "request denied by policy".to_owned());
+                let bytes = response::l7_denied(&L7Denial {
+                    policy: verdict.policy,
+                    method: intent.method,
+                    path: &canonical.path,
+                    detail: &detail,
+                    host,
+                    port,
+                    binary: Some(&caller.binary),
+                });
+                event.reason = Some(detail);
+                shared.events.emit(&event);
+                return Decision::Refuse(bytes);
+            }
+            if verdict.verdict == Verdict::Audit {
+                event.decision = "audit";
+                event.reason = verdict.reason.clone();
+            }
+            Some(match &canonical.raw_query {
+                Some(query) => format!("{}?{query}", canonical.path),
+                None => canonical.path.clone(),
+            })
+        }
+    };
+    if event.decision != "audit" {
+        event.decision = "allow";
+    }
+    if !allow.is_inspected() {
+        event.layer = "l4";
+    }
+    shared.events.emit(&event);
+    Decision::Dial {
+        addrs,
+        generation: generation.number,
+        forward_path,
+    }
+}
+
+/// The host's addresses: the literal itself, or a DNS lookup in the
+/// supervisor's namespace (empty when resolution fails).
+async fn resolve(host: &str, port: u16) -> Vec<IpAddr> {
+    if let Some(ip) = openshell_policy::host::parse_ip_literal(host) {
+        return vec![ip];
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => {
+            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.dedup();
+            ips
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Connects to the first validated address that answers.
+async fn dial(addrs: &[IpAddr], port: u16) -> std::io::Result<TcpStream> {
+    let mut last = std::io::Error::other("no address to dial");
+    for ip in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((*ip, port))).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(error)) => last = error,
+            Err(_) => last = std::io::ErrorKind::TimedOut.into(),
+        }
+    }
+    Err(last)
+}

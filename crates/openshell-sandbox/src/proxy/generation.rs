@@ -1,0 +1,134 @@
+//! Policy generations: the compiled policy every new connection is decided
+//! by, swapped atomically on reload. Connections remember the generation
+//! they were allowed under and close when it is replaced (policy.md
+//! "Static vs dynamic").
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, watch};
+
+use openshell_policy::{CompiledPolicy, Policy};
+
+/// How often the policy file is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One compiled policy and its number.
+#[derive(Debug)]
+pub struct Generation {
+    pub number: u64,
+    pub policy: CompiledPolicy,
+}
+
+/// Creates the channel holding the current generation (number 1).
+pub fn channel(
+    policy: Policy,
+) -> (
+    watch::Sender<Arc<Generation>>,
+    watch::Receiver<Arc<Generation>>,
+) {
+    watch::channel(Arc::new(Generation {
+        number: 1,
+        policy: CompiledPolicy::new(policy),
+    }))
+}
+
+/// Resolves when the current generation is no longer `pinned` (or the
+/// sender is gone, which also ends the pinned connection).
+pub async fn replaced(generations: &mut watch::Receiver<Arc<Generation>>, pinned: u64) {
+    loop {
+        if generations.borrow_and_update().number != pinned {
+            return;
+        }
+        if generations.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reloads a policy file into new generations.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    sender: watch::Sender<Arc<Generation>>,
+    /// Turns a freshly validated policy into the enforced one (baseline
+    /// enrichment), exactly as at start.
+    prepare: fn(Policy) -> Policy,
+}
+
+impl Reloader {
+    pub fn new(
+        path: &Path,
+        sender: watch::Sender<Arc<Generation>>,
+        prepare: fn(Policy) -> Policy,
+    ) -> Reloader {
+        Reloader {
+            modified: modified(path),
+            path: path.to_owned(),
+            sender,
+            prepare,
+        }
+    }
+
+    /// Validates the file completely, checks that only dynamic sections
+    /// changed, and swaps it in. On any error the current generation stays.
+    pub fn reload(&mut self) -> Result<u64, String> {
+        self.modified = modified(&self.path);
+        let validated = openshell_policy::load_file(&self.path).map_err(|e| {
+            let details: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
+            if details.is_empty() {
+                e.to_string()
+            } else {
+                details.join("; ")
+            }
+        })?;
+        let candidate = (self.prepare)(validated.policy);
+        let current = self.sender.borrow().clone();
+        openshell_policy::live::check_live_update(current.policy.policy(), &candidate)
+            .map_err(|problems| problems.join("; "))?;
+        let number = current.number + 1;
+        self.sender.send_replace(Arc::new(Generation {
+            number,
+            policy: CompiledPolicy::new(candidate),
+        }));
+        Ok(number)
+    }
+
+    /// Reloads when the file's mtime changes or a request arrives (SIGHUP),
+    /// until the request channel closes.
+    pub async fn watch(mut self, mut requests: mpsc::UnboundedReceiver<()>) {
+        let mut tick = tokio::time::interval(POLL_INTERVAL);
+        loop {
+            tokio::select! {
+                request = requests.recv() => {
+                    if request.is_none() {
+                        return;
+                    }
+                }
+                _ = tick.tick() => {
+                    if modified(&self.path) == self.modified {
+                        continue;
+                    }
+                }
+            }
+            let current = self.sender.borrow().number;
+            match self.reload() {
+                Ok(number) => {
+                    tracing::info!(generation = number, policy = %self.path.display(), "policy reloaded")
+                }
+                Err(reason) => tracing::error!(
+                    generation = current,
+                    policy = %self.path.display(),
+                    %reason,
+                    "policy reload rejected; the previous generation stays active"
+                ),
+            }
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}

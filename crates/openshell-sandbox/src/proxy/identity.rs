@@ -1,0 +1,364 @@
+//! Who is calling (policy reference §4.3–§4.4): the accepted socket's
+//! 4-tuple is looked up in the child namespace's `/proc/<init>/net/tcp{,6}`
+//! to get the client socket's inode; the sandbox's processes (descendants
+//! of init) holding `socket:[inode]` are its owners; each owner's
+//! `/proc/<pid>/exe`, ancestors and argv paths form its identity, and
+//! every executable is pinned by SHA-256 on first use.
+//!
+//! Blocking file I/O: call from `spawn_blocking`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+/// Deepest ancestor walk (reference §9).
+const MAX_ANCESTORS: usize = 64;
+
+/// The calling process, as policy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Lowest owning pid (host numbering).
+    pub pid: u32,
+    pub binary: String,
+    /// Executables of the ancestors, nearest first, up to (not including) init.
+    pub ancestors: Vec<String>,
+    /// Absolute argv paths of the caller and its ancestors (diagnostics only).
+    pub cmdline: Vec<String>,
+    /// SHA-256 of the binary, hex.
+    pub sha256: String,
+}
+
+/// Identifies callers of one sandbox; holds the trust-on-first-use cache.
+#[derive(Debug)]
+pub struct Identifier {
+    /// Host pid of the sandbox's init, the `/proc` anchor.
+    anchor: u32,
+    hashes: Mutex<HashMap<String, Pinned>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    dev: u64,
+    ino: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Pinned {
+    fingerprint: Fingerprint,
+    sha256: String,
+}
+
+impl Identifier {
+    pub fn new(anchor: u32) -> Identifier {
+        Identifier {
+            anchor,
+            hashes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The identity behind the connection from `peer` to the proxy's
+    /// `local` address, or the reference's deny reason.
+    pub fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Caller, String> {
+        let inode = self.socket_inode(peer, local).ok_or_else(|| {
+            "failed to resolve peer binary: socket not found in the sandbox's connection table"
+                .to_owned()
+        })?;
+        let owners = self.owners(inode);
+        if owners.is_empty() {
+            return Err(format!(
+                "failed to resolve peer binary: no process found owning socket inode {inode}"
+            ));
+        }
+        let mut callers = Vec::with_capacity(owners.len());
+        for pid in &owners {
+            callers.push(self.describe(*pid)?);
+        }
+        let first = &callers[0];
+        let agree = callers.iter().all(|c| {
+            c.binary == first.binary
+                && c.ancestors == first.ancestors
+                && c.cmdline == first.cmdline
+                && c.sha256 == first.sha256
+        });
+        if !agree {
+            let pids: Vec<String> = owners.iter().map(u32::to_string).collect();
+            return Err(format!(
+                "ambiguous shared socket ownership: inode {inode} is held by PIDs [{}] with different policy identities",
+                pids.join(",")
+            ));
+        }
+        Ok(callers.swap_remove(0))
+    }
+
+    fn socket_inode(&self, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
+        ["tcp", "tcp6"].iter().find_map(|table| {
+            let text =
+                std::fs::read_to_string(format!("/proc/{}/net/{table}", self.anchor)).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let (own, remote, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
+                let matches = parse_proc_addr(own).is_some_and(|a| same_endpoint(a, peer))
+                    && parse_proc_addr(remote).is_some_and(|a| same_endpoint(a, local));
+                matches.then(|| inode.parse().ok()).flatten()
+            })
+        })
+    }
+
+    /// Processes of the sandbox (init's descendants) holding the socket,
+    /// ascending.
+    fn owners(&self, inode: u64) -> Vec<u32> {
+        let needle = format!("socket:[{inode}]");
+        descendants(self.anchor)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|fds| {
+                        fds.filter_map(Result::ok).any(|fd| {
+                            std::fs::read_link(fd.path())
+                                .is_ok_and(|target| target.as_os_str() == needle.as_str())
+                        })
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    fn describe(&self, pid: u32) -> Result<Caller, String> {
+        let binary = exe(pid).map_err(|e| format!("failed to resolve peer binary: {e}"))?;
+        let sha256 = self
+            .verify(pid, &binary)
+            .map_err(|e| format!("binary integrity check failed: {e}"))?;
+        let mut ancestors = Vec::new();
+        let mut argv_paths = argv_paths(pid);
+        let mut current = pid;
+        while ancestors.len() < MAX_ANCESTORS {
+            let Some(parent) = parent(current) else { break };
+            if parent == self.anchor || parent <= 1 {
+                break;
+            }
+            let path = exe(parent).map_err(|e| format!("failed to resolve peer binary: {e}"))?;
+            self.verify(parent, &path)
+                .map_err(|e| format!("ancestor integrity check failed for {path}: {e}"))?;
+            argv_paths.extend(self::argv_paths(parent));
+            ancestors.push(path);
+            current = parent;
+        }
+        let mut seen = BTreeSet::new();
+        let cmdline = argv_paths
+            .into_iter()
+            .filter(|p| *p != binary && !ancestors.contains(p) && seen.insert(p.clone()))
+            .collect();
+        Ok(Caller {
+            pid,
+            binary,
+            ancestors,
+            cmdline,
+            sha256,
+        })
+    }
+
+    /// Trust on first use: the first hash of `path` is pinned; a later
+    /// different hash (with a changed fingerprint) is an integrity violation.
+    fn verify(&self, pid: u32, path: &str) -> Result<String, String> {
+        let live = format!("/proc/{pid}/exe");
+        let meta = std::fs::metadata(&live).map_err(|e| format!("{path}: {e}"))?;
+        let fingerprint = Fingerprint {
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let cached = self
+            .hashes
+            .lock()
+            .map_err(|_| "hash cache poisoned".to_owned())?
+            .get(path)
+            .cloned();
+        if let Some(pinned) = &cached
+            && pinned.fingerprint == fingerprint
+        {
+            return Ok(pinned.sha256.clone());
+        }
+        // Hash the live binary through /proc, so swapping the file on disk
+        // after exec cannot change what is measured.
+        let sha256 = hash_file(&live).map_err(|e| format!("{path}: {e}"))?;
+        if let Some(pinned) = cached
+            && pinned.sha256 != sha256
+        {
+            return Err(format!(
+                "Binary integrity violation: {path} hash changed (cached: {}, current: {sha256})",
+                pinned.sha256
+            ));
+        }
+        self.hashes
+            .lock()
+            .map_err(|_| "hash cache poisoned".to_owned())?
+            .insert(
+                path.to_owned(),
+                Pinned {
+                    fingerprint,
+                    sha256: sha256.clone(),
+                },
+            );
+        Ok(sha256)
+    }
+}
+
+fn hash_file(path: &str) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn exe(pid: u32) -> std::io::Result<String> {
+    let target = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    let text = target.to_string_lossy();
+    Ok(text.strip_suffix(" (deleted)").unwrap_or(&text).to_owned())
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn argv_paths(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|arg| arg.starts_with(b"/"))
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every descendant of `root` (breadth first, through each thread's
+/// `children` list), ascending.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut found = BTreeSet::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.filter_map(Result::ok) {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if found.insert(child) {
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Parses `0100007F:0C38` (IPv4) or the 32-digit IPv6 form of
+/// `/proc/net/tcp{,6}`: each 32-bit word in host (little-endian) order.
+pub fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let hex = ip.get(i * 8..i * 8 + 8)?;
+        Some(u32::from_str_radix(hex, 16).ok()?.to_le_bytes())
+    };
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Equal addresses, treating IPv4-mapped IPv6 as its IPv4 address.
+fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_net_addresses() {
+        assert_eq!(
+            parse_proc_addr("0100007F:0C38"),
+            Some("127.0.0.1:3128".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("0000000000000000FFFF00000100007F:C350"),
+            Some("[::ffff:127.0.0.1]:50000".parse().unwrap())
+        );
+        assert_eq!(
+            parse_proc_addr("00000000000000000000000001000000:0050"),
+            Some("[::1]:80".parse().unwrap())
+        );
+        assert_eq!(parse_proc_addr("zz:1"), None);
+        assert!(same_endpoint(
+            "[::ffff:127.0.0.1]:5".parse().unwrap(),
+            "127.0.0.1:5".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn identifies_a_process_of_our_own_and_pins_its_hash() {
+        // The test process is the anchor's "descendant" here: use our parent
+        // as the anchor, ourselves as the caller.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        let me = std::process::id();
+        let anchor = parent(me).unwrap();
+        let identifier = Identifier::new(anchor);
+        let caller = identifier
+            .identify(peer, listener.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(caller.pid, me);
+        assert_eq!(
+            caller.binary,
+            std::env::current_exe().unwrap().to_string_lossy()
+        );
+        assert_eq!(caller.sha256.len(), 64);
+        // Second lookup: served from the pinned hash.
+        let again = identifier
+            .identify(peer, listener.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(again.sha256, caller.sha256);
+        drop(client);
+    }
+}

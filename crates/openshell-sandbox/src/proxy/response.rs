@@ -1,0 +1,174 @@
+//! The proxy's own answers, byte for byte as the reference writes them
+//! (policy reference §4.8, §4.11): raw HTTP/1.1 with `Connection: close`;
+//! JSON bodies have `Content-Type: application/json` and a `Content-Length`.
+
+use serde_json::{Map, Value, json};
+
+/// `HTTP/1.1 200 Connection Established`, the CONNECT success line.
+pub const CONNECT_OK: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
+/// Head larger than the limit: no body.
+pub const HEADERS_TOO_LARGE: &[u8] =
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// Malformed head or body framing: no body.
+pub const BAD_REQUEST: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// A JSON error response; `extra_headers` are `Name: value` lines.
+pub fn json(status: u16, body: &Value, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    let body = body.to_string();
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+/// The generic `{"error","detail"}` body.
+pub fn error(status: u16, code: &str, detail: &str) -> Vec<u8> {
+    json(status, &json!({"error": code, "detail": detail}), &[])
+}
+
+/// 403 `policy_denied` for an L4 denial; `reason` is omitted when empty.
+pub fn policy_denied(detail: &str, reason: &str) -> Vec<u8> {
+    let mut body = Map::new();
+    body.insert("error".into(), "policy_denied".into());
+    body.insert("detail".into(), detail.into());
+    if !reason.is_empty() {
+        body.insert("reason".into(), reason.into());
+    }
+    json(403, &Value::Object(body), &[])
+}
+
+/// What an L7 denial reports about the request.
+#[derive(Debug, Clone)]
+pub struct L7Denial<'a> {
+    pub policy: &'a str,
+    pub method: &'a str,
+    /// Canonical path without the query.
+    pub path: &'a str,
+    pub detail: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub binary: Option<&'a str>,
+}
+
+/// 403 for a denied request inside an inspected connection (§4.11), with
+/// `X-OpenShell-Policy`. The policy advisor is not built, so `next_steps`
+/// is empty and there is no `agent_guidance`.
+pub fn l7_denied(denial: &L7Denial<'_>) -> Vec<u8> {
+    let rule = format!("{} {}", denial.method, denial.path);
+    let mut missing = Map::new();
+    missing.insert("type".into(), "rest_allow".into());
+    missing.insert("layer".into(), "l7".into());
+    missing.insert("method".into(), denial.method.into());
+    missing.insert("path".into(), denial.path.into());
+    missing.insert("host".into(), denial.host.into());
+    missing.insert("port".into(), denial.port.into());
+    if let Some(binary) = denial.binary {
+        missing.insert("binary".into(), binary.into());
+    }
+    let mut body = Map::new();
+    body.insert("error".into(), "policy_denied".into());
+    body.insert("policy".into(), denial.policy.into());
+    body.insert("rule".into(), rule.into());
+    body.insert("detail".into(), denial.detail.into());
+    body.insert("layer".into(), "l7".into());
+    body.insert("protocol".into(), "rest".into());
+    body.insert("method".into(), denial.method.into());
+    body.insert("path".into(), denial.path.into());
+    body.insert("host".into(), denial.host.into());
+    body.insert("port".into(), denial.port.into());
+    if let Some(binary) = denial.binary {
+        body.insert("binary".into(), binary.into());
+    }
+    body.insert("rule_missing".into(), Value::Object(missing));
+    body.insert("next_steps".into(), Value::Array(Vec::new()));
+    json(
+        403,
+        &Value::Object(body),
+        &[("X-OpenShell-Policy", denial.policy)],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn policy_denied_matches_the_reference_bytes() {
+        let body = r#"{"error":"policy_denied","detail":"CONNECT h.test:443 not permitted by policy","reason":"endpoint h.test:443 is not allowed by any policy"}"#;
+        assert_eq!(
+            text(policy_denied(
+                "CONNECT h.test:443 not permitted by policy",
+                "endpoint h.test:443 is not allowed by any policy"
+            )),
+            format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+        assert!(!text(policy_denied("d", "")).contains("reason"));
+    }
+
+    #[test]
+    fn l7_denial_keeps_the_reference_key_order_and_header() {
+        let response = text(l7_denied(&L7Denial {
+            policy: "github",
+            method: "POST",
+            path: "/repos/o/r/issues",
+            detail: "POST /repos/o/r/issues not permitted by policy",
+            host: "api.github.com",
+            port: 443,
+            binary: Some("/usr/bin/curl"),
+        }));
+        assert!(response.contains("\r\nX-OpenShell-Policy: github\r\n"));
+        let body = response.split("\r\n\r\n").nth(1).unwrap();
+        let value: Value = serde_json::from_str(body).unwrap();
+        let keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "error",
+                "policy",
+                "rule",
+                "detail",
+                "layer",
+                "protocol",
+                "method",
+                "path",
+                "host",
+                "port",
+                "binary",
+                "rule_missing",
+                "next_steps"
+            ]
+        );
+        assert_eq!(value["rule"], "POST /repos/o/r/issues");
+        assert_eq!(value["rule_missing"]["type"], "rest_allow");
+    }
+}
