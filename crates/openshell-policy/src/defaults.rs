@@ -31,7 +31,9 @@ pub const BASELINE_READ_ONLY: [&str; 7] = [
     "/dev/urandom",
 ];
 /// Read-write paths every loaded policy is enriched with, when they exist.
-pub const BASELINE_READ_WRITE: [&str; 1] = ["/tmp"];
+/// `/dev/null` is our addition to the reference's list: every shell
+/// redirection and `curl -o /dev/null` needs it, and writing it is harmless.
+pub const BASELINE_READ_WRITE: [&str; 2] = ["/tmp", "/dev/null"];
 
 /// The default policy document: the paths above, best-effort Landlock,
 /// user and group `sandbox`, and no network egress.
@@ -133,8 +135,22 @@ mod tests {
             read_write: vec!["/data".into()],
         };
         let added = enrich_filesystem(&mut fs, |p| p != "/app");
-        assert_eq!(added, ["/lib", "/etc", "/var/log", "/proc", "/dev/urandom"]);
-        assert_eq!(fs.read_write, ["/data"], "read-only /tmp is not promoted");
+        assert_eq!(
+            added,
+            [
+                "/lib",
+                "/etc",
+                "/var/log",
+                "/proc",
+                "/dev/urandom",
+                "/dev/null"
+            ]
+        );
+        assert_eq!(
+            fs.read_write,
+            ["/data", "/dev/null"],
+            "read-only /tmp is not promoted"
+        );
         assert!(
             !fs.read_only.contains(&"/app".to_owned()),
             "missing paths are skipped"

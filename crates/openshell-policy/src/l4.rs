@@ -68,7 +68,15 @@ impl<'p> L4Allow<'p> {
         {
             return DestinationMode::AllowedIps(&m.endpoint.allowed_ips);
         }
-        if let Some(ip) = self.matched.iter().find_map(|m| m.endpoint.host.ip()) {
+        // An always-blocked literal is no implicit allowance (reference
+        // §4.7 mode 3); it falls through to the declared-host check, which
+        // refuses it.
+        if let Some(ip) = self
+            .matched
+            .iter()
+            .find_map(|m| m.endpoint.host.ip())
+            .filter(|ip| !crate::ssrf::is_always_blocked(*ip))
+        {
             return DestinationMode::IpLiteral(ip);
         }
         let declared = normalize_request_host(host).is_some_and(|h| {

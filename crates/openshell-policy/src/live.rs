@@ -51,6 +51,27 @@ pub fn check_live_update(running: &Policy, candidate: &Policy) -> Result<(), Vec
     }
 }
 
+/// Filesystem paths `candidate` adds to the running policy. The gateway
+/// accepts additions (baseline enrichment needs them), but a running
+/// supervisor cannot widen Landlock after exec, so it refuses them with
+/// these messages rather than accept a change that would not take effect.
+pub fn added_filesystem_paths(running: &Policy, candidate: &Policy) -> Vec<String> {
+    let (old, new) = (&running.filesystem, &candidate.filesystem);
+    let added = |kind: &str, old: &[String], new: &[String]| -> Vec<String> {
+        new.iter()
+            .filter(|p| !old.contains(p))
+            .map(|p| {
+                format!(
+                    "filesystem {kind} path '{p}' cannot be added on a live sandbox (Landlock is applied at startup; create a new sandbox)"
+                )
+            })
+            .collect()
+    };
+    let mut problems = added("read_only", &old.read_only, &new.read_only);
+    problems.extend(added("read_write", &old.read_write, &new.read_write));
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +91,13 @@ mod tests {
             BASE.replace("[/usr, /etc]", "[/usr, /etc, /opt]")
         ));
         assert_eq!(check_live_update(&running, &candidate), Ok(()));
+        assert_eq!(
+            added_filesystem_paths(&running, &candidate),
+            [
+                "filesystem read_only path '/opt' cannot be added on a live sandbox (Landlock is applied at startup; create a new sandbox)"
+            ]
+        );
+        assert!(added_filesystem_paths(&running, &running).is_empty());
     }
 
     #[test]

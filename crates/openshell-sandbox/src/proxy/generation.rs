@@ -86,8 +86,16 @@ impl Reloader {
         })?;
         let candidate = (self.prepare)(validated.policy);
         let current = self.sender.borrow().clone();
-        openshell_policy::live::check_live_update(current.policy.policy(), &candidate)
-            .map_err(|problems| problems.join("; "))?;
+        let running = current.policy.policy();
+        let mut problems = openshell_policy::live::check_live_update(running, &candidate)
+            .err()
+            .unwrap_or_default();
+        problems.extend(openshell_policy::live::added_filesystem_paths(
+            running, &candidate,
+        ));
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
         let number = current.number + 1;
         self.sender.send_replace(Arc::new(Generation {
             number,

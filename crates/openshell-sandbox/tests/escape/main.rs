@@ -8,7 +8,9 @@
 mod filesystem;
 mod kernel;
 mod launch;
+mod netns;
 mod network;
 mod positive;
 mod process;
+#[allow(dead_code)] // shared with the egress binary, which uses more of it
 mod support;

@@ -3,11 +3,10 @@
 //! host's loopback or a network namespace this test creates.
 
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
-use std::process::Command;
-use std::time::Duration;
+use std::net::TcpListener;
 
-use crate::support::{PYTHON, probe, sandbox};
+use crate::netns::TestNetwork;
+use crate::support::{probe, sandbox};
 
 /// Python that connects to HOST:PORT and prints the outcome's errno name.
 fn connect_script(host: &str, port: u16) -> String {
@@ -39,100 +38,12 @@ fn direct_connect_to_the_host_loopback_fails() {
     );
 }
 
-/// A network namespace with a veth pair and a listener inside it, removed
-/// on drop.
-struct TestNetwork {
-    netns: String,
-    host_if: String,
-    server: std::process::Child,
-    peer: Ipv4Addr,
-    port: u16,
-}
-
-impl TestNetwork {
-    fn new() -> TestNetwork {
-        let id = std::process::id() % 10_000;
-        let netns = format!("osh-esc-{id}");
-        let host_if = format!("oshe{id}h");
-        let peer_if = format!("oshe{id}p");
-        // A /30 in 10.213.0.0/16 picked from the pid, so parallel runs differ.
-        let subnet = (id % 16_000) * 4;
-        let (hi, lo) = ((subnet >> 8) as u8, (subnet & 0xff) as u8);
-        let host_ip = Ipv4Addr::new(10, 213, hi, lo + 1);
-        let peer = Ipv4Addr::new(10, 213, hi, lo + 2);
-        let ip = |args: &[&str]| {
-            let status = Command::new("ip")
-                .args(args)
-                .status()
-                .expect("iproute2 (ip)");
-            assert!(status.success(), "ip {args:?}");
-        };
-        let _ = Command::new("ip").args(["netns", "del", &netns]).status();
-        ip(&["netns", "add", &netns]);
-        ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &peer_if,
-        ]);
-        ip(&["link", "set", &peer_if, "netns", &netns]);
-        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &host_if]);
-        ip(&["link", "set", &host_if, "up"]);
-        let in_ns = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", netns.as_str(), "ip"];
-            all.extend_from_slice(args);
-            ip(&all);
-        };
-        in_ns(&["addr", "add", &format!("{peer}/30"), "dev", &peer_if]);
-        in_ns(&["link", "set", &peer_if, "up"]);
-        in_ns(&["link", "set", "lo", "up"]);
-        let port = 18_000 + (id % 1000) as u16;
-        let server = Command::new("ip")
-            .args(["netns", "exec", &netns, PYTHON, "-c"])
-            .arg(format!(
-                "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-                 s.bind(('{peer}', {port}))\ns.listen()\nwhile True:\n    c, _ = s.accept()\n    c.sendall(b'hello')\n    c.close()\n"
-            ))
-            .spawn()
-            .unwrap();
-        let network = TestNetwork {
-            netns,
-            host_if,
-            server,
-            peer,
-            port,
-        };
-        network.wait_until_reachable_from_host();
-        network
-    }
-
-    fn wait_until_reachable_from_host(&self) {
-        let addr = SocketAddrV4::new(self.peer, self.port).into();
-        for _ in 0..200 {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("the test network's listener never came up");
-    }
-}
-
-impl Drop for TestNetwork {
-    fn drop(&mut self) {
-        let _ = self.server.kill();
-        let _ = self.server.wait();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.host_if])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .status();
-    }
-}
-
 #[test]
 fn an_address_the_host_can_reach_is_unreachable_from_the_sandbox() {
-    let network = TestNetwork::new();
+    let mut network = TestNetwork::new();
+    network.serve(8080, crate::netns::ECHO_SERVER);
     let outcome = sandbox()
-        .python(&connect_script(&network.peer.to_string(), network.port))
+        .python(&connect_script(&network.peer.to_string(), 8080))
         .success();
     assert_eq!(outcome.stdout.trim(), "ENETUNREACH", "{outcome:#?}");
 }
@@ -151,15 +62,21 @@ fn only_loopback_exists_in_the_sandbox() {
 }
 
 #[test]
-fn the_proxy_listener_is_inside_the_sandbox_and_refuses_until_the_proxy_serves_it() {
+fn the_proxy_inside_the_sandbox_denies_everything_under_the_default_policy() {
     let script = "import socket\n\
          s = socket.create_connection(('127.0.0.1', 3128), timeout=5)\n\
          s.sendall(b'CONNECT upstream.invalid:443 HTTP/1.1\\r\\n\\r\\n')\n\
-         try:\n    print('read', s.recv(100))\n\
-         except ConnectionResetError:\n    print('reset')\n";
+         data = b''\n\
+         while True:\n    chunk = s.recv(4096)\n    if not chunk:\n        break\n    data += chunk\n\
+         print(data.decode())\n";
     let outcome = sandbox().python(script).success();
-    assert!(
-        ["read b''", "reset"].contains(&outcome.stdout.trim()),
+    let body = r#"{"error":"policy_denied","detail":"CONNECT upstream.invalid:443 not permitted by policy","reason":"network connections not allowed by policy"}"#;
+    assert_eq!(
+        outcome.stdout.trim_end(),
+        format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
         "{outcome:#?}"
     );
 }

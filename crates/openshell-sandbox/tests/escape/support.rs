@@ -42,6 +42,7 @@ pub struct Sandbox {
     workdir: Option<PathBuf>,
     env: Vec<String>,
     stdin: Option<Vec<u8>>,
+    events: bool,
     state: tempfile::TempDir,
 }
 
@@ -52,6 +53,7 @@ pub fn sandbox() -> Sandbox {
         workdir: None,
         env: Vec::new(),
         stdin: None,
+        events: false,
         state: tempfile::tempdir().unwrap(),
     }
 }
@@ -80,6 +82,16 @@ impl Sandbox {
         self
     }
 
+    /// Records egress events in [`Sandbox::events_file`].
+    pub fn with_events(mut self) -> Sandbox {
+        self.events = true;
+        self
+    }
+
+    pub fn events_file(&self) -> PathBuf {
+        self.state.path().join("events.jsonl")
+    }
+
     /// The supervisor's state directory (where generated workspaces live).
     pub fn state_dir(&self) -> &Path {
         self.state.path()
@@ -99,6 +111,9 @@ impl Sandbox {
         }
         for item in &self.env {
             command.args(["--env", item]);
+        }
+        if self.events {
+            command.arg("--events").arg(self.events_file());
         }
         command.arg("--").args(argv);
         command
