@@ -106,7 +106,7 @@ fn prepare(plan_fd: RawFd, report: &File) -> anyhow::Result<(Plan, seccomp::Filt
     )
     .context("creating the mount, IPC and UTS namespaces")?;
     nix::unistd::sethostname(&plan.hostname).context("setting the hostname")?;
-    mounts::apply_mounts(&plan.mounts, &plan.workdir).context("building the root")?;
+    mounts::apply_mounts(&plan.mounts).context("building the root")?;
     let filters = seccomp::compile_filters()?;
     Ok((plan, filters))
 }

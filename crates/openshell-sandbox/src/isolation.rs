@@ -77,6 +77,10 @@ pub struct Inputs<'a> {
     pub root_entries: Vec<RootEntry>,
     /// Host directories to hide ([`mounts::private_dirs`]).
     pub private_dirs: Vec<String>,
+    /// Host directory with the TLS trust files, bound read-only at
+    /// [`crate::tls::SANDBOX_TLS_DIR`] (and trusted through the usual
+    /// variables) when set.
+    pub tls_dir: Option<PathBuf>,
     pub argv: Vec<String>,
     /// `--env` values, applied last.
     pub env_overrides: Vec<(String, String)>,
@@ -86,15 +90,36 @@ pub struct Inputs<'a> {
 
 /// Builds the plan. Pure: same inputs, same plan.
 pub fn build_plan(inputs: Inputs<'_>) -> Plan {
+    let mut rules = landlock::build_rules(&inputs.policy.filesystem, SANDBOX_DIR);
+    let mut host_env = inputs.host_env.clone();
+    if inputs.tls_dir.is_some() {
+        rules.push(FsRule::new(crate::tls::SANDBOX_TLS_DIR, FsAccess::ReadOnly));
+        host_env.retain(|(k, _)| !crate::tls::trust_env().iter().any(|(t, _)| t == k));
+    }
     let landlock = LandlockPlan {
         hard_requirement: inputs.policy.landlock == LandlockCompatibility::HardRequirement,
-        rules: landlock::build_rules(&inputs.policy.filesystem, SANDBOX_DIR),
+        rules,
     };
+    let mut env = build_env(&inputs.credentials, &host_env, &[]);
+    if inputs.tls_dir.is_some() {
+        env.extend(crate::tls::trust_env());
+    }
+    for (key, value) in &inputs.env_overrides {
+        env.retain(|(k, _)| k != key);
+        env.push((key.clone(), value.clone()));
+    }
     Plan {
         hostname: HOSTNAME.to_owned(),
-        mounts: mounts::build_mounts(&inputs.root_entries, &inputs.private_dirs),
+        mounts: mounts::build_mounts(
+            &inputs.root_entries,
+            &inputs.private_dirs,
+            mounts::Binds {
+                workdir: &inputs.workdir,
+                tls: inputs.tls_dir.as_deref(),
+            },
+        ),
         landlock,
-        env: build_env(&inputs.credentials, &inputs.host_env, &inputs.env_overrides),
+        env,
         credentials: inputs.credentials,
         workdir: inputs.workdir,
         argv: inputs.argv,
@@ -189,6 +214,7 @@ mod tests {
             credentials: credentials(),
             root_entries: vec![RootEntry::dir("usr"), RootEntry::dir("etc")],
             private_dirs: vec![],
+            tls_dir: Some("/state/tls".into()),
             argv: vec!["/bin/true".into()],
             env_overrides: vec![],
             host_env: vec![],
@@ -206,5 +232,14 @@ mod tests {
                 .contains(&FsRule::new("/usr", FsAccess::ReadOnly))
         );
         assert_eq!(plan.credentials.uid, 990);
+        assert!(
+            plan.landlock
+                .rules
+                .contains(&FsRule::new("/run/openshell/tls", FsAccess::ReadOnly))
+        );
+        assert_eq!(
+            value(&plan.env, "SSL_CERT_FILE"),
+            Some("/run/openshell/tls/ca-bundle.pem")
+        );
     }
 }

@@ -30,6 +30,7 @@ pub mod proxy;
 pub mod report;
 pub mod standalone;
 pub mod sys;
+pub mod tls;
 
 /// The launch itself failed (docker's convention).
 pub const EXIT_LAUNCH_FAILED: i32 = 125;

@@ -52,6 +52,8 @@ pub struct Shared {
     pub events: Events,
     /// Relaxed identity (reference §4.3): endpoints only, binaries ignored.
     pub ignore_binary: bool,
+    /// The sandbox CA, for terminating inspected tunnels.
+    pub authority: Arc<crate::tls::Authority>,
 }
 
 /// Serves `listener` until `shutdown` turns true. Accept errors are logged

@@ -2,8 +2,9 @@
 //!
 //! Loads the policy (or the default), resolves the child's identity and
 //! workspace on the host, builds the plan, launches, forwards signals, and
-//! returns the command's exit code. A workspace it created is removed
-//! afterwards; a `--workdir` is never touched beyond being mounted.
+//! returns the command's exit code. Its state directory (with a generated
+//! workspace and the TLS trust files) is removed afterwards; a `--workdir`
+//! is never touched beyond being mounted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
 use crate::launch::{self, Running};
 use crate::proxy::{self, generation, generation::Reloader, identity::Identifier};
 use crate::report::{LandlockReport, Report};
+use crate::tls::Authority;
 
 /// What `run` was asked to do.
 #[derive(Debug, Clone)]
@@ -75,9 +77,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         .cloned()
         .collect();
     let private_dirs = mounts::private_dirs(&policy_paths, |d| Path::new(d).is_dir());
+    let authority = Arc::new(Authority::generate(&sandbox_id).context("setting up TLS")?);
+    authority
+        .write_trust_files(&workspace.tls_dir())
+        .context("setting up TLS")?;
     let plan = isolation::build_plan(Inputs {
         policy: &policy,
         workdir: workspace.path.clone(),
+        tls_dir: Some(workspace.tls_dir()),
         credentials,
         root_entries: mounts::read_root_entries().context("listing the host's root")?,
         private_dirs,
@@ -100,6 +107,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         policy_path: options.policy.clone(),
         events,
         sandbox: sandbox_id,
+        authority,
     };
     let running = launch::spawn(&plan).context("starting the sandbox")?;
     supervise(running, signals, egress)
@@ -113,6 +121,7 @@ struct Egress {
     policy_path: Option<PathBuf>,
     events: Events,
     sandbox: String,
+    authority: Arc<Authority>,
 }
 
 fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::Result<i32> {
@@ -177,6 +186,7 @@ fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::R
         identifier: Identifier::new(pid.as_raw() as u32),
         events: egress.events,
         ignore_binary: relaxed_identity(),
+        authority: egress.authority,
     });
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let _guard = runtime.enter();
@@ -320,11 +330,12 @@ fn parse_env(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// The host directory mounted at `/sandbox`.
+/// The sandbox's state directory (`<state>/sandboxes/<id>`, removed on
+/// exit) and the host directory mounted at `/sandbox`: `--workdir`, or
+/// `workspace/` inside the state directory.
 struct Workspace {
     path: PathBuf,
-    /// The per-sandbox state directory we created (removed on exit).
-    created: Option<PathBuf>,
+    root: PathBuf,
 }
 
 impl Workspace {
@@ -333,42 +344,48 @@ impl Workspace {
         credentials: &isolation::Credentials,
         id: &str,
     ) -> anyhow::Result<Workspace> {
-        if let Some(dir) = workdir {
-            let path = dir
-                .canonicalize()
-                .with_context(|| format!("--workdir {}", dir.display()))?;
-            if !path.is_dir() {
-                bail!("--workdir {} is not a directory", dir.display());
+        let given = match workdir {
+            Some(dir) => {
+                let path = dir
+                    .canonicalize()
+                    .with_context(|| format!("--workdir {}", dir.display()))?;
+                if !path.is_dir() {
+                    bail!("--workdir {} is not a directory", dir.display());
+                }
+                Some(path)
             }
-            return Ok(Workspace {
-                path,
-                created: None,
-            });
-        }
-        let root = state_dir(&ProcessEnv)?.join("sandboxes").join(id);
-        let path = root.join("workspace");
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("creating the workspace {}", path.display()))?;
-        let workspace = Workspace {
-            path,
-            created: Some(root),
+            None => None,
         };
-        nix::unistd::chown(
-            &workspace.path,
-            Some(Uid::from_raw(credentials.uid)),
-            Some(Gid::from_raw(credentials.gid)),
-        )
-        .with_context(|| format!("handing {} to the sandbox user", workspace.path.display()))?;
+        let root = state_dir(&ProcessEnv)?.join("sandboxes").join(id);
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("creating the sandbox state directory {}", root.display()))?;
+        let workspace = Workspace {
+            path: given.clone().unwrap_or_else(|| root.join("workspace")),
+            root,
+        };
+        if given.is_none() {
+            std::fs::create_dir(&workspace.path)
+                .with_context(|| format!("creating the workspace {}", workspace.path.display()))?;
+            nix::unistd::chown(
+                &workspace.path,
+                Some(Uid::from_raw(credentials.uid)),
+                Some(Gid::from_raw(credentials.gid)),
+            )
+            .with_context(|| format!("handing {} to the sandbox user", workspace.path.display()))?;
+        }
         Ok(workspace)
+    }
+
+    /// Where the TLS trust files are written (bound read-only into the sandbox).
+    fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
     }
 }
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if let Some(root) = &self.created
-            && let Err(error) = std::fs::remove_dir_all(root)
-        {
-            tracing::warn!(%error, path = %root.display(), "cannot remove the workspace");
+        if let Err(error) = std::fs::remove_dir_all(&self.root) {
+            tracing::warn!(%error, path = %self.root.display(), "cannot remove the sandbox state directory");
         }
     }
 }

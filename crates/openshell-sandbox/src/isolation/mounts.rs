@@ -16,8 +16,9 @@
 //! host's D-Bus system bus.
 //!
 //! The staging tmpfs is mounted over `/tmp` of the private namespace; the
-//! workspace is opened before that, so a workspace under the host's `/tmp`
-//! stays reachable.
+//! host directories bound into the sandbox (the workspace, the TLS trust
+//! directory) are opened before that, so they stay reachable even when
+//! they live under the host's `/tmp`.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -104,8 +105,11 @@ fn entry_name(entry: &RootEntry) -> &str {
 pub enum MountStep {
     /// Stop propagation both ways between the host and this namespace.
     MakeRootPrivate,
-    /// Open the workspace (by path, before anything hides it).
-    OpenWorkdir,
+    /// Open a host directory (by path, before anything hides it) into `slot`.
+    Open {
+        slot: usize,
+        path: PathBuf,
+    },
     Tmpfs {
         target: String,
         options: String,
@@ -130,9 +134,15 @@ pub enum MountStep {
         source: String,
         target: String,
     },
-    /// Bind the workspace opened by [`MountStep::OpenWorkdir`].
-    BindWorkdir {
+    /// `mkdir -p`.
+    MkdirAll {
+        path: String,
+    },
+    /// Bind the directory opened into `slot` by [`MountStep::Open`].
+    BindOpened {
+        slot: usize,
         target: String,
+        read_only: bool,
     },
     Proc {
         target: String,
@@ -147,12 +157,24 @@ fn staged(name: &str) -> String {
     format!("{STAGING}/{name}")
 }
 
+/// Host directories bound into the sandbox.
+#[derive(Debug, Clone, Copy)]
+pub struct Binds<'a> {
+    /// Bound read-write at `/sandbox`.
+    pub workdir: &'a Path,
+    /// Bound read-only at [`crate::tls::SANDBOX_TLS_DIR`].
+    pub tls: Option<&'a Path>,
+}
+
 /// The mount sequence for a host root with `entries`, hiding `private`
 /// (absolute paths, see [`private_dirs`]). Pure.
-pub fn build_mounts(entries: &[RootEntry], private: &[String]) -> Vec<MountStep> {
+pub fn build_mounts(entries: &[RootEntry], private: &[String], binds: Binds<'_>) -> Vec<MountStep> {
     let mut steps = vec![
         MountStep::MakeRootPrivate,
-        MountStep::OpenWorkdir,
+        MountStep::Open {
+            slot: 0,
+            path: binds.workdir.to_owned(),
+        },
         MountStep::Tmpfs {
             target: STAGING.into(),
             options: "mode=0755,size=1m".into(),
@@ -183,18 +205,40 @@ pub fn build_mounts(entries: &[RootEntry], private: &[String]) -> Vec<MountStep>
             }),
         }
     }
+    if let Some(tls) = binds.tls {
+        steps.insert(
+            2,
+            MountStep::Open {
+                slot: 1,
+                path: tls.to_owned(),
+            },
+        );
+    }
     for dir in private {
         steps.push(MountStep::Tmpfs {
             target: format!("{STAGING}{dir}"),
             options: "mode=1777".into(),
         });
     }
+    if binds.tls.is_some() {
+        let target = format!("{STAGING}{}", crate::tls::SANDBOX_TLS_DIR);
+        steps.push(MountStep::MkdirAll {
+            path: target.clone(),
+        });
+        steps.push(MountStep::BindOpened {
+            slot: 1,
+            target,
+            read_only: true,
+        });
+    }
     steps.extend([
         MountStep::Mkdir {
             path: staged("sandbox"),
         },
-        MountStep::BindWorkdir {
+        MountStep::BindOpened {
+            slot: 0,
             target: staged("sandbox"),
+            read_only: false,
         },
         MountStep::Mkdir {
             path: staged("tmp"),
@@ -228,10 +272,10 @@ pub struct ApplyMountError {
 
 /// Applies `steps` in the calling process's (already private) mount
 /// namespace. Runs as root in the init process.
-pub fn apply_mounts(steps: &[MountStep], workdir: &Path) -> Result<(), ApplyMountError> {
-    let mut workdir_fd: Option<OwnedFd> = None;
+pub fn apply_mounts(steps: &[MountStep]) -> Result<(), ApplyMountError> {
+    let mut opened: Vec<Option<OwnedFd>> = Vec::new();
     for step in steps {
-        apply_step(step, workdir, &mut workdir_fd).map_err(|source| ApplyMountError {
+        apply_step(step, &mut opened).map_err(|source| ApplyMountError {
             step: step.clone(),
             source,
         })?;
@@ -241,23 +285,43 @@ pub fn apply_mounts(steps: &[MountStep], workdir: &Path) -> Result<(), ApplyMoun
 
 const NONE: Option<&str> = None;
 
-fn apply_step(
-    step: &MountStep,
-    workdir: &Path,
-    workdir_fd: &mut Option<OwnedFd>,
-) -> std::io::Result<()> {
+fn apply_step(step: &MountStep, opened: &mut Vec<Option<OwnedFd>>) -> std::io::Result<()> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     match step {
         MountStep::MakeRootPrivate => {
             mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)?;
         }
-        MountStep::OpenWorkdir => {
+        MountStep::Open { slot, path } => {
             let fd = open(
-                workdir,
+                path.as_path(),
                 OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )?;
-            *workdir_fd = Some(fd);
+            if opened.len() <= *slot {
+                opened.resize_with(slot + 1, || None);
+            }
+            opened[*slot] = Some(fd);
+        }
+        MountStep::MkdirAll { path } => std::fs::create_dir_all(path)?,
+        MountStep::BindOpened {
+            slot,
+            target,
+            read_only,
+        } => {
+            let fd = opened
+                .get_mut(*slot)
+                .and_then(Option::take)
+                .ok_or_else(|| std::io::Error::other("the bind source was not opened"))?;
+            let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            mount(Some(&source), target.as_str(), NONE, MsFlags::MS_BIND, NONE)?;
+            if *read_only {
+                let flags = MsFlags::MS_REMOUNT
+                    | MsFlags::MS_BIND
+                    | MsFlags::MS_RDONLY
+                    | nosuid_nodev
+                    | MsFlags::MS_NOEXEC;
+                mount(NONE, target.as_str(), NONE, flags, NONE)?;
+            }
         }
         MountStep::Tmpfs { target, options } => {
             mount(
@@ -290,14 +354,6 @@ fn apply_step(
                 MsFlags::MS_BIND,
                 NONE,
             )?;
-        }
-        MountStep::BindWorkdir { target } => {
-            let fd = workdir_fd
-                .as_ref()
-                .ok_or_else(|| std::io::Error::other("the workspace was not opened"))?;
-            let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-            mount(Some(&source), target.as_str(), NONE, MsFlags::MS_BIND, NONE)?;
-            *workdir_fd = None;
         }
         MountStep::Proc { target } => {
             mount(
@@ -345,7 +401,7 @@ mod tests {
             RootEntry::dir("tmp"),
             RootEntry::File("swapfile".into()),
         ];
-        let steps = build_mounts(&entries, &[]);
+        let steps = build_mounts(&entries, &[], binds());
         assert_eq!(steps[0], MountStep::MakeRootPrivate);
         assert!(steps.contains(&MountStep::Symlink {
             target: "usr/bin".into(),
@@ -385,7 +441,7 @@ mod tests {
         let policy = vec!["/run/secrets".to_owned(), "/dev/shmx".to_owned()];
         assert_eq!(private_dirs(&policy, all), ["/var/tmp", "/dev/shm"]);
         assert_eq!(private_dirs(&[], |d| d != "/var/tmp"), ["/run", "/dev/shm"]);
-        let steps = build_mounts(&[RootEntry::dir("run")], &["/run".to_owned()]);
+        let steps = build_mounts(&[RootEntry::dir("run")], &["/run".to_owned()], binds());
         let hidden = MountStep::Tmpfs {
             target: "/tmp/run".into(),
             options: "mode=1777".into(),
@@ -400,13 +456,27 @@ mod tests {
         );
     }
 
+    fn binds() -> Binds<'static> {
+        Binds {
+            workdir: Path::new("/w"),
+            tls: Some(Path::new("/state/tls")),
+        }
+    }
+
     #[test]
-    fn workspace_is_opened_before_the_staging_tmpfs_hides_tmp() {
-        let steps = build_mounts(&[], &[]);
-        let open = steps.iter().position(|s| *s == MountStep::OpenWorkdir);
+    fn bind_sources_are_opened_before_the_staging_tmpfs_hides_tmp() {
+        let steps = build_mounts(&[], &[], binds());
+        let open = steps
+            .iter()
+            .rposition(|s| matches!(s, MountStep::Open { .. }));
         let staging = steps
             .iter()
             .position(|s| matches!(s, MountStep::Tmpfs { target, .. } if target == STAGING));
         assert!(open.unwrap() < staging.unwrap());
+        assert!(steps.contains(&MountStep::BindOpened {
+            slot: 1,
+            target: "/tmp/run/openshell/tls".into(),
+            read_only: true
+        }));
     }
 }
