@@ -7,13 +7,12 @@
 //! endpoints → relay ([`relay`]). Every decision is one event
 //! ([`crate::events`]). A denial is an ordinary response, never an error.
 //!
-//! Not yet here (issue 5 continues): TLS termination and L7 inside CONNECT
-//! tunnels. An endpoint that asks for L7 inspection is therefore refused
-//! over CONNECT rather than tunnelled uninspected (fail closed); plain-HTTP
-//! forward requests to it are inspected.
+//! CONNECT tunnels to endpoints that ask for L7 inspection are terminated
+//! ([`inspect`]); other tunnels are relayed as bytes ([`relay::tunnel`]).
 
 pub mod generation;
 pub mod identity;
+pub mod inspect;
 pub mod relay;
 pub mod request;
 pub mod response;
@@ -72,7 +71,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
             Ok((stream, peer)) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle(stream, peer, &shared).await;
+                    handle(stream, peer, shared).await;
                     drop(permit);
                 });
             }
@@ -127,13 +126,15 @@ enum Decision {
     /// Dial these validated addresses.
     Dial {
         addrs: Vec<IpAddr>,
-        generation: u64,
+        generation: Arc<Generation>,
         /// Canonical origin-form target for a forward request.
         forward_path: Option<String>,
+        /// A CONNECT to an inspected endpoint: the caller, for [`inspect`].
+        inspect: Option<Caller>,
     },
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
+async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let Ok(local) = client.local_addr() else {
         return;
@@ -178,13 +179,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
         },
     };
     let buffered = buf.split_off(head_len);
-    let identifier_result = identify(shared, peer, local).await;
+    let identifier_result = identify(&shared, peer, local).await;
     let intent = Intent {
         target: &target,
         method: &head.method,
     };
-    let decision = decide(shared, &intent, identifier_result).await;
-    let (addrs, generation, forward_path) = match decision {
+    let decision = decide(&shared, &intent, identifier_result).await;
+    let (addrs, generation, forward_path, inspected) = match decision {
         Decision::Refuse(bytes) => {
             let _ = client.write_all(&bytes).await;
             let _ = client.shutdown().await;
@@ -194,7 +195,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
             addrs,
             generation,
             forward_path,
-        } => (addrs, generation, forward_path),
+            inspect,
+        } => (addrs, generation, forward_path, inspect),
     };
     let upstream = match dial(&addrs, target.port()).await {
         Ok(upstream) => upstream,
@@ -208,16 +210,28 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
     };
     let generations = shared.generations.clone();
+    let pinned = generation.number;
     match (&target, forward_path) {
-        (Target::Connect { .. }, _) => {
+        (Target::Connect { host, port }, _) => {
             if client.write_all(response::CONNECT_OK).await.is_err() {
+                return;
+            }
+            if let Some(caller) = inspected {
+                let tunnel = inspect::Tunnel {
+                    shared: shared.clone(),
+                    host: host.clone(),
+                    port: *port,
+                    caller,
+                    generation,
+                };
+                inspect::inspect(client, buffered, upstream, tunnel).await;
                 return;
             }
             let mut upstream = upstream;
             if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
                 return;
             }
-            relay::tunnel(client, upstream, generations, generation).await;
+            relay::tunnel(client, upstream, generations, pinned).await;
         }
         (Target::Forward { .. }, Some(path)) => {
             let head_bytes = relay::upstream_head(&head, &path);
@@ -228,7 +242,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: &Shared) {
                 framing,
                 buffered,
                 generations,
-                generation,
+                pinned,
             )
             .await;
         }
@@ -307,15 +321,6 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
 
     event.layer = "l7";
     let forward_path = match intent.target {
-        Target::Connect { .. } if allow.is_inspected() => {
-            event.reason = Some("L7 inspection inside CONNECT tunnels is not available yet".into());
-            shared.events.emit(&event);
-            return Decision::Refuse(response::error(
-                403,
-                "unsupported_l7_protocol",
-                "L7 inspection inside CONNECT tunnels is not available yet; use plain http:// through the proxy or an L4 endpoint",
-            ));
-        }
         Target::Connect { .. } => None,
         Target::Forward { path, .. } => {
             let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
@@ -373,10 +378,13 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
         event.layer = "l4";
     }
     shared.events.emit(&event);
+    let inspect =
+        (matches!(intent.target, Target::Connect { .. }) && allow.is_inspected()).then_some(caller);
     Decision::Dial {
         addrs,
-        generation: generation.number,
+        generation: generation.clone(),
         forward_path,
+        inspect,
     }
 }
 

@@ -69,9 +69,18 @@ pub struct L7Denial<'a> {
 }
 
 /// 403 for a denied request inside an inspected connection (§4.11), with
-/// `X-OpenShell-Policy`. The policy advisor is not built, so `next_steps`
-/// is empty and there is no `agent_guidance`.
+/// `X-OpenShell-Policy`, as raw bytes.
 pub fn l7_denied(denial: &L7Denial<'_>) -> Vec<u8> {
+    json(
+        403,
+        &l7_denied_body(denial),
+        &[("X-OpenShell-Policy", denial.policy)],
+    )
+}
+
+/// The JSON body of an L7 denial (§4.11). The policy advisor is not built,
+/// so `next_steps` is empty and there is no `agent_guidance`.
+pub fn l7_denied_body(denial: &L7Denial<'_>) -> Value {
     let rule = format!("{} {}", denial.method, denial.path);
     let mut missing = Map::new();
     missing.insert("type".into(), "rest_allow".into());
@@ -99,11 +108,7 @@ pub fn l7_denied(denial: &L7Denial<'_>) -> Vec<u8> {
     }
     body.insert("rule_missing".into(), Value::Object(missing));
     body.insert("next_steps".into(), Value::Array(Vec::new()));
-    json(
-        403,
-        &Value::Object(body),
-        &[("X-OpenShell-Policy", denial.policy)],
-    )
+    Value::Object(body)
 }
 
 #[cfg(test)]

@@ -1,0 +1,501 @@
+//! L7 inside a CONNECT tunnel to an inspected endpoint (policy reference
+//! §4.8 "Peek", §4.9, §4.10): the first bytes decide between TLS (terminated
+//! with a leaf from the sandbox CA, re-encrypted upstream with verification
+//! against the system roots) and plain HTTP/1; anything else is refused.
+//! Each request is then parsed by hyper, its authority checked against the
+//! tunnel, its path canonicalised and judged, and either answered with the
+//! L7 denial or forwarded (canonical path) on one upstream connection.
+//! An allowed `101 Switching Protocols` (WebSocket) relays raw afterwards.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use openshell_policy::canonical::canonicalize_target;
+use openshell_policy::l4::{L4Decision, L4Request};
+use openshell_policy::l7::{RestRequest, Verdict};
+
+use super::Shared;
+use super::generation::{Generation, replaced};
+use super::identity::Caller;
+use super::response::{self, L7Denial};
+use crate::events::{NetworkEvent, now_rfc3339};
+
+/// Largest request head inside an inspected tunnel (reference §9: 16 KiB).
+pub const MAX_L7_HEAD: usize = 16 * 1024;
+/// How long a tunnel may stay silent before its first byte.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for enough bytes to classify (reference: ≤ 100 ms).
+const CLASSIFY_WINDOW: Duration = Duration::from_millis(100);
+/// Request headers never forwarded.
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+];
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What an inspected tunnel was allowed as.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub shared: Arc<Shared>,
+    pub host: String,
+    pub port: u16,
+    pub caller: Caller,
+    pub generation: Arc<Generation>,
+}
+
+/// Serves an inspected tunnel until either side closes or the generation
+/// it was allowed under is replaced.
+pub async fn inspect(client: TcpStream, buffered: Vec<u8>, upstream: TcpStream, tunnel: Tunnel) {
+    let mut generations = tunnel.shared.generations.clone();
+    let pinned = tunnel.generation.number;
+    tokio::select! {
+        _ = classify_and_serve(client, buffered, upstream, tunnel) => {}
+        _ = replaced(&mut generations, pinned) => {
+            tracing::info!(generation = pinned, "closing an inspected tunnel: the policy generation was replaced");
+        }
+    }
+}
+
+async fn classify_and_serve(
+    client: TcpStream,
+    buffered: Vec<u8>,
+    upstream: TcpStream,
+    tunnel: Tunnel,
+) {
+    let Some(first) = first_bytes(&client, &buffered).await else {
+        return;
+    };
+    let mut client = Rewind::new(buffered, client);
+    let tunnel = Arc::new(tunnel);
+    if first.starts_with(&[0x16, 0x03]) {
+        let config = match tunnel.shared.authority.server_config(&tunnel.host) {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::error!(%error, host = %tunnel.host, "cannot mint a leaf certificate");
+                return;
+            }
+        };
+        let Ok(mut client) = tokio_rustls::TlsAcceptor::from(config).accept(client).await else {
+            return; // the client rejected our certificate or hung up
+        };
+        match upstream_tls(&tunnel, upstream).await {
+            Ok(upstream) => serve(client, upstream, tunnel, 443).await,
+            Err(reason) => {
+                tracing::warn!(host = %tunnel.host, port = tunnel.port, %reason, "upstream TLS failed");
+                let detail = format!("TLS to {}:{} failed: {reason}", tunnel.host, tunnel.port);
+                let _ = client
+                    .write_all(&response::error(502, "upstream_tls_failed", &detail))
+                    .await;
+                let _ = client.shutdown().await;
+            }
+        }
+    } else if first.starts_with(b"PRI * HTTP/2") {
+        let body = response::error(
+            403,
+            "unsupported_l7_protocol",
+            "HTTP/2 prior-knowledge (h2c) is not supported for L7-inspected endpoints",
+        );
+        let _ = client.write_all(&body).await;
+    } else if first[0].is_ascii_uppercase() {
+        serve(client, upstream, tunnel, 80).await;
+    } else {
+        let body = response::error(
+            403,
+            "unsupported_l7_protocol",
+            "Unsupported tunnel protocol for L7-inspected endpoint",
+        );
+        let _ = client.write_all(&body).await;
+    }
+}
+
+/// The tunnel's first bytes (at least two when the client sends them
+/// within the classification window), without consuming them.
+async fn first_bytes(client: &TcpStream, buffered: &[u8]) -> Option<Vec<u8>> {
+    if buffered.len() >= 16 {
+        return Some(buffered.to_vec());
+    }
+    let mut peeked = [0u8; 24];
+    let n = tokio::time::timeout(FIRST_BYTE_TIMEOUT, client.peek(&mut peeked))
+        .await
+        .ok()?
+        .ok()?;
+    let deadline = Instant::now() + CLASSIFY_WINDOW;
+    let mut n = n;
+    while buffered.len() + n < 16 && n > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        n = client.peek(&mut peeked).await.ok()?;
+    }
+    if buffered.is_empty() && n == 0 {
+        return None;
+    }
+    let mut first = buffered.to_vec();
+    first.extend_from_slice(&peeked[..n]);
+    Some(first)
+}
+
+async fn upstream_tls(
+    tunnel: &Tunnel,
+    upstream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let config = tunnel.shared.authority.upstream()?;
+    let name = crate::tls::server_name(&tunnel.host)
+        .ok_or_else(|| format!("{} is not a valid TLS server name", tunnel.host))?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, upstream)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One hyper server on the client side, one hyper client connection
+/// upstream; requests are judged one by one.
+async fn serve<C, U>(client: C, upstream: U, tunnel: Arc<Tunnel>, default_port: u16)
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok((sender, connection)) = hyper::client::conn::http1::Builder::new()
+        .handshake::<_, Incoming>(TokioIo::new(upstream))
+        .await
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    // HTTP/1 serves one request at a time: the sender is taken for a
+    // request and put back, never locked across an await.
+    let sender = Arc::new(Mutex::new(Some(sender)));
+    let service = hyper::service::service_fn(move |request| {
+        let tunnel = tunnel.clone();
+        let sender = sender.clone();
+        async move { Ok::<_, Infallible>(judge(request, &tunnel, &sender, default_port).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_L7_HEAD)
+        .serve_connection(TokioIo::new(client), service)
+        .with_upgrades()
+        .await;
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    policy: Option<&str>,
+) -> Response<Body> {
+    let mut response = Response::new(full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert("x-openshell-policy", policy);
+    }
+    response
+}
+
+/// Whether the request's authority names the tunnel's endpoint; the port
+/// may be omitted only when it is the scheme's default.
+fn authority_matches(authority: &str, host: &str, port: u16, default_port: u16) -> bool {
+    let parse_port = |p: &str| p.parse::<u16>().ok();
+    let (name, given_port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((name, after)) = rest.split_once(']') else {
+            return false;
+        };
+        match after.strip_prefix(':') {
+            Some(p) => match parse_port(p) {
+                Some(p) => (name, Some(p)),
+                None => return false,
+            },
+            None if after.is_empty() => (name, None),
+            None => return false,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((name, p)) => match parse_port(p) {
+                Some(p) => (name, Some(p)),
+                None => return false,
+            },
+            None => (authority, None),
+        }
+    };
+    !name.is_empty()
+        && name.eq_ignore_ascii_case(host)
+        && given_port.unwrap_or(default_port) == port
+}
+
+async fn judge(
+    mut request: Request<Incoming>,
+    tunnel: &Tunnel,
+    sender: &Mutex<Option<SendRequest<Incoming>>>,
+    default_port: u16,
+) -> Response<Body> {
+    let shared = &tunnel.shared;
+    let method = request.method().as_str().to_owned();
+    let mut event = NetworkEvent {
+        time: now_rfc3339(),
+        sandbox: shared.sandbox.clone(),
+        kind: "CONNECT_L7",
+        binary: Some(tunnel.caller.binary.clone()),
+        pid: Some(tunnel.caller.pid),
+        host: tunnel.host.clone(),
+        port: tunnel.port,
+        method: Some(method.clone()),
+        path: None,
+        decision: "deny",
+        layer: "l7",
+        policy: None,
+        reason: None,
+        generation: tunnel.generation.number,
+    };
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    if !authority_matches(&authority, &tunnel.host, tunnel.port, default_port) {
+        event.reason = Some(format!(
+            "request authority '{authority}' does not match the tunnel"
+        ));
+        shared.events.emit(&event);
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "request_authority_mismatch", "message": "HTTP request authority does not match the authorized tunnel endpoint"}),
+            None,
+        );
+    }
+    let ancestors: Vec<&str> = tunnel.caller.ancestors.iter().map(String::as_str).collect();
+    let cmdline: Vec<&str> = tunnel.caller.cmdline.iter().map(String::as_str).collect();
+    let allow = match tunnel.generation.policy.decide_l4(&L4Request {
+        host: &tunnel.host,
+        port: tunnel.port,
+        binary: &tunnel.caller.binary,
+        ancestors: &ancestors,
+        cmdline: &cmdline,
+        ignore_binary: shared.ignore_binary,
+    }) {
+        L4Decision::Allow(allow) => allow,
+        L4Decision::Deny(deny) => {
+            event.reason = Some(deny.reason.clone());
+            shared.events.emit(&event);
+            return json_response(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "policy_denied", "detail": deny.reason}),
+                None,
+            );
+        }
+    };
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
+    let canonical = match canonicalize_target(&target, allow_encoded_slash) {
+        Ok(canonical) => canonical,
+        Err(error) => {
+            event.reason = Some(format!("invalid request target: {error:?}"));
+            shared.events.emit(&event);
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "invalid_request_target", "detail": "the request path cannot be canonicalised safely"}),
+                None,
+            );
+        }
+    };
+    event.path = Some(canonical.path.clone());
+    let verdict = allow.evaluate_rest(&RestRequest {
+        method: &method,
+        path: &canonical.path,
+        query: &canonical.query,
+    });
+    event.policy = Some(verdict.policy.to_owned());
+    if verdict.verdict == Verdict::Deny {
+        let detail = verdict
+            .reason
+            .clone()
+            .unwrap_or_else(|| "request denied by policy".to_owned());
+        let body = response::l7_denied_body(&L7Denial {
+            policy: verdict.policy,
+            method: &method,
+            path: &canonical.path,
+            detail: &detail,
+            host: &tunnel.host,
+            port: tunnel.port,
+            binary: Some(&tunnel.caller.binary),
+        });
+        event.reason = Some(detail);
+        shared.events.emit(&event);
+        return json_response(StatusCode::FORBIDDEN, &body, Some(verdict.policy));
+    }
+    event.decision = if verdict.verdict == Verdict::Audit {
+        event.reason = verdict.reason.clone();
+        "audit"
+    } else {
+        "allow"
+    };
+    shared.events.emit(&event);
+
+    let wants_upgrade = request.headers().contains_key(UPGRADE);
+    let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    let forwarded_target = match &canonical.raw_query {
+        Some(query) => format!("{}?{query}", canonical.path),
+        None => canonical.path.clone(),
+    };
+    let Ok(uri) = forwarded_target.parse() else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": "invalid_request_target", "detail": "the canonical path is not a valid URI"}),
+            None,
+        );
+    };
+    parts.uri = uri;
+    for name in HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    if wants_upgrade {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    let Some(mut upstream) = sender.lock().ok().and_then(|mut s| s.take()) else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"error": "upstream_busy", "detail": "the upstream connection is in use"}),
+            None,
+        );
+    };
+    let result = upstream
+        .send_request(Request::from_parts(parts, body))
+        .await;
+    if let Ok(mut slot) = sender.lock() {
+        *slot = Some(upstream);
+    }
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let detail = format!("{}:{}: {error}", tunnel.host, tunnel.port);
+            return json_response(
+                StatusCode::BAD_GATEWAY,
+                &serde_json::json!({"error": "upstream_unreachable", "detail": detail}),
+                None,
+            );
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) {
+                let mut client = TokioIo::new(client);
+                let mut upstream = TokioIo::new(upstream);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            }
+        });
+    }
+    response.map(BodyExt::boxed)
+}
+
+/// A stream that first replays bytes already read from it.
+struct Rewind<S> {
+    prefix: Vec<u8>,
+    position: usize,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
+        Rewind {
+            prefix,
+            position: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.position < this.prefix.len() {
+            let rest = &this.prefix[this.position..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.position += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authority_must_name_the_tunnel_endpoint() {
+        assert!(authority_matches("api.test", "api.test", 443, 443));
+        assert!(authority_matches("API.test:443", "api.test", 443, 443));
+        assert!(!authority_matches("api.test", "api.test", 8443, 443));
+        assert!(authority_matches("api.test:8443", "api.test", 8443, 443));
+        assert!(!authority_matches("evil.test", "api.test", 443, 443));
+        assert!(!authority_matches("api.test:x", "api.test", 443, 443));
+        assert!(authority_matches("[::1]:8080", "::1", 8080, 80));
+        assert!(authority_matches("10.0.0.1", "10.0.0.1", 80, 80));
+        assert!(!authority_matches("", "api.test", 443, 443));
+    }
+}
