@@ -99,11 +99,9 @@ fn a_dot_dot_escape_is_rejected() {
 }
 
 #[test]
-fn an_l7_endpoint_is_not_tunnelled_uninspected() {
-    // TLS termination is not built yet: CONNECT to an endpoint with L7
-    // rules is refused rather than relayed without inspection.
+fn plain_http_inside_a_connect_tunnel_is_inspected_too() {
     let network = upstream();
-    let url = format!("http://{}:{PORT}/", network.peer);
+    let url = format!("http://{}:{PORT}/t", network.peer);
     let policy = policy(
         &network.peer.to_string(),
         &[PORT],
@@ -112,12 +110,37 @@ fn an_l7_endpoint_is_not_tunnelled_uninspected() {
     );
     let outcome = sandbox()
         .policy(&policy)
-        .run(&[&CURL[..], &["-p", &url]].concat());
-    assert_eq!(outcome.code, 56, "{outcome:#?}");
-    assert!(
-        outcome
-            .stderr
-            .contains("CONNECT tunnel failed, response 403"),
-        "{outcome:#?}"
+        .run(
+            &[
+                &CURL[..],
+                &["-p", &url, "--next"],
+                &CURL[1..],
+                &["-p", "-X", "DELETE", "-w", " %{http_code}", &url],
+            ]
+            .concat(),
+        )
+        .success();
+    let (get, delete) = outcome.stdout.split_once('\n').unwrap();
+    assert_eq!(get, "GET /t 0");
+    assert!(delete.ends_with(" 403"), "{delete}");
+    assert!(delete.contains(r#""rule":"DELETE /t""#), "{delete}");
+}
+
+#[test]
+fn a_request_for_another_host_inside_the_tunnel_is_refused() {
+    let network = upstream();
+    let host = network.peer.to_string();
+    let policy = policy(&host, &[PORT], &["/usr/bin/python3*"], READ_ONLY);
+    let script = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n\
+         s.sendall(b'CONNECT {host}:{PORT} HTTP/1.1\\r\\n\\r\\n')\n\
+         s.recv(100)\n\
+         s.sendall(b'GET / HTTP/1.1\\r\\nHost: other.test:{PORT}\\r\\n\\r\\n')\n\
+         print(s.recv(4096).decode().split('\\r\\n\\r\\n', 1)[1])\n"
+    );
+    let outcome = sandbox().policy(&policy).python(&script).success();
+    assert_eq!(
+        outcome.stdout.trim(),
+        r#"{"error":"request_authority_mismatch","message":"HTTP request authority does not match the authorized tunnel endpoint"}"#
     );
 }

@@ -15,6 +15,7 @@ mod l7;
 mod malformed;
 mod reload;
 mod ssrf;
+mod tls;
 
 use netns::{ECHO_SERVER, TestNetwork};
 

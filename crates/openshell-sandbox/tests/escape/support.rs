@@ -43,6 +43,7 @@ pub struct Sandbox {
     env: Vec<String>,
     stdin: Option<Vec<u8>>,
     events: bool,
+    supervisor_env: Vec<(String, String)>,
     state: tempfile::TempDir,
 }
 
@@ -54,6 +55,7 @@ pub fn sandbox() -> Sandbox {
         env: Vec::new(),
         stdin: None,
         events: false,
+        supervisor_env: Vec::new(),
         state: tempfile::tempdir().unwrap(),
     }
 }
@@ -82,6 +84,12 @@ impl Sandbox {
         self
     }
 
+    /// Sets a variable in the supervisor's own environment (not the child's).
+    pub fn supervisor_env(mut self, key: &str, value: &str) -> Sandbox {
+        self.supervisor_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Records egress events in [`Sandbox::events_file`].
     pub fn with_events(mut self) -> Sandbox {
         self.events = true;
@@ -102,6 +110,7 @@ impl Sandbox {
         command
             .env("XDG_STATE_HOME", self.state.path())
             .env_remove("OPENSHELL_LOG")
+            .envs(self.supervisor_env.iter().map(|(k, v)| (k, v)))
             .arg("run");
         if let Some(policy) = &self.policy {
             command.arg("--policy").arg(policy);
