@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod relay;
 pub mod request;
 pub mod response;
+pub mod splice;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

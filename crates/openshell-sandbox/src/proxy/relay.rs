@@ -12,8 +12,6 @@ use tokio::sync::watch;
 use super::generation::{Generation, replaced};
 use super::request::{Framing, Head};
 
-/// Relay buffer per direction.
-const BUFFER: usize = 64 * 1024;
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_CHUNK_LINE: u64 = 4096;
 /// Headers dropped from a forwarded request (hop-by-hop or proxy-only).
@@ -28,13 +26,13 @@ const DROPPED_HEADERS: [&str; 5] = [
 /// Relays both directions until either side closes or the policy
 /// generation the tunnel was allowed under is replaced.
 pub async fn tunnel(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
+    client: TcpStream,
+    upstream: TcpStream,
     mut generations: watch::Receiver<Arc<Generation>>,
     pinned: u64,
 ) {
     tokio::select! {
-        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, BUFFER, BUFFER) => {}
+        _ = super::splice::relay(&client, &upstream) => {}
         _ = replaced(&mut generations, pinned) => {
             tracing::info!(generation = pinned, "closing a tunnel: the policy generation was replaced");
         }

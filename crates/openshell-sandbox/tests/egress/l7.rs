@@ -144,3 +144,54 @@ fn a_request_for_another_host_inside_the_tunnel_is_refused() {
         r#"{"error":"request_authority_mismatch","message":"HTTP request authority does not match the authorized tunnel endpoint"}"#
     );
 }
+
+/// Answers an upgrade request with 101, then echoes raw bytes.
+const UPGRADE_SERVER: &str = r#"
+import os, socket, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((os.environ['ADDR'], int(os.environ['PORT'])))
+s.listen()
+def serve(c):
+    head = b''
+    while b'\r\n\r\n' not in head:
+        head += c.recv(4096)
+    c.sendall(b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n')
+    while True:
+        data = c.recv(4096)
+        if not data:
+            break
+        c.sendall(data.upper())
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn an_allowed_upgrade_relays_raw_bytes_after_101() {
+    let mut network = crate::netns::TestNetwork::new();
+    network.serve(PORT, UPGRADE_SERVER);
+    let host = network.peer.to_string();
+    let policy = policy(
+        &host,
+        &[PORT],
+        &["/usr/bin/python3*"],
+        "        protocol: rest\n        enforcement: enforce\n        access: read-only\n",
+    );
+    let script = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n\
+         s.sendall(b'CONNECT {host}:{PORT} HTTP/1.1\\r\\n\\r\\n')\n\
+         s.recv(100)\n\
+         s.sendall(b'GET /ws HTTP/1.1\\r\\nHost: {host}:{PORT}\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\\r\\nSec-WebSocket-Version: 13\\r\\n\\r\\n')\n\
+         head = b''\n\
+         while b'\\r\\n\\r\\n' not in head:\n    head += s.recv(4096)\n\
+         print(head.split(b'\\r\\n')[0].decode())\n\
+         s.sendall(b'raw frames')\n\
+         print(s.recv(100).decode())\n"
+    );
+    let outcome = sandbox().policy(&policy).python(&script).success();
+    assert_eq!(
+        outcome.stdout,
+        "HTTP/1.1 101 Switching Protocols\nRAW FRAMES\n"
+    );
+}

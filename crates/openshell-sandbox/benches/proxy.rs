@@ -1,0 +1,372 @@
+//! Whole-process egress benchmark, proxy against direct in the same run:
+//! - bulk: a 1 GiB download with curl, direct from the host vs through a
+//!   CONNECT tunnel from inside `openshell-sandbox run`;
+//! - latency: sequential keep-alive requests (p50, p99), direct vs through an
+//!   L4 tunnel vs through an L7-inspected tunnel;
+//! - throughput: requests per second with 64 concurrent keep-alive clients
+//!   through the L7 path vs direct.
+//!
+//! The upstream is a small Rust HTTP server in a network namespace this
+//! benchmark creates (veth pair, 10.213.250.0/30); the client for latency and
+//! throughput is this same binary, copied into the sandbox's workspace.
+//!
+//! Run as root: `cargo bench -p openshell-sandbox --bench proxy`.
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const NETNS: &str = "osh-bench";
+const HOST_IF: &str = "oshbh";
+const PEER_IF: &str = "oshbp";
+const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 213, 250, 1);
+const PEER: Ipv4Addr = Ipv4Addr::new(10, 213, 250, 2);
+const PORT: u16 = 9090;
+const BULK_BYTES: u64 = 1 << 30;
+const LATENCY_REQUESTS: usize = 5000;
+const RPS_CLIENTS: usize = 64;
+const RPS_SECONDS: u64 = 5;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes harness=false benches this way
+    }
+    if args.get(1).map(String::as_str) == Some("--client") {
+        client(&args[2..]);
+        return;
+    }
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the proxy benchmark needs root"
+    );
+    let _network = Network::create();
+    std::thread::spawn(serve_in_netns);
+    wait_for_server();
+
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let me = work.path().join("bench");
+    std::fs::copy(std::env::current_exe().unwrap(), &me).unwrap();
+    let policy = |extra: &str| {
+        let path = work.path().join(format!("policy{}.yaml", extra.len()));
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\nnetwork_policies:\n  bench:\n    name: bench\n    endpoints:\n      - host: \"{PEER}\"\n        port: {PORT}\n{extra}    binaries:\n      - path: /usr/bin/curl\n      - path: /sandbox/bench\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let l4 = policy("");
+    let l7 =
+        policy("        protocol: rest\n        enforcement: enforce\n        access: read-only\n");
+    let sandboxed = |policy: &std::path::Path, argv: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_openshell-sandbox"))
+            .env("XDG_STATE_HOME", work.path())
+            .args(["run", "--policy"])
+            .arg(policy)
+            .arg("--workdir")
+            .arg(work.path())
+            .arg("--")
+            .args(argv)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sandboxed {argv:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let host = |argv: &[&str]| -> String {
+        let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
+        assert!(out.status.success(), "{argv:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    println!("egress benchmark (upstream in a network namespace over veth)\n");
+    let url = format!("http://{PEER}:{PORT}/bulk");
+    let curl = [
+        "curl",
+        "-sS",
+        "--noproxy",
+        "",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{speed_download}",
+    ];
+    let mut direct_bulk = Vec::new();
+    let mut tunnel_bulk = Vec::new();
+    for _ in 0..3 {
+        direct_bulk.push(
+            host(&[&curl[..], &[url.as_str()]].concat())
+                .parse::<f64>()
+                .unwrap(),
+        );
+        tunnel_bulk.push(
+            sandboxed(&l4, &[&curl[..], &["-p", url.as_str()]].concat())
+                .parse::<f64>()
+                .unwrap(),
+        );
+    }
+    let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    let (direct, tunnel) = (best(&direct_bulk), best(&tunnel_bulk));
+    println!("| bulk 1 GiB (curl, best of 3) | MB/s |");
+    println!("|---|---|");
+    println!("| direct | {:.0} |", direct / 1e6);
+    println!("| CONNECT tunnel (L4) | {:.0} |", tunnel / 1e6);
+    println!("\ntunnel / direct: {:.1}%\n", 100.0 * tunnel / direct);
+
+    let n = LATENCY_REQUESTS.to_string();
+    let me_in = "/sandbox/bench";
+    let direct_lat = host(&[me.to_str().unwrap(), "--client", "latency", "direct", &n]);
+    let l4_lat = sandboxed(&l4, &[me_in, "--client", "latency", "connect", &n]);
+    let l7_lat = sandboxed(&l7, &[me_in, "--client", "latency", "connect", &n]);
+    let parse = |s: &str| -> (f64, f64) {
+        let mut it = s.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let (d50, d99) = parse(&direct_lat);
+    let (l450, l499) = parse(&l4_lat);
+    let (l750, l799) = parse(&l7_lat);
+    println!("| {LATENCY_REQUESTS} sequential keep-alive GETs | p50 µs | p99 µs | added p50 µs |");
+    println!("|---|---|---|---|");
+    println!("| direct | {d50:.0} | {d99:.0} | — |");
+    println!("| L4 tunnel | {l450:.0} | {l499:.0} | {:.0} |", l450 - d50);
+    println!(
+        "| L7 tunnel (inspected, plain HTTP) | {l750:.0} | {l799:.0} | {:.0} |",
+        l750 - d50
+    );
+
+    let clients = RPS_CLIENTS.to_string();
+    let secs = RPS_SECONDS.to_string();
+    let direct_rps: f64 = host(&[
+        me.to_str().unwrap(),
+        "--client",
+        "rps",
+        "direct",
+        &clients,
+        &secs,
+    ])
+    .trim()
+    .parse()
+    .unwrap();
+    let l7_rps: f64 = sandboxed(&l7, &[me_in, "--client", "rps", "connect", &clients, &secs])
+        .trim()
+        .parse()
+        .unwrap();
+    println!("\n| {RPS_CLIENTS} concurrent keep-alive clients, {RPS_SECONDS} s | requests/s |");
+    println!("|---|---|");
+    println!("| direct | {direct_rps:.0} |");
+    println!("| L7 tunnel | {l7_rps:.0} |");
+    println!("\nL7 / direct: {:.1}%", 100.0 * l7_rps / direct_rps);
+}
+
+/// The test network; removed on drop.
+struct Network;
+
+impl Network {
+    fn create() -> Network {
+        let ip = |args: &[&str]| {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        };
+        ip(&["netns", "del", NETNS]);
+        ip(&["link", "del", HOST_IF]);
+        ip(&["netns", "add", NETNS]);
+        ip(&[
+            "link", "add", HOST_IF, "type", "veth", "peer", "name", PEER_IF,
+        ]);
+        ip(&["link", "set", PEER_IF, "netns", NETNS]);
+        ip(&["addr", "add", &format!("{HOST_IP}/30"), "dev", HOST_IF]);
+        ip(&["link", "set", HOST_IF, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            NETNS,
+            "ip",
+            "addr",
+            "add",
+            &format!("{PEER}/30"),
+            "dev",
+            PEER_IF,
+        ]);
+        ip(&["netns", "exec", NETNS, "ip", "link", "set", PEER_IF, "up"]);
+        ip(&["netns", "exec", NETNS, "ip", "link", "set", "lo", "up"]);
+        Network
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", HOST_IF]).status();
+        let _ = Command::new("ip").args(["netns", "del", NETNS]).status();
+    }
+}
+
+fn wait_for_server() {
+    let addr = SocketAddr::from((PEER, PORT));
+    for _ in 0..200 {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("the benchmark server never came up");
+}
+
+/// Runs on a thread that joins the namespace; connection threads inherit it.
+fn serve_in_netns() {
+    let netns = std::fs::File::open(format!("/run/netns/{NETNS}")).unwrap();
+    nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    let listener = TcpListener::bind((PEER, PORT)).unwrap();
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || serve_connection(stream));
+    }
+}
+
+fn serve_connection(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    let chunk = vec![b'x'; 1 << 20];
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        if request_line.contains("/bulk") {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BULK_BYTES}\r\n\r\n");
+            if writer.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let mut left = BULK_BYTES;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if writer.write_all(&chunk[..n]).is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+        } else if writer
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 client connection, direct or through a CONNECT
+/// tunnel on the sandbox's proxy.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn open(via: &str) -> Client {
+        let stream = match via {
+            "direct" => TcpStream::connect((PEER, PORT)).unwrap(),
+            _ => {
+                let mut s = TcpStream::connect("127.0.0.1:3128").unwrap();
+                write!(
+                    s,
+                    "CONNECT {PEER}:{PORT} HTTP/1.1\r\nHost: {PEER}:{PORT}\r\n\r\n"
+                )
+                .unwrap();
+                let mut reply = [0u8; 39];
+                s.read_exact(&mut reply).unwrap();
+                assert!(reply.starts_with(b"HTTP/1.1 200"), "CONNECT refused");
+                s
+            }
+        };
+        stream.set_nodelay(true).unwrap();
+        Client {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn get(&mut self) {
+        write!(
+            self.writer,
+            "GET /small HTTP/1.1\r\nHost: {PEER}:{PORT}\r\n\r\n"
+        )
+        .unwrap();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).unwrap();
+    }
+}
+
+/// `--client latency VIA N` prints "p50 p99" in µs; `--client rps VIA C S`
+/// prints requests per second.
+fn client(args: &[String]) {
+    match args[0].as_str() {
+        "latency" => {
+            let n: usize = args[2].parse().unwrap();
+            let mut client = Client::open(&args[1]);
+            for _ in 0..100 {
+                client.get();
+            }
+            let mut samples: Vec<f64> = (0..n)
+                .map(|_| {
+                    let start = Instant::now();
+                    client.get();
+                    start.elapsed().as_secs_f64() * 1e6
+                })
+                .collect();
+            samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!("{} {}", samples[n / 2], samples[n * 99 / 100]);
+        }
+        "rps" => {
+            let clients: usize = args[2].parse().unwrap();
+            let secs: u64 = args[3].parse().unwrap();
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let threads: Vec<_> = (0..clients)
+                .map(|_| {
+                    let (done, stop, via) = (done.clone(), stop.clone(), args[1].clone());
+                    std::thread::spawn(move || {
+                        let mut client = Client::open(&via);
+                        while !stop.load(Ordering::Relaxed) {
+                            client.get();
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_secs(secs));
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                t.join().unwrap();
+            }
+            println!("{}", done.load(Ordering::Relaxed) as f64 / secs as f64);
+        }
+        other => panic!("unknown client mode {other}"),
+    }
+}
