@@ -19,13 +19,16 @@ Examples:
   # The default policy: read-only system, read-write /sandbox and /tmp, no network
   sudo openshell-sandbox run -- sh -c 'id; touch /sandbox/ok'
 
-  # Your own policy and workspace, with extra variables
-  sudo openshell-sandbox run --policy policy.yaml --workdir ./project -e DEBUG=1 -- python3 app.py
+  # Your own policy and workspace, with extra variables and an audit trail
+  sudo openshell-sandbox run --policy policy.yaml --workdir . --events egress.jsonl -- python3 app.py
 
 The command runs as the policy's user (default: a dedicated 'sandbox' account,
 created on first use), never as root, in new mount, PID, IPC, UTS and network
 namespaces, under Landlock and seccomp. Its only network is loopback, where the
-supervisor's proxy listens on 127.0.0.1:3128 (HTTP_PROXY and friends point there).
+supervisor's egress proxy listens on 127.0.0.1:3128 (HTTP_PROXY and friends
+point there) and decides every connection by the policy's network section:
+denials are HTTP 403 with a JSON body that says why. Edit the policy file (or
+send SIGHUP) to reload the network section without restarting.
 
 Exit status: the command's own; 128+N when killed by signal N; 125 when the
 sandbox could not be set up; 126 not executable; 127 not found.";
