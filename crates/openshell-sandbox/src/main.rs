@@ -19,8 +19,8 @@ Examples:
   # The default policy: read-only system, read-write /sandbox and /tmp, no network
   sudo openshell-sandbox run -- sh -c 'id; touch /sandbox/ok'
 
-  # Your own policy and workspace, with extra variables and an audit trail
-  sudo openshell-sandbox run --policy policy.yaml --workdir . --events egress.jsonl -- python3 app.py
+  # Your own policy and workspace, with an audit trail of every egress decision
+  sudo openshell-sandbox run --policy p.yaml --workdir . --events egress.jsonl -- python3 app.py
 
 The command runs as the policy's user (default: a dedicated 'sandbox' account,
 created on first use), never as root, in new mount, PID, IPC, UTS and network
