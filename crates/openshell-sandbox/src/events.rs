@@ -4,7 +4,6 @@
 //! An event never carries a query string, a header or a body: paths are
 //! canonical and query-free by construction of the callers.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
@@ -37,21 +36,35 @@ pub struct NetworkEvent {
     pub generation: u64,
 }
 
-/// Where events go: always `tracing`; also a JSON-lines file when set.
-#[derive(Debug, Default)]
+/// Where events go: always `tracing`; also a JSON-lines sink when set.
+#[derive(Default)]
 pub struct Events {
-    file: Option<Mutex<File>>,
+    file: Option<Mutex<Box<dyn Write + Send>>>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("sink", &self.file.is_some())
+            .finish()
+    }
 }
 
 impl Events {
-    /// Appends JSON lines to `path` (created if missing).
+    /// Appends JSON lines to `path` (created if missing); `-` is stdout.
     pub fn to_file(path: &Path) -> std::io::Result<Events> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let sink: Box<dyn Write + Send> = if path == Path::new("-") {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
         Ok(Events {
-            file: Some(Mutex::new(file)),
+            file: Some(Mutex::new(sink)),
         })
     }
 
@@ -75,6 +88,7 @@ impl Events {
             line.push(b'\n');
             if let Ok(mut file) = file.lock() {
                 let _ = file.write_all(&line);
+                let _ = file.flush();
             }
         }
     }

@@ -59,6 +59,7 @@ enum Command {
         #[arg(short, long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
         /// Append one JSON line per egress decision (allow, audit, deny) to FILE
+        /// (`-`: stdout, mixed with the command's own output)
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
         /// The command and its arguments

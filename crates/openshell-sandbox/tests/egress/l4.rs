@@ -156,3 +156,35 @@ fn every_decision_is_one_event_without_query_strings() {
         assert!(line["time"].as_str().unwrap().ends_with('Z'));
     }
 }
+
+#[test]
+fn a_binary_changed_after_first_use_is_denied_as_an_integrity_violation() {
+    let network = upstream();
+    let dir = crate::support::shared_dir();
+    let url = format!("http://{}:{PORT}/i", network.peer);
+    // The same path, first with curl's bytes, then with one byte appended:
+    // still a working curl, but no longer the binary that was trusted.
+    let script = format!(
+        "cp /usr/bin/curl /sandbox/c && /sandbox/c -sS -m 10 --noproxy '' {url}; \
+         cp /usr/bin/curl /sandbox/c2 && echo >> /sandbox/c2 && mv /sandbox/c2 /sandbox/c && \
+         /sandbox/c -sS -m 10 --noproxy '' {url}"
+    );
+    let outcome = sandbox()
+        .workdir(dir.path())
+        .policy(&policy(
+            &network.peer.to_string(),
+            &[PORT],
+            &["/sandbox/c"],
+            "",
+        ))
+        .sh(&script)
+        .success();
+    let (first, second) = outcome.stdout.split_once('\n').unwrap();
+    assert_eq!(first, "GET /i 0");
+    let body: serde_json::Value = serde_json::from_str(second).unwrap();
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("binary integrity check failed: Binary integrity violation: /sandbox/c hash changed (cached: "),
+        "{reason}"
+    );
+}
