@@ -1,8 +1,8 @@
 //! The egress proxy: the agent's only way out of its network namespace.
 //!
 //! Both front doors — `CONNECT host:port` and absolute-form `http://`
-//! requests — become one [`Intent`] and go through one pipeline
-//! ([`decide`]): who is calling ([`identity`]) → L4 policy → destination
+//! requests — become one `Intent` and go through one pipeline
+//! (`decide`): who is calling ([`identity`]) → L4 policy → destination
 //! (SSRF, resolved once, the validated address dialed) → L7 for inspected
 //! endpoints → relay ([`relay`]). Every decision is one event
 //! ([`crate::events`]). A denial is an ordinary response, never an error.
