@@ -8,7 +8,10 @@
 //! ([`crate::events`]). A denial is an ordinary response, never an error.
 //!
 //! CONNECT tunnels to endpoints that ask for L7 inspection are terminated
-//! ([`inspect`]); other tunnels are relayed as bytes ([`relay::tunnel`]).
+//! and judged per request ([`inspect::inspect`]); other tunnels have TLS
+//! terminated and re-encrypted without request rules
+//! ([`inspect::passthrough`]) unless the endpoint says `tls: skip`, and
+//! everything that is not TLS is relayed as bytes ([`splice`]).
 
 pub mod generation;
 pub mod identity;
@@ -29,6 +32,7 @@ use tokio::sync::{Semaphore, watch};
 use openshell_policy::canonical::canonicalize_target;
 use openshell_policy::l4::{L4Decision, L4Request};
 use openshell_policy::l7::{RestRequest, Verdict};
+use openshell_policy::policy::TlsMode;
 use openshell_policy::ssrf::check_destination;
 
 use crate::events::{Events, NetworkEvent, now_rfc3339};
@@ -119,6 +123,17 @@ impl Intent<'_> {
     }
 }
 
+/// How an allowed CONNECT tunnel is served.
+#[derive(Debug)]
+enum TunnelMode {
+    /// `tls: skip` (or a forward request): bytes only.
+    Raw,
+    /// L4: TLS terminated and re-encrypted, no request rules.
+    Terminate(Caller),
+    /// L7: every request judged.
+    Inspect(Caller),
+}
+
 /// The outcome of the pipeline for one intent.
 #[derive(Debug)]
 enum Decision {
@@ -130,8 +145,8 @@ enum Decision {
         generation: Arc<Generation>,
         /// Canonical origin-form target for a forward request.
         forward_path: Option<String>,
-        /// A CONNECT to an inspected endpoint: the caller, for [`inspect`].
-        inspect: Option<Caller>,
+        /// How a CONNECT tunnel is served.
+        tunnel: TunnelMode,
     },
 }
 
@@ -186,7 +201,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         method: &head.method,
     };
     let decision = decide(&shared, &intent, identifier_result).await;
-    let (addrs, generation, forward_path, inspected) = match decision {
+    let (addrs, generation, forward_path, mode) = match decision {
         Decision::Refuse(bytes) => {
             let _ = client.write_all(&bytes).await;
             let _ = client.shutdown().await;
@@ -196,8 +211,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             addrs,
             generation,
             forward_path,
-            inspect,
-        } => (addrs, generation, forward_path, inspect),
+            tunnel,
+        } => (addrs, generation, forward_path, tunnel),
     };
     let upstream = match dial(&addrs, target.port()).await {
         Ok(upstream) => upstream,
@@ -217,16 +232,21 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             if client.write_all(response::CONNECT_OK).await.is_err() {
                 return;
             }
-            if let Some(caller) = inspected {
-                let tunnel = inspect::Tunnel {
-                    shared: shared.clone(),
-                    host: host.clone(),
-                    port: *port,
-                    caller,
-                    generation,
-                };
-                inspect::inspect(client, buffered, upstream, tunnel).await;
-                return;
+            let tunnel = |caller| inspect::Tunnel {
+                shared: shared.clone(),
+                host: host.clone(),
+                port: *port,
+                caller,
+                generation: generation.clone(),
+            };
+            match mode {
+                TunnelMode::Inspect(caller) => {
+                    return inspect::inspect(client, buffered, upstream, tunnel(caller)).await;
+                }
+                TunnelMode::Terminate(caller) => {
+                    return inspect::passthrough(client, buffered, upstream, tunnel(caller)).await;
+                }
+                TunnelMode::Raw => {}
             }
             let mut upstream = upstream;
             if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
@@ -379,13 +399,21 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
         event.layer = "l4";
     }
     shared.events.emit(&event);
-    let inspect =
-        (matches!(intent.target, Target::Connect { .. }) && allow.is_inspected()).then_some(caller);
+    let skip_tls = allow
+        .matched
+        .iter()
+        .any(|m| m.endpoint.tls == TlsMode::Skip);
+    let tunnel = match intent.target {
+        Target::Forward { .. } => TunnelMode::Raw,
+        Target::Connect { .. } if allow.is_inspected() => TunnelMode::Inspect(caller),
+        Target::Connect { .. } if skip_tls => TunnelMode::Raw,
+        Target::Connect { .. } => TunnelMode::Terminate(caller),
+    };
     Decision::Dial {
         addrs,
         generation: generation.clone(),
         forward_path,
-        inspect,
+        tunnel,
     }
 }
 

@@ -75,38 +75,98 @@ pub async fn inspect(client: TcpStream, buffered: Vec<u8>, upstream: TcpStream, 
     }
 }
 
+/// An L4 tunnel (no L7 rules) whose endpoint does not say `tls: skip`: a
+/// TLS client is terminated and re-encrypted upstream (verified against the
+/// system roots), as the reference does so that credentials can be
+/// substituted; anything else is relayed raw. A client that says nothing
+/// within the classification window (a server-speaks-first protocol) is
+/// relayed raw too.
+pub async fn passthrough(
+    client: TcpStream,
+    buffered: Vec<u8>,
+    upstream: TcpStream,
+    tunnel: Tunnel,
+) {
+    let mut generations = tunnel.shared.generations.clone();
+    let pinned = tunnel.generation.number;
+    let relay = async {
+        let first = first_bytes(&client, &buffered, CLASSIFY_WINDOW).await;
+        if !first
+            .as_deref()
+            .is_some_and(|f| f.starts_with(&[0x16, 0x03]))
+        {
+            let mut upstream = upstream;
+            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
+                return;
+            }
+            let _ = super::splice::relay(&client, &upstream).await;
+            return;
+        }
+        let Some((mut client, mut upstream)) =
+            terminate(Rewind::new(buffered, client), upstream, &tunnel).await
+        else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    };
+    tokio::select! {
+        _ = relay => {}
+        _ = replaced(&mut generations, pinned) => {
+            tracing::info!(generation = pinned, "closing a tunnel: the policy generation was replaced");
+        }
+    }
+}
+
+/// Accepts the client's TLS with a leaf for the tunnel's host and opens
+/// TLS upstream; on an upstream failure the client gets a 502 and `None`.
+async fn terminate(
+    client: Rewind<TcpStream>,
+    upstream: TcpStream,
+    tunnel: &Tunnel,
+) -> Option<(
+    tokio_rustls::server::TlsStream<Rewind<TcpStream>>,
+    tokio_rustls::client::TlsStream<TcpStream>,
+)> {
+    let config = match tunnel.shared.authority.server_config(&tunnel.host) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, host = %tunnel.host, "cannot mint a leaf certificate");
+            return None;
+        }
+    };
+    // Err: the client rejected our certificate or hung up.
+    let mut client = tokio_rustls::TlsAcceptor::from(config)
+        .accept(client)
+        .await
+        .ok()?;
+    match upstream_tls(tunnel, upstream).await {
+        Ok(upstream) => Some((client, upstream)),
+        Err(reason) => {
+            tracing::warn!(host = %tunnel.host, port = tunnel.port, %reason, "upstream TLS failed");
+            let detail = format!("TLS to {}:{} failed: {reason}", tunnel.host, tunnel.port);
+            let _ = client
+                .write_all(&response::error(502, "upstream_tls_failed", &detail))
+                .await;
+            let _ = client.shutdown().await;
+            None
+        }
+    }
+}
+
 async fn classify_and_serve(
     client: TcpStream,
     buffered: Vec<u8>,
     upstream: TcpStream,
     tunnel: Tunnel,
 ) {
-    let Some(first) = first_bytes(&client, &buffered).await else {
+    let Some(first) = first_bytes(&client, &buffered, FIRST_BYTE_TIMEOUT).await else {
         return;
     };
     let mut client = Rewind::new(buffered, client);
     let tunnel = Arc::new(tunnel);
     if first.starts_with(&[0x16, 0x03]) {
-        let config = match tunnel.shared.authority.server_config(&tunnel.host) {
-            Ok(config) => config,
-            Err(error) => {
-                tracing::error!(%error, host = %tunnel.host, "cannot mint a leaf certificate");
-                return;
-            }
-        };
-        let Ok(mut client) = tokio_rustls::TlsAcceptor::from(config).accept(client).await else {
-            return; // the client rejected our certificate or hung up
-        };
-        match upstream_tls(&tunnel, upstream).await {
-            Ok(upstream) => serve(client, upstream, tunnel, 443).await,
-            Err(reason) => {
-                tracing::warn!(host = %tunnel.host, port = tunnel.port, %reason, "upstream TLS failed");
-                let detail = format!("TLS to {}:{} failed: {reason}", tunnel.host, tunnel.port);
-                let _ = client
-                    .write_all(&response::error(502, "upstream_tls_failed", &detail))
-                    .await;
-                let _ = client.shutdown().await;
-            }
+        if let Some((client, upstream)) = terminate(client, upstream, &tunnel).await {
+            serve(client, upstream, tunnel, 443).await;
         }
     } else if first.starts_with(b"PRI * HTTP/2") {
         let body = response::error(
@@ -127,14 +187,26 @@ async fn classify_and_serve(
     }
 }
 
-/// The tunnel's first bytes (at least two when the client sends them
-/// within the classification window), without consuming them.
-async fn first_bytes(client: &TcpStream, buffered: &[u8]) -> Option<Vec<u8>> {
+/// The tunnel's first bytes (up to the HTTP/2 preface's length when the
+/// client sends them within the classification window), without consuming
+/// them; `None` when nothing arrives within `wait`.
+async fn first_bytes(client: &TcpStream, buffered: &[u8], wait: Duration) -> Option<Vec<u8>> {
     if buffered.len() >= 16 {
         return Some(buffered.to_vec());
     }
+    if !buffered.is_empty() {
+        // What came with the CONNECT head may be all there is for now.
+        let mut peeked = [0u8; 24];
+        let n = match tokio::time::timeout(CLASSIFY_WINDOW, client.peek(&mut peeked)).await {
+            Ok(Ok(n)) => n,
+            _ => 0,
+        };
+        let mut first = buffered.to_vec();
+        first.extend_from_slice(&peeked[..n]);
+        return Some(first);
+    }
     let mut peeked = [0u8; 24];
-    let n = tokio::time::timeout(FIRST_BYTE_TIMEOUT, client.peek(&mut peeked))
+    let n = tokio::time::timeout(wait, client.peek(&mut peeked))
         .await
         .ok()?
         .ok()?;

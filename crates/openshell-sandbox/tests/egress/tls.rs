@@ -244,3 +244,14 @@ fn git_ls_remote_over_https_works_through_l7_inspection() {
         "{outcome:#?}"
     );
 }
+
+#[test]
+fn an_l4_https_endpoint_is_terminated_and_re_encrypted_without_request_rules() {
+    let https = Https::new();
+    let policy = crate::policy(&https.host(), &[TLS_PORT], &["/usr/bin/python3*"], "");
+    let outcome = https
+        .sandbox(&policy)
+        .python(&issuer_and_body(&https.host(), "/l4"))
+        .success();
+    assert_eq!(outcome.stdout, "OpenShell sandbox CA\nGET /l4 0\n");
+}
