@@ -16,6 +16,7 @@
 pub mod generation;
 pub mod identity;
 pub mod inspect;
+pub mod l7;
 pub mod relay;
 pub mod request;
 pub mod response;
@@ -29,17 +30,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use openshell_policy::canonical::canonicalize_target;
 use openshell_policy::l4::{L4Decision, L4Request};
-use openshell_policy::l7::{RestRequest, Verdict};
 use openshell_policy::policy::TlsMode;
 use openshell_policy::ssrf::check_destination;
 
 use crate::events::{Events, NetworkEvent, now_rfc3339};
 use generation::Generation;
 use identity::{Caller, Identifier};
+use l7::Judgement;
 use request::{Framing, ReadHeadError, Target, TargetError};
-use response::L7Denial;
 
 /// Most connections served at once; further accepts wait.
 pub const MAX_CONNECTIONS: usize = 1024;
@@ -344,52 +343,29 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
     let forward_path = match intent.target {
         Target::Connect { .. } => None,
         Target::Forward { path, .. } => {
-            let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
-            let canonical = match canonicalize_target(path, allow_encoded_slash) {
-                Ok(canonical) => canonical,
-                Err(error) => {
-                    event.reason = Some(format!("invalid request target: {error:?}"));
-                    shared.events.emit(&event);
-                    return Decision::Refuse(response::error(
-                        400,
-                        "invalid_request_target",
-                        "the request path cannot be canonicalised safely",
-                    ));
-                }
-            };
-            let verdict = allow.evaluate_rest(&RestRequest {
+            let incoming = l7::Incoming {
                 method: intent.method,
-                path: &canonical.path,
-                query: &canonical.query,
-            });
-            event.path = Some(canonical.path.clone());
-            event.policy = Some(verdict.policy.to_owned());
-            if verdict.verdict == Verdict::Deny {
-                let detail = verdict
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "request denied by policy".to_owned());
-                let bytes = response::l7_denied(&L7Denial {
-                    policy: verdict.policy,
-                    method: intent.method,
-                    path: &canonical.path,
-                    detail: &detail,
-                    host,
-                    port,
-                    binary: Some(&caller.binary),
-                });
-                event.reason = Some(detail);
-                shared.events.emit(&event);
-                return Decision::Refuse(bytes);
+                target: path,
+                host,
+                port,
+                binary: &caller.binary,
+            };
+            match l7::judge(&allow, &incoming, &mut event) {
+                Judgement::Refuse {
+                    status,
+                    body,
+                    policy,
+                } => {
+                    shared.events.emit(&event);
+                    let headers: Vec<(&str, &str)> = policy
+                        .as_deref()
+                        .map(|p| ("X-OpenShell-Policy", p))
+                        .into_iter()
+                        .collect();
+                    return Decision::Refuse(response::json(status, &body, &headers));
+                }
+                Judgement::Forward { target } => Some(target),
             }
-            if verdict.verdict == Verdict::Audit {
-                event.decision = "audit";
-                event.reason = verdict.reason.clone();
-            }
-            Some(match &canonical.raw_query {
-                Some(query) => format!("{}?{query}", canonical.path),
-                None => canonical.path.clone(),
-            })
         }
     };
     if event.decision != "audit" {

@@ -24,14 +24,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use openshell_policy::canonical::canonicalize_target;
 use openshell_policy::l4::{L4Decision, L4Request};
-use openshell_policy::l7::{RestRequest, Verdict};
 
 use super::Shared;
 use super::generation::{Generation, replaced};
 use super::identity::Caller;
-use super::response::{self, L7Denial};
+use super::l7::Judgement;
+use super::response;
 use crate::events::{NetworkEvent, now_rfc3339};
 
 /// Largest request head inside an inspected tunnel (reference §9: 16 KiB).
@@ -393,59 +392,30 @@ async fn judge(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
-    let canonical = match canonicalize_target(&target, allow_encoded_slash) {
-        Ok(canonical) => canonical,
-        Err(error) => {
-            event.reason = Some(format!("invalid request target: {error:?}"));
-            shared.events.emit(&event);
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &serde_json::json!({"error": "invalid_request_target", "detail": "the request path cannot be canonicalised safely"}),
-                None,
-            );
-        }
-    };
-    event.path = Some(canonical.path.clone());
-    let verdict = allow.evaluate_rest(&RestRequest {
+    let incoming = super::l7::Incoming {
         method: &method,
-        path: &canonical.path,
-        query: &canonical.query,
-    });
-    event.policy = Some(verdict.policy.to_owned());
-    if verdict.verdict == Verdict::Deny {
-        let detail = verdict
-            .reason
-            .clone()
-            .unwrap_or_else(|| "request denied by policy".to_owned());
-        let body = response::l7_denied_body(&L7Denial {
-            policy: verdict.policy,
-            method: &method,
-            path: &canonical.path,
-            detail: &detail,
-            host: &tunnel.host,
-            port: tunnel.port,
-            binary: Some(&tunnel.caller.binary),
-        });
-        event.reason = Some(detail);
-        shared.events.emit(&event);
-        return json_response(StatusCode::FORBIDDEN, &body, Some(verdict.policy));
-    }
-    event.decision = if verdict.verdict == Verdict::Audit {
-        event.reason = verdict.reason.clone();
-        "audit"
-    } else {
-        "allow"
+        target: &target,
+        host: &tunnel.host,
+        port: tunnel.port,
+        binary: &tunnel.caller.binary,
     };
+    let judgement = super::l7::judge(&allow, &incoming, &mut event);
     shared.events.emit(&event);
+    let forwarded_target = match judgement {
+        Judgement::Refuse {
+            status,
+            body,
+            policy,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            return json_response(status, &body, policy.as_deref());
+        }
+        Judgement::Forward { target } => target,
+    };
 
     let wants_upgrade = request.headers().contains_key(UPGRADE);
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    let forwarded_target = match &canonical.raw_query {
-        Some(query) => format!("{}?{query}", canonical.path),
-        None => canonical.path.clone(),
-    };
     let Ok(uri) = forwarded_target.parse() else {
         return json_response(
             StatusCode::BAD_REQUEST,
