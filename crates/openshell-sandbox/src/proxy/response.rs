@@ -68,16 +68,6 @@ pub struct L7Denial<'a> {
     pub binary: Option<&'a str>,
 }
 
-/// 403 for a denied request inside an inspected connection (§4.11), with
-/// `X-OpenShell-Policy`, as raw bytes.
-pub fn l7_denied(denial: &L7Denial<'_>) -> Vec<u8> {
-    json(
-        403,
-        &l7_denied_body(denial),
-        &[("X-OpenShell-Policy", denial.policy)],
-    )
-}
-
 /// The JSON body of an L7 denial (§4.11). The policy advisor is not built,
 /// so `next_steps` is empty and there is no `agent_guidance`.
 pub fn l7_denied_body(denial: &L7Denial<'_>) -> Value {
@@ -137,7 +127,7 @@ mod tests {
 
     #[test]
     fn l7_denial_keeps_the_reference_key_order_and_header() {
-        let response = text(l7_denied(&L7Denial {
+        let body = l7_denied_body(&L7Denial {
             policy: "github",
             method: "POST",
             path: "/repos/o/r/issues",
@@ -145,7 +135,8 @@ mod tests {
             host: "api.github.com",
             port: 443,
             binary: Some("/usr/bin/curl"),
-        }));
+        });
+        let response = text(json(403, &body, &[("X-OpenShell-Policy", "github")]));
         assert!(response.contains("\r\nX-OpenShell-Policy: github\r\n"));
         let body = response.split("\r\n\r\n").nth(1).unwrap();
         let value: Value = serde_json::from_str(body).unwrap();
