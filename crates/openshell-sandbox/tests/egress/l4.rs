@@ -188,3 +188,55 @@ fn a_binary_changed_after_first_use_is_denied_as_an_integrity_violation() {
         "{reason}"
     );
 }
+
+#[test]
+fn a_socket_shared_with_a_different_binary_is_denied_as_ambiguous() {
+    let network = upstream();
+    let host = network.peer.to_string();
+    // python opens the connection, then a forked child execs `sleep` while
+    // keeping the socket: two owners with different identities.
+    let script = format!(
+        "import os, socket, time\n\
+         s = socket.create_connection(('127.0.0.1', 3128), timeout=10)\n\
+         os.set_inheritable(s.fileno(), True)\n\
+         if os.fork() == 0:\n    os.execv('/bin/sleep', ['sleep', '3'])\n\
+         time.sleep(0.5)\n\
+         s.sendall(b'CONNECT {host}:{PORT} HTTP/1.1\\r\\n\\r\\n')\n\
+         print(s.recv(4096).decode().split('\\r\\n\\r\\n', 1)[1])\n"
+    );
+    let outcome = sandbox()
+        .policy(&policy(&host, &[PORT], &["/usr/bin/python3*"], ""))
+        .python(&script)
+        .success();
+    let body: serde_json::Value = serde_json::from_str(outcome.stdout.trim()).unwrap();
+    let reason = body["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("ambiguous shared socket ownership: inode ")
+            && reason.ends_with(" with different policy identities"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn control_plane_ports_are_refused_even_when_the_policy_names_them() {
+    let network = upstream();
+    let url = format!("http://{}:6443/", network.peer);
+    let outcome = sandbox()
+        .policy(&policy(
+            &network.peer.to_string(),
+            &[6443],
+            &["/usr/bin/curl"],
+            "",
+        ))
+        .run(&[&CURL[..], &[&url]].concat())
+        .success();
+    let body: serde_json::Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(body["error"], "ssrf_denied", "{body}");
+    assert_eq!(
+        body["detail"],
+        format!(
+            "GET {}:6443 blocked: declared endpoint check failed",
+            network.peer
+        )
+    );
+}
