@@ -1,0 +1,238 @@
+//! The gRPC API (`openshell.v1.Gateway`). Requests are validated here;
+//! [`status`] is the one place internal errors become gRPC statuses (the
+//! detail is logged, not sent).
+
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+
+use openshell_proto::v1 as pb;
+use openshell_proto::v1::gateway_server::Gateway;
+
+use crate::store::{self, Spec, Store, StoreError};
+
+/// The metadata key naming the caller's workspace.
+pub const WORKSPACE_HEADER: &str = "x-openshell-workspace";
+/// The workspace when the caller names none.
+pub const DEFAULT_WORKSPACE: &str = "default";
+/// Longest sandbox name (a DNS label).
+const MAX_NAME: usize = 63;
+
+/// The API's state.
+#[derive(Debug, Clone)]
+pub struct Api {
+    store: Store,
+}
+
+impl Api {
+    pub fn new(store: Store) -> Api {
+        Api { store }
+    }
+}
+
+/// Maps a store error to a status; internals are logged, not leaked.
+pub fn status(error: StoreError) -> Status {
+    match error {
+        StoreError::Duplicate(name) => {
+            Status::already_exists(format!("sandbox '{name}' already exists"))
+        }
+        other => {
+            tracing::error!(error = %anyhow_chain(&other), "store failure");
+            Status::internal("internal error; see the gateway log")
+        }
+    }
+}
+
+fn anyhow_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn workspace<T>(request: &Request<T>) -> Result<String, Status> {
+    let Some(value) = request.metadata().get(WORKSPACE_HEADER) else {
+        return Ok(DEFAULT_WORKSPACE.to_owned());
+    };
+    let name = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument("workspace must be ASCII"))?;
+    validate_name("workspace", name)?;
+    Ok(name.to_owned())
+}
+
+/// Names are DNS labels: 1–63 of `a-z 0-9 -`, starting and ending with an
+/// alphanumeric.
+pub fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid {kind} name '{name}': use 1-{MAX_NAME} lowercase letters, digits and '-', starting and ending with a letter or digit"
+        )))
+    }
+}
+
+fn new_id() -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(store::now_ms().to_le_bytes());
+    hasher.update(std::process::id().to_le_bytes());
+    let mut random = [0u8; 16];
+    if let Ok(mut file) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut file, &mut random);
+    }
+    hasher.update(random);
+    hasher
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {
+    pb::Sandbox {
+        id: sandbox.id,
+        name: sandbox.name,
+        phase: sandbox.phase.as_str().to_owned(),
+        spec: Some(pb::SandboxSpec {
+            command: sandbox.spec.command,
+            policy_yaml: sandbox.spec.policy_yaml,
+            env: sandbox.spec.env.into_iter().collect(),
+            labels: sandbox.spec.labels.into_iter().collect(),
+        }),
+        created_at_ms: sandbox.created_at_ms,
+        exit_code: sandbox.exit_code,
+        policy_version: sandbox.policy_version,
+    }
+}
+
+#[tonic::async_trait]
+impl Gateway for Api {
+    async fn health(
+        &self,
+        _: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        Ok(Response::new(pb::HealthResponse {
+            status: "serving".to_owned(),
+            version: openshell_core::VERSION.to_owned(),
+        }))
+    }
+
+    async fn create_sandbox(
+        &self,
+        request: Request<pb::CreateSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let workspace = workspace(&request)?;
+        let request = request.into_inner();
+        let id = new_id();
+        let name = if request.name.is_empty() {
+            format!("sandbox-{}", &id[..6])
+        } else {
+            request.name
+        };
+        validate_name("sandbox", &name)?;
+        let spec = request.spec.unwrap_or_default();
+        let policy_hash = if spec.policy_yaml.is_empty() {
+            None
+        } else {
+            openshell_policy::load_str(&spec.policy_yaml).map_err(|e| {
+                let problems: Vec<String> =
+                    e.diagnostics().iter().map(ToString::to_string).collect();
+                Status::invalid_argument(if problems.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("invalid policy: {}", problems.join("; "))
+                })
+            })?;
+            let digest = Sha256::digest(spec.policy_yaml.as_bytes());
+            Some(
+                digest
+                    .iter()
+                    .take(8)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>(),
+            )
+        };
+        let mut env: Vec<(String, String)> = spec.env.into_iter().collect();
+        env.sort();
+        let mut labels: Vec<(String, String)> = spec.labels.into_iter().collect();
+        labels.sort();
+        let spec = Spec {
+            command: spec.command,
+            policy_yaml: spec.policy_yaml,
+            env,
+            labels,
+        };
+        let created = self
+            .store
+            .create_sandbox(&id, &workspace, &name, &spec, policy_hash.as_deref())
+            .await
+            .map_err(status)?;
+        tracing::info!(sandbox = %created.name, id = %created.id, %workspace, "sandbox created");
+        Ok(Response::new(to_proto(created)))
+    }
+
+    async fn get_sandbox(
+        &self,
+        request: Request<pb::GetSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let workspace = workspace(&request)?;
+        let name = request.into_inner().name;
+        match self
+            .store
+            .get_sandbox(&workspace, &name)
+            .await
+            .map_err(status)?
+        {
+            Some(sandbox) => Ok(Response::new(to_proto(sandbox))),
+            None => Err(Status::not_found(format!("sandbox '{name}' not found"))),
+        }
+    }
+
+    async fn list_sandboxes(
+        &self,
+        request: Request<pb::ListSandboxesRequest>,
+    ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
+        let workspace = workspace(&request)?;
+        let selector = request.into_inner().selector;
+        let sandboxes = self
+            .store
+            .list_sandboxes(&workspace)
+            .await
+            .map_err(status)?
+            .into_iter()
+            .filter(|s| {
+                selector
+                    .iter()
+                    .all(|(k, v)| s.spec.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(to_proto)
+            .collect();
+        Ok(Response::new(pb::ListSandboxesResponse { sandboxes }))
+    }
+
+    async fn delete_sandbox(
+        &self,
+        request: Request<pb::DeleteSandboxRequest>,
+    ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
+        let workspace = workspace(&request)?;
+        let name = request.into_inner().name;
+        let deleted = self
+            .store
+            .delete_sandbox(&workspace, &name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteSandboxResponse { deleted }))
+    }
+}

@@ -1,0 +1,15 @@
+//! `openshell-gateway`: the control plane. It stores desired state and
+//! drives sandboxes; it never decides an individual egress request (the
+//! supervisor does).
+//!
+//! Owns: the API ([`api`]), durable state ([`store`]), the PKI ([`pki`]),
+//! and the one-port server that speaks gRPC and plain HTTP ([`server`]).
+//!
+//! Invariants: every multi-row write is one transaction; internal errors
+//! are logged and mapped to gRPC `Status` in one place ([`api::status`]);
+//! mTLS is on unless the operator turns it off explicitly.
+
+pub mod api;
+pub mod pki;
+pub mod server;
+pub mod store;

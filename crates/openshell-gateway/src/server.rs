@@ -1,0 +1,103 @@
+//! One port, two protocols (architecture.md): gRPC (the API) and plain
+//! HTTP (`/healthz`, `/readyz`) told apart per request by the router, over
+//! TLS (mTLS by default) or, with `--plaintext`, cleartext HTTP/1.1 and h2c.
+//!
+//! Shape: `run(listener, config, shutdown)`; connections are bounded, accept
+//! errors are logged and backed off, never fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use openshell_proto::v1::gateway_server::GatewayServer;
+
+use crate::api::Api;
+
+/// Most connections served at once.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Largest gRPC message accepted (larger ones get OUT_OF_RANGE from tonic).
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the server speaks.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `None`: plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// The router: gRPC service plus the HTTP endpoints.
+pub fn router(api: Api) -> axum::Router {
+    let grpc = GatewayServer::new(api)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    tonic::service::Routes::new(grpc)
+        .into_axum_router()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+}
+
+/// Serves until `shutdown` turns true.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    api: Api,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(api);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = config.tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let served = match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}

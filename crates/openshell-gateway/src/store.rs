@@ -1,0 +1,350 @@
+//! Durable state in SQLite (architecture.md "State"): sandboxes with their
+//! spec, phase and events, and per-sandbox policy revisions. WAL mode,
+//! foreign keys on, every multi-row write in one transaction, schema from
+//! the migrations in `migrations/`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+};
+
+/// What a sandbox was created with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub command: Vec<String>,
+    pub policy_yaml: String,
+    pub env: Vec<(String, String)>,
+    pub labels: Vec<(String, String)>,
+}
+
+/// Lifecycle phases, as the CLI prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Provisioning,
+    Ready,
+    Error,
+    Deleting,
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Error => "Error",
+            Phase::Deleting => "Deleting",
+            Phase::Stopped => "Stopped",
+        }
+    }
+
+    fn parse(text: &str) -> Phase {
+        match text {
+            "Ready" => Phase::Ready,
+            "Error" => Phase::Error,
+            "Deleting" => Phase::Deleting,
+            "Stopped" => Phase::Stopped,
+            _ => Phase::Provisioning,
+        }
+    }
+}
+
+/// A stored sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub phase: Phase,
+    pub spec: Spec,
+    pub created_at_ms: i64,
+    pub exit_code: Option<i32>,
+    /// Latest policy revision (0: none).
+    pub policy_version: i64,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sandbox '{0}' already exists")]
+    Duplicate(String),
+    #[error("opening the database")]
+    Open(#[source] sqlx::Error),
+    #[error("migrating the database schema")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query")]
+    Query(#[source] sqlx::Error),
+    #[error("stored sandbox spec is unreadable")]
+    Corrupt(#[source] serde_json::Error),
+}
+
+/// The columns every sandbox query reads (a macro so that queries stay
+/// static strings, as sqlx requires).
+macro_rules! select_sandbox {
+    () => {
+        "SELECT s.id, s.workspace, s.name, s.phase, s.spec_json, s.created_at_ms, s.exit_code,
+                (SELECT COALESCE(MAX(version), 0) FROM policy_revisions p WHERE p.sandbox_id = s.id)
+                    AS policy_version
+         FROM sandboxes s"
+    };
+}
+
+/// Appends to a sandbox's event log inside `tx`.
+async fn insert_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    id: &str,
+    at_ms: i64,
+    message: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO sandbox_events (sandbox_id, at_ms, message) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(at_ms)
+        .bind(message)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::Query)?;
+    Ok(())
+}
+
+/// The gateway's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if missing) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::Open)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Open)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(StoreError::Migrate)?;
+        Ok(Store { pool })
+    }
+
+    /// Inserts a sandbox, its first policy revision (when it has a policy)
+    /// and a creation event, in one transaction.
+    pub async fn create_sandbox(
+        &self,
+        id: &str,
+        workspace: &str,
+        name: &str,
+        spec: &Spec,
+        policy_hash: Option<&str>,
+    ) -> Result<Sandbox, StoreError> {
+        let now = now_ms();
+        let spec_json = serde_json::to_string(spec).map_err(StoreError::Corrupt)?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        let inserted = sqlx::query(
+            "INSERT INTO sandboxes (id, workspace, name, phase, spec_json, created_at_ms, updated_at_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(workspace)
+        .bind(name)
+        .bind(Phase::Provisioning.as_str())
+        .bind(&spec_json)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Duplicate(name.to_owned()));
+            }
+            Err(e) => return Err(StoreError::Query(e)),
+        }
+        if let Some(hash) = policy_hash {
+            sqlx::query(
+                "INSERT INTO policy_revisions (sandbox_id, version, hash, yaml, status, created_at_ms)
+                 VALUES (?, 1, ?, ?, 'pending', ?)",
+            )
+            .bind(id)
+            .bind(hash)
+            .bind(&spec.policy_yaml)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Query)?;
+        }
+        insert_event(&mut tx, id, now, "created").await?;
+        tx.commit().await.map_err(StoreError::Query)?;
+        Ok(Sandbox {
+            id: id.to_owned(),
+            workspace: workspace.to_owned(),
+            name: name.to_owned(),
+            phase: Phase::Provisioning,
+            spec: spec.clone(),
+            created_at_ms: now,
+            exit_code: None,
+            policy_version: i64::from(policy_hash.is_some()),
+        })
+    }
+
+    fn row(row: &SqliteRow) -> Result<Sandbox, StoreError> {
+        let spec_json: String = row.get("spec_json");
+        Ok(Sandbox {
+            id: row.get("id"),
+            workspace: row.get("workspace"),
+            name: row.get("name"),
+            phase: Phase::parse(row.get::<String, _>("phase").as_str()),
+            spec: serde_json::from_str(&spec_json).map_err(StoreError::Corrupt)?,
+            created_at_ms: row.get("created_at_ms"),
+            exit_code: row.get("exit_code"),
+            policy_version: row.get("policy_version"),
+        })
+    }
+
+    pub async fn get_sandbox(
+        &self,
+        workspace: &str,
+        name: &str,
+    ) -> Result<Option<Sandbox>, StoreError> {
+        let row = sqlx::query(concat!(
+            select_sandbox!(),
+            " WHERE s.workspace = ? AND s.name = ?"
+        ))
+        .bind(workspace)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::Query)?;
+        row.as_ref().map(Self::row).transpose()
+    }
+
+    /// Every sandbox of a workspace, oldest first.
+    pub async fn list_sandboxes(&self, workspace: &str) -> Result<Vec<Sandbox>, StoreError> {
+        let rows = sqlx::query(concat!(
+            select_sandbox!(),
+            " WHERE s.workspace = ? ORDER BY s.created_at_ms, s.name"
+        ))
+        .bind(workspace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Query)?;
+        rows.iter().map(Self::row).collect()
+    }
+
+    /// Deletes a sandbox and (by cascade) its events and revisions.
+    pub async fn delete_sandbox(&self, workspace: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sandboxes WHERE workspace = ? AND name = ?")
+            .bind(workspace)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records a phase change and its event, in one transaction.
+    pub async fn set_phase(
+        &self,
+        id: &str,
+        phase: Phase,
+        exit_code: Option<i32>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        sqlx::query(
+            "UPDATE sandboxes SET phase = ?, exit_code = COALESCE(?, exit_code), updated_at_ms = ? WHERE id = ?",
+        )
+        .bind(phase.as_str())
+        .bind(exit_code)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?;
+        insert_event(&mut tx, id, now, &format!("phase {}", phase.as_str())).await?;
+        tx.commit().await.map_err(StoreError::Query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            command: vec!["sh".into(), "-c".into(), "true".into()],
+            policy_yaml: "version: 1\n".into(),
+            env: vec![("A".into(), "1".into())],
+            labels: vec![("team".into(), "x".into())],
+        }
+    }
+
+    #[tokio::test]
+    async fn sandboxes_survive_reopening_and_names_are_unique_per_workspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.db");
+        {
+            let store = Store::open(&path).await.unwrap();
+            let created = store
+                .create_sandbox("id-1", "default", "alpha", &spec(), Some("h1"))
+                .await
+                .unwrap();
+            assert_eq!(created.policy_version, 1);
+            assert!(matches!(
+                store
+                    .create_sandbox("id-2", "default", "alpha", &spec(), None)
+                    .await,
+                Err(StoreError::Duplicate(name)) if name == "alpha"
+            ));
+            store
+                .create_sandbox("id-3", "other", "alpha", &spec(), None)
+                .await
+                .unwrap();
+            store.set_phase("id-1", Phase::Ready, None).await.unwrap();
+        }
+        let store = Store::open(&path).await.unwrap();
+        let alpha = store
+            .get_sandbox("default", "alpha")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(alpha.phase, Phase::Ready);
+        assert_eq!(alpha.spec, spec());
+        assert_eq!(alpha.policy_version, 1);
+        assert_eq!(store.list_sandboxes("default").await.unwrap().len(), 1);
+        assert!(store.delete_sandbox("default", "alpha").await.unwrap());
+        assert!(!store.delete_sandbox("default", "alpha").await.unwrap());
+        assert!(
+            store
+                .get_sandbox("default", "alpha")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let events: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_events WHERE sandbox_id = 'id-1'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(events, 0, "events are deleted with their sandbox");
+    }
+}

@@ -1,0 +1,318 @@
+//! The gateway over real sockets: real PKI and mTLS, a temporary SQLite
+//! database, gRPC and HTTP on the same port.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request};
+
+use openshell_gateway::api::{Api, WORKSPACE_HEADER};
+use openshell_gateway::pki::{self, Pki};
+use openshell_gateway::server;
+use openshell_gateway::store::Store;
+use openshell_proto::v1 as pb;
+use openshell_proto::v1::gateway_client::GatewayClient;
+
+/// A gateway serving on 127.0.0.1:0; stops on drop.
+struct Gateway {
+    addr: SocketAddr,
+    pki: Pki,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start(state: &Path) -> Gateway {
+    let store = Store::open(&state.join("gateway.db")).await.unwrap();
+    let pki = Pki::load_or_create(&state.join("pki"), &pki::server_names(&[])).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let config = server::Config {
+        tls: Some(pki.server_config(true).unwrap()),
+    };
+    let task = tokio::spawn(server::run(listener, config, Api::new(store), rx));
+    Gateway {
+        addr,
+        pki,
+        shutdown,
+        task,
+    }
+}
+
+impl Gateway {
+    async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        self.task.await.unwrap();
+    }
+
+    fn client_files(&self) -> (String, String) {
+        let dir = self.pki.dir.join(pki::CLIENT_DIR);
+        (
+            std::fs::read_to_string(dir.join(pki::CLIENT_CERT)).unwrap(),
+            std::fs::read_to_string(dir.join(pki::CLIENT_KEY)).unwrap(),
+        )
+    }
+
+    async fn client(&self) -> GatewayClient<Channel> {
+        let (cert, key) = self.client_files();
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.pki.ca_cert))
+            .identity(Identity::from_pem(cert, key))
+            .domain_name("localhost");
+        let channel = Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        GatewayClient::new(channel)
+    }
+}
+
+fn create(name: &str, policy: &str, labels: &[(&str, &str)]) -> pb::CreateSandboxRequest {
+    pb::CreateSandboxRequest {
+        name: name.to_owned(),
+        spec: Some(pb::SandboxSpec {
+            command: vec!["true".into()],
+            policy_yaml: policy.to_owned(),
+            env: Default::default(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn health_answers_over_mtls_on_the_grpc_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let health = gateway
+        .client()
+        .await
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, "serving");
+    assert_eq!(health.version, openshell_core::VERSION);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_without_a_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&gateway.pki.ca_cert))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", gateway.addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    // The handshake may complete client-side (TLS 1.3 sends the alert
+    // after); either way no request can succeed.
+    if let Ok(channel) = channel {
+        let result = GatewayClient::new(channel)
+            .health(pb::HealthRequest {})
+            .await;
+        assert!(
+            result.is_err(),
+            "a client without a certificate got an answer"
+        );
+    }
+    gateway.stop().await;
+}
+
+/// Plain HTTP on the same port: `/healthz` over TLS with the client cert.
+#[tokio::test]
+async fn healthz_is_served_as_plain_http_on_the_same_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let (cert, key) = gateway.client_files();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject;
+    for ca in rustls::pki_types::CertificateDer::pem_slice_iter(gateway.pki.ca_cert.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(certs, key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with("ok\n"), "{response}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sandboxes_are_created_listed_by_selector_and_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let created = client
+        .create_sandbox(create("alpha", "version: 1\n", &[("team", "red")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.name, "alpha");
+    assert_eq!(created.phase, "Provisioning");
+    assert_eq!(created.policy_version, 1);
+    client
+        .create_sandbox(create("beta", "", &[("team", "blue")]))
+        .await
+        .unwrap();
+    let generated = client
+        .create_sandbox(create("", "", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(generated.name.starts_with("sandbox-"), "{}", generated.name);
+
+    let red = client
+        .list_sandboxes(pb::ListSandboxesRequest {
+            selector: [("team".to_owned(), "red".to_owned())].into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    assert_eq!(
+        red.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["alpha"]
+    );
+
+    let duplicate = client
+        .create_sandbox(create("alpha", "", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.code(), Code::AlreadyExists);
+    assert_eq!(duplicate.message(), "sandbox 'alpha' already exists");
+
+    let deleted = client
+        .delete_sandbox(pb::DeleteSandboxRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.deleted);
+    let missing = client
+        .get_sandbox(pb::GetSandboxRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.message(), "sandbox 'alpha' not found");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_argument_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let invalid = client
+        .create_sandbox(create(
+            "bad",
+            "version: 1\nfilesystem_policy:\n  read_write: [/]\n",
+            &[],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(
+        invalid
+            .message()
+            .contains("read-write path is overly broad: /"),
+        "{}",
+        invalid.message()
+    );
+    let bad_name = client
+        .create_sandbox(create("Bad_Name", "", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_name.code(), Code::InvalidArgument);
+    let mut request = Request::new(pb::ListSandboxesRequest::default());
+    request
+        .metadata_mut()
+        .insert(WORKSPACE_HEADER, "no/such".parse().unwrap());
+    assert_eq!(
+        client.list_sandboxes(request).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let huge = create("huge", &"#".repeat(5 * 1024 * 1024), &[]);
+    let too_big = client.create_sandbox(huge).await.unwrap_err();
+    // tonic's answer to a message over the limit.
+    assert_eq!(too_big.code(), Code::OutOfRange, "{too_big:?}");
+    assert!(
+        too_big.message().contains("message length too large"),
+        "{too_big:?}"
+    );
+    let all = client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes;
+    assert!(all.is_empty(), "{all:?}");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    gateway
+        .client()
+        .await
+        .create_sandbox(create("kept", "", &[("k", "v")]))
+        .await
+        .unwrap();
+    let ca_before = gateway.pki.ca_cert.clone();
+    gateway.stop().await;
+
+    let gateway = start(dir.path()).await;
+    assert_eq!(
+        gateway.pki.ca_cert, ca_before,
+        "the PKI is reused, not recreated"
+    );
+    let kept = gateway
+        .client()
+        .await
+        .get_sandbox(pb::GetSandboxRequest {
+            name: "kept".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.spec.unwrap().labels["k"], "v");
+    gateway.stop().await;
+}
