@@ -73,12 +73,70 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start, stop, register and select gateways.
+    #[command(visible_alias = "gw")]
+    Gateway {
+        #[command(subcommand)]
+        command: GatewayCommand,
+    },
+    /// Show whether the active gateway answers, and its version.
+    #[command(
+        after_help = "Exit status: 0 when connected or when no gateway is configured, 1 when unreachable."
+    )]
+    Status {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Write, check and explain sandbox policies.
     #[command(visible_alias = "pol", long_about = None, after_help = EXAMPLE_POLICY)]
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Start a local gateway in the background, create its PKI, register it and make it active.
+    #[command(
+        after_help = "Examples:\n  openshell gateway start\n  openshell gateway start --name dev --port 9090\n\n\
+State (database, PKI, log, pid) lives in ${XDG_STATE_HOME:-~/.local/state}/openshell/gateways/<name>/.\n\
+Idempotent: when the gateway already runs, it is made active again."
+    )]
+    Start {
+        /// Gateway name.
+        #[arg(long, default_value = "openshell")]
+        name: String,
+        /// Port for gRPC and HTTP alike.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Compute driver (only `process` is available so far).
+        #[arg(long, default_value = "process", value_parser = ["process"])]
+        driver: String,
+        /// Serve plain HTTP/2 (behind a TLS-terminating proxy).
+        #[arg(long)]
+        plaintext: bool,
+        /// Keep TLS but do not require client certificates.
+        #[arg(long)]
+        disable_gateway_auth: bool,
+        /// Wipe the gateway's state first.
+        #[arg(long)]
+        recreate: bool,
+    },
+    /// Stop a gateway started by `gateway start`; its state is kept.
+    Stop {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List registered gateways (no network); `*` marks the active one.
+    List {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Make a registered gateway the active one.
+    Select { name: Option<String> },
+    /// Remove a registration (never touches the gateway itself).
+    Remove { name: Option<String> },
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -1,5 +1,6 @@
 //! One module per command group; each returns an [`Exit`] status.
 
+pub mod gateway;
 pub mod policy;
 
 /// How a command ended, beyond success or an error.

@@ -4,18 +4,47 @@
 //! readable diagnostic on stderr), 2 usage error (clap).
 
 mod cli;
+mod client;
 mod commands;
 mod output;
+mod registry;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, PolicyCommand};
-use crate::commands::{Exit, policy};
+use crate::cli::{Cli, Command, GatewayCommand, PolicyCommand};
+use crate::commands::{Exit, gateway, policy};
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
+        Command::Gateway { command } => match command {
+            GatewayCommand::Start {
+                name,
+                port,
+                driver: _,
+                plaintext,
+                disable_gateway_auth,
+                recreate,
+            } => gateway::start(&gateway::StartOptions {
+                name,
+                port,
+                plaintext,
+                disable_gateway_auth,
+                recreate,
+            }),
+            GatewayCommand::Stop { name } => gateway::stop(name.as_deref()),
+            GatewayCommand::List { output } => gateway::list(output),
+            GatewayCommand::Select { name } => gateway::select(name.as_deref()),
+            GatewayCommand::Remove { name } => gateway::remove(name.as_deref()),
+        },
+        Command::Status { output } => {
+            let target = registry::Registry::for_user()?.resolve(
+                cli.global.gateway.as_deref(),
+                cli.global.gateway_endpoint.as_deref(),
+            )?;
+            gateway::status(target, output)
+        }
         Command::Policy { command } => match command {
             PolicyCommand::Validate { file, output } => policy::validate(&file, output),
             PolicyCommand::Explain {

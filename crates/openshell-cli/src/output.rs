@@ -55,3 +55,33 @@ pub fn json(value: &serde_json::Value) {
         Err(e) => failure(&format!("cannot encode JSON output: {e}")),
     }
 }
+
+/// A progress line on stderr (`  [1.2s] Sandbox ready`).
+pub fn step(text: &str) {
+    eprintln!("  {text}");
+}
+
+/// Columns separated by two spaces, each as wide as its widest cell.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let render = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        text.trim_end().to_owned()
+    };
+    println!("{}", render(headers.to_vec()));
+    for row in rows {
+        println!("{}", render(row.iter().map(String::as_str).collect()));
+    }
+}

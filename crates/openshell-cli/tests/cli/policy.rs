@@ -1,6 +1,5 @@
 //! `openshell policy validate|explain` driven as a user would: the real
 //! binary, real files, asserting whole outputs and exit codes.
-#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

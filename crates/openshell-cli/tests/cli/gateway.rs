@@ -1,0 +1,187 @@
+//! `gateway start|stop|list|select|remove` and `status` against a real
+//! `openshell-gateway`, with fresh config and state directories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Fresh XDG directories; stops any gateway started in them on drop.
+struct Home {
+    dir: tempfile::TempDir,
+}
+
+impl Home {
+    fn new() -> Home {
+        Home {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn openshell(&self, args: &[&str]) -> Output {
+        let gateway = Path::new(env!("CARGO_BIN_EXE_openshell"))
+            .parent()
+            .unwrap()
+            .join("openshell-gateway");
+        assert!(
+            gateway.is_file(),
+            "{} is missing: build the workspace (cargo test --workspace builds it)",
+            gateway.display()
+        );
+        Command::new(env!("CARGO_BIN_EXE_openshell"))
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("OPENSHELL_GATEWAY_BIN", gateway)
+            .env_remove("OPENSHELL_GATEWAY")
+            .env_remove("OPENSHELL_GATEWAY_ENDPOINT")
+            .output()
+            .unwrap()
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config/openshell")
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = self.openshell(&["gateway", "stop"]);
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn status_without_a_gateway_says_so_and_succeeds() {
+    let home = Home::new();
+    let out = home.openshell(&["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        "Gateway Status\n  Status: No gateway configured.\nRegister a gateway with: openshell gateway add <endpoint>\n"
+    );
+    let out = home.openshell(&["status", "-o", "json"]);
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "{\n  \"status\": \"not_configured\"\n}"
+    );
+}
+
+#[test]
+fn start_registers_an_mtls_gateway_that_status_reaches_and_stop_stops() {
+    let home = Home::new();
+    let port = free_port().to_string();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let endpoint = format!("https://127.0.0.1:{port}");
+    assert_eq!(
+        text(&out.stdout),
+        format!("✓ Gateway 'openshell' started\n  Endpoint: {endpoint}\n")
+    );
+    assert!(
+        text(&out.stderr).contains("] Gateway ready"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // The registration is exactly the documented layout.
+    let metadata: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.config().join("gateways/openshell/metadata.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(metadata["gateway_endpoint"], endpoint.as_str());
+    assert_eq!(metadata["auth_mode"], "mtls");
+    assert_eq!(
+        std::fs::read_to_string(home.config().join("active_gateway"))
+            .unwrap()
+            .trim(),
+        "openshell"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::metadata(home.config().join("gateways/openshell/mtls/tls.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    let out = home.openshell(&["status"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "Server Status\n  Gateway: openshell\n  Server: {endpoint}\n  Status: Connected\n  Authentication: Authenticated (mTLS transport)\n  Version: {}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+
+    let again = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(text(&again.stdout).starts_with("✓ Gateway 'openshell' is already running (pid "));
+
+    let list = home.openshell(&["gateway", "list", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&text(&list.stdout)).unwrap();
+    assert_eq!(list[0]["name"], "openshell");
+    assert_eq!(list[0]["active"], true);
+    assert_eq!(list[0]["auth"], "mtls");
+
+    let out = home.openshell(&["gateway", "stop"]);
+    assert_eq!(text(&out.stdout), "✓ Gateway 'openshell' stopped\n");
+    let out = home.openshell(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("  Status: Disconnected\n"));
+
+    // Restart: the same PKI, so the stored client bundle still works.
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(home.openshell(&["status"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_hand_written_plaintext_registration_works_like_a_started_one() {
+    let home = Home::new();
+    let port = free_port().to_string();
+    let out = home.openshell(&[
+        "gateway",
+        "start",
+        "--name",
+        "plain",
+        "--port",
+        &port,
+        "--plaintext",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Replace the registration with a hand-written one under another name.
+    let dir = home.config().join("gateways/byhand");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("metadata.json"),
+        format!(r#"{{"name":"byhand","gateway_endpoint":"http://127.0.0.1:{port}","is_remote":false,"gateway_port":{port}}}"#),
+    )
+    .unwrap();
+    let out = home.openshell(&["gateway", "select", "byhand"]);
+    assert_eq!(text(&out.stdout), "✓ Active gateway set to 'byhand'\n");
+    let out = home.openshell(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("  Authentication: Not required (gateway)\n"));
+    let out = home.openshell(&["gateway", "remove", "byhand"]);
+    assert_eq!(
+        text(&out.stdout),
+        "✓ Gateway registration 'byhand' removed.\n"
+    );
+    assert!(!home.config().join("active_gateway").exists());
+    let out = home.openshell(&["-g", "nope", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Unknown gateway 'nope'."),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = home.openshell(&["gateway", "stop", "--name", "plain"]);
+}
