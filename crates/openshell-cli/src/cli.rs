@@ -79,6 +79,12 @@ pub enum Command {
         #[command(subcommand)]
         command: GatewayCommand,
     },
+    /// List, inspect and delete sandboxes.
+    #[command(visible_alias = "sb")]
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
     /// Show whether the active gateway answers, and its version.
     #[command(
         after_help = "Exit status: 0 when connected or when no gateway is configured, 1 when unreachable."
@@ -137,6 +143,38 @@ Idempotent: when the gateway already runs, it is made active again."
     Select { name: Option<String> },
     /// Remove a registration (never touches the gateway itself).
     Remove { name: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// List the workspace's sandboxes: NAME  CREATED (UTC)  PHASE.
+    List {
+        /// Only sandboxes with these labels (k=v, comma-separated or repeated).
+        #[arg(long)]
+        selector: Vec<String>,
+        /// One name per line (for scripts).
+        #[arg(long, conflicts_with_all = ["ids", "output"])]
+        names: bool,
+        /// One id per line (for scripts).
+        #[arg(long, conflicts_with = "output")]
+        ids: bool,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Show one sandbox and its policy.
+    Get {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Delete sandboxes; a missing one is reported, not an error.
+    Delete {
+        #[arg(required_unless_present = "all")]
+        names: Vec<String>,
+        /// Every sandbox of the workspace.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

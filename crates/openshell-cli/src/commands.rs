@@ -2,6 +2,7 @@
 
 pub mod gateway;
 pub mod policy;
+pub mod sandbox;
 
 /// How a command ended, beyond success or an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

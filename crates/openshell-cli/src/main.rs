@@ -13,8 +13,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, GatewayCommand, PolicyCommand};
-use crate::commands::{Exit, gateway, policy};
+use crate::cli::{Cli, Command, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand};
+use crate::commands::{Exit, gateway, policy, sandbox};
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
@@ -38,6 +38,33 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             GatewayCommand::Select { name } => gateway::select(name.as_deref()),
             GatewayCommand::Remove { name } => gateway::remove(name.as_deref()),
         },
+        Command::Sandbox { command } => {
+            let scope = sandbox::Scope {
+                target: registry::Registry::for_user()?.resolve(
+                    cli.global.gateway.as_deref(),
+                    cli.global.gateway_endpoint.as_deref(),
+                )?,
+                workspace: cli.global.workspace.clone(),
+            };
+            match command {
+                SandboxCommand::List {
+                    selector,
+                    names,
+                    ids,
+                    output,
+                } => {
+                    let style = match (names, ids, output) {
+                        (true, _, _) => sandbox::ListStyle::Names,
+                        (_, true, _) => sandbox::ListStyle::Ids,
+                        (_, _, Some(OutputFormat::Json)) => sandbox::ListStyle::Json,
+                        _ => sandbox::ListStyle::Table,
+                    };
+                    sandbox::list(&scope, &selector, style)
+                }
+                SandboxCommand::Get { name, output } => sandbox::get(&scope, &name, output),
+                SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
+            }
+        }
         Command::Status { output } => {
             let target = registry::Registry::for_user()?.resolve(
                 cli.global.gateway.as_deref(),

@@ -1,5 +1,5 @@
-//! What more than one OpenShell crate needs: the product version, and where
-//! configuration and state live on disk.
+//! What more than one OpenShell crate needs: the product version, where
+//! configuration and state live on disk, and UTC timestamp formatting.
 //!
 //! Owns: the file layout of spec/cli.md ("Files"). Does not own: reading or
 //! writing those files; each binary does its own I/O.
@@ -7,6 +7,7 @@
 //! Invariant: this crate stays small; add to it only what two crates share.
 
 pub mod paths;
+pub mod time;
 
 /// The version every binary reports (`openshell --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -185,3 +185,110 @@ fn a_hand_written_plaintext_registration_works_like_a_started_one() {
     );
     let _ = home.openshell(&["gateway", "stop", "--name", "plain"]);
 }
+
+/// Creates sandboxes straight through the API (the CLI's `sandbox create`
+/// needs a compute driver, which comes next).
+fn create_via_api(home: &Home, port: &str, names: &[(&str, &[(&str, &str)])]) {
+    use openshell_proto::v1 as pb;
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let mtls = home.config().join("gateways/openshell/mtls");
+    let read = |f: &str| std::fs::read_to_string(mtls.join(f)).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read("ca.crt")))
+            .identity(Identity::from_pem(read("tls.crt"), read("tls.key")));
+        let channel = Channel::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::gateway_client::GatewayClient::new(channel);
+        for (name, labels) in names {
+            client
+                .create_sandbox(pb::CreateSandboxRequest {
+                    name: (*name).to_owned(),
+                    spec: Some(pb::SandboxSpec {
+                        command: vec!["true".into()],
+                        policy_yaml: "version: 1\n".into(),
+                        env: Default::default(),
+                        labels: labels
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                            .collect(),
+                    }),
+                })
+                .await
+                .unwrap();
+        }
+    });
+}
+
+#[test]
+fn sandbox_list_get_and_delete_speak_the_documented_formats() {
+    let home = Home::new();
+    let port = free_port().to_string();
+    assert_eq!(
+        home.openshell(&["gateway", "start", "--port", &port])
+            .status
+            .code(),
+        Some(0)
+    );
+    let out = home.openshell(&["sandbox", "list"]);
+    assert_eq!(text(&out.stdout), "No sandboxes found.\n");
+    create_via_api(
+        &home,
+        &port,
+        &[("alpha", &[("team", "red")]), ("beta", &[])],
+    );
+
+    let out = home.openshell(&["sandbox", "list"]);
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("NAME   CREATED") && lines[0].ends_with("PHASE"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("alpha  20") && lines[1].ends_with("  Provisioning"),
+        "{lines:?}"
+    );
+    let out = home.openshell(&["sandbox", "list", "--names", "--selector", "team=red"]);
+    assert_eq!(text(&out.stdout), "alpha\n");
+
+    let out = home.openshell(&["sandbox", "get", "alpha", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(value["phase"], "Provisioning");
+    assert_eq!(value["name"], "alpha");
+    assert_eq!(value["labels"]["team"], "red");
+    assert_eq!(value["revision"], 1);
+    let out = home.openshell(&["sandbox", "get", "alpha"]);
+    assert!(
+        text(&out.stdout).starts_with("Sandbox:\n  Id: "),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("\n  Phase: Provisioning\n  Labels:\n    team: red\n  Policy source: sandbox\n  Revision: 1\nPolicy:\n  version: 1\n"));
+
+    let out = home.openshell(&["sandbox", "get", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("sandbox 'nope' not found"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = home.openshell(&["sandbox", "delete", "alpha", "ghost"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), "✓ Deleted sandbox alpha\n");
+    assert_eq!(text(&out.stderr), "! Sandbox ghost not found\n");
+    let out = home.openshell(&["--workspace", "other", "sandbox", "list", "--names"]);
+    assert_eq!(text(&out.stdout), "", "workspaces are separate");
+    let out = home.openshell(&["sandbox", "delete", "--all"]);
+    assert_eq!(text(&out.stdout), "✓ Deleted sandbox beta\n");
+}

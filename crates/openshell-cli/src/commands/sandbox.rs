@@ -1,0 +1,214 @@
+//! `openshell sandbox list|get|delete`.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use tonic::{Code, Request};
+
+use openshell_core::time::Utc;
+use openshell_proto::v1 as pb;
+
+use crate::cli::OutputFormat;
+use crate::client;
+use crate::commands::Exit;
+use crate::output;
+use crate::registry::Target;
+
+/// The metadata key naming the workspace (the gateway's `WORKSPACE_HEADER`).
+const WORKSPACE_HEADER: &str = "x-openshell-workspace";
+
+/// Where a sandbox command goes.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub target: Option<Target>,
+    pub workspace: String,
+}
+
+impl Scope {
+    fn target(&self) -> anyhow::Result<&Target> {
+        self.target.as_ref().context(
+            "No active gateway.\nSet one with: openshell gateway select <name>\nOr register one with: openshell gateway add <endpoint>",
+        )
+    }
+
+    fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            WORKSPACE_HEADER,
+            self.workspace
+                .parse()
+                .with_context(|| format!("invalid workspace name '{}'", self.workspace))?,
+        );
+        Ok(request)
+    }
+}
+
+fn created(sandbox: &pb::Sandbox) -> String {
+    Utc::from_unix(sandbox.created_at_ms.div_euclid(1000)).date_time()
+}
+
+fn to_json(sandbox: &pb::Sandbox, workspace: &str) -> Value {
+    let spec = sandbox.spec.clone().unwrap_or_default();
+    json!({
+        "id": sandbox.id,
+        "name": sandbox.name,
+        "workspace": workspace,
+        "labels": spec.labels,
+        "created_at": created(sandbox),
+        "phase": sandbox.phase,
+        "current_policy_version": sandbox.policy_version,
+        "exit_code": sandbox.exit_code,
+    })
+}
+
+/// How `sandbox list` prints.
+#[derive(Debug, Clone, Copy)]
+pub enum ListStyle {
+    Table,
+    Json,
+    Names,
+    Ids,
+}
+
+pub fn list(scope: &Scope, selector: &[String], style: ListStyle) -> anyhow::Result<Exit> {
+    let mut labels = std::collections::HashMap::new();
+    for item in selector.iter().flat_map(|s| s.split(',')) {
+        let Some((k, v)) = item.split_once('=') else {
+            bail!("invalid selector '{item}': expected key=value");
+        };
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let request = scope.request(pb::ListSandboxesRequest { selector: labels })?;
+    let sandboxes = client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        anyhow::Ok(
+            client
+                .list_sandboxes(request)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .sandboxes,
+        )
+    })?;
+    match style {
+        ListStyle::Json => {
+            let items = sandboxes
+                .iter()
+                .map(|s| to_json(s, &scope.workspace))
+                .collect();
+            output::json(&Value::Array(items));
+        }
+        ListStyle::Names => sandboxes.iter().for_each(|s| output::line(&s.name)),
+        ListStyle::Ids => sandboxes.iter().for_each(|s| output::line(&s.id)),
+        ListStyle::Table if sandboxes.is_empty() => output::line("No sandboxes found."),
+        ListStyle::Table => {
+            let rows: Vec<Vec<String>> = sandboxes
+                .iter()
+                .map(|s| vec![s.name.clone(), created(s), s.phase.clone()])
+                .collect();
+            output::table(&["NAME", "CREATED", "PHASE"], &rows);
+        }
+    }
+    Ok(Exit::Success)
+}
+
+pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Exit> {
+    let request = scope.request(pb::GetSandboxRequest {
+        name: name.to_owned(),
+    })?;
+    let sandbox = client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        anyhow::Ok(
+            client
+                .get_sandbox(request)
+                .await
+                .map_err(status)?
+                .into_inner(),
+        )
+    })?;
+    let spec = sandbox.spec.clone().unwrap_or_default();
+    let policy = if spec.policy_yaml.is_empty() {
+        "# the built-in default policy\n".to_owned()
+    } else {
+        spec.policy_yaml.clone()
+    };
+    if matches!(format, OutputFormat::Json) {
+        let mut value = to_json(&sandbox, &scope.workspace);
+        value["policy_source"] = json!("sandbox");
+        value["revision"] = json!(sandbox.policy_version);
+        value["policy"] = json!(policy);
+        output::json(&value);
+        return Ok(Exit::Success);
+    }
+    output::line("Sandbox:");
+    output::line(&format!("  Id: {}", sandbox.id));
+    output::line(&format!("  Name: {}", sandbox.name));
+    output::line(&format!("  Phase: {}", sandbox.phase));
+    if !spec.labels.is_empty() {
+        output::line("  Labels:");
+        let mut labels: Vec<_> = spec.labels.iter().collect();
+        labels.sort();
+        for (k, v) in labels {
+            output::line(&format!("    {k}: {v}"));
+        }
+    }
+    output::line("  Policy source: sandbox");
+    output::line(&format!("  Revision: {}", sandbox.policy_version));
+    output::line("Policy:");
+    for line in policy.lines() {
+        output::line(&format!("  {line}"));
+    }
+    Ok(Exit::Success)
+}
+
+pub fn delete(scope: &Scope, names: &[String], all: bool) -> anyhow::Result<Exit> {
+    let runtime = client::runtime()?;
+    runtime.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        let names = if all {
+            let request = scope.request(pb::ListSandboxesRequest::default())?;
+            let found: Vec<String> = client
+                .list_sandboxes(request)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .sandboxes
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            if found.is_empty() {
+                output::line("No sandboxes to delete.");
+            }
+            found
+        } else {
+            names.to_vec()
+        };
+        for name in names {
+            let request = scope.request(pb::DeleteSandboxRequest { name: name.clone() })?;
+            if client
+                .delete_sandbox(request)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .deleted
+            {
+                output::success(&format!("Deleted sandbox {name}"));
+            } else {
+                output::warning(&format!("Sandbox {name} not found"));
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(Exit::Success)
+}
+
+/// A gRPC error as the user should read it: the gateway's message, with
+/// the code only when it adds something.
+fn status(error: tonic::Status) -> anyhow::Error {
+    match error.code() {
+        Code::NotFound | Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
+            anyhow::anyhow!("{}", error.message())
+        }
+        Code::Unavailable => anyhow::anyhow!("the gateway is unavailable: {}", error.message()),
+        code => anyhow::anyhow!("{}: {code:?}", error.message()),
+    }
+}
