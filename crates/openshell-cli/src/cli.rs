@@ -147,6 +147,38 @@ Idempotent: when the gateway already runs, it is made active again."
 
 #[derive(Debug, Subcommand)]
 pub enum SandboxCommand {
+    /// Create a sandbox; with `-- CMD`, run CMD in it, stream its output and exit with its code.
+    #[command(
+        after_help = "Examples:\n  openshell sandbox create -- sh -c 'echo hi; exit 3'   # prints hi, exits 3\n  \
+openshell sandbox create --name dev --policy policy.yaml --detach -- python3 -m http.server\n\n\
+Policy: --policy, else $OPENSHELL_SANDBOX_POLICY, else the built-in default (no network).\n\
+With no gateway configured, a local one is started first."
+    )]
+    Create {
+        /// Sandbox name [default: generated]
+        #[arg(long)]
+        name: Option<String>,
+        /// Policy YAML file
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Variable for the command (repeatable)
+        #[arg(long = "env", short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// Label for selection (repeatable)
+        #[arg(long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+        /// Return once Ready; CMD keeps running as the sandbox's main process
+        #[arg(long)]
+        detach: bool,
+        /// Delete the sandbox when CMD ends
+        #[arg(long, conflicts_with = "detach")]
+        no_keep: bool,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+        /// The command to run
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// List the workspace's sandboxes: NAME  CREATED (UTC)  PHASE.
     List {
         /// Only sandboxes with these labels (k=v, comma-separated or repeated).

@@ -10,4 +10,6 @@ pub enum Exit {
     Success,
     /// The command ran and reported a negative outcome (e.g. invalid policy).
     Failure,
+    /// A remote command's own exit status, passed through.
+    Code(i32),
 }

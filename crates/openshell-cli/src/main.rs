@@ -39,11 +39,26 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             GatewayCommand::Remove { name } => gateway::remove(name.as_deref()),
         },
         Command::Sandbox { command } => {
+            let registry = registry::Registry::for_user()?;
+            let explicit = cli.global.gateway.is_some() || cli.global.gateway_endpoint.is_some();
+            let mut target = registry.resolve(
+                cli.global.gateway.as_deref(),
+                cli.global.gateway_endpoint.as_deref(),
+            )?;
+            if target.is_none() && !explicit {
+                // Auto-bootstrap (cli.md): a local gateway with the process driver.
+                output::warning("No gateway found — starting one automatically.");
+                gateway::start(&gateway::StartOptions {
+                    name: "openshell".to_owned(),
+                    port: 8080,
+                    plaintext: false,
+                    disable_gateway_auth: false,
+                    recreate: false,
+                })?;
+                target = registry.resolve(None, None)?;
+            }
             let scope = sandbox::Scope {
-                target: registry::Registry::for_user()?.resolve(
-                    cli.global.gateway.as_deref(),
-                    cli.global.gateway_endpoint.as_deref(),
-                )?,
+                target,
                 workspace: cli.global.workspace.clone(),
             };
             match command {
@@ -62,6 +77,28 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     sandbox::list(&scope, &selector, style)
                 }
                 SandboxCommand::Get { name, output } => sandbox::get(&scope, &name, output),
+                SandboxCommand::Create {
+                    name,
+                    policy,
+                    env,
+                    labels,
+                    detach,
+                    no_keep,
+                    output,
+                    command,
+                } => sandbox::create(
+                    &scope,
+                    &sandbox::CreateOptions {
+                        name,
+                        policy,
+                        env,
+                        labels,
+                        detach,
+                        no_keep,
+                        json: matches!(output, Some(OutputFormat::Json)),
+                        command,
+                    },
+                ),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
             }
         }
@@ -104,6 +141,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Exit::Success) => ExitCode::SUCCESS,
         Ok(Exit::Failure) => ExitCode::from(1),
+        Ok(Exit::Code(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
             let causes: Vec<String> = error.chain().skip(1).map(ToString::to_string).collect();
             output::failure(&error.to_string());

@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_server::Gateway;
 
-use crate::store::{self, Spec, Store, StoreError};
+use crate::drivers::ProcessDriver;
+use crate::store::{self, Phase, Spec, Store, StoreError};
 
 /// The metadata key naming the caller's workspace.
 pub const WORKSPACE_HEADER: &str = "x-openshell-workspace";
@@ -21,13 +22,31 @@ const MAX_NAME: usize = 63;
 #[derive(Debug, Clone)]
 pub struct Api {
     store: Store,
+    driver: Option<ProcessDriver>,
 }
 
 impl Api {
+    /// An API that records sandboxes but runs none (tests of the API alone).
     pub fn new(store: Store) -> Api {
-        Api { store }
+        Api {
+            store,
+            driver: None,
+        }
+    }
+
+    /// An API whose sandboxes run on `driver`.
+    pub fn with_driver(store: Store, driver: ProcessDriver) -> Api {
+        Api {
+            store,
+            driver: Some(driver),
+        }
     }
 }
+
+/// How often `WatchSandbox` looks for more output.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+/// Largest output chunk per message.
+const WATCH_CHUNK: usize = 64 * 1024;
 
 /// Maps a store error to a status; internals are logged, not leaked.
 pub fn status(error: StoreError) -> Status {
@@ -180,6 +199,17 @@ impl Gateway for Api {
             .await
             .map_err(status)?;
         tracing::info!(sandbox = %created.name, id = %created.id, %workspace, "sandbox created");
+        let mut created = created;
+        if let Some(driver) = &self.driver
+            && let Err(error) = driver.create(&created)
+        {
+            tracing::error!(error = %anyhow_chain(&error), sandbox = %created.name, "starting the sandbox");
+            self.store
+                .set_phase(&created.id, Phase::Error, None)
+                .await
+                .map_err(status)?;
+            created.phase = Phase::Error;
+        }
         Ok(Response::new(to_proto(created)))
     }
 
@@ -228,11 +258,105 @@ impl Gateway for Api {
     ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
         let workspace = workspace(&request)?;
         let name = request.into_inner().name;
+        if let Some(driver) = &self.driver
+            && let Some(sandbox) = self
+                .store
+                .get_sandbox(&workspace, &name)
+                .await
+                .map_err(status)?
+            && let Err(error) = driver.delete(&sandbox.id).await
+        {
+            tracing::error!(error = %anyhow_chain(&error), sandbox = %name, "stopping the sandbox");
+            return Err(Status::internal(
+                "the sandbox could not be stopped; see the gateway log",
+            ));
+        }
         let deleted = self
             .store
             .delete_sandbox(&workspace, &name)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteSandboxResponse { deleted }))
+    }
+
+    type WatchSandboxStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::SandboxOutput, Status>> + Send>,
+    >;
+
+    async fn watch_sandbox(
+        &self,
+        request: Request<pb::WatchSandboxRequest>,
+    ) -> Result<Response<Self::WatchSandboxStream>, Status> {
+        let workspace = workspace(&request)?;
+        let name = request.into_inner().name;
+        let Some(sandbox) = self
+            .store
+            .get_sandbox(&workspace, &name)
+            .await
+            .map_err(status)?
+        else {
+            return Err(Status::not_found(format!("sandbox '{name}' not found")));
+        };
+        let Some(driver) = &self.driver else {
+            return Err(Status::failed_precondition(
+                "this gateway runs no sandboxes",
+            ));
+        };
+        let log = driver.output_log(&sandbox.id);
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut offset = 0u64;
+            let mut buf = vec![0u8; WATCH_CHUNK];
+            loop {
+                // The phase first: output written before the exit is then
+                // always sent before the final message.
+                let current = store.get_sandbox(&workspace, &name).await;
+                let finished = match &current {
+                    Ok(Some(s)) => matches!(s.phase, Phase::Stopped | Phase::Error),
+                    _ => true,
+                };
+                if let Ok(mut file) = tokio::fs::File::open(&log).await
+                    && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
+                {
+                    loop {
+                        let n = file.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        offset += n as u64;
+                        let chunk = pb::SandboxOutput {
+                            data: buf[..n].to_vec(),
+                            phase: String::new(),
+                            exit_code: None,
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if finished {
+                    let last = match current {
+                        Ok(Some(s)) => pb::SandboxOutput {
+                            data: Vec::new(),
+                            phase: s.phase.as_str().to_owned(),
+                            exit_code: s.exit_code,
+                        },
+                        _ => pb::SandboxOutput {
+                            data: Vec::new(),
+                            phase: "Deleted".to_owned(),
+                            exit_code: None,
+                        },
+                    };
+                    let _ = tx.send(Ok(last)).await;
+                    return;
+                }
+                tokio::time::sleep(WATCH_POLL).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }

@@ -10,6 +10,7 @@
 //! mTLS is on unless the operator turns it off explicitly.
 
 pub mod api;
+pub mod drivers;
 pub mod pki;
 pub mod server;
 pub mod store;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use openshell_gateway::drivers::ProcessDriver;
 use openshell_gateway::{api::Api, pki, server, store::Store};
 
 #[derive(Debug, Parser)]
@@ -38,6 +39,23 @@ struct Args {
     /// Extra name for the server certificate (repeatable)
     #[arg(long = "server-name", value_name = "NAME")]
     server_names: Vec<String>,
+    /// The supervisor binary for the process driver [default: beside this binary, else PATH]
+    #[arg(long, env = "OPENSHELL_SANDBOX_BIN", value_name = "PATH")]
+    sandbox_bin: Option<PathBuf>,
+}
+
+/// `openshell-sandbox`: as given, else beside this binary, else on PATH.
+fn supervisor_binary(given: Option<PathBuf>) -> PathBuf {
+    if let Some(path) = given {
+        return path;
+    }
+    if let Ok(me) = std::env::current_exe()
+        && let Some(dir) = me.parent()
+        && dir.join("openshell-sandbox").is_file()
+    {
+        return dir.join("openshell-sandbox");
+    }
+    PathBuf::from("openshell-sandbox")
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -60,6 +78,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         Some(pki.server_config(!args.disable_gateway_auth)?)
     };
+    let driver = ProcessDriver::new(
+        &args.state_dir.join("sandboxes"),
+        &supervisor_binary(args.sandbox_bin),
+        store.clone(),
+    );
+    driver
+        .reconcile(store.list_all().await.context("reading sandboxes")?)
+        .await;
     let address = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -69,7 +95,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let serve = tokio::spawn(server::run(
         listener,
         server::Config { tls },
-        Api::new(store),
+        Api::with_driver(store, driver),
         shutdown,
     ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -250,6 +250,15 @@ impl Store {
         rows.iter().map(Self::row).collect()
     }
 
+    /// Every sandbox of every workspace (for reconciliation at start).
+    pub async fn list_all(&self) -> Result<Vec<Sandbox>, StoreError> {
+        let rows = sqlx::query(concat!(select_sandbox!(), " ORDER BY s.created_at_ms"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        rows.iter().map(Self::row).collect()
+    }
+
     /// Deletes a sandbox and (by cascade) its events and revisions.
     pub async fn delete_sandbox(&self, workspace: &str, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sandboxes WHERE workspace = ? AND name = ?")

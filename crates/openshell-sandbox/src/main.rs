@@ -62,6 +62,12 @@ enum Command {
         /// (`-`: stdout, mixed with the command's own output)
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+        /// Write `ready` to FILE once the command runs isolated (for drivers)
+        #[arg(long, value_name = "FILE", hide_short_help = true)]
+        ready_file: Option<PathBuf>,
+        /// Write the exit status to FILE at the end, whatever it is (for drivers)
+        #[arg(long, value_name = "FILE", hide_short_help = true)]
+        exit_code_file: Option<PathBuf>,
         /// The command and its arguments
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -108,22 +114,35 @@ fn main() -> ExitCode {
             workdir,
             env,
             events,
+            ready_file,
+            exit_code_file,
             command,
-        } => match standalone::run(RunOptions {
-            policy,
-            workdir,
-            env,
-            events,
-            argv: command,
-        }) {
-            Ok(code) => exit(code),
-            Err(error) => {
-                let code = error
-                    .downcast_ref::<LaunchFailed>()
-                    .map_or(EXIT_LAUNCH_FAILED, |f| f.code);
-                eprintln!("openshell-sandbox: error: {error:#}");
-                exit(code)
+        } => {
+            let code = match standalone::run(RunOptions {
+                policy,
+                workdir,
+                env,
+                events,
+                ready_file,
+                argv: command,
+            }) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("openshell-sandbox: error: {error:#}");
+                    error
+                        .downcast_ref::<LaunchFailed>()
+                        .map_or(EXIT_LAUNCH_FAILED, |f| f.code)
+                }
+            };
+            if let Some(path) = exit_code_file
+                && let Err(error) = std::fs::write(&path, format!("{code}\n"))
+            {
+                eprintln!(
+                    "openshell-sandbox: error: writing the exit status to {}: {error}",
+                    path.display()
+                );
             }
-        },
+            exit(code)
+        }
     }
 }

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub env: Vec<String>,
     /// Append one JSON line per egress decision here.
     pub events: Option<PathBuf>,
+    /// Written (`ready`) once every isolation layer is verified in place.
+    pub ready_file: Option<PathBuf>,
     pub argv: Vec<String>,
 }
 
@@ -103,6 +105,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         None => Events::default(),
     };
     let egress = Egress {
+        ready_file: options.ready_file.clone(),
         policy,
         policy_path: options.policy.clone(),
         events,
@@ -117,6 +120,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
 
 /// What the egress proxy needs from the launch.
 struct Egress {
+    ready_file: Option<PathBuf>,
     policy: Policy,
     policy_path: Option<PathBuf>,
     events: Events,
@@ -151,6 +155,10 @@ fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::R
         .into());
     };
     log_landlock(&enforced.landlock);
+    if let Some(path) = &egress.ready_file {
+        std::fs::write(path, "ready\n")
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
     tracing::info!(
         uid = enforced.uid,
         gid = enforced.gid,

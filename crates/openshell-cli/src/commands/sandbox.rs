@@ -212,3 +212,163 @@ fn status(error: tonic::Status) -> anyhow::Error {
         code => anyhow::anyhow!("{}: {code:?}", error.message()),
     }
 }
+
+/// `sandbox create` options.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub name: Option<String>,
+    pub policy: Option<std::path::PathBuf>,
+    pub env: Vec<String>,
+    pub labels: Vec<String>,
+    pub detach: bool,
+    pub no_keep: bool,
+    pub json: bool,
+    pub command: Vec<String>,
+}
+
+fn pairs(
+    kind: &str,
+    items: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("invalid {kind} '{item}': expected KEY=VALUE"),
+        })
+        .collect()
+}
+
+/// How long to wait for Ready (`OPENSHELL_PROVISION_TIMEOUT`, seconds).
+fn provision_timeout() -> std::time::Duration {
+    let secs = std::env::var("OPENSHELL_PROVISION_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    std::time::Duration::from_secs(secs)
+}
+
+/// Creates a sandbox; with a command (and no `--detach`) streams its output
+/// and returns its exit code.
+pub fn create(scope: &Scope, options: &CreateOptions) -> anyhow::Result<Exit> {
+    let policy_path = options
+        .policy
+        .clone()
+        .or_else(|| std::env::var_os("OPENSHELL_SANDBOX_POLICY").map(Into::into));
+    let policy_yaml = match &policy_path {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the policy {}", path.display()))?,
+        None => String::new(),
+    };
+    let request = scope.request(pb::CreateSandboxRequest {
+        name: options.name.clone().unwrap_or_default(),
+        spec: Some(pb::SandboxSpec {
+            command: options.command.clone(),
+            policy_yaml,
+            env: pairs("--env", &options.env)?,
+            labels: pairs("--label", &options.labels)?,
+        }),
+    })?;
+    let started = std::time::Instant::now();
+    let runtime = client::runtime()?;
+    runtime.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        let sandbox = client
+            .create_sandbox(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+        let name = sandbox.name.clone();
+        if options.json {
+            output::json(&to_json(&sandbox, &scope.workspace));
+        } else {
+            output::line(&format!("Created sandbox: {name}"));
+        }
+        let code = if !options.command.is_empty() && !options.detach {
+            stream_output(&mut client, scope, &name).await?
+        } else {
+            wait_ready(&mut client, scope, &name, started).await?;
+            0
+        };
+        if options.no_keep {
+            let request = scope.request(pb::DeleteSandboxRequest { name: name.clone() })?;
+            client.delete_sandbox(request).await.map_err(status)?;
+        }
+        anyhow::Ok(if code == 0 {
+            Exit::Success
+        } else {
+            Exit::Code(code)
+        })
+    })
+}
+
+async fn stream_output(
+    client: &mut openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    scope: &Scope,
+    name: &str,
+) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let request = scope.request(pb::WatchSandboxRequest {
+        name: name.to_owned(),
+    })?;
+    let mut stream = client
+        .watch_sandbox(request)
+        .await
+        .map_err(status)?
+        .into_inner();
+    let mut stdout = std::io::stdout();
+    while let Some(message) = stream.message().await.map_err(status)? {
+        if !message.data.is_empty() {
+            stdout.write_all(&message.data)?;
+            stdout.flush()?;
+        }
+        if !message.phase.is_empty() {
+            return match (message.phase.as_str(), message.exit_code) {
+                ("Stopped", Some(code)) => Ok(code),
+                (phase, code) => bail!(
+                    "sandbox {name} did not run its command (phase {phase}{})",
+                    code.map(|c| format!(", exit status {c}"))
+                        .unwrap_or_default()
+                ),
+            };
+        }
+    }
+    bail!("the gateway closed the output of sandbox {name} before it ended")
+}
+
+async fn wait_ready(
+    client: &mut openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    scope: &Scope,
+    name: &str,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let deadline = started + provision_timeout();
+    loop {
+        let request = scope.request(pb::GetSandboxRequest {
+            name: name.to_owned(),
+        })?;
+        let sandbox = client
+            .get_sandbox(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+        match sandbox.phase.as_str() {
+            "Ready" | "Stopped" => {
+                output::step(&format!(
+                    "[{:.1}s] Sandbox {}",
+                    started.elapsed().as_secs_f64(),
+                    sandbox.phase.to_lowercase()
+                ));
+                return Ok(());
+            }
+            "Error" => bail!("sandbox {name} failed to start; see `openshell sandbox get {name}`"),
+            _ if std::time::Instant::now() > deadline => {
+                bail!(
+                    "sandbox {name} is not ready after {}s",
+                    provision_timeout().as_secs()
+                )
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+}

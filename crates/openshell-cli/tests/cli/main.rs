@@ -4,3 +4,4 @@
 
 mod gateway;
 mod policy;
+mod sandbox;

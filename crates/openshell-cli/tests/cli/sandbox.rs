@@ -1,0 +1,137 @@
+//! `sandbox create` end to end on the process driver: the real CLI, gateway
+//! and supervisor, as root (CI runs as root).
+
+use crate::gateway::{Home, free_port, text};
+
+fn start(home: &Home) -> String {
+    let port = free_port().to_string();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    port
+}
+
+/// Pids whose whole command line is `cmdline` (arguments NUL-separated).
+fn pids_of(cmdline: &str) -> Vec<String> {
+    let wanted = format!("{cmdline}\u{0}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().to_string_lossy().into_owned();
+            let actual = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (actual == wanted.as_bytes()).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn create_runs_the_command_isolated_streams_its_output_and_exits_with_its_code() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "needs root, as CI has"
+    );
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "one",
+        "--",
+        "sh",
+        "-c",
+        "echo hi; id -u; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "Created sandbox: one");
+    assert_eq!(lines[1], "hi");
+    assert_ne!(lines[2], "0", "the command ran as root");
+    let out = home.openshell(&["sandbox", "get", "one", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(value["phase"], "Stopped");
+    assert_eq!(value["exit_code"], 3);
+}
+
+#[test]
+fn the_policy_file_reaches_the_sandbox() {
+    let home = Home::new();
+    start(&home);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, "version: 1\nprocess:\n  run_as_user: \"4321\"\n").unwrap();
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--",
+        "id",
+        "-u",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("\n4321\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::write(
+        &policy,
+        "version: 1\nfilesystem_policy:\n  read_write: [/]\n",
+    )
+    .unwrap();
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("read-write path is overly broad: /"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_detached_sandbox_survives_a_gateway_restart_and_delete_leaves_nothing() {
+    let home = Home::new();
+    let port = start(&home);
+    // A duration no other process on the host is likely to use.
+    let seconds = (400 + std::process::id() % 9000).to_string();
+    let marker = format!("sleep\u{0}{seconds}");
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "idle", "--detach", "--", "sleep", &seconds,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(pids_of(&marker).len(), 1, "the main process runs");
+
+    assert_eq!(home.openshell(&["gateway", "stop"]).status.code(), Some(0));
+    assert_eq!(
+        pids_of(&marker).len(),
+        1,
+        "a gateway stop leaves sandboxes running"
+    );
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = home.openshell(&["sandbox", "list", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(list[0]["name"], "idle");
+    assert_eq!(list[0]["phase"], "Ready");
+
+    let out = home.openshell(&["sandbox", "delete", "idle"]);
+    assert_eq!(text(&out.stdout), "✓ Deleted sandbox idle\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !pids_of(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox outlived its deletion"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sandboxes = home.openshell(&["sandbox", "list", "--names"]);
+    assert_eq!(text(&sandboxes.stdout), "");
+}

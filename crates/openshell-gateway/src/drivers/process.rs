@@ -1,0 +1,234 @@
+//! The `process` driver: one `openshell-sandbox run` per sandbox on this
+//! host, in its own process group (so it outlives a gateway restart), with
+//! its files in `<state>/sandboxes/<id>/`:
+//!
+//! | file | written by | meaning |
+//! |---|---|---|
+//! | `policy.yaml` | driver | the sandbox's policy (absent: the default) |
+//! | `output.log` | supervisor's stdout/stderr | the main process's output |
+//! | `events.jsonl` | supervisor | egress decisions |
+//! | `ready` | supervisor | every isolation layer is in place |
+//! | `exit_code` | supervisor | how it ended (also after a gateway restart) |
+//! | `pid` | driver | the supervisor's pid |
+//!
+//! Phases: Provisioning → Ready (on `ready`) → Stopped with the exit code,
+//! or Error when the supervisor failed before `ready` (exit 125).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::store::{Phase, Sandbox, Store};
+
+use super::DriverError;
+
+/// How often a sandbox the gateway did not start itself is checked.
+const POLL: Duration = Duration::from_millis(100);
+/// How long `delete` waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The process driver.
+#[derive(Debug, Clone)]
+pub struct ProcessDriver {
+    root: PathBuf,
+    supervisor: PathBuf,
+    store: Store,
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
+    let path = path.to_owned();
+    move |source| DriverError::Io { op, path, source }
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+impl ProcessDriver {
+    /// Sandboxes live under `root`; `supervisor` is the `openshell-sandbox` binary.
+    pub fn new(root: &Path, supervisor: &Path, store: Store) -> ProcessDriver {
+        ProcessDriver {
+            root: root.to_owned(),
+            supervisor: supervisor.to_owned(),
+            store,
+        }
+    }
+
+    /// The sandbox's directory.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Where the main process's output accumulates.
+    pub fn output_log(&self, id: &str) -> PathBuf {
+        self.dir(id).join("output.log")
+    }
+
+    /// Starts the supervisor and a task that records the phase changes.
+    pub fn create(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
+        let dir = self.dir(&sandbox.id);
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        let log_path = self.output_log(&sandbox.id);
+        let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
+        let log_err = log.try_clone().map_err(io("duplicating", &log_path))?;
+        let mut command = tokio::process::Command::new(&self.supervisor);
+        command.arg("run");
+        if !sandbox.spec.policy_yaml.is_empty() {
+            let policy = dir.join("policy.yaml");
+            std::fs::write(&policy, &sandbox.spec.policy_yaml).map_err(io("writing", &policy))?;
+            command.arg("--policy").arg(&policy);
+        }
+        command
+            .arg("--events")
+            .arg(dir.join("events.jsonl"))
+            .arg("--ready-file")
+            .arg(dir.join("ready"))
+            .arg("--exit-code-file")
+            .arg(dir.join("exit_code"));
+        for (key, value) in &sandbox.spec.env {
+            command.arg("--env").arg(format!("{key}={value}"));
+        }
+        let argv = if sandbox.spec.command.is_empty() {
+            // An idle sandbox: a main process that waits to be stopped.
+            vec!["sleep".to_owned(), "infinity".to_owned()]
+        } else {
+            sandbox.spec.command.clone()
+        };
+        command
+            .arg("--")
+            .args(&argv)
+            // The supervisor's own state (workspace, TLS trust files) stays
+            // inside the sandbox's directory.
+            .env("XDG_STATE_HOME", &dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = command.spawn().map_err(|source| DriverError::Spawn {
+            binary: self.supervisor.clone(),
+            source,
+        })?;
+        if let Some(pid) = child.id() {
+            let pid_path = dir.join("pid");
+            std::fs::write(&pid_path, pid.to_string()).map_err(io("writing", &pid_path))?;
+        }
+        let driver = self.clone();
+        let id = sandbox.id.clone();
+        tokio::spawn(async move { driver.watch_child(id, child).await });
+        Ok(())
+    }
+
+    async fn mark_ready_when_ready(&self, id: &str, ready: &mut bool) {
+        if !*ready && self.dir(id).join("ready").exists() {
+            *ready = true;
+            if let Err(error) = self.store.set_phase(id, Phase::Ready, None).await {
+                tracing::error!(%error, sandbox = id, "recording phase Ready");
+            }
+        }
+    }
+
+    /// Follows a supervisor this gateway started until it exits.
+    async fn watch_child(&self, id: String, mut child: tokio::process::Child) {
+        let mut ready = false;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = tokio::time::sleep(POLL) => self.mark_ready_when_ready(&id, &mut ready).await,
+            }
+        };
+        self.mark_ready_when_ready(&id, &mut ready).await;
+        let code = status
+            .ok()
+            .and_then(|s| {
+                use std::os::unix::process::ExitStatusExt;
+                s.code().or_else(|| s.signal().map(|n| 128 + n))
+            })
+            .or_else(|| self.exit_code(&id));
+        self.finish(&id, ready, code).await;
+    }
+
+    /// Follows a supervisor found running at gateway start (not our child).
+    async fn watch_pid(&self, id: String, pid: i32) {
+        let mut ready = self.dir(&id).join("ready").exists();
+        while alive(pid) {
+            self.mark_ready_when_ready(&id, &mut ready).await;
+            tokio::time::sleep(POLL).await;
+        }
+        let code = self.exit_code(&id);
+        self.finish(&id, ready, code).await;
+    }
+
+    fn exit_code(&self, id: &str) -> Option<i32> {
+        std::fs::read_to_string(self.dir(id).join("exit_code"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    async fn finish(&self, id: &str, ready: bool, code: Option<i32>) {
+        let phase = if ready { Phase::Stopped } else { Phase::Error };
+        if let Err(error) = self.store.set_phase(id, phase, code).await {
+            tracing::error!(%error, sandbox = id, "recording the end of a sandbox");
+        }
+        tracing::info!(
+            sandbox = id,
+            phase = phase.as_str(),
+            ?code,
+            "sandbox main process ended"
+        );
+    }
+
+    fn pid(&self, id: &str) -> Option<i32> {
+        std::fs::read_to_string(self.dir(id).join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Stops the supervisor (SIGTERM to its process group, SIGKILL after a
+    /// grace period) and removes the sandbox's files.
+    pub async fn delete(&self, id: &str) -> Result<(), DriverError> {
+        if let Some(pid) = self.pid(id).filter(|pid| alive(*pid)) {
+            let group = nix::unistd::Pid::from_raw(-pid);
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + STOP_GRACE;
+            while alive(pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if alive(pid) {
+                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io("removing", &dir)(e)),
+        }
+    }
+
+    /// At gateway start: picks up sandboxes whose supervisors outlived the
+    /// previous gateway, and settles those that ended meanwhile.
+    pub async fn reconcile(&self, sandboxes: Vec<Sandbox>) {
+        for sandbox in sandboxes {
+            if !matches!(sandbox.phase, Phase::Provisioning | Phase::Ready) {
+                continue;
+            }
+            let driver = self.clone();
+            match self.pid(&sandbox.id).filter(|pid| alive(*pid)) {
+                Some(pid) => {
+                    tracing::info!(sandbox = %sandbox.name, pid, "reattached to a running sandbox");
+                    tokio::spawn(async move { driver.watch_pid(sandbox.id, pid).await });
+                }
+                None => {
+                    let ready = self.dir(&sandbox.id).join("ready").exists();
+                    let code = self.exit_code(&sandbox.id);
+                    self.finish(&sandbox.id, ready, code).await;
+                }
+            }
+        }
+    }
+}
