@@ -42,7 +42,11 @@ fn main() {
         "build every binary first: cargo build --release --workspace"
     );
     let home = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let openshell = |args: &[&str]| {
         let mut c = Command::new(cli);
         c.args(args)
@@ -50,7 +54,12 @@ fn main() {
             .env("XDG_STATE_HOME", home.path().join("state"));
         c
     };
-    time(&mut openshell(&["gateway", "start", "--port", &port.to_string()]));
+    time(&mut openshell(&[
+        "gateway",
+        "start",
+        "--port",
+        &port.to_string(),
+    ]));
     let run = || {
         let mut c = Command::new(&supervisor);
         c.env("XDG_STATE_HOME", home.path().join("run"))
@@ -58,14 +67,26 @@ fn main() {
         c
     };
     for _ in 0..5 {
-        time(&mut openshell(&["sandbox", "create", "--no-keep", "--", "/bin/true"]));
+        time(&mut openshell(&[
+            "sandbox",
+            "create",
+            "--no-keep",
+            "--",
+            "/bin/true",
+        ]));
         time(&mut run());
     }
     let (mut t, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         t.push(time(&mut Command::new("/bin/true")));
         r.push(time(&mut run()));
-        c.push(time(&mut openshell(&["sandbox", "create", "--no-keep", "--", "/bin/true"])));
+        c.push(time(&mut openshell(&[
+            "sandbox",
+            "create",
+            "--no-keep",
+            "--",
+            "/bin/true",
+        ])));
     }
     time(&mut openshell(&["gateway", "stop"]));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -75,7 +96,10 @@ fn main() {
     println!("|---|---|");
     println!("| `/bin/true` | {:.2} ms |", ms(t));
     println!("| `openshell-sandbox run -- /bin/true` | {:.2} ms |", ms(r));
-    println!("| `openshell sandbox create --no-keep -- /bin/true` (warm gateway) | {:.2} ms |", ms(c));
+    println!(
+        "| `openshell sandbox create --no-keep -- /bin/true` (warm gateway) | {:.2} ms |",
+        ms(c)
+    );
     println!(
         "\ncreate end to end: {:.1} ms (target < 150 ms); {:.1} ms over the bare supervisor",
         ms(c),

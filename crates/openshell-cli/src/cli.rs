@@ -154,31 +154,7 @@ openshell sandbox create --name dev --policy policy.yaml --detach -- python3 -m 
 Policy: --policy, else $OPENSHELL_SANDBOX_POLICY, else the built-in default (no network).\n\
 With no gateway configured, a local one is started first."
     )]
-    Create {
-        /// Sandbox name [default: generated]
-        #[arg(long)]
-        name: Option<String>,
-        /// Policy YAML file
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// Variable for the command (repeatable)
-        #[arg(long = "env", short = 'e', value_name = "K=V")]
-        env: Vec<String>,
-        /// Label for selection (repeatable)
-        #[arg(long = "label", value_name = "K=V")]
-        labels: Vec<String>,
-        /// Return once Ready; CMD keeps running as the sandbox's main process
-        #[arg(long)]
-        detach: bool,
-        /// Delete the sandbox when CMD ends
-        #[arg(long, conflicts_with = "detach")]
-        no_keep: bool,
-        #[arg(short, long, value_enum)]
-        output: Option<OutputFormat>,
-        /// The command to run
-        #[arg(last = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Create(CreateArgs),
     /// List the workspace's sandboxes: NAME  CREATED (UTC)  PHASE.
     List {
         /// Only sandboxes with these labels (k=v, comma-separated or repeated).
@@ -207,6 +183,34 @@ With no gateway configured, a local one is started first."
         #[arg(long, conflicts_with = "names")]
         all: bool,
     },
+}
+
+/// `sandbox create` flags.
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    /// Sandbox name [default: generated]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Policy YAML file
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Variable for the command (repeatable)
+    #[arg(long = "env", short = 'e', value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Label for selection (repeatable)
+    #[arg(long = "label", value_name = "K=V")]
+    pub labels: Vec<String>,
+    /// Return once Ready; CMD keeps running as the sandbox's main process
+    #[arg(long)]
+    pub detach: bool,
+    /// Delete the sandbox when CMD ends
+    #[arg(long, conflicts_with = "detach")]
+    pub no_keep: bool,
+    #[arg(short, long, value_enum)]
+    pub output: Option<OutputFormat>,
+    /// The command to run
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -77,28 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     sandbox::list(&scope, &selector, style)
                 }
                 SandboxCommand::Get { name, output } => sandbox::get(&scope, &name, output),
-                SandboxCommand::Create {
-                    name,
-                    policy,
-                    env,
-                    labels,
-                    detach,
-                    no_keep,
-                    output,
-                    command,
-                } => sandbox::create(
-                    &scope,
-                    &sandbox::CreateOptions {
-                        name,
-                        policy,
-                        env,
-                        labels,
-                        detach,
-                        no_keep,
-                        json: matches!(output, Some(OutputFormat::Json)),
-                        command,
-                    },
-                ),
+                SandboxCommand::Create(args) => sandbox::create(&scope, &args),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
             }
         }

@@ -7,7 +7,7 @@ use tonic::{Code, Request};
 use openshell_core::time::Utc;
 use openshell_proto::v1 as pb;
 
-use crate::cli::OutputFormat;
+use crate::cli::{CreateArgs, OutputFormat};
 use crate::client;
 use crate::commands::Exit;
 use crate::output;
@@ -213,19 +213,6 @@ fn status(error: tonic::Status) -> anyhow::Error {
     }
 }
 
-/// `sandbox create` options.
-#[derive(Debug, Clone, Default)]
-pub struct CreateOptions {
-    pub name: Option<String>,
-    pub policy: Option<std::path::PathBuf>,
-    pub env: Vec<String>,
-    pub labels: Vec<String>,
-    pub detach: bool,
-    pub no_keep: bool,
-    pub json: bool,
-    pub command: Vec<String>,
-}
-
 fn pairs(
     kind: &str,
     items: &[String],
@@ -250,7 +237,7 @@ fn provision_timeout() -> std::time::Duration {
 
 /// Creates a sandbox; with a command (and no `--detach`) streams its output
 /// and returns its exit code.
-pub fn create(scope: &Scope, options: &CreateOptions) -> anyhow::Result<Exit> {
+pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
     let policy_path = options
         .policy
         .clone()
@@ -279,7 +266,7 @@ pub fn create(scope: &Scope, options: &CreateOptions) -> anyhow::Result<Exit> {
             .map_err(status)?
             .into_inner();
         let name = sandbox.name.clone();
-        if options.json {
+        if matches!(options.output, Some(OutputFormat::Json)) {
             output::json(&to_json(&sandbox, &scope.workspace));
         } else {
             output::line(&format!("Created sandbox: {name}"));
