@@ -85,6 +85,16 @@ pub enum Command {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  openshell completions bash > /etc/bash_completion.d/openshell\n  \
+openshell completions zsh > \"${fpath[1]}/_openshell\"\n  \
+openshell completions fish > ~/.config/fish/completions/openshell.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show whether the active gateway answers, and its version.
     #[command(
         after_help = "Exit status: 0 when connected or when no gateway is configured, 1 when unreachable."

@@ -81,6 +81,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
             }
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "openshell", &mut std::io::stdout());
+            Ok(Exit::Success)
+        }
         Command::Status { output } => {
             let target = registry::Registry::for_user()?.resolve(
                 cli.global.gateway.as_deref(),

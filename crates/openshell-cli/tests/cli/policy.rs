@@ -282,3 +282,17 @@ fn usage_errors_exit_2_and_help_teaches() {
         format!("openshell {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn completions_cover_every_command_group() {
+    let out = openshell(&["completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let script = text(&out.stdout);
+    for word in ["gateway", "sandbox", "policy", "status", "completions"] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completion"
+        );
+    }
+    assert_eq!(openshell(&["completions", "tcsh"]).status.code(), Some(2));
+}
