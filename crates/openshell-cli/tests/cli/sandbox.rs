@@ -135,3 +135,46 @@ fn a_detached_sandbox_survives_a_gateway_restart_and_delete_leaves_nothing() {
     let sandboxes = home.openshell(&["sandbox", "list", "--names"]);
     assert_eq!(text(&sandboxes.stdout), "");
 }
+
+#[test]
+fn fifty_sandboxes_created_in_parallel_all_reach_ready_and_are_deleted_cleanly() {
+    let home = std::sync::Arc::new(Home::new());
+    start(&home);
+    let seconds = (10_000 + std::process::id() % 9000).to_string();
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let home = home.clone();
+            let seconds = seconds.clone();
+            std::thread::spawn(move || {
+                let name = format!("par-{i}");
+                let out = home.openshell(&[
+                    "sandbox", "create", "--name", &name, "--detach", "--", "sleep", &seconds,
+                ]);
+                (name, out)
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (name, out) = thread.join().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out.stderr));
+    }
+    let out = home.openshell(&["sandbox", "list", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 50);
+    assert!(list.iter().all(|s| s["phase"] == "Ready"), "{list:?}");
+    let marker = format!("sleep\u{0}{seconds}");
+    assert_eq!(pids_of(&marker).len(), 50);
+
+    let out = home.openshell(&["sandbox", "delete", "--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).lines().count(), 50);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !pids_of(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandboxes outlived their deletion"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
