@@ -185,6 +185,10 @@ With no gateway configured, a local one is started first."
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
+    /// Stop a sandbox's main process; the sandbox stays (idempotent).
+    Stop { name: String },
+    /// Run a stopped sandbox's main process again and wait for Ready (idempotent).
+    Start { name: String },
     /// Delete sandboxes; a missing one is reported, not an error.
     Delete {
         #[arg(required_unless_present = "all")]

@@ -77,6 +77,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     sandbox::list(&scope, &selector, style)
                 }
                 SandboxCommand::Get { name, output } => sandbox::get(&scope, &name, output),
+                SandboxCommand::Stop { name } => sandbox::stop(&scope, &name),
+                SandboxCommand::Start { name } => sandbox::start(&scope, &name),
                 SandboxCommand::Create(args) => sandbox::create(&scope, &args),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
             }

@@ -48,6 +48,17 @@ const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 /// Largest output chunk per message.
 const WATCH_CHUNK: usize = 64 * 1024;
 
+impl Api {
+    /// The sandbox, or NOT_FOUND.
+    async fn existing(&self, workspace: &str, name: &str) -> Result<store::Sandbox, Status> {
+        self.store
+            .get_sandbox(workspace, name)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("sandbox '{name}' not found")))
+    }
+}
+
 /// Maps a store error to a status; internals are logged, not leaked.
 pub fn status(error: StoreError) -> Status {
     match error {
@@ -277,6 +288,58 @@ impl Gateway for Api {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteSandboxResponse { deleted }))
+    }
+
+    async fn stop_sandbox(
+        &self,
+        request: Request<pb::StopSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let workspace = workspace(&request)?;
+        let name = request.into_inner().name;
+        let sandbox = self.existing(&workspace, &name).await?;
+        if let Some(driver) = &self.driver {
+            driver.stop(&sandbox.id).await;
+        }
+        if !matches!(sandbox.phase, Phase::Stopped | Phase::Error) {
+            self.store
+                .set_phase(&sandbox.id, Phase::Stopped, None)
+                .await
+                .map_err(status)?;
+        }
+        Ok(Response::new(to_proto(
+            self.existing(&workspace, &name).await?,
+        )))
+    }
+
+    async fn start_sandbox(
+        &self,
+        request: Request<pb::StartSandboxRequest>,
+    ) -> Result<Response<pb::Sandbox>, Status> {
+        let workspace = workspace(&request)?;
+        let name = request.into_inner().name;
+        let sandbox = self.existing(&workspace, &name).await?;
+        let Some(driver) = &self.driver else {
+            return Err(Status::failed_precondition(
+                "this gateway runs no sandboxes",
+            ));
+        };
+        if driver.running(&sandbox.id) {
+            return Ok(Response::new(to_proto(sandbox)));
+        }
+        self.store
+            .reset_for_start(&sandbox.id)
+            .await
+            .map_err(status)?;
+        if let Err(error) = driver.create(&sandbox) {
+            tracing::error!(error = %anyhow_chain(&error), sandbox = %name, "restarting the sandbox");
+            self.store
+                .set_phase(&sandbox.id, Phase::Error, None)
+                .await
+                .map_err(status)?;
+        }
+        Ok(Response::new(to_proto(
+            self.existing(&workspace, &name).await?,
+        )))
     }
 
     type WatchSandboxStream = std::pin::Pin<

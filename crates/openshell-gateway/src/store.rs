@@ -270,6 +270,23 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Back to Provisioning with no exit code, for a restart.
+    pub async fn reset_for_start(&self, id: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        sqlx::query(
+            "UPDATE sandboxes SET phase = ?, exit_code = NULL, updated_at_ms = ? WHERE id = ?",
+        )
+        .bind(Phase::Provisioning.as_str())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?;
+        insert_event(&mut tx, id, now, "restarted").await?;
+        tx.commit().await.map_err(StoreError::Query)
+    }
+
     /// Records a phase change and its event, in one transaction.
     pub async fn set_phase(
         &self,

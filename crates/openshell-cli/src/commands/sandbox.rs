@@ -201,6 +201,33 @@ pub fn delete(scope: &Scope, names: &[String], all: bool) -> anyhow::Result<Exit
     Ok(Exit::Success)
 }
 
+pub fn stop(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
+    let request = scope.request(pb::StopSandboxRequest {
+        name: name.to_owned(),
+    })?;
+    client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        client.stop_sandbox(request).await.map_err(status)?;
+        anyhow::Ok(())
+    })?;
+    output::success(&format!("Stopped sandbox {name}"));
+    Ok(Exit::Success)
+}
+
+pub fn start(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
+    let request = scope.request(pb::StartSandboxRequest {
+        name: name.to_owned(),
+    })?;
+    let started = std::time::Instant::now();
+    client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        client.start_sandbox(request).await.map_err(status)?;
+        wait_ready(&mut client, scope, name, started).await
+    })?;
+    output::success(&format!("Started sandbox {name}"));
+    Ok(Exit::Success)
+}
+
 /// A gRPC error as the user should read it: the gateway's message, with
 /// the code only when it adds something.
 fn status(error: tonic::Status) -> anyhow::Error {

@@ -178,3 +178,45 @@ fn fifty_sandboxes_created_in_parallel_all_reach_ready_and_are_deleted_cleanly()
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn stop_ends_the_main_process_and_start_runs_it_again() {
+    let home = Home::new();
+    start(&home);
+    let seconds = (20_000 + std::process::id() % 9000).to_string();
+    let marker = format!("sleep\u{0}{seconds}");
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "svc", "--detach", "--", "sleep", &seconds,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(pids_of(&marker).len(), 1);
+
+    let out = home.openshell(&["sandbox", "stop", "svc"]);
+    assert_eq!(text(&out.stdout), "✓ Stopped sandbox svc\n");
+    assert!(
+        pids_of(&marker).is_empty(),
+        "stop left the main process running"
+    );
+    let get = home.openshell(&["sandbox", "get", "svc", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&text(&get.stdout)).unwrap();
+    assert_eq!(value["phase"], "Stopped");
+    assert_eq!(
+        home.openshell(&["sandbox", "stop", "svc"]).status.code(),
+        Some(0),
+        "idempotent"
+    );
+
+    let out = home.openshell(&["sandbox", "start", "svc"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "✓ Started sandbox svc\n");
+    assert_eq!(pids_of(&marker).len(), 1);
+    let get = home.openshell(&["sandbox", "get", "svc", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&text(&get.stdout)).unwrap();
+    assert_eq!(value["phase"], "Ready");
+    assert_eq!(value["exit_code"], serde_json::Value::Null);
+    assert_eq!(
+        home.openshell(&["sandbox", "start", "svc"]).status.code(),
+        Some(0),
+        "idempotent"
+    );
+}

@@ -68,6 +68,15 @@ impl ProcessDriver {
     pub fn create(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
         let dir = self.dir(&sandbox.id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        // A restart: the previous run's markers must not speak for this one.
+        for stale in ["ready", "exit_code", "pid"] {
+            let path = dir.join(stale);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(io("removing", &path)(e));
+            }
+        }
         let log_path = self.output_log(&sandbox.id);
         let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
         let log_err = log.try_clone().map_err(io("duplicating", &log_path))?;
@@ -130,6 +139,7 @@ impl ProcessDriver {
 
     /// Follows a supervisor this gateway started until it exits.
     async fn watch_child(&self, id: String, mut child: tokio::process::Child) {
+        let run = child.id().map(|pid| pid as i32);
         let mut ready = false;
         let status = loop {
             tokio::select! {
@@ -145,7 +155,10 @@ impl ProcessDriver {
                 s.code().or_else(|| s.signal().map(|n| 128 + n))
             })
             .or_else(|| self.exit_code(&id));
-        self.finish(&id, ready, code).await;
+        // A restart may already have replaced this run: then it speaks no more.
+        if run.is_some() && self.pid(&id) == run {
+            self.finish(&id, ready, code).await;
+        }
     }
 
     /// Follows a supervisor found running at gateway start (not our child).
@@ -156,7 +169,9 @@ impl ProcessDriver {
             tokio::time::sleep(POLL).await;
         }
         let code = self.exit_code(&id);
-        self.finish(&id, ready, code).await;
+        if self.pid(&id) == Some(pid) {
+            self.finish(&id, ready, code).await;
+        }
     }
 
     fn exit_code(&self, id: &str) -> Option<i32> {
@@ -188,9 +203,14 @@ impl ProcessDriver {
             .ok()
     }
 
-    /// Stops the supervisor (SIGTERM to its process group, SIGKILL after a
-    /// grace period) and removes the sandbox's files.
-    pub async fn delete(&self, id: &str) -> Result<(), DriverError> {
+    /// True while the sandbox's supervisor runs.
+    pub fn running(&self, id: &str) -> bool {
+        self.pid(id).is_some_and(alive)
+    }
+
+    /// Stops the supervisor (SIGTERM to its process group, which it
+    /// forwards to the main process; SIGKILL after a grace period).
+    pub async fn stop(&self, id: &str) {
         if let Some(pid) = self.pid(id).filter(|pid| alive(*pid)) {
             let group = nix::unistd::Pid::from_raw(-pid);
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
@@ -200,8 +220,17 @@ impl ProcessDriver {
             }
             if alive(pid) {
                 let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                let deadline = tokio::time::Instant::now() + STOP_GRACE;
+                while alive(pid) && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
+    }
+
+    /// Stops the supervisor and removes the sandbox's files.
+    pub async fn delete(&self, id: &str) -> Result<(), DriverError> {
+        self.stop(id).await;
         let dir = self.dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
