@@ -85,6 +85,22 @@ pub enum Command {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+    /// Show a sandbox's egress decisions (every allow, audit and deny).
+    #[command(
+        after_help = "Examples:\n  openshell logs dev\n  openshell logs dev -n 20 --tail\n  openshell logs dev -o json | jq .reason"
+    )]
+    Logs {
+        name: String,
+        /// Start with the last N lines (0: all).
+        #[arg(short = 'n', long = "lines", default_value_t = 100)]
+        lines: u32,
+        /// Keep following new decisions.
+        #[arg(long)]
+        tail: bool,
+        /// `json`: the events as JSON lines.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  openshell completions bash > /etc/bash_completion.d/openshell\n  \

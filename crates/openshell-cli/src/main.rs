@@ -83,6 +83,21 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
             }
         }
+        Command::Logs {
+            name,
+            lines,
+            tail,
+            output,
+        } => {
+            let scope = sandbox::Scope {
+                target: registry::Registry::for_user()?.resolve(
+                    cli.global.gateway.as_deref(),
+                    cli.global.gateway_endpoint.as_deref(),
+                )?,
+                workspace: cli.global.workspace.clone(),
+            };
+            sandbox::logs(&scope, &name, lines, tail, output)
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "openshell", &mut std::io::stdout());

@@ -228,6 +228,63 @@ pub fn start(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// One egress event as a log line:
+/// `TIME DECISION BINARY -> HOST:PORT [METHOD PATH] (LAYER: REASON | policy P)`.
+fn log_line(event: &Value) -> String {
+    let text = |key: &str| event[key].as_str().unwrap_or("-").to_owned();
+    let mut line = format!(
+        "{} {:<5} {} -> {}:{}",
+        text("time"),
+        text("decision"),
+        text("binary"),
+        text("host"),
+        event["port"].as_u64().unwrap_or(0)
+    );
+    if let (Some(method), Some(path)) = (event["method"].as_str(), event["path"].as_str()) {
+        line.push_str(&format!(" {method} {path}"));
+    }
+    match (event["reason"].as_str(), event["policy"].as_str()) {
+        (Some(reason), _) => line.push_str(&format!(" ({}: {reason})", text("layer"))),
+        (None, Some(policy)) => line.push_str(&format!(" (policy {policy})")),
+        (None, None) => {}
+    }
+    line
+}
+
+pub fn logs(
+    scope: &Scope,
+    name: &str,
+    lines: u32,
+    follow: bool,
+    format: OutputFormat,
+) -> anyhow::Result<Exit> {
+    let request = scope.request(pb::SandboxLogsRequest {
+        name: name.to_owned(),
+        lines,
+        follow,
+    })?;
+    client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        let mut stream = client
+            .sandbox_logs(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+        while let Some(message) = stream.message().await.map_err(status)? {
+            if matches!(format, OutputFormat::Json) {
+                output::line(&message.json);
+            } else {
+                match serde_json::from_str::<Value>(&message.json) {
+                    Ok(event) => output::line(&log_line(&event)),
+                    Err(_) => output::line(&message.json),
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(Exit::Success)
+}
+
 /// A gRPC error as the user should read it: the gateway's message, with
 /// the code only when it adds something.
 fn status(error: tonic::Status) -> anyhow::Error {

@@ -220,3 +220,39 @@ fn stop_ends_the_main_process_and_start_runs_it_again() {
         "idempotent"
     );
 }
+
+#[test]
+fn logs_show_every_egress_decision() {
+    let home = Home::new();
+    start(&home);
+    // The default policy denies all egress; the proxy answers before any
+    // resolution, so nothing leaves the machine.
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "probe",
+        "--",
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "http://upstream.invalid/path?secret=1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = home.openshell(&["logs", "probe"]);
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(" deny  /usr/bin/curl -> upstream.invalid:80 GET /path (l4: network connections not allowed by policy)"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines[0].contains("secret"),
+        "a query string reached the log"
+    );
+    let out = home.openshell(&["logs", "probe", "-o", "json"]);
+    let event: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(event["decision"], "deny");
+    assert_eq!(event["kind"], "FORWARD");
+}

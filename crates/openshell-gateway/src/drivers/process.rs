@@ -64,6 +64,11 @@ impl ProcessDriver {
         self.dir(id).join("output.log")
     }
 
+    /// The supervisor's egress decisions, one JSON object per line.
+    pub fn events_log(&self, id: &str) -> PathBuf {
+        self.dir(id).join("events.jsonl")
+    }
+
     /// Starts the supervisor and a task that records the phase changes.
     pub fn create(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
         let dir = self.dir(&sandbox.id);
