@@ -379,7 +379,10 @@ impl Gateway for Api {
                     return;
                 }
             }
-            while request.follow {
+            if !request.follow {
+                return;
+            }
+            loop {
                 tokio::time::sleep(WATCH_POLL * 4).await;
                 let Ok(text) = tokio::fs::read_to_string(&path).await else {
                     continue;
