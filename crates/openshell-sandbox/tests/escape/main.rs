@@ -8,6 +8,7 @@
 mod filesystem;
 mod kernel;
 mod launch;
+#[allow(dead_code)] // shared with the egress binary
 mod netns;
 mod network;
 mod positive;

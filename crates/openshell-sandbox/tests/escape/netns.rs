@@ -129,3 +129,28 @@ impl Drop for TestNetwork {
         quiet_ip(&["netns", "del", &self.netns]);
     }
 }
+
+/// A network namespace with nothing but loopback, for a supervisor whose
+/// proxy must not be able to reach anything real even if it tried.
+#[derive(Debug)]
+pub struct Isolated {
+    pub name: String,
+}
+
+impl Isolated {
+    pub fn new() -> Isolated {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("osh-iso-{}-{n}", std::process::id());
+        quiet_ip(&["netns", "del", &name]);
+        ip(&["netns", "add", &name]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        Isolated { name }
+    }
+}
+
+impl Drop for Isolated {
+    fn drop(&mut self) {
+        quiet_ip(&["netns", "del", &self.name]);
+    }
+}

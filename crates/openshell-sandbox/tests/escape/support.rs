@@ -44,6 +44,7 @@ pub struct Sandbox {
     stdin: Option<Vec<u8>>,
     events: bool,
     supervisor_env: Vec<(String, String)>,
+    netns: Option<String>,
     state: tempfile::TempDir,
 }
 
@@ -56,6 +57,7 @@ pub fn sandbox() -> Sandbox {
         stdin: None,
         events: false,
         supervisor_env: Vec::new(),
+        netns: None,
         state: tempfile::tempdir().unwrap(),
     }
 }
@@ -90,6 +92,13 @@ impl Sandbox {
         self
     }
 
+    /// Runs the supervisor itself (and so the proxy's upstream dials) inside
+    /// the named network namespace instead of the host's.
+    pub fn supervisor_netns(mut self, name: &str) -> Sandbox {
+        self.netns = Some(name.to_owned());
+        self
+    }
+
     /// Records egress events in [`Sandbox::events_file`].
     pub fn with_events(mut self) -> Sandbox {
         self.events = true;
@@ -106,7 +115,14 @@ impl Sandbox {
     }
 
     pub fn command(&self, argv: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, BIN]);
+                command
+            }
+            None => Command::new(BIN),
+        };
         command
             .env("XDG_STATE_HOME", self.state.path())
             .env_remove("OPENSHELL_LOG")
