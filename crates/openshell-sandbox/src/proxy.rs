@@ -10,7 +10,7 @@
 //! CONNECT tunnels to endpoints that ask for L7 inspection are terminated
 //! and judged per request ([`inspect::inspect`]); other tunnels have TLS
 //! terminated and re-encrypted without request rules
-//! ([`inspect::passthrough`]) unless the endpoint says `tls: skip`, and
+//! ([`tunnel::passthrough`]) unless the endpoint says `tls: skip`, and
 //! everything that is not TLS is relayed as bytes ([`splice`]).
 
 pub mod generation;
@@ -21,6 +21,7 @@ pub mod relay;
 pub mod request;
 pub mod response;
 pub mod splice;
+pub mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -122,14 +123,17 @@ impl Intent<'_> {
     }
 }
 
-/// How an allowed CONNECT tunnel is served.
+/// What happens to an allowed request.
 #[derive(Debug)]
-enum TunnelMode {
-    /// `tls: skip` (or a forward request): bytes only.
+enum Route {
+    /// A forward request: send exactly it, with this canonical origin-form
+    /// target, and relay the response.
+    Forward { target: String },
+    /// A tunnel of bytes only (`tls: skip`).
     Raw,
-    /// L4: TLS terminated and re-encrypted, no request rules.
+    /// An L4 tunnel: TLS terminated and re-encrypted, no request rules.
     Terminate(Caller),
-    /// L7: every request judged.
+    /// An L7 tunnel: every request judged.
     Inspect(Caller),
 }
 
@@ -138,14 +142,11 @@ enum TunnelMode {
 enum Decision {
     /// Answer with these bytes and close.
     Refuse(Vec<u8>),
-    /// Dial these validated addresses.
+    /// Dial these validated addresses, then take `route`.
     Dial {
         addrs: Vec<IpAddr>,
         generation: Arc<Generation>,
-        /// Canonical origin-form target for a forward request.
-        forward_path: Option<String>,
-        /// How a CONNECT tunnel is served.
-        tunnel: TunnelMode,
+        route: Route,
     },
 }
 
@@ -194,13 +195,13 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         },
     };
     let buffered = buf.split_off(head_len);
-    let identifier_result = identify(&shared, peer, local).await;
+    // Blocking /proc reads and hashing.
+    let caller = tokio::task::block_in_place(|| shared.identifier.identify(peer, local));
     let intent = Intent {
         target: &target,
         method: &head.method,
     };
-    let decision = decide(&shared, &intent, identifier_result).await;
-    let (addrs, generation, forward_path, mode) = match decision {
+    let (addrs, generation, route) = match decide(&shared, &intent, caller).await {
         Decision::Refuse(bytes) => {
             let _ = client.write_all(&bytes).await;
             let _ = client.shutdown().await;
@@ -209,9 +210,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Decision::Dial {
             addrs,
             generation,
-            forward_path,
-            tunnel,
-        } => (addrs, generation, forward_path, tunnel),
+            route,
+        } => (addrs, generation, route),
     };
     let upstream = match dial(&addrs, target.port()).await {
         Ok(upstream) => upstream,
@@ -224,37 +224,22 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             return;
         }
     };
-    let generations = shared.generations.clone();
     let pinned = generation.number;
-    match (&target, forward_path) {
-        (Target::Connect { host, port }, _) => {
-            if client.write_all(response::CONNECT_OK).await.is_err() {
-                return;
-            }
-            let tunnel = |caller| inspect::Tunnel {
-                shared: shared.clone(),
-                host: host.clone(),
-                port: *port,
-                caller,
-                generation: generation.clone(),
-            };
-            match mode {
-                TunnelMode::Inspect(caller) => {
-                    return inspect::inspect(client, buffered, upstream, tunnel(caller)).await;
-                }
-                TunnelMode::Terminate(caller) => {
-                    return inspect::passthrough(client, buffered, upstream, tunnel(caller)).await;
-                }
-                TunnelMode::Raw => {}
-            }
-            let mut upstream = upstream;
-            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
-                return;
-            }
-            relay::tunnel(client, upstream, generations, pinned).await;
-        }
-        (Target::Forward { .. }, Some(path)) => {
-            let head_bytes = relay::upstream_head(&head, &path);
+    let is_tunnel = !matches!(route, Route::Forward { .. });
+    if is_tunnel && client.write_all(response::CONNECT_OK).await.is_err() {
+        return;
+    }
+    let tunnel = |caller| tunnel::Tunnel {
+        shared: shared.clone(),
+        host: target.host().to_owned(),
+        port: target.port(),
+        caller,
+        generation: generation.clone(),
+    };
+    let generations = shared.generations.clone();
+    match route {
+        Route::Forward { target } => {
+            let head_bytes = relay::upstream_head(&head, &target);
             relay::forward(
                 client,
                 upstream,
@@ -266,14 +251,20 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             )
             .await;
         }
-        (Target::Forward { .. }, None) => {}
+        Route::Inspect(caller) => {
+            inspect::inspect(client, buffered, upstream, tunnel(caller)).await
+        }
+        Route::Terminate(caller) => {
+            tunnel::passthrough(client, buffered, upstream, tunnel(caller)).await;
+        }
+        Route::Raw => {
+            let mut upstream = upstream;
+            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
+                return;
+            }
+            relay::tunnel(client, upstream, generations, pinned).await;
+        }
     }
-}
-
-async fn identify(shared: &Shared, peer: SocketAddr, local: SocketAddr) -> Result<Caller, String> {
-    let identifier_anchor = &shared.identifier;
-    // The identifier does blocking /proc reads and hashing.
-    tokio::task::block_in_place(|| identifier_anchor.identify(peer, local))
 }
 
 /// The pipeline: identity → L4 → destination → L7 (forward requests).
@@ -340,7 +331,7 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
     }
 
     event.layer = "l7";
-    let forward_path = match intent.target {
+    let forward_target = match intent.target {
         Target::Connect { .. } => None,
         Target::Forward { path, .. } => {
             let incoming = l7::Incoming {
@@ -379,17 +370,16 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
         .matched
         .iter()
         .any(|m| m.endpoint.tls == TlsMode::Skip);
-    let tunnel = match intent.target {
-        Target::Forward { .. } => TunnelMode::Raw,
-        Target::Connect { .. } if allow.is_inspected() => TunnelMode::Inspect(caller),
-        Target::Connect { .. } if skip_tls => TunnelMode::Raw,
-        Target::Connect { .. } => TunnelMode::Terminate(caller),
+    let route = match forward_target {
+        Some(target) => Route::Forward { target },
+        None if allow.is_inspected() => Route::Inspect(caller),
+        None if skip_tls => Route::Raw,
+        None => Route::Terminate(caller),
     };
     Decision::Dial {
         addrs,
         generation: generation.clone(),
-        forward_path,
-        tunnel,
+        route,
     }
 }
 

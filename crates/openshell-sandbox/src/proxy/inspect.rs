@@ -1,17 +1,14 @@
 //! L7 inside a CONNECT tunnel to an inspected endpoint (policy reference
-//! §4.8 "Peek", §4.9, §4.10): the first bytes decide between TLS (terminated
-//! with a leaf from the sandbox CA, re-encrypted upstream with verification
-//! against the system roots) and plain HTTP/1; anything else is refused.
+//! §4.8 "Peek", §4.9, §4.10): the first bytes decide between TLS
+//! (terminated as [`super::tunnel`] does) and plain HTTP/1; anything else
+//! is refused.
 //! Each request is then parsed by hyper, its authority checked against the
 //! tunnel, its path canonicalised and judged, and either answered with the
 //! L7 denial or forwarded (canonical path) on one upstream connection.
 //! An allowed `101 Switching Protocols` (WebSocket) relays raw afterwards.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -21,24 +18,19 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use openshell_policy::l4::{L4Decision, L4Request};
 
-use super::Shared;
-use super::generation::{Generation, replaced};
-use super::identity::Caller;
+use super::generation::replaced;
 use super::l7::Judgement;
 use super::response;
+use super::tunnel::{FIRST_BYTE_TIMEOUT, Rewind, Tunnel, first_bytes, terminate};
 use crate::events::{NetworkEvent, now_rfc3339};
 
 /// Largest request head inside an inspected tunnel (reference §9: 16 KiB).
 pub const MAX_L7_HEAD: usize = 16 * 1024;
-/// How long a tunnel may stay silent before its first byte.
-const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to wait for enough bytes to classify (reference: ≤ 100 ms).
-const CLASSIFY_WINDOW: Duration = Duration::from_millis(100);
 /// Request headers never forwarded.
 const HOP_BY_HOP: [&str; 6] = [
     "connection",
@@ -51,16 +43,6 @@ const HOP_BY_HOP: [&str; 6] = [
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
-/// What an inspected tunnel was allowed as.
-#[derive(Debug)]
-pub struct Tunnel {
-    pub shared: Arc<Shared>,
-    pub host: String,
-    pub port: u16,
-    pub caller: Caller,
-    pub generation: Arc<Generation>,
-}
-
 /// Serves an inspected tunnel until either side closes or the generation
 /// it was allowed under is replaced.
 pub async fn inspect(client: TcpStream, buffered: Vec<u8>, upstream: TcpStream, tunnel: Tunnel) {
@@ -70,84 +52,6 @@ pub async fn inspect(client: TcpStream, buffered: Vec<u8>, upstream: TcpStream, 
         _ = classify_and_serve(client, buffered, upstream, tunnel) => {}
         _ = replaced(&mut generations, pinned) => {
             tracing::info!(generation = pinned, "closing an inspected tunnel: the policy generation was replaced");
-        }
-    }
-}
-
-/// An L4 tunnel (no L7 rules) whose endpoint does not say `tls: skip`: a
-/// TLS client is terminated and re-encrypted upstream (verified against the
-/// system roots), as the reference does so that credentials can be
-/// substituted; anything else is relayed raw. A client that says nothing
-/// within the classification window (a server-speaks-first protocol) is
-/// relayed raw too.
-pub async fn passthrough(
-    client: TcpStream,
-    buffered: Vec<u8>,
-    upstream: TcpStream,
-    tunnel: Tunnel,
-) {
-    let mut generations = tunnel.shared.generations.clone();
-    let pinned = tunnel.generation.number;
-    let relay = async {
-        let first = first_bytes(&client, &buffered, CLASSIFY_WINDOW).await;
-        if !first
-            .as_deref()
-            .is_some_and(|f| f.starts_with(&[0x16, 0x03]))
-        {
-            let mut upstream = upstream;
-            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
-                return;
-            }
-            let _ = super::splice::relay(&client, &upstream).await;
-            return;
-        }
-        let Some((mut client, mut upstream)) =
-            terminate(Rewind::new(buffered, client), upstream, &tunnel).await
-        else {
-            return;
-        };
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    };
-    tokio::select! {
-        _ = relay => {}
-        _ = replaced(&mut generations, pinned) => {
-            tracing::info!(generation = pinned, "closing a tunnel: the policy generation was replaced");
-        }
-    }
-}
-
-/// Accepts the client's TLS with a leaf for the tunnel's host and opens
-/// TLS upstream; on an upstream failure the client gets a 502 and `None`.
-async fn terminate(
-    client: Rewind<TcpStream>,
-    upstream: TcpStream,
-    tunnel: &Tunnel,
-) -> Option<(
-    tokio_rustls::server::TlsStream<Rewind<TcpStream>>,
-    tokio_rustls::client::TlsStream<TcpStream>,
-)> {
-    let config = match tunnel.shared.authority.server_config(&tunnel.host) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!(%error, host = %tunnel.host, "cannot mint a leaf certificate");
-            return None;
-        }
-    };
-    // Err: the client rejected our certificate or hung up.
-    let mut client = tokio_rustls::TlsAcceptor::from(config)
-        .accept(client)
-        .await
-        .ok()?;
-    match upstream_tls(tunnel, upstream).await {
-        Ok(upstream) => Some((client, upstream)),
-        Err(reason) => {
-            tracing::warn!(host = %tunnel.host, port = tunnel.port, %reason, "upstream TLS failed");
-            let detail = format!("TLS to {}:{} failed: {reason}", tunnel.host, tunnel.port);
-            let _ = client
-                .write_all(&response::error(502, "upstream_tls_failed", &detail))
-                .await;
-            let _ = client.shutdown().await;
-            None
         }
     }
 }
@@ -184,56 +88,6 @@ async fn classify_and_serve(
         );
         let _ = client.write_all(&body).await;
     }
-}
-
-/// The tunnel's first bytes (up to the HTTP/2 preface's length when the
-/// client sends them within the classification window), without consuming
-/// them; `None` when nothing arrives within `wait`.
-async fn first_bytes(client: &TcpStream, buffered: &[u8], wait: Duration) -> Option<Vec<u8>> {
-    if buffered.len() >= 16 {
-        return Some(buffered.to_vec());
-    }
-    if !buffered.is_empty() {
-        // What came with the CONNECT head may be all there is for now.
-        let mut peeked = [0u8; 24];
-        let n = match tokio::time::timeout(CLASSIFY_WINDOW, client.peek(&mut peeked)).await {
-            Ok(Ok(n)) => n,
-            _ => 0,
-        };
-        let mut first = buffered.to_vec();
-        first.extend_from_slice(&peeked[..n]);
-        return Some(first);
-    }
-    let mut peeked = [0u8; 24];
-    let n = tokio::time::timeout(wait, client.peek(&mut peeked))
-        .await
-        .ok()?
-        .ok()?;
-    let deadline = Instant::now() + CLASSIFY_WINDOW;
-    let mut n = n;
-    while buffered.len() + n < 16 && n > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        n = client.peek(&mut peeked).await.ok()?;
-    }
-    if buffered.is_empty() && n == 0 {
-        return None;
-    }
-    let mut first = buffered.to_vec();
-    first.extend_from_slice(&peeked[..n]);
-    Some(first)
-}
-
-async fn upstream_tls(
-    tunnel: &Tunnel,
-    upstream: TcpStream,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let config = tunnel.shared.authority.upstream()?;
-    let name = crate::tls::server_name(&tunnel.host)
-        .ok_or_else(|| format!("{} is not a valid TLS server name", tunnel.host))?;
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, upstream)
-        .await
-        .map_err(|e| e.to_string())
 }
 
 /// One hyper server on the client side, one hyper client connection
@@ -469,59 +323,6 @@ async fn judge(
         });
     }
     response.map(BodyExt::boxed)
-}
-
-/// A stream that first replays bytes already read from it.
-struct Rewind<S> {
-    prefix: Vec<u8>,
-    position: usize,
-    inner: S,
-}
-
-impl<S> Rewind<S> {
-    fn new(prefix: Vec<u8>, inner: S) -> Rewind<S> {
-        Rewind {
-            prefix,
-            position: 0,
-            inner,
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if this.position < this.prefix.len() {
-            let rest = &this.prefix[this.position..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.position += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
