@@ -16,6 +16,14 @@ use clap::Parser;
 use crate::cli::{Cli, Command, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand};
 use crate::commands::{Exit, gateway, policy, sandbox};
 
+/// The gateway the global flags, environment and registry name, if any.
+fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
+    registry::Registry::for_user()?.resolve(
+        global.gateway.as_deref(),
+        global.gateway_endpoint.as_deref(),
+    )
+}
+
 fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Gateway { command } => match command {
@@ -39,13 +47,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             GatewayCommand::Remove { name } => gateway::remove(name.as_deref()),
         },
         Command::Sandbox { command } => {
-            let registry = registry::Registry::for_user()?;
             let explicit = cli.global.gateway.is_some() || cli.global.gateway_endpoint.is_some();
-            let mut target = registry.resolve(
-                cli.global.gateway.as_deref(),
-                cli.global.gateway_endpoint.as_deref(),
-            )?;
-            if target.is_none() && !explicit {
+            let mut resolved = target(&cli.global)?;
+            if resolved.is_none() && !explicit {
                 // Auto-bootstrap (cli.md): a local gateway with the process driver.
                 output::warning("No gateway found — starting one automatically.");
                 gateway::start(&gateway::StartOptions {
@@ -55,10 +59,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     disable_gateway_auth: false,
                     recreate: false,
                 })?;
-                target = registry.resolve(None, None)?;
+                resolved = registry::Registry::for_user()?.resolve(None, None)?;
             }
             let scope = sandbox::Scope {
-                target,
+                target: resolved,
                 workspace: cli.global.workspace.clone(),
             };
             match command {
@@ -90,10 +94,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             output,
         } => {
             let scope = sandbox::Scope {
-                target: registry::Registry::for_user()?.resolve(
-                    cli.global.gateway.as_deref(),
-                    cli.global.gateway_endpoint.as_deref(),
-                )?,
+                target: target(&cli.global)?,
                 workspace: cli.global.workspace.clone(),
             };
             sandbox::logs(&scope, &name, lines, tail, output)
@@ -103,13 +104,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             clap_complete::generate(shell, &mut command, "openshell", &mut std::io::stdout());
             Ok(Exit::Success)
         }
-        Command::Status { output } => {
-            let target = registry::Registry::for_user()?.resolve(
-                cli.global.gateway.as_deref(),
-                cli.global.gateway_endpoint.as_deref(),
-            )?;
-            gateway::status(target, output)
-        }
+        Command::Status { output } => gateway::status(target(&cli.global)?, output),
         Command::Policy { command } => match command {
             PolicyCommand::Validate { file, output } => policy::validate(&file, output),
             PolicyCommand::Explain {

@@ -41,14 +41,7 @@ impl Api {
             driver: Some(driver),
         }
     }
-}
 
-/// How often `WatchSandbox` looks for more output.
-const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(25);
-/// Largest output chunk per message.
-const WATCH_CHUNK: usize = 64 * 1024;
-
-impl Api {
     /// The sandbox, or NOT_FOUND.
     async fn existing(&self, workspace: &str, name: &str) -> Result<store::Sandbox, Status> {
         self.store
@@ -59,6 +52,11 @@ impl Api {
     }
 }
 
+/// How often `WatchSandbox` looks for more output.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+/// Largest output chunk per message.
+const WATCH_CHUNK: usize = 64 * 1024;
+
 /// Maps a store error to a status; internals are logged, not leaked.
 pub fn status(error: StoreError) -> Status {
     match error {
@@ -66,21 +64,15 @@ pub fn status(error: StoreError) -> Status {
             Status::already_exists(format!("sandbox '{name}' already exists"))
         }
         other => {
-            tracing::error!(error = %anyhow_chain(&other), "store failure");
+            tracing::error!(error = %chain(other), "store failure");
             Status::internal("internal error; see the gateway log")
         }
     }
 }
 
-fn anyhow_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// An error with its causes, `a: b: c`, for the log.
+fn chain(error: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::new(error))
 }
 
 fn workspace<T>(request: &Request<T>) -> Result<String, Status> {
@@ -214,7 +206,7 @@ impl Gateway for Api {
         if let Some(driver) = &self.driver
             && let Err(error) = driver.create(&created)
         {
-            tracing::error!(error = %anyhow_chain(&error), sandbox = %created.name, "starting the sandbox");
+            tracing::error!(error = %chain(error), sandbox = %created.name, "starting the sandbox");
             self.store
                 .set_phase(&created.id, Phase::Error, None)
                 .await
@@ -277,7 +269,7 @@ impl Gateway for Api {
                 .map_err(status)?
             && let Err(error) = driver.delete(&sandbox.id).await
         {
-            tracing::error!(error = %anyhow_chain(&error), sandbox = %name, "stopping the sandbox");
+            tracing::error!(error = %chain(error), sandbox = %name, "stopping the sandbox");
             return Err(Status::internal(
                 "the sandbox could not be stopped; see the gateway log",
             ));
@@ -331,7 +323,7 @@ impl Gateway for Api {
             .await
             .map_err(status)?;
         if let Err(error) = driver.create(&sandbox) {
-            tracing::error!(error = %anyhow_chain(&error), sandbox = %name, "restarting the sandbox");
+            tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
             self.store
                 .set_phase(&sandbox.id, Phase::Error, None)
                 .await

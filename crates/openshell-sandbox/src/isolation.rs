@@ -91,23 +91,20 @@ pub struct Inputs<'a> {
 /// Builds the plan. Pure: same inputs, same plan.
 pub fn build_plan(inputs: Inputs<'_>) -> Plan {
     let mut rules = landlock::build_rules(&inputs.policy.filesystem, SANDBOX_DIR);
-    let mut host_env = inputs.host_env.clone();
-    if inputs.tls_dir.is_some() {
+    let trust_store = inputs.tls_dir.is_some();
+    if trust_store {
         rules.push(FsRule::new(crate::tls::SANDBOX_TLS_DIR, FsAccess::ReadOnly));
-        host_env.retain(|(k, _)| !crate::tls::trust_env().iter().any(|(t, _)| t == k));
     }
     let landlock = LandlockPlan {
         hard_requirement: inputs.policy.landlock == LandlockCompatibility::HardRequirement,
         rules,
     };
-    let mut env = build_env(&inputs.credentials, &host_env, &[]);
-    if inputs.tls_dir.is_some() {
-        env.extend(crate::tls::trust_env());
-    }
-    for (key, value) in &inputs.env_overrides {
-        env.retain(|(k, _)| k != key);
-        env.push((key.clone(), value.clone()));
-    }
+    let env = build_env(
+        &inputs.credentials,
+        &inputs.host_env,
+        trust_store,
+        &inputs.env_overrides,
+    );
     Plan {
         hostname: HOSTNAME.to_owned(),
         mounts: mounts::build_mounts(
@@ -128,11 +125,13 @@ pub fn build_plan(inputs: Inputs<'_>) -> Plan {
 }
 
 /// The child's environment: a small fixed base (nothing of the supervisor's
-/// leaks unless listed in [`INHERITED_VARS`]), the proxy variables, then the
-/// caller's `--env` values. Later entries override earlier ones.
+/// leaks unless listed in [`INHERITED_VARS`]), the proxy variables, the
+/// trust-store variables (with `trust_store`), then the caller's `--env`
+/// values. Later entries override earlier ones.
 pub fn build_env(
     credentials: &Credentials,
     host_env: &[(String, String)],
+    trust_store: bool,
     overrides: &[(String, String)],
 ) -> Vec<(String, String)> {
     let user = credentials.user.as_deref().unwrap_or("sandbox");
@@ -155,6 +154,9 @@ pub fn build_env(
     env.push(("NO_PROXY".into(), NO_PROXY.into()));
     env.push(("no_proxy".into(), NO_PROXY.into()));
     env.push(("NODE_USE_ENV_PROXY".into(), "1".into()));
+    if trust_store {
+        env.extend(crate::tls::trust_env());
+    }
     for (key, value) in overrides {
         env.retain(|(k, _)| k != key);
         env.push((key.clone(), value.clone()));
@@ -182,7 +184,7 @@ mod tests {
 
     #[test]
     fn env_points_every_proxy_variable_at_the_listener() {
-        let env = build_env(&credentials(), &[], &[]);
+        let env = build_env(&credentials(), &[], false, &[]);
         for name in PROXY_VARS {
             assert_eq!(value(&env, name), Some("http://127.0.0.1:3128"), "{name}");
         }
@@ -198,7 +200,7 @@ mod tests {
             ("AWS_SECRET_ACCESS_KEY".to_owned(), "s3cr3t".to_owned()),
         ];
         let overrides = vec![("HOME".to_owned(), "/tmp".to_owned())];
-        let env = build_env(&credentials(), &host, &overrides);
+        let env = build_env(&credentials(), &host, false, &overrides);
         assert_eq!(value(&env, "TERM"), Some("xterm"));
         assert_eq!(value(&env, "AWS_SECRET_ACCESS_KEY"), None);
         assert_eq!(value(&env, "HOME"), Some("/tmp"));
