@@ -374,7 +374,9 @@ impl Gateway for Api {
             if !request.follow {
                 return;
             }
-            loop {
+            // Until the client goes away (a silent log would otherwise keep
+            // this task polling forever).
+            while !tx.is_closed() {
                 tokio::time::sleep(WATCH_POLL * 4).await;
                 let Ok(text) = tokio::fs::read_to_string(&path).await else {
                     continue;
@@ -472,6 +474,9 @@ impl Gateway for Api {
                     };
                     let _ = tx.send(Ok(last)).await;
                     return;
+                }
+                if tx.is_closed() {
+                    return; // the client went away
                 }
                 tokio::time::sleep(WATCH_POLL).await;
             }
