@@ -2,19 +2,14 @@
 //! request; anything else gets the reference's 403.
 
 use crate::support::sandbox;
-use crate::{CURL, PORT, policy, upstream};
+use crate::{CURL, PORT, allow, policy, upstream};
 
 #[test]
 fn curl_reaches_an_allowed_upstream_by_forward_request_and_by_connect() {
     let network = upstream();
     let url = format!("http://{}:{PORT}/hello", network.peer);
     let outcome = sandbox()
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/usr/bin/curl"],
-            "",
-        ))
+        .policy(&allow(&network, &["/usr/bin/curl"], ""))
         .run(&[&CURL[..], &[&url], &["-p", &url]].concat())
         .success();
     assert_eq!(outcome.stdout, "GET /hello 0\nGET /hello 0\n");
@@ -25,12 +20,7 @@ fn a_port_outside_the_policy_gets_403_policy_denied() {
     let network = upstream();
     let url = format!("http://{}:8081/x", network.peer);
     let outcome = sandbox()
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/usr/bin/curl"],
-            "",
-        ))
+        .policy(&allow(&network, &["/usr/bin/curl"], ""))
         .run(&[&CURL[..], &["-i", &url]].concat())
         .success();
     let body = format!(
@@ -51,12 +41,7 @@ fn connect_to_a_port_outside_the_policy_is_refused() {
     let network = upstream();
     let url = format!("http://{}:8081/x", network.peer);
     let outcome = sandbox()
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/usr/bin/curl"],
-            "",
-        ))
+        .policy(&allow(&network, &["/usr/bin/curl"], ""))
         .run(&[&CURL[..], &["-p", &url]].concat());
     assert_eq!(outcome.code, 56, "{outcome:#?}");
     assert!(
@@ -75,12 +60,7 @@ fn a_binary_outside_the_policy_is_denied_the_same_host() {
         network.peer
     );
     let outcome = sandbox()
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/usr/bin/curl"],
-            "",
-        ))
+        .policy(&allow(&network, &["/usr/bin/curl"], ""))
         .python(&script)
         .success();
     let (code, body) = outcome.stdout.split_once(' ').unwrap();
@@ -101,12 +81,7 @@ fn an_ancestor_listed_in_the_policy_admits_its_children() {
     let network = upstream();
     let url = format!("http://{}:{PORT}/via-parent", network.peer);
     let outcome = sandbox()
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/usr/bin/dash"],
-            "",
-        ))
+        .policy(&allow(&network, &["/usr/bin/dash"], ""))
         .sh(&format!("curl -sS -m 10 --noproxy '' {url}"))
         .success();
     assert_eq!(outcome.stdout, "GET /via-parent 0\n");
@@ -116,12 +91,7 @@ fn an_ancestor_listed_in_the_policy_admits_its_children() {
 fn every_decision_is_one_event_without_query_strings() {
     let network = upstream();
     let sandbox = sandbox()
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/usr/bin/curl"],
-            "",
-        ))
+        .policy(&allow(&network, &["/usr/bin/curl"], ""))
         .with_events();
     let allowed = format!("http://{}:{PORT}/ok?token=s3cr3t", network.peer);
     let denied = format!("http://{}:8081/no?token=s3cr3t", network.peer);
@@ -171,12 +141,7 @@ fn a_binary_changed_after_first_use_is_denied_as_an_integrity_violation() {
     );
     let outcome = sandbox()
         .workdir(dir.path())
-        .policy(&policy(
-            &network.peer.to_string(),
-            &[PORT],
-            &["/sandbox/c"],
-            "",
-        ))
+        .policy(&allow(&network, &["/sandbox/c"], ""))
         .sh(&script)
         .success();
     let (first, second) = outcome.stdout.split_once('\n').unwrap();

@@ -2,7 +2,7 @@
 //! the reference's 403 body and header, canonical paths forwarded.
 
 use crate::support::sandbox;
-use crate::{CURL, PORT, policy, upstream};
+use crate::{CURL, PORT, allow, policy, upstream};
 
 const READ_ONLY: &str =
     "        protocol: rest\n        enforcement: enforce\n        access: read-only\n";
@@ -11,12 +11,7 @@ const READ_ONLY: &str =
 fn get_is_allowed_and_post_is_denied_with_the_l7_body() {
     let network = upstream();
     let url = format!("http://{}:{PORT}/repos/o/r/issues", network.peer);
-    let policy = policy(
-        &network.peer.to_string(),
-        &[PORT],
-        &["/usr/bin/curl"],
-        READ_ONLY,
-    );
+    let policy = allow(&network, &["/usr/bin/curl"], READ_ONLY);
     let outcome = sandbox()
         .policy(&policy)
         .run(
@@ -55,12 +50,7 @@ fn get_is_allowed_and_post_is_denied_with_the_l7_body() {
 fn the_canonical_path_is_what_is_judged_and_forwarded() {
     let network = upstream();
     let url = format!("http://{}:{PORT}/a/./b/../c//d", network.peer);
-    let policy = policy(
-        &network.peer.to_string(),
-        &[PORT],
-        &["/usr/bin/curl"],
-        READ_ONLY,
-    );
+    let policy = allow(&network, &["/usr/bin/curl"], READ_ONLY);
     let outcome = sandbox()
         .policy(&policy)
         .run(&[&CURL[..], &["--path-as-is", &url]].concat())
@@ -72,12 +62,7 @@ fn the_canonical_path_is_what_is_judged_and_forwarded() {
 fn a_dot_dot_escape_is_rejected() {
     let network = upstream();
     let url = format!("http://{}:{PORT}/../etc/passwd", network.peer);
-    let policy = policy(
-        &network.peer.to_string(),
-        &[PORT],
-        &["/usr/bin/curl"],
-        READ_ONLY,
-    );
+    let policy = allow(&network, &["/usr/bin/curl"], READ_ONLY);
     let outcome = sandbox()
         .policy(&policy)
         .run(
@@ -102,12 +87,7 @@ fn a_dot_dot_escape_is_rejected() {
 fn plain_http_inside_a_connect_tunnel_is_inspected_too() {
     let network = upstream();
     let url = format!("http://{}:{PORT}/t", network.peer);
-    let policy = policy(
-        &network.peer.to_string(),
-        &[PORT],
-        &["/usr/bin/curl"],
-        READ_ONLY,
-    );
+    let policy = allow(&network, &["/usr/bin/curl"], READ_ONLY);
     let outcome = sandbox()
         .policy(&policy)
         .run(

@@ -43,6 +43,11 @@ pub fn policy(host: &str, ports: &[u16], binaries: &[&str], extra: &str) -> Stri
     )
 }
 
+/// [`policy`] for the test network's peer on [`PORT`].
+pub fn allow(network: &TestNetwork, binaries: &[&str], extra: &str) -> String {
+    policy(&network.peer.to_string(), &[PORT], binaries, extra)
+}
+
 /// curl arguments that always go through the proxy, even for addresses
 /// curl's own NO_PROXY handling would send directly.
 pub const CURL: [&str; 6] = ["curl", "-sS", "-m", "10", "--noproxy", ""];

@@ -1,7 +1,7 @@
 //! Bad input gets a clear answer and never stops the proxy serving others.
 
 use crate::support::sandbox;
-use crate::{PORT, policy, upstream};
+use crate::{PORT, allow, upstream};
 
 /// Python that sends `payload` to the proxy and prints the status line.
 fn status_of(payload: &str) -> String {
@@ -59,7 +59,7 @@ fn silent_and_half_open_clients_do_not_stop_others() {
          out = subprocess.run(['curl', '-sS', '-m', '10', '--noproxy', '', '{url}'], capture_output=True, text=True)\n\
          print(out.stdout.strip())\n"
     );
-    let policy = policy(&network.peer.to_string(), &[PORT], &["/usr/bin/curl"], "");
+    let policy = allow(&network, &["/usr/bin/curl"], "");
     let outcome = sandbox().policy(&policy).python(&script).success();
     assert_eq!(outcome.stdout, "b''\nGET /still-serving 0\n");
 }
