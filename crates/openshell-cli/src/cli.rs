@@ -119,11 +119,61 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
-    /// Write, check and explain sandbox policies.
+    /// Write, check and explain policies; change a live sandbox's policy.
     #[command(visible_alias = "pol", long_about = None, after_help = EXAMPLE_POLICY)]
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Runtime settings of a sandbox or of the whole gateway.
+    Settings {
+        #[command(subcommand)]
+        command: SettingsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Show a sandbox's settings (with the global ones it inherits) or the global ones.
+    #[command(
+        after_help = "Examples:\n  openshell settings get dev\n  openshell settings get --global --json"
+    )]
+    Get {
+        #[arg(required_unless_present = "global")]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        global: bool,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a registered key (sandbox or --global).
+    #[command(
+        after_help = "Keys: providers_v2_enabled, ocsf_json_enabled, agent_policy_proposals_enabled (booleans: true,false,yes,no,1,0), proposal_approval_mode (manual|auto).\n\nExample:\n  openshell settings set dev --key ocsf_json_enabled --value true"
+    )]
+    Set {
+        #[arg(required_unless_present = "global")]
+        name: Option<String>,
+        #[arg(long)]
+        key: String,
+        #[arg(long)]
+        value: String,
+        #[arg(long, conflicts_with = "name")]
+        global: bool,
+        /// Do not ask for confirmation (required for --global when not on a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove a key (the sandbox then inherits the global value).
+    Delete {
+        #[arg(required_unless_present = "global")]
+        name: Option<String>,
+        #[arg(long)]
+        key: String,
+        #[arg(long, conflicts_with = "name")]
+        global: bool,
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -205,6 +255,36 @@ With no gateway configured, a local one is started first."
     Stop { name: String },
     /// Run a stopped sandbox's main process again and wait for Ready (idempotent).
     Start { name: String },
+    /// Run a command in a running sandbox, under the same restrictions as its agent.
+    #[command(
+        after_help = "stdout and stderr stay separate, stdin is forwarded, and the exit status is the command's \
+(124 when --timeout killed it).\n\nExamples:\n  openshell sandbox exec -n dev -- ls -la /sandbox\n  \
+echo hello | openshell sandbox exec -n dev -- sh -c 'cat > /sandbox/in.txt'\n  \
+openshell sandbox exec -n dev --timeout 30 --env DEBUG=1 -- python3 job.py"
+    )]
+    Exec {
+        /// The sandbox.
+        #[arg(short = 'n', long = "name")]
+        name: String,
+        /// Working directory inside the sandbox [default: /sandbox].
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// Kill the command after this many seconds (exit 124).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        timeout: u32,
+        /// Variable for the command (repeatable).
+        #[arg(long = "env", short = 'e', value_name = "K=V")]
+        env: Vec<String>,
+        /// Allocate a terminal (not supported yet: the command runs without one).
+        #[arg(long, conflicts_with = "no_tty", hide = true)]
+        tty: bool,
+        /// Run without a terminal (the default).
+        #[arg(long)]
+        no_tty: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Delete sandboxes; a missing one is reported, not an error.
     Delete {
         #[arg(required_unless_present = "all")]
@@ -254,6 +334,50 @@ pub enum OutputFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Replace a sandbox's policy; its supervisor reloads it live.
+    ///
+    /// The network section changes on the fly (new connections are decided by
+    /// the new revision, open ones made under the old one are closed); the
+    /// filesystem, process and landlock sections are fixed at creation, so a
+    /// revision that changes them fails to load and the previous one stays.
+    #[command(
+        after_help = "Exit status with --wait: 0 loaded (or superseded), 1 failed to load, 124 timeout.\n\n\
+Examples:\n  openshell policy set dev --policy policy.yaml --wait\n  openshell policy list dev"
+    )]
+    Set {
+        /// The sandbox.
+        name: String,
+        /// The policy YAML file.
+        #[arg(long, value_name = "FILE")]
+        policy: PathBuf,
+        /// Wait until the sandbox has loaded (or rejected) the revision.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Show the policy revision a sandbox enforces, or revision --rev N.
+    Get {
+        name: String,
+        /// Revision number (0: the effective one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Append the policy YAML.
+        #[arg(long)]
+        full: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// List a sandbox's policy revisions: VERSION HASH STATUS CREATED ERROR.
+    List {
+        name: String,
+        /// Newest N revisions (0: all).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
     /// Check a policy file offline; every error is shown with its line and column.
     #[command(
         after_help = "Exit status: 0 when valid, 1 when invalid or unreadable.\n\n\

@@ -1,8 +1,11 @@
 //! One module per command group; each returns an [`Exit`] status.
 
+pub mod exec;
 pub mod gateway;
 pub mod policy;
+pub mod revisions;
 pub mod sandbox;
+pub mod settings;
 
 /// How a command ended, beyond success or an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand};
-use crate::commands::{Exit, gateway, policy, sandbox};
+use crate::cli::{
+    Cli, Command, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand, SettingsCommand,
+};
+use crate::commands::{Exit, exec, gateway, policy, revisions, sandbox, settings};
 
 /// The gateway the global flags, environment and registry name, if any.
 fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
@@ -22,6 +24,14 @@ fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> 
         global.gateway.as_deref(),
         global.gateway_endpoint.as_deref(),
     )
+}
+
+/// Where a command that needs an existing gateway goes (no bootstrap).
+fn scope(global: &cli::GlobalArgs) -> anyhow::Result<sandbox::Scope> {
+    Ok(sandbox::Scope {
+        target: target(global)?,
+        workspace: global.workspace.clone(),
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -85,6 +95,24 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 SandboxCommand::Start { name } => sandbox::start(&scope, &name),
                 SandboxCommand::Create(args) => sandbox::create(&scope, &args),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
+                SandboxCommand::Exec {
+                    name,
+                    workdir,
+                    timeout,
+                    env,
+                    tty: _,
+                    no_tty: _,
+                    command,
+                } => exec::exec(
+                    &scope,
+                    exec::ExecOptions {
+                        name,
+                        command,
+                        env: sandbox::pairs("--env", &env)?,
+                        workdir,
+                        timeout_seconds: timeout,
+                    },
+                ),
             }
         }
         Command::Logs {
@@ -92,12 +120,45 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             lines,
             tail,
             output,
-        } => {
-            let scope = sandbox::Scope {
-                target: target(&cli.global)?,
-                workspace: cli.global.workspace.clone(),
+        } => sandbox::logs(&scope(&cli.global)?, &name, lines, tail, output),
+        Command::Settings { command } => {
+            let scope = scope(&cli.global)?;
+            let which = |name: Option<String>, global: bool| match (name, global) {
+                (Some(name), false) => settings::Target::Sandbox(name),
+                _ => settings::Target::Global,
             };
-            sandbox::logs(&scope, &name, lines, tail, output)
+            let confirmed = |global: bool, yes: bool| {
+                if global && !yes {
+                    anyhow::bail!(
+                        "changing a global setting affects every sandbox; confirm with --yes"
+                    );
+                }
+                Ok(())
+            };
+            match command {
+                SettingsCommand::Get { name, global, json } => {
+                    settings::get(&scope, &which(name, global), json)
+                }
+                SettingsCommand::Set {
+                    name,
+                    key,
+                    value,
+                    global,
+                    yes,
+                } => {
+                    confirmed(global, yes)?;
+                    settings::change(&scope, &which(name, global), &key, Some(&value))
+                }
+                SettingsCommand::Delete {
+                    name,
+                    key,
+                    global,
+                    yes,
+                } => {
+                    confirmed(global, yes)?;
+                    settings::change(&scope, &which(name, global), &key, None)
+                }
+            }
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
@@ -106,6 +167,29 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
         Command::Policy { command } => match command {
+            PolicyCommand::Set {
+                name,
+                policy,
+                wait,
+                timeout,
+            } => revisions::set(
+                &scope(&cli.global)?,
+                &name,
+                &policy,
+                wait,
+                std::time::Duration::from_secs(timeout),
+            ),
+            PolicyCommand::Get {
+                name,
+                rev,
+                full,
+                output,
+            } => revisions::get(&scope(&cli.global)?, &name, rev, full, output),
+            PolicyCommand::List {
+                name,
+                limit,
+                output,
+            } => revisions::list(&scope(&cli.global)?, &name, limit, output),
             PolicyCommand::Validate { file, output } => policy::validate(&file, output),
             PolicyCommand::Explain {
                 file,

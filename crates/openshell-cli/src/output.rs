@@ -22,6 +22,19 @@ pub fn success(message: &str) {
     );
 }
 
+/// `✓ message` on stderr (progress of a command whose stdout is data).
+pub fn success_stderr(message: &str) {
+    eprintln!(
+        "{} {message}",
+        colour(std::io::stderr().is_terminal(), "32", "✓")
+    );
+}
+
+/// `· message` on stderr: nothing to do.
+pub fn note(message: &str) {
+    eprintln!("· {message}");
+}
+
 /// `! message` on stderr.
 pub fn warning(message: &str) {
     eprintln!(

@@ -1,14 +1,20 @@
 //! The gRPC API (`openshell.v1.Gateway`). Requests are validated here;
 //! [`status`] is the one place internal errors become gRPC statuses (the
-//! detail is logged, not sent).
+//! detail is logged, not sent). Sandboxes are handled in this file; policy
+//! revisions, exec and settings in the submodules.
+
+mod exec;
+mod policy;
+mod settings;
 
 use sha2::{Digest, Sha256};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_server::Gateway;
 
 use crate::drivers::ProcessDriver;
+use crate::session::Sessions;
 use crate::store::{self, Phase, Spec, Store, StoreError};
 
 /// The metadata key naming the caller's workspace.
@@ -21,8 +27,9 @@ const MAX_NAME: usize = 63;
 /// The API's state.
 #[derive(Debug, Clone)]
 pub struct Api {
-    store: Store,
+    pub(crate) store: Store,
     driver: Option<ProcessDriver>,
+    pub(crate) sessions: Sessions,
 }
 
 impl Api {
@@ -31,6 +38,7 @@ impl Api {
         Api {
             store,
             driver: None,
+            sessions: Sessions::default(),
         }
     }
 
@@ -39,7 +47,18 @@ impl Api {
         Api {
             store,
             driver: Some(driver),
+            sessions: Sessions::default(),
         }
+    }
+
+    /// Where a sandbox's decision events are kept, when it runs here.
+    pub fn events_log(&self, id: &str) -> Option<std::path::PathBuf> {
+        self.driver.as_ref().map(|d| d.events_log(id))
+    }
+
+    /// The live supervisor sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// The sandbox, or NOT_FOUND.
@@ -105,6 +124,19 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
     }
 }
 
+/// INVALID_ARGUMENT with every validation message when `yaml` is not a
+/// valid policy.
+pub(crate) fn validate_policy(yaml: &str) -> Result<(), Status> {
+    openshell_policy::load_str(yaml).map(drop).map_err(|e| {
+        let problems: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
+        Status::invalid_argument(if problems.is_empty() {
+            e.to_string()
+        } else {
+            format!("invalid policy: {}", problems.join("; "))
+        })
+    })
+}
+
 fn new_id() -> String {
     let mut hasher = Sha256::new();
     hasher.update(store::now_ms().to_le_bytes());
@@ -165,27 +197,9 @@ impl Gateway for Api {
         };
         validate_name("sandbox", &name)?;
         let spec = request.spec.unwrap_or_default();
-        let policy_hash = if spec.policy_yaml.is_empty() {
-            None
-        } else {
-            openshell_policy::load_str(&spec.policy_yaml).map_err(|e| {
-                let problems: Vec<String> =
-                    e.diagnostics().iter().map(ToString::to_string).collect();
-                Status::invalid_argument(if problems.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("invalid policy: {}", problems.join("; "))
-                })
-            })?;
-            let digest = Sha256::digest(spec.policy_yaml.as_bytes());
-            Some(
-                digest
-                    .iter()
-                    .take(8)
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>(),
-            )
-        };
+        if !spec.policy_yaml.is_empty() {
+            validate_policy(&spec.policy_yaml)?;
+        }
         let mut env: Vec<(String, String)> = spec.env.into_iter().collect();
         env.sort();
         let mut labels: Vec<(String, String)> = spec.labels.into_iter().collect();
@@ -198,13 +212,16 @@ impl Gateway for Api {
         };
         let created = self
             .store
-            .create_sandbox(&id, &workspace, &name, &spec, policy_hash.as_deref())
+            .create_sandbox(&id, &workspace, &name, &spec)
             .await
             .map_err(status)?;
         tracing::info!(sandbox = %created.name, id = %created.id, %workspace, "sandbox created");
         let mut created = created;
         if let Some(driver) = &self.driver
-            && let Err(error) = driver.create(&created)
+            && let Err(error) = driver.create(
+                &created,
+                (!created.spec.policy_yaml.is_empty()).then_some((1, &created.spec.policy_yaml)),
+            )
         {
             tracing::error!(error = %chain(error), sandbox = %created.name, "starting the sandbox");
             self.store
@@ -322,7 +339,10 @@ impl Gateway for Api {
             .reset_for_start(&sandbox.id)
             .await
             .map_err(status)?;
-        if let Err(error) = driver.create(&sandbox) {
+        // The latest revision: policy set while stopped applies on start.
+        let latest = self.store.revision(&sandbox.id, 0).await.map_err(status)?;
+        let policy = latest.as_ref().map(|r| (r.version, r.yaml.as_str()));
+        if let Err(error) = driver.create(&sandbox, policy) {
             tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
             self.store
                 .set_phase(&sandbox.id, Phase::Error, None)
@@ -400,6 +420,85 @@ impl Gateway for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyRevision>, Status> {
+        let workspace = workspace(&request)?;
+        self.store_policy(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::PolicyRevision>, Status> {
+        let workspace = workspace(&request)?;
+        self.read_policy(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.read_policies(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ExecStream = exec::ExecStream;
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<pb::ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let workspace = workspace(&request)?;
+        self.start_exec(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_settings(
+        &self,
+        request: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let workspace = workspace(&request)?;
+        self.read_settings(&workspace, &request.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_setting(
+        &self,
+        request: Request<pb::SetSettingRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let workspace = workspace(&request)?;
+        let request = request.into_inner();
+        self.write_setting(
+            &workspace,
+            &request.name,
+            &request.key,
+            Some(&request.value),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn delete_setting(
+        &self,
+        request: Request<pb::DeleteSettingRequest>,
+    ) -> Result<Response<pb::Settings>, Status> {
+        let workspace = workspace(&request)?;
+        let request = request.into_inner();
+        self.write_setting(&workspace, &request.name, &request.key, None)
+            .await
+            .map(Response::new)
     }
 
     type WatchSandboxStream = std::pin::Pin<

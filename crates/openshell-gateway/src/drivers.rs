@@ -4,7 +4,7 @@
 
 pub mod process;
 
-pub use process::ProcessDriver;
+pub use process::{Connect, ProcessDriver};
 
 /// Why a driver could not act.
 #[derive(Debug, thiserror::Error)]

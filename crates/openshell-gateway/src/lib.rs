@@ -3,6 +3,7 @@
 //! supervisor does).
 //!
 //! Owns: the API ([`api`]), durable state ([`store`]), the PKI ([`pki`]),
+//! who may call what ([`auth`]), the supervisors' sessions ([`session`]),
 //! and the one-port server that speaks gRPC and plain HTTP ([`server`]).
 //!
 //! Invariants: every multi-row write is one transaction; internal errors
@@ -10,7 +11,9 @@
 //! mTLS is on unless the operator turns it off explicitly.
 
 pub mod api;
+pub mod auth;
 pub mod drivers;
 pub mod pki;
 pub mod server;
+pub mod session;
 pub mod store;

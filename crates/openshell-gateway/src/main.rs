@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use openshell_gateway::drivers::ProcessDriver;
+use openshell_gateway::auth::Tokens;
+use openshell_gateway::drivers::{Connect, ProcessDriver};
 use openshell_gateway::{api::Api, pki, server, store::Store};
 
 #[derive(Debug, Parser)]
@@ -64,24 +65,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let store = Store::open(&args.state_dir.join("gateway.db"))
         .await
         .context("opening the gateway database")?;
-    let tls = if args.plaintext {
+    let tokens =
+        Tokens::load_or_create(&args.state_dir).context("setting up the sandbox token secret")?;
+    let (tls, ca_cert) = if args.plaintext {
         tracing::warn!("serving plaintext: use only behind a TLS-terminating proxy");
-        None
+        (None, None)
     } else {
-        let pki = pki::Pki::load_or_create(
-            &args.state_dir.join("pki"),
-            &pki::server_names(&args.server_names),
-        )
-        .context("setting up the gateway PKI")?;
+        let dir = args.state_dir.join("pki");
+        let pki = pki::Pki::load_or_create(&dir, &pki::server_names(&args.server_names))
+            .context("setting up the gateway PKI")?;
         if args.disable_gateway_auth {
             tracing::warn!("client certificates are not required (--disable-gateway-auth)");
         }
-        Some(pki.server_config(!args.disable_gateway_auth)?)
+        (Some(pki.server_config()?), Some(dir.join(pki::CA_CERT)))
+    };
+    // Supervisors on this host dial back over loopback when we listen on
+    // every address.
+    let dial = if args.bind.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        args.bind
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let connect = Connect {
+        endpoint: format!("{scheme}://{}", SocketAddr::new(dial, args.port)),
+        ca_cert,
+        tokens: tokens.clone(),
     };
     let driver = ProcessDriver::new(
         &args.state_dir.join("sandboxes"),
         &supervisor_binary(args.sandbox_bin),
         store.clone(),
+        connect,
     );
     driver
         .reconcile(store.list_all().await.context("reading sandboxes")?)
@@ -94,7 +109,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let serve = tokio::spawn(server::run(
         listener,
-        server::Config { tls },
+        server::Config {
+            require_client_cert: tls.is_some() && !args.disable_gateway_auth,
+            tls,
+            tokens,
+        },
         Api::with_driver(store, driver),
         shutdown,
     ));
@@ -117,6 +136,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("OPENSHELL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -195,13 +195,11 @@ impl Pki {
         })
     }
 
-    /// The server's TLS configuration (ALPN h2 and http/1.1). With
-    /// `require_client_cert`, only clients with a certificate from this CA
-    /// complete the handshake.
-    pub fn server_config(
-        &self,
-        require_client_cert: bool,
-    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    /// The server's TLS configuration (ALPN h2 and http/1.1). A client
+    /// certificate is optional at this layer but verified against this CA
+    /// when offered (a bad one fails the handshake); whether a request
+    /// needs one is decided per service ([`crate::auth`]).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(self.server_cert.as_bytes())
@@ -219,7 +217,7 @@ impl Pki {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(PkiError::Tls)?;
-        let builder = if require_client_cert {
+        let builder = {
             let mut roots = rustls::RootCertStore::empty();
             for ca in CertificateDer::pem_slice_iter(self.ca_cert.as_bytes()) {
                 let ca = ca.map_err(|source| PkiError::Pem {
@@ -232,11 +230,10 @@ impl Pki {
                 Arc::new(roots),
                 provider,
             )
+            .allow_unauthenticated()
             .build()
             .map_err(PkiError::Verifier)?;
             builder.with_client_cert_verifier(verifier)
-        } else {
-            builder.with_no_client_auth()
         };
         let mut config = builder
             .with_single_cert(certs, key)
@@ -265,8 +262,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
-        assert!(first.server_config(true).is_ok());
-        assert!(first.server_config(false).is_ok());
+        assert!(first.server_config().is_ok());
         assert!(format!("{first:?}").contains("[redacted]"));
     }
 }

@@ -8,15 +8,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Request;
 use axum::routing::get;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use openshell_proto::v1::gateway_server::GatewayServer;
+use openshell_proto::v1::supervisor_server::SupervisorServer;
 
 use crate::api::Api;
+use crate::auth::{self, Peer, Tokens};
+use crate::session::SupervisorApi;
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -29,14 +34,31 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Config {
     /// `None`: plaintext.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The user API needs a client certificate (mTLS; needs `tls`).
+    pub require_client_cert: bool,
+    /// Checks supervisors' sandbox tokens.
+    pub tokens: Tokens,
 }
 
-/// The router: gRPC service plus the HTTP endpoints.
-pub fn router(api: Api) -> axum::Router {
-    let grpc = GatewayServer::new(api)
+/// The router: both gRPC services plus the HTTP endpoints.
+pub fn router(api: Api, config: &Config) -> axum::Router {
+    let require_cert = config.require_client_cert;
+    let user = GatewayServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::service::Routes::new(grpc)
+    let user = tonic::service::interceptor::InterceptedService::new(user, move |request| {
+        auth::check_user(request, require_cert)
+    });
+    let tokens = config.tokens.clone();
+    let supervisor = SupervisorServer::new(SupervisorApi(api))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let supervisor =
+        tonic::service::interceptor::InterceptedService::new(supervisor, move |request| {
+            tokens.check(request)
+        });
+    tonic::service::Routes::new(user)
+        .add_service(supervisor)
         .into_axum_router()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
@@ -49,7 +71,7 @@ pub async fn run(
     api: Api,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(api);
+    let app = router(api, &config);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let acceptor = config.tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
@@ -69,7 +91,7 @@ pub async fn run(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -77,8 +99,14 @@ pub async fn run(
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
+                            let peer_info = Peer {
+                                client_cert: tls.get_ref().1.peer_certificates().is_some(),
+                            };
                             builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .serve_connection_with_upgrades(
+                                    TokioIo::new(tls),
+                                    with_peer(app, peer_info),
+                                )
                                 .await
                         }
                         Ok(Err(error)) => {
@@ -89,8 +117,12 @@ pub async fn run(
                     }
                 }
                 None => {
+                    let peer_info = Peer { client_cert: false };
                     builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            with_peer(app, peer_info),
+                        )
                         .await
                 }
             };
@@ -100,4 +132,21 @@ pub async fn run(
             drop(permit);
         });
     }
+}
+
+/// The router for one connection: every request carries the [`Peer`].
+fn with_peer(
+    app: axum::Router,
+    peer: Peer,
+) -> TowerToHyperService<
+    tower::util::MapRequest<
+        axum::Router,
+        impl FnMut(Request<Incoming>) -> Request<Incoming> + Clone,
+    >,
+> {
+    let app = tower::ServiceExt::map_request(app, move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(peer);
+        request
+    });
+    TowerToHyperService::new(app)
 }

@@ -68,6 +68,70 @@ pub struct Sandbox {
     pub policy_version: i64,
 }
 
+/// One stored policy revision of a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub sandbox_id: String,
+    pub version: i64,
+    /// SHA-256 of the YAML, hex.
+    pub hash: String,
+    pub yaml: String,
+    pub status: RevisionStatus,
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub loaded_at_ms: Option<i64>,
+}
+
+/// Where a revision stands with the sandbox's supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionStatus {
+    /// Stored, not yet confirmed by the supervisor.
+    Pending,
+    /// The supervisor enforces it.
+    Loaded,
+    /// The supervisor rejected it; it keeps the previous one.
+    Failed,
+    /// A newer revision was loaded after it.
+    Superseded,
+}
+
+impl RevisionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevisionStatus::Pending => "pending",
+            RevisionStatus::Loaded => "loaded",
+            RevisionStatus::Failed => "failed",
+            RevisionStatus::Superseded => "superseded",
+        }
+    }
+
+    fn parse(text: &str) -> RevisionStatus {
+        match text {
+            "loaded" => RevisionStatus::Loaded,
+            "failed" => RevisionStatus::Failed,
+            "superseded" => RevisionStatus::Superseded,
+            _ => RevisionStatus::Pending,
+        }
+    }
+}
+
+/// SHA-256 of a policy's YAML, hex: how revisions are compared and shown.
+pub fn policy_hash(yaml: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(yaml.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The settings scope of everything gateway-wide.
+pub const GLOBAL_SCOPE: &str = "global";
+
+/// The settings scope of one sandbox.
+pub fn sandbox_scope(id: &str) -> String {
+    format!("sandbox:{id}")
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -92,6 +156,27 @@ macro_rules! select_sandbox {
                     AS policy_version
          FROM sandboxes s"
     };
+}
+
+/// The columns every revision query reads.
+macro_rules! select_revision {
+    () => {
+        "SELECT sandbox_id, version, hash, yaml, status, error, created_at_ms, loaded_at_ms
+         FROM policy_revisions"
+    };
+}
+
+fn revision_row(row: &SqliteRow) -> Revision {
+    Revision {
+        sandbox_id: row.get("sandbox_id"),
+        version: row.get("version"),
+        hash: row.get("hash"),
+        yaml: row.get("yaml"),
+        status: RevisionStatus::parse(row.get::<String, _>("status").as_str()),
+        error: row.get("error"),
+        created_at_ms: row.get("created_at_ms"),
+        loaded_at_ms: row.get("loaded_at_ms"),
+    }
 }
 
 /// Appends to a sandbox's event log inside `tx`.
@@ -154,8 +239,8 @@ impl Store {
         workspace: &str,
         name: &str,
         spec: &Spec,
-        policy_hash: Option<&str>,
     ) -> Result<Sandbox, StoreError> {
+        let policy_hash = (!spec.policy_yaml.is_empty()).then(|| policy_hash(&spec.policy_yaml));
         let now = now_ms();
         let spec_json = serde_json::to_string(spec).map_err(StoreError::Corrupt)?;
         let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
@@ -179,7 +264,7 @@ impl Store {
             }
             Err(e) => return Err(StoreError::Query(e)),
         }
-        if let Some(hash) = policy_hash {
+        if let Some(hash) = &policy_hash {
             sqlx::query(
                 "INSERT INTO policy_revisions (sandbox_id, version, hash, yaml, status, created_at_ms)
                  VALUES (?, 1, ?, ?, 'pending', ?)",
@@ -237,6 +322,15 @@ impl Store {
         row.as_ref().map(Self::row).transpose()
     }
 
+    pub async fn get_sandbox_by_id(&self, id: &str) -> Result<Option<Sandbox>, StoreError> {
+        let row = sqlx::query(concat!(select_sandbox!(), " WHERE s.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        row.as_ref().map(Self::row).transpose()
+    }
+
     /// Every sandbox of a workspace, oldest first.
     pub async fn list_sandboxes(&self, workspace: &str) -> Result<Vec<Sandbox>, StoreError> {
         let rows = sqlx::query(concat!(
@@ -287,6 +381,221 @@ impl Store {
         tx.commit().await.map_err(StoreError::Query)
     }
 
+    /// Stores `yaml` as the sandbox's next revision (pending), unless it
+    /// equals the latest one: then that one is returned with `false`.
+    pub async fn add_revision(
+        &self,
+        sandbox_id: &str,
+        yaml: &str,
+    ) -> Result<(Revision, bool), StoreError> {
+        let hash = policy_hash(yaml);
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        let latest = sqlx::query(concat!(
+            select_revision!(),
+            " WHERE sandbox_id = ? ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(sandbox_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?
+        .as_ref()
+        .map(revision_row);
+        if let Some(latest) = latest
+            && latest.hash == hash
+        {
+            return Ok((latest, false));
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM policy_revisions WHERE sandbox_id = ?",
+        )
+        .bind(sandbox_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?;
+        sqlx::query(
+            "INSERT INTO policy_revisions (sandbox_id, version, hash, yaml, status, created_at_ms)
+             VALUES (?, ?, ?, ?, 'pending', ?)",
+        )
+        .bind(sandbox_id)
+        .bind(version)
+        .bind(&hash)
+        .bind(yaml)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?;
+        insert_event(
+            &mut tx,
+            sandbox_id,
+            now,
+            &format!("policy version {version} submitted"),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::Query)?;
+        let revision = Revision {
+            sandbox_id: sandbox_id.to_owned(),
+            version,
+            hash,
+            yaml: yaml.to_owned(),
+            status: RevisionStatus::Pending,
+            error: None,
+            created_at_ms: now,
+            loaded_at_ms: None,
+        };
+        Ok((revision, true))
+    }
+
+    /// One revision; version 0 is the latest.
+    pub async fn revision(
+        &self,
+        sandbox_id: &str,
+        version: i64,
+    ) -> Result<Option<Revision>, StoreError> {
+        let row = if version == 0 {
+            sqlx::query(concat!(
+                select_revision!(),
+                " WHERE sandbox_id = ? ORDER BY version DESC LIMIT 1"
+            ))
+            .bind(sandbox_id)
+            .fetch_optional(&self.pool)
+            .await
+        } else {
+            sqlx::query(concat!(
+                select_revision!(),
+                " WHERE sandbox_id = ? AND version = ?"
+            ))
+            .bind(sandbox_id)
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await
+        }
+        .map_err(StoreError::Query)?;
+        Ok(row.as_ref().map(revision_row))
+    }
+
+    /// Revisions, newest first (`limit` 0: all).
+    pub async fn revisions(
+        &self,
+        sandbox_id: &str,
+        limit: u32,
+    ) -> Result<Vec<Revision>, StoreError> {
+        let limit = if limit == 0 { -1 } else { i64::from(limit) };
+        let rows = sqlx::query(concat!(
+            select_revision!(),
+            " WHERE sandbox_id = ? ORDER BY version DESC LIMIT ?"
+        ))
+        .bind(sandbox_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Query)?;
+        Ok(rows.iter().map(revision_row).collect())
+    }
+
+    /// The newest revision the supervisor loaded (0: none).
+    pub async fn active_version(&self, sandbox_id: &str) -> Result<i64, StoreError> {
+        sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) FROM policy_revisions
+             WHERE sandbox_id = ? AND status = 'loaded'",
+        )
+        .bind(sandbox_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(StoreError::Query)
+    }
+
+    /// Records what the supervisor did with a revision. A loaded revision
+    /// supersedes every older pending or loaded one; a report about a
+    /// revision that was superseded meanwhile changes nothing.
+    pub async fn set_revision_status(
+        &self,
+        sandbox_id: &str,
+        version: i64,
+        loaded: bool,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        let (status, event) = if loaded {
+            (
+                RevisionStatus::Loaded,
+                format!("policy version {version} loaded"),
+            )
+        } else {
+            (
+                RevisionStatus::Failed,
+                format!("policy version {version} failed to load"),
+            )
+        };
+        let updated = sqlx::query(
+            "UPDATE policy_revisions SET status = ?, error = ?, loaded_at_ms = ?
+             WHERE sandbox_id = ? AND version = ? AND status IN ('pending', 'loaded')",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(loaded.then_some(now))
+        .bind(sandbox_id)
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?;
+        if updated.rows_affected() == 0 {
+            return Ok(());
+        }
+        if loaded {
+            sqlx::query(
+                "UPDATE policy_revisions SET status = 'superseded'
+                 WHERE sandbox_id = ? AND version < ? AND status IN ('pending', 'loaded')",
+            )
+            .bind(sandbox_id)
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Query)?;
+        }
+        insert_event(&mut tx, sandbox_id, now, &event).await?;
+        tx.commit().await.map_err(StoreError::Query)
+    }
+
+    /// The settings of one scope, by key.
+    pub async fn settings(&self, scope: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT key, value FROM settings WHERE scope = ? ORDER BY key")
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("key"), r.get("value")))
+            .collect())
+    }
+
+    pub async fn set_setting(&self, scope: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (scope, key, value) VALUES (?, ?, ?)
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Query)?;
+        Ok(())
+    }
+
+    /// False when the key was not set.
+    pub async fn delete_setting(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM settings WHERE scope = ? AND key = ?")
+            .bind(scope)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records a phase change and its event, in one transaction.
     pub async fn set_phase(
         &self,
@@ -331,18 +640,18 @@ mod tests {
         {
             let store = Store::open(&path).await.unwrap();
             let created = store
-                .create_sandbox("id-1", "default", "alpha", &spec(), Some("h1"))
+                .create_sandbox("id-1", "default", "alpha", &spec())
                 .await
                 .unwrap();
             assert_eq!(created.policy_version, 1);
             assert!(matches!(
                 store
-                    .create_sandbox("id-2", "default", "alpha", &spec(), None)
+                    .create_sandbox("id-2", "default", "alpha", &spec())
                     .await,
                 Err(StoreError::Duplicate(name)) if name == "alpha"
             ));
             store
-                .create_sandbox("id-3", "other", "alpha", &spec(), None)
+                .create_sandbox("id-3", "other", "alpha", &spec())
                 .await
                 .unwrap();
             store.set_phase("id-1", Phase::Ready, None).await.unwrap();

@@ -11,16 +11,19 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request};
 
 use openshell_gateway::api::{Api, WORKSPACE_HEADER};
+use openshell_gateway::auth::Tokens;
 use openshell_gateway::pki::{self, Pki};
 use openshell_gateway::server;
 use openshell_gateway::store::Store;
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_client::GatewayClient;
+use openshell_proto::v1::supervisor_client::SupervisorClient;
 
 /// A gateway serving on 127.0.0.1:0; stops on drop.
 struct Gateway {
     addr: SocketAddr,
     pki: Pki,
+    tokens: Tokens,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -31,13 +34,17 @@ async fn start(state: &Path) -> Gateway {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let tokens = Tokens::load_or_create(state).unwrap();
     let config = server::Config {
-        tls: Some(pki.server_config(true).unwrap()),
+        tls: Some(pki.server_config().unwrap()),
+        require_client_cert: true,
+        tokens: tokens.clone(),
     };
     let task = tokio::spawn(server::run(listener, config, Api::new(store), rx));
     Gateway {
         addr,
         pki,
+        tokens,
         shutdown,
         task,
     }
@@ -58,21 +65,76 @@ impl Gateway {
     }
 
     async fn client(&self) -> GatewayClient<Channel> {
-        let (cert, key) = self.client_files();
-        let tls = ClientTlsConfig::new()
+        GatewayClient::new(self.channel(true).await)
+    }
+
+    /// A channel that trusts the gateway's CA, with or without the CLI's
+    /// client certificate.
+    async fn channel(&self, with_client_cert: bool) -> Channel {
+        let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.pki.ca_cert))
-            .identity(Identity::from_pem(cert, key))
             .domain_name("localhost");
-        let channel = Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
+        if with_client_cert {
+            let (cert, key) = self.client_files();
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
             .unwrap()
             .tls_config(tls)
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        GatewayClient::new(channel)
+            .unwrap()
+    }
+
+    /// A supervisor's session with `token` (no client certificate), after
+    /// `hello`: the gateway's messages, and the sender for ours.
+    async fn session(
+        &self,
+        token: &str,
+        hello_id: &str,
+        policy_version: i64,
+    ) -> Result<
+        (
+            tonic::Streaming<pb::GatewayMessage>,
+            tokio::sync::mpsc::Sender<pb::SupervisorMessage>,
+        ),
+        tonic::Status,
+    > {
+        let header: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+        let mut client = SupervisorClient::with_interceptor(
+            self.channel(false).await,
+            move |mut request: Request<()>| {
+                request
+                    .metadata_mut()
+                    .insert("authorization", header.clone());
+                Ok(request)
+            },
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tx.send(supervisor(pb::supervisor_message::Kind::Hello(
+            pb::SessionHello {
+                sandbox_id: hello_id.to_owned(),
+                policy_version,
+            },
+        )))
+        .await
+        .unwrap();
+        let inbound = client
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        Ok((inbound, tx))
     }
 }
+
+fn supervisor(kind: pb::supervisor_message::Kind) -> pb::SupervisorMessage {
+    pb::SupervisorMessage { kind: Some(kind) }
+}
+
+const POLICY_V1: &str = "version: 1\n";
+const POLICY_V2: &str = "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.test\n        port: 443\n    binaries:\n      - path: /usr/bin/curl\n";
+const POLICY_V3: &str = "version: 1\nfilesystem_policy:\n  read_only: [/opt]\n";
 
 fn create(name: &str, policy: &str, labels: &[(&str, &str)]) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
@@ -118,16 +180,40 @@ async fn a_client_without_a_certificate_is_refused() {
         .unwrap()
         .connect()
         .await;
-    // The handshake may complete client-side (TLS 1.3 sends the alert
-    // after); either way no request can succeed.
+    // TLS lets it in (supervisors have no certificate); the user API does not.
+    let refused = GatewayClient::new(channel.unwrap())
+        .health(pb::HealthRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(
+        refused.message().contains("client certificate"),
+        "{refused:?}"
+    );
+
+    // A certificate from another CA fails the handshake itself.
+    let other = Pki::load_or_create(&dir.path().join("other"), &pki::server_names(&[])).unwrap();
+    let other_dir = other.dir.join(pki::CLIENT_DIR);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&gateway.pki.ca_cert))
+        .identity(Identity::from_pem(
+            std::fs::read_to_string(other_dir.join(pki::CLIENT_CERT)).unwrap(),
+            std::fs::read_to_string(other_dir.join(pki::CLIENT_KEY)).unwrap(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", gateway.addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await;
+    // TLS 1.3 may finish the handshake client-side and send the alert
+    // after; either way no request succeeds.
     if let Ok(channel) = channel {
         let result = GatewayClient::new(channel)
             .health(pb::HealthRequest {})
             .await;
-        assert!(
-            result.is_err(),
-            "a client without a certificate got an answer"
-        );
+        assert!(result.is_err(), "a foreign certificate got an answer");
     }
     gateway.stop().await;
 }
@@ -314,5 +400,403 @@ async fn a_restart_loses_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(kept.spec.unwrap().labels["k"], "v");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_sandbox_token_opens_only_its_own_session_and_never_the_user_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let alpha = client
+        .create_sandbox(create("alpha", POLICY_V1, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let beta = client
+        .create_sandbox(create("beta", "", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let token_a = gateway.tokens.mint(&alpha.id);
+
+    // Its own session works, and delivers the revision it lacks.
+    let (mut inbound, _tx) = gateway.session(&token_a, &alpha.id, 0).await.unwrap();
+    match inbound.message().await.unwrap().unwrap().kind {
+        Some(pb::gateway_message::Kind::Policy(update)) => {
+            assert_eq!(update.version, 1);
+            assert_eq!(update.policy_yaml, POLICY_V1);
+        }
+        other => panic!("expected the policy, got {other:?}"),
+    }
+    // Another sandbox's session: refused.
+    let other = gateway.session(&token_a, &beta.id, 0).await.unwrap_err();
+    assert_eq!(other.code(), Code::PermissionDenied, "{other:?}");
+    // A forged token (alpha's MAC on beta's id), junk, or none: refused.
+    let forged = token_a.replace(&alpha.id, &beta.id);
+    for token in [forged.as_str(), "v1.x.00", ""] {
+        let refused = gateway.session(token, &beta.id, 0).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::Unauthenticated,
+            "{token:?}: {refused:?}"
+        );
+    }
+    // Another gateway's token for the same id: refused.
+    let foreign = Tokens::from_secret(&[1u8; 32]).mint(&beta.id);
+    let refused = gateway.session(&foreign, &beta.id, 0).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+
+    // The token on the user API, even over a connection that has the
+    // user's certificate: refused, and nothing changes.
+    let mut request = Request::new(pb::DeleteSandboxRequest {
+        name: "beta".into(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token_a}").parse().unwrap(),
+    );
+    let refused = client.delete_sandbox(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let mut request = Request::new(pb::HealthRequest {});
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token_a}").parse().unwrap(),
+    );
+    let mut tokened = GatewayClient::new(gateway.channel(false).await);
+    assert!(tokened.health(request).await.is_err());
+    let names: Vec<String> = client
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .sandboxes
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn policy_revisions_reach_the_session_and_record_what_the_supervisor_did() {
+    use pb::gateway_message::Kind as FromGateway;
+    use pb::supervisor_message::Kind as ToGateway;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let sandbox = client
+        .create_sandbox(create("live", POLICY_V1, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = gateway.tokens.mint(&sandbox.id);
+    // The supervisor started with revision 1: nothing to send, 1 is loaded.
+    let (mut inbound, outbound) = gateway.session(&token, &sandbox.id, 1).await.unwrap();
+    let set = |yaml: &str| pb::SetPolicyRequest {
+        name: "live".into(),
+        policy_yaml: yaml.to_owned(),
+    };
+    let get = |version: i64| pb::GetPolicyRequest {
+        name: "live".into(),
+        version,
+    };
+
+    // Invalid: INVALID_ARGUMENT with the validation message, nothing stored.
+    let invalid = client
+        .set_policy(set("version: 1\nfilesystem_policy:\n  read_write: [/]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(invalid.message().contains("overly broad"), "{invalid:?}");
+
+    let v2 = client
+        .set_policy(set(POLICY_V2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v2.version, v2.status.as_str(), v2.unchanged),
+        (2, "pending", false)
+    );
+    assert_eq!(v2.active_version, 1);
+    match inbound.message().await.unwrap().unwrap().kind {
+        Some(FromGateway::Policy(update)) => assert_eq!(update.version, 2),
+        other => panic!("expected revision 2, got {other:?}"),
+    }
+    // The same YAML again: unchanged, nothing sent.
+    let again = client
+        .set_policy(set(POLICY_V2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.unchanged);
+    assert_eq!(again.version, 2);
+
+    outbound
+        .send(supervisor(ToGateway::PolicyStatus(pb::PolicyStatus {
+            version: 2,
+            loaded: true,
+            error: String::new(),
+        })))
+        .await
+        .unwrap();
+    let loaded = wait_for_status(&mut client, 2, "loaded").await;
+    assert_eq!(loaded.active_version, 2);
+    assert!(loaded.loaded_at_ms > 0);
+    let first = client.get_policy(get(1)).await.unwrap().into_inner();
+    assert_eq!(first.status, "superseded");
+
+    // A revision the supervisor rejects: failed with its reason, and the
+    // effective revision stays 2.
+    client.set_policy(set(POLICY_V3)).await.unwrap();
+    inbound.message().await.unwrap().unwrap();
+    outbound
+        .send(supervisor(ToGateway::PolicyStatus(pb::PolicyStatus {
+            version: 3,
+            loaded: false,
+            error: "filesystem changed".into(),
+        })))
+        .await
+        .unwrap();
+    let failed = wait_for_status(&mut client, 3, "failed").await;
+    assert_eq!(failed.error, "filesystem changed");
+    let effective = client.get_policy(get(0)).await.unwrap().into_inner();
+    assert_eq!(
+        (effective.version, effective.status.as_str()),
+        (2, "loaded")
+    );
+    let listed: Vec<(i64, String)> = client
+        .list_policies(pb::ListPoliciesRequest {
+            name: "live".into(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revisions
+        .into_iter()
+        .map(|r| (r.version, r.status))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (3, "failed".to_owned()),
+            (2, "loaded".to_owned()),
+            (1, "superseded".to_owned())
+        ]
+    );
+    let missing = client.get_policy(get(9)).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    gateway.stop().await;
+}
+
+async fn wait_for_status(
+    client: &mut GatewayClient<Channel>,
+    version: i64,
+    status: &str,
+) -> pb::PolicyRevision {
+    for _ in 0..200 {
+        let revision = client
+            .get_policy(pb::GetPolicyRequest {
+                name: "live".into(),
+                version,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if revision.status == status {
+            return revision;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("revision {version} never became {status}");
+}
+
+#[tokio::test]
+async fn exec_is_relayed_through_the_session_both_ways() {
+    use pb::exec_input::Kind as Input;
+    use pb::exec_output::Kind as Output;
+    use pb::gateway_message::Kind as FromGateway;
+    use pb::supervisor_message::Kind as ToGateway;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let sandbox = client
+        .create_sandbox(create("box", "", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut inbound, outbound) = gateway
+        .session(&gateway.tokens.mint(&sandbox.id), &sandbox.id, 0)
+        .await
+        .unwrap();
+    let (input, inputs) = tokio::sync::mpsc::channel(4);
+    input
+        .send(pb::ExecInput {
+            exec_id: String::new(),
+            kind: Some(Input::Start(pb::ExecStart {
+                name: "box".into(),
+                command: vec!["cat".into()],
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+    input
+        .send(pb::ExecInput {
+            exec_id: String::new(),
+            kind: Some(Input::Stdin(b"ping".to_vec())),
+        })
+        .await
+        .unwrap();
+    let mut outputs = client
+        .exec(tokio_stream::wrappers::ReceiverStream::new(inputs))
+        .await
+        .unwrap()
+        .into_inner();
+    // The supervisor sees the start (without the sandbox name) and the stdin.
+    let start = match inbound.message().await.unwrap().unwrap().kind {
+        Some(FromGateway::Exec(exec)) => exec,
+        other => panic!("expected an exec, got {other:?}"),
+    };
+    let exec_id = start.exec_id.clone();
+    match start.kind {
+        Some(Input::Start(s)) => {
+            assert_eq!((s.command, s.name), (vec!["cat".to_owned()], String::new()))
+        }
+        other => panic!("expected a start, got {other:?}"),
+    }
+    match inbound.message().await.unwrap().unwrap().kind {
+        Some(FromGateway::Exec(pb::ExecInput {
+            kind: Some(Input::Stdin(data)),
+            exec_id: id,
+        })) => assert_eq!(
+            (data.as_slice(), id.as_str()),
+            (b"ping".as_slice(), exec_id.as_str())
+        ),
+        other => panic!("expected stdin, got {other:?}"),
+    }
+    for kind in [
+        Output::Stdout(b"pong".to_vec()),
+        Output::Stderr(b"warn".to_vec()),
+        Output::ExitCode(3),
+    ] {
+        outbound
+            .send(supervisor(ToGateway::Exec(pb::ExecOutput {
+                exec_id: exec_id.clone(),
+                kind: Some(kind),
+            })))
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    while let Some(message) = outputs.message().await.unwrap() {
+        got.push(message.kind.unwrap());
+    }
+    assert_eq!(
+        got,
+        [
+            Output::Stdout(b"pong".to_vec()),
+            Output::Stderr(b"warn".to_vec()),
+            Output::ExitCode(3)
+        ]
+    );
+
+    // No command, or an unknown sandbox: refused before anything runs.
+    for (name, command, code) in [
+        ("box", vec![], Code::InvalidArgument),
+        ("nope", vec!["true".to_owned()], Code::NotFound),
+    ] {
+        let (input, inputs) = tokio::sync::mpsc::channel(1);
+        input
+            .send(pb::ExecInput {
+                exec_id: String::new(),
+                kind: Some(Input::Start(pb::ExecStart {
+                    name: name.into(),
+                    command,
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+        drop(input);
+        let refused = client
+            .exec(tokio_stream::wrappers::ReceiverStream::new(inputs))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{refused:?}");
+    }
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn settings_are_checked_scoped_and_inherited() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    client.create_sandbox(create("box", "", &[])).await.unwrap();
+    let set = |name: &str, key: &str, value: &str| pb::SetSettingRequest {
+        name: name.into(),
+        key: key.into(),
+        value: value.into(),
+    };
+    client
+        .set_setting(set("", "proposal_approval_mode", "AUTO"))
+        .await
+        .unwrap();
+    client
+        .set_setting(set("box", "ocsf_json_enabled", "yes"))
+        .await
+        .unwrap();
+    let unknown = client
+        .set_setting(set("box", "colour", "red"))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    let bad = client
+        .set_setting(set("box", "ocsf_json_enabled", "maybe"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let seen = |settings: pb::Settings| -> Vec<(String, String, String)> {
+        settings
+            .settings
+            .into_iter()
+            .map(|s| (s.key, s.value, s.scope))
+            .collect()
+    };
+    let view = client
+        .get_settings(pb::GetSettingsRequest { name: "box".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen(view),
+        [
+            ("ocsf_json_enabled".into(), "true".into(), "sandbox".into()),
+            (
+                "proposal_approval_mode".into(),
+                "auto".into(),
+                "global".into()
+            ),
+        ]
+    );
+    let after = client
+        .delete_setting(pb::DeleteSettingRequest {
+            name: "box".into(),
+            key: "ocsf_json_enabled".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        seen(after),
+        [(
+            "proposal_approval_mode".into(),
+            "auto".into(),
+            "global".into()
+        )]
+    );
     gateway.stop().await;
 }

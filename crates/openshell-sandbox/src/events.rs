@@ -36,10 +36,14 @@ pub struct NetworkEvent {
     pub generation: u64,
 }
 
-/// Where events go: always `tracing`; also a JSON-lines sink when set.
+/// Where events go: always `tracing`; also a JSON-lines sink and the
+/// gateway session (a bounded queue) when set.
 #[derive(Default)]
 pub struct Events {
     file: Option<Mutex<Box<dyn Write + Send>>>,
+    push: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Events the full push queue could not take.
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Events {
@@ -65,7 +69,16 @@ impl Events {
         };
         Ok(Events {
             file: Some(Mutex::new(sink)),
+            ..Events::default()
         })
+    }
+
+    /// Also queues each event (as its JSON line) for the gateway session.
+    /// While the gateway is away the queue buffers; when it is full, new
+    /// events are dropped and counted rather than blocking the proxy.
+    pub fn with_push(mut self, queue: tokio::sync::mpsc::Sender<String>) -> Events {
+        self.push = Some(queue);
+        self
     }
 
     /// Records one decision.
@@ -82,14 +95,31 @@ impl Events {
                 "egress allowed"
             ),
         }
-        if let Some(file) = &self.file
-            && let Ok(mut line) = serde_json::to_vec(event)
+        if self.file.is_none() && self.push.is_none() {
+            return;
+        }
+        let Ok(json) = serde_json::to_string(event) else {
+            return;
+        };
+        if let Some(push) = &self.push
+            && push.try_send(json.clone()).is_err()
         {
-            line.push(b'\n');
-            if let Ok(mut file) = file.lock() {
-                let _ = file.write_all(&line);
-                let _ = file.flush();
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if dropped.is_power_of_two() || dropped == 0 {
+                tracing::warn!(
+                    dropped = dropped + 1,
+                    "event queue to the gateway is full; events dropped"
+                );
             }
+        }
+        if let Some(file) = &self.file
+            && let Ok(mut file) = file.lock()
+        {
+            // One write per line: appends from several writers stay whole.
+            let _ = file.write_all(format!("{json}\n").as_bytes());
+            let _ = file.flush();
         }
     }
 }

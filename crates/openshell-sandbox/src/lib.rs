@@ -4,9 +4,10 @@
 //!
 //! Owns: the isolation of the agent child ([`isolation`]: namespaces,
 //! mounts, identity drop, Landlock, seccomp), its launch and supervision
-//! ([`launch`], [`init`], [`agent`]), and the standalone `run` command
-//! ([`standalone`]). The egress proxy plugs into the listener [`launch`]
-//! creates inside the child's network namespace.
+//! ([`launch`], [`init`], [`agent`]), the `run` command ([`standalone`]),
+//! its gateway session in connected mode ([`session`]) and commands run in
+//! a live sandbox ([`exec`]). The egress proxy plugs into the listener
+//! [`launch`] creates inside the child's network namespace.
 //!
 //! Does not own: policy parsing and decisions (`openshell-policy`).
 //!
@@ -23,11 +24,13 @@
 
 pub mod agent;
 pub mod events;
+pub mod exec;
 pub mod init;
 pub mod isolation;
 pub mod launch;
 pub mod proxy;
 pub mod report;
+pub mod session;
 pub mod standalone;
 pub mod sys;
 pub mod tls;

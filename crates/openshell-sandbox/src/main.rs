@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use openshell_sandbox::session::Connection;
 use openshell_sandbox::standalone::{self, LaunchFailed, RunOptions};
-use openshell_sandbox::{EXIT_LAUNCH_FAILED, init};
+use openshell_sandbox::{EXIT_LAUNCH_FAILED, exec, init};
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -44,6 +45,7 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Run one command in a sandbox and exit with its status
     #[command(after_help = RUN_EXAMPLES)]
@@ -68,9 +70,49 @@ enum Command {
         /// Write the exit status to FILE at the end, whatever it is (for drivers)
         #[arg(long, value_name = "FILE", hide_short_help = true)]
         exit_code_file: Option<PathBuf>,
+        /// Connected mode: keep a session with this gateway (policy updates,
+        /// event push, exec) — set by the gateway's driver
+        #[arg(long, value_name = "URL", hide_short_help = true, requires_all = ["sandbox_id", "token_file"])]
+        gateway: Option<String>,
+        /// The CA certificate (PEM) of an https gateway
+        #[arg(
+            long,
+            value_name = "FILE",
+            hide_short_help = true,
+            requires = "gateway"
+        )]
+        gateway_ca: Option<PathBuf>,
+        /// This sandbox's id at the gateway
+        #[arg(long, value_name = "ID", hide_short_help = true, requires = "gateway")]
+        sandbox_id: Option<String>,
+        /// File holding this sandbox's gateway token
+        #[arg(
+            long,
+            value_name = "FILE",
+            hide_short_help = true,
+            requires = "gateway"
+        )]
+        token_file: Option<PathBuf>,
+        /// The gateway's revision number of --policy
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            hide_short_help = true,
+            requires = "gateway"
+        )]
+        policy_version: i64,
         /// The command and its arguments
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Internal: a command run in a live sandbox (started by the session)
+    #[command(name = "__exec", hide = true)]
+    Exec {
+        #[arg(long)]
+        target: i32,
+        #[arg(long)]
+        plan_file: PathBuf,
     },
     /// Internal: the sandbox's init process (started by `run`)
     #[command(name = "__init", hide = true)]
@@ -99,6 +141,36 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// Connected mode's settings, read from the files the driver wrote.
+fn connection(
+    gateway: Option<String>,
+    ca: Option<PathBuf>,
+    sandbox_id: Option<String>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<Option<Connection>> {
+    use anyhow::Context;
+    let (Some(endpoint), Some(sandbox_id), Some(token_file)) = (gateway, sandbox_id, token_file)
+    else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(&token_file)
+        .with_context(|| format!("reading the token {}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let ca_pem = ca
+        .map(|path| {
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the gateway CA {}", path.display()))
+        })
+        .transpose()?;
+    Ok(Some(Connection {
+        endpoint,
+        ca_pem,
+        sandbox_id,
+        token,
+    }))
+}
+
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
@@ -109,6 +181,7 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match cli.command {
         Command::Init { plan_fd, report_fd } => exit(init::run(plan_fd, report_fd)),
+        Command::Exec { target, plan_file } => exit(exec::run(target, &plan_file)),
         Command::Run {
             policy,
             workdir,
@@ -116,14 +189,28 @@ fn main() -> ExitCode {
             events,
             ready_file,
             exit_code_file,
+            gateway,
+            gateway_ca,
+            sandbox_id,
+            token_file,
+            policy_version,
             command,
         } => {
+            let connection = match connection(gateway, gateway_ca, sandbox_id, token_file) {
+                Ok(connection) => connection,
+                Err(error) => {
+                    eprintln!("openshell-sandbox: error: {error:#}");
+                    return exit(EXIT_LAUNCH_FAILED);
+                }
+            };
             let code = match standalone::run(RunOptions {
                 policy,
                 workdir,
                 env,
                 events,
                 ready_file,
+                gateway: connection,
+                policy_version,
                 argv: command,
             }) {
                 Ok(code) => code,

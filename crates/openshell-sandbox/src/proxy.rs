@@ -52,7 +52,7 @@ pub struct Shared {
     /// The sandbox's name, for events.
     pub sandbox: String,
     pub generations: watch::Receiver<Arc<Generation>>,
-    pub identifier: Identifier,
+    pub identifier: Arc<Identifier>,
     pub events: Events,
     /// Relaxed identity (reference §4.3): endpoints only, binaries ignored.
     pub ignore_binary: bool,

@@ -1,10 +1,14 @@
-//! `openshell-sandbox run`: one sandboxed command without a gateway.
+//! `openshell-sandbox run`: one sandboxed command, standalone or connected
+//! to a gateway ([`crate::session`]).
 //!
 //! Loads the policy (or the default), resolves the child's identity and
 //! workspace on the host, builds the plan, launches, forwards signals, and
 //! returns the command's exit code. Its state directory (with a generated
 //! workspace and the TLS trust files) is removed afterwards; a `--workdir`
 //! is never touched beyond being mounted.
+//!
+//! Standalone, the policy file is watched (and SIGHUP reloads it);
+//! connected, the gateway delivers policy revisions instead.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,9 +27,14 @@ use crate::events::Events;
 use crate::init::FORWARDED;
 use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
 use crate::launch::{self, Running};
-use crate::proxy::{self, generation, generation::Reloader, identity::Identifier};
+use crate::proxy::generation::{self, Reloader, Updater};
+use crate::proxy::{self, identity::Identifier};
 use crate::report::{LandlockReport, Report};
+use crate::session::{self, Connection};
 use crate::tls::Authority;
+
+/// Decision events queued for the gateway while it is away.
+const EVENT_QUEUE: usize = 4096;
 
 /// What `run` was asked to do.
 #[derive(Debug, Clone)]
@@ -38,6 +47,10 @@ pub struct RunOptions {
     pub events: Option<PathBuf>,
     /// Written (`ready`) once every isolation layer is verified in place.
     pub ready_file: Option<PathBuf>,
+    /// Connected mode: the gateway to keep a session with.
+    pub gateway: Option<Connection>,
+    /// The gateway's revision number of `policy` (connected mode).
+    pub policy_version: i64,
     pub argv: Vec<String>,
 }
 
@@ -104,6 +117,20 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
             .with_context(|| format!("opening the events file {}", path.display()))?,
         None => Events::default(),
     };
+    let (events, gateway) = match options.gateway {
+        Some(connection) => {
+            let (queue, queued) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+            let connected = Connected {
+                connection,
+                events: queued,
+                policy_version: options.policy_version,
+                plan: plan.clone(),
+                scratch: workspace.root.clone(),
+            };
+            (events.with_push(queue), Some(connected))
+        }
+        None => (events, None),
+    };
     let egress = Egress {
         ready_file: options.ready_file.clone(),
         policy,
@@ -111,6 +138,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         events,
         sandbox: sandbox_id,
         authority,
+        gateway,
     };
     let running = launch::spawn(&plan).context("starting the sandbox")?;
     supervise(running, signals, egress)
@@ -126,6 +154,16 @@ struct Egress {
     events: Events,
     sandbox: String,
     authority: Arc<Authority>,
+    gateway: Option<Connected>,
+}
+
+/// What connected mode needs besides the proxy's parts.
+struct Connected {
+    connection: Connection,
+    events: tokio::sync::mpsc::Receiver<String>,
+    policy_version: i64,
+    plan: isolation::Plan,
+    scratch: PathBuf,
 }
 
 fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::Result<i32> {
@@ -177,7 +215,13 @@ fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::R
     let (generations_tx, generations) = generation::channel(egress.policy);
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let pid = running.pid;
-    let reload_on_hup = egress.policy_path.is_some().then_some(reload_tx);
+    // Connected, policy comes from the gateway; SIGHUP goes to the agent.
+    let watch_file = egress
+        .gateway
+        .is_none()
+        .then_some(egress.policy_path.clone())
+        .flatten();
+    let reload_on_hup = watch_file.is_some().then_some(reload_tx);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || forward_signals(&signals, pid, reload_on_hup.as_ref()))
@@ -191,24 +235,38 @@ fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::R
     let shared = Arc::new(proxy::Shared {
         sandbox: egress.sandbox,
         generations,
-        identifier: Identifier::new(pid.as_raw() as u32),
+        identifier: Arc::new(Identifier::new(pid.as_raw() as u32)),
         events: egress.events,
         ignore_binary: relaxed_identity(),
         authority: egress.authority,
     });
+    let identifier = shared.identifier.clone();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let _guard = runtime.enter();
     let listener =
         tokio::net::TcpListener::from_std(listener).context("registering the proxy listener")?;
     runtime.spawn(proxy::run(listener, shared, shutdown_rx));
-    // The sender must outlive the run: a dropped sender ends every tunnel.
-    let _generations_tx = match &egress.policy_path {
-        Some(path) => {
-            runtime.spawn(Reloader::new(path, generations_tx, enrich).watch(reload_rx));
-            None
-        }
-        None => Some(generations_tx),
-    };
+    // The updater holds the generations' sender, which must outlive the
+    // run: a dropped sender ends every tunnel.
+    let updater = Updater::new(generations_tx, enrich);
+    if let Some(path) = &watch_file {
+        runtime.spawn(Reloader::new(path, updater.clone()).watch(reload_rx));
+    }
+    if let Some(connected) = egress.gateway {
+        let sandbox = session::Sandbox {
+            updater: updater.clone(),
+            policy_version: connected.policy_version,
+            plan: connected.plan,
+            init_pid: pid.as_raw(),
+            identifier,
+            scratch: connected.scratch,
+        };
+        runtime.spawn(session::run(
+            connected.connection,
+            sandbox,
+            connected.events,
+        ));
+    }
     let code = runtime
         .block_on(tokio::task::spawn_blocking(move || running.wait()))
         .context("waiting for the sandbox")?

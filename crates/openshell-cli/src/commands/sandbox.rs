@@ -24,13 +24,13 @@ pub struct Scope {
 }
 
 impl Scope {
-    fn target(&self) -> anyhow::Result<&Target> {
+    pub fn target(&self) -> anyhow::Result<&Target> {
         self.target.as_ref().context(
             "No active gateway.\nSet one with: openshell gateway select <name>\nOr register one with: openshell gateway add <endpoint>",
         )
     }
 
-    fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
+    pub fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
         let mut request = Request::new(message);
         request.metadata_mut().insert(
             WORKSPACE_HEADER,
@@ -287,7 +287,7 @@ pub fn logs(
 
 /// A gRPC error as the user should read it: the gateway's message, with
 /// the code only when it adds something.
-fn status(error: tonic::Status) -> anyhow::Error {
+pub fn status(error: tonic::Status) -> anyhow::Error {
     match error.code() {
         Code::NotFound | Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
             anyhow::anyhow!("{}", error.message())
@@ -297,7 +297,7 @@ fn status(error: tonic::Status) -> anyhow::Error {
     }
 }
 
-fn pairs(
+pub fn pairs(
     kind: &str,
     items: &[String],
 ) -> anyhow::Result<std::collections::HashMap<String, String>> {

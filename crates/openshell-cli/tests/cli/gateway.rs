@@ -17,6 +17,11 @@ impl Home {
     }
 
     pub fn openshell(&self, args: &[&str]) -> Output {
+        self.openshell_with_stdin(args, b"")
+    }
+
+    /// [`Home::openshell`] with `input` on its stdin.
+    pub fn openshell_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
         let gateway = Path::new(env!("CARGO_BIN_EXE_openshell"))
             .parent()
             .unwrap()
@@ -34,7 +39,22 @@ impl Home {
             .env("OPENSHELL_GATEWAY_BIN", gateway)
             .env_remove("OPENSHELL_GATEWAY")
             .env_remove("OPENSHELL_GATEWAY_ENDPOINT")
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().unwrap();
+                let input = input.to_vec();
+                // A writer thread: the command may not read all of it.
+                let writer = std::thread::spawn(move || {
+                    let _ = stdin.write_all(&input);
+                });
+                let output = child.wait_with_output();
+                let _ = writer.join();
+                output
+            })
             .unwrap()
     }
 

@@ -3,5 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod gateway;
+mod live;
+#[path = "../../../openshell-sandbox/tests/escape/netns.rs"]
+#[allow(dead_code)]
+mod netns;
 mod policy;
 mod sandbox;
+
+/// What the shared test-network module needs from its host crate.
+mod support {
+    pub const PYTHON: &str = "/usr/bin/python3";
+}

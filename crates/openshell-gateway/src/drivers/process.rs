@@ -4,12 +4,16 @@
 //!
 //! | file | written by | meaning |
 //! |---|---|---|
-//! | `policy.yaml` | driver | the sandbox's policy (absent: the default) |
+//! | `policy.yaml` | driver | the policy it starts with (absent: the default) |
+//! | `token` | driver | the supervisor's sandbox token (0600) |
 //! | `output.log` | supervisor's stdout/stderr | the main process's output |
-//! | `events.jsonl` | supervisor | egress decisions |
+//! | `events.jsonl` | gateway | egress decisions the supervisor pushed |
 //! | `ready` | supervisor | every isolation layer is in place |
 //! | `exit_code` | supervisor | how it ended (also after a gateway restart) |
 //! | `pid` | driver | the supervisor's pid |
+//!
+//! Each supervisor runs in connected mode: it dials the gateway back with
+//! its token ([`Connect`]) for policy updates, event push and exec.
 //!
 //! Phases: Provisioning → Ready (on `ready`) → Stopped with the exit code,
 //! or Error when the supervisor failed before `ready` (exit 125).
@@ -18,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::auth::Tokens;
 use crate::store::{Phase, Sandbox, Store};
 
 use super::DriverError;
@@ -33,11 +38,36 @@ pub struct ProcessDriver {
     root: PathBuf,
     supervisor: PathBuf,
     store: Store,
+    connect: Connect,
+}
+
+/// How supervisors reach this gateway.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// `https://127.0.0.1:PORT` or `http://…` when plaintext.
+    pub endpoint: String,
+    /// The CA that signed the gateway's certificate (TLS only).
+    pub ca_cert: Option<PathBuf>,
+    pub tokens: Tokens,
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
     let path = path.to_owned();
     move |source| DriverError::Io { op, path, source }
+}
+
+/// Writes a file only its owner (root) can read.
+fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(io("writing", path))
 }
 
 fn alive(pid: i32) -> bool {
@@ -46,11 +76,12 @@ fn alive(pid: i32) -> bool {
 
 impl ProcessDriver {
     /// Sandboxes live under `root`; `supervisor` is the `openshell-sandbox` binary.
-    pub fn new(root: &Path, supervisor: &Path, store: Store) -> ProcessDriver {
+    pub fn new(root: &Path, supervisor: &Path, store: Store, connect: Connect) -> ProcessDriver {
         ProcessDriver {
             root: root.to_owned(),
             supervisor: supervisor.to_owned(),
             store,
+            connect,
         }
     }
 
@@ -69,8 +100,14 @@ impl ProcessDriver {
         self.dir(id).join("events.jsonl")
     }
 
-    /// Starts the supervisor and a task that records the phase changes.
-    pub fn create(&self, sandbox: &Sandbox) -> Result<(), DriverError> {
+    /// Starts the supervisor with `policy` (the latest revision's version
+    /// and YAML; `None`: the built-in default) and a task that records the
+    /// phase changes.
+    pub fn create(
+        &self,
+        sandbox: &Sandbox,
+        policy: Option<(i64, &str)>,
+    ) -> Result<(), DriverError> {
         let dir = self.dir(&sandbox.id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         // A restart: the previous run's markers must not speak for this one.
@@ -87,14 +124,28 @@ impl ProcessDriver {
         let log_err = log.try_clone().map_err(io("duplicating", &log_path))?;
         let mut command = tokio::process::Command::new(&self.supervisor);
         command.arg("run");
-        if !sandbox.spec.policy_yaml.is_empty() {
-            let policy = dir.join("policy.yaml");
-            std::fs::write(&policy, &sandbox.spec.policy_yaml).map_err(io("writing", &policy))?;
-            command.arg("--policy").arg(&policy);
+        if let Some((version, yaml)) = policy {
+            let path = dir.join("policy.yaml");
+            std::fs::write(&path, yaml).map_err(io("writing", &path))?;
+            command
+                .arg("--policy")
+                .arg(&path)
+                .arg("--policy-version")
+                .arg(version.to_string());
+        }
+        let token = dir.join("token");
+        write_private(&token, &self.connect.tokens.mint(&sandbox.id))?;
+        command
+            .arg("--gateway")
+            .arg(&self.connect.endpoint)
+            .arg("--sandbox-id")
+            .arg(&sandbox.id)
+            .arg("--token-file")
+            .arg(&token);
+        if let Some(ca) = &self.connect.ca_cert {
+            command.arg("--gateway-ca").arg(ca);
         }
         command
-            .arg("--events")
-            .arg(dir.join("events.jsonl"))
             .arg("--ready-file")
             .arg(dir.join("ready"))
             .arg("--exit-code-file")

@@ -47,36 +47,37 @@ pub async fn replaced(generations: &mut watch::Receiver<Arc<Generation>>, pinned
     }
 }
 
-/// Reloads a policy file into new generations.
-#[derive(Debug)]
-pub struct Reloader {
-    path: PathBuf,
-    modified: Option<SystemTime>,
+/// Swaps validated policies in as new generations, refusing changes to
+/// the static sections (policy.md "Static vs dynamic").
+#[derive(Debug, Clone)]
+pub struct Updater {
     sender: watch::Sender<Arc<Generation>>,
     /// Turns a freshly validated policy into the enforced one (baseline
     /// enrichment), exactly as at start.
     prepare: fn(Policy) -> Policy,
 }
 
-impl Reloader {
-    pub fn new(
-        path: &Path,
-        sender: watch::Sender<Arc<Generation>>,
-        prepare: fn(Policy) -> Policy,
-    ) -> Reloader {
-        Reloader {
-            modified: modified(path),
-            path: path.to_owned(),
-            sender,
-            prepare,
-        }
+impl Updater {
+    pub fn new(sender: watch::Sender<Arc<Generation>>, prepare: fn(Policy) -> Policy) -> Updater {
+        Updater { sender, prepare }
     }
 
-    /// Validates the file completely, checks that only dynamic sections
+    /// Validates `yaml` completely, checks that only dynamic sections
     /// changed, and swaps it in. On any error the current generation stays.
-    pub fn reload(&mut self) -> Result<u64, String> {
-        self.modified = modified(&self.path);
-        let validated = openshell_policy::load_file(&self.path).map_err(|e| {
+    pub fn apply_yaml(&self, yaml: &str) -> Result<u64, String> {
+        self.apply(openshell_policy::load_str(yaml))
+    }
+
+    /// [`Updater::apply_yaml`] for a file.
+    pub fn apply_file(&self, path: &Path) -> Result<u64, String> {
+        self.apply(openshell_policy::load_file(path))
+    }
+
+    fn apply(
+        &self,
+        loaded: Result<openshell_policy::Validated, openshell_policy::LoadPolicyError>,
+    ) -> Result<u64, String> {
+        let validated = loaded.map_err(|e| {
             let details: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
             if details.is_empty() {
                 e.to_string()
@@ -103,6 +104,30 @@ impl Reloader {
         }));
         Ok(number)
     }
+}
+
+/// Reloads a policy file into new generations.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    updater: Updater,
+}
+
+impl Reloader {
+    pub fn new(path: &Path, updater: Updater) -> Reloader {
+        Reloader {
+            modified: modified(path),
+            path: path.to_owned(),
+            updater,
+        }
+    }
+
+    /// Applies the file as it is now ([`Updater::apply_yaml`]).
+    pub fn reload(&mut self) -> Result<u64, String> {
+        self.modified = modified(&self.path);
+        self.updater.apply_file(&self.path)
+    }
 
     /// Reloads when the file's mtime changes or a request arrives (SIGHUP),
     /// until the request channel closes.
@@ -121,7 +146,7 @@ impl Reloader {
                     }
                 }
             }
-            let current = self.sender.borrow().number;
+            let current = self.updater.sender.borrow().number;
             match self.reload() {
                 Ok(number) => {
                     tracing::info!(generation = number, policy = %self.path.display(), "policy reloaded")

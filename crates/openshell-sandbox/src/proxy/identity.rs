@@ -1,7 +1,7 @@
 //! Who is calling (policy reference §4.3–§4.4): the accepted socket's
 //! 4-tuple is looked up in the child namespace's `/proc/<init>/net/tcp{,6}`
 //! to get the client socket's inode; the sandbox's processes (descendants
-//! of init) holding `socket:[inode]` are its owners; each owner's
+//! of init, or of an exec helper that joined its namespaces) holding `socket:[inode]` are its owners; each owner's
 //! `/proc/<pid>/exe`, ancestors and argv paths form its identity, and
 //! every executable is pinned by SHA-256 on first use.
 //!
@@ -37,6 +37,9 @@ pub struct Caller {
 pub struct Identifier {
     /// Host pid of the sandbox's init, the `/proc` anchor.
     anchor: u32,
+    /// Host pids of running exec helpers: their descendants are the
+    /// sandbox's processes too (they joined its namespaces).
+    exec_roots: Mutex<BTreeSet<u32>>,
     hashes: Mutex<HashMap<String, Pinned>>,
 }
 
@@ -59,8 +62,32 @@ impl Identifier {
     pub fn new(anchor: u32) -> Identifier {
         Identifier {
             anchor,
+            exec_roots: Mutex::new(BTreeSet::new()),
             hashes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counts `pid`'s descendants as the sandbox's processes (an exec
+    /// helper, until [`Identifier::remove_exec_root`]).
+    pub fn add_exec_root(&self, pid: u32) {
+        self.roots_lock().insert(pid);
+    }
+
+    pub fn remove_exec_root(&self, pid: u32) {
+        self.roots_lock().remove(&pid);
+    }
+
+    fn roots_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u32>> {
+        self.exec_roots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Init and the exec helpers: where the sandbox's process trees start.
+    fn roots(&self) -> Vec<u32> {
+        let mut roots = vec![self.anchor];
+        roots.extend(self.roots_lock().iter().copied());
+        roots
     }
 
     /// The identity behind the connection from `peer` to the proxy's
@@ -115,8 +142,9 @@ impl Identifier {
     /// ascending.
     fn owners(&self, inode: u64) -> Vec<u32> {
         let needle = format!("socket:[{inode}]");
-        descendants(self.anchor)
+        self.roots()
             .into_iter()
+            .flat_map(descendants)
             .filter(|pid| {
                 std::fs::read_dir(format!("/proc/{pid}/fd"))
                     .map(|fds| {
@@ -135,12 +163,13 @@ impl Identifier {
         let sha256 = self
             .verify(pid, &binary)
             .map_err(|e| format!("binary integrity check failed: {e}"))?;
+        let roots = self.roots();
         let mut ancestors = Vec::new();
         let mut argv_paths = argv_paths(pid);
         let mut current = pid;
         while ancestors.len() < MAX_ANCESTORS {
             let Some(parent) = parent(current) else { break };
-            if parent == self.anchor || parent <= 1 {
+            if roots.contains(&parent) || parent <= 1 {
                 break;
             }
             let path = exe(parent).map_err(|e| format!("failed to resolve peer binary: {e}"))?;

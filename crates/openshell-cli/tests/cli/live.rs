@@ -1,0 +1,304 @@
+//! A live sandbox through the gateway: `sandbox exec` and `policy set
+//! --wait` on the real binaries (as root), with the upstream in a test
+//! network namespace.
+
+use crate::gateway::{Home, free_port, text};
+use crate::netns::{ECHO_SERVER, TestNetwork};
+
+const UPSTREAM_PORT: u16 = 8080;
+
+fn start(home: &Home) -> String {
+    let port = free_port().to_string();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    port
+}
+
+/// A network-only policy letting `binary` reach the test network's peer.
+fn allowing(network: &TestNetwork, binary: &str) -> String {
+    format!(
+        "version: 1\nnetwork_policies:\n  upstream:\n    endpoints:\n      - host: \"{}\"\n        port: {UPSTREAM_PORT}\n    binaries:\n      - path: {binary}\n",
+        network.peer
+    )
+}
+
+/// `sandbox exec -n NAME -- ARGS`.
+fn exec(home: &Home, name: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["sandbox", "exec", "-n", name, "--"];
+    all.extend_from_slice(args);
+    home.openshell(&all)
+}
+
+/// A detached sandbox whose main process sleeps; returns that process's pid.
+fn create_idle(home: &Home, name: &str, policy: Option<&std::path::Path>) -> String {
+    // A duration no other sandbox (of this or another test) uses.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seconds = (30_000 + (std::process::id() % 900) * 10 + n % 10).to_string();
+    let mut args = vec!["sandbox", "create", "--name", name, "--detach"];
+    if let Some(policy) = policy {
+        args.extend(["--policy", policy.to_str().unwrap()]);
+    }
+    args.extend(["--", "sleep", &seconds]);
+    let out = home.openshell(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let marker = format!("sleep\u{0}{seconds}\u{0}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().to_string_lossy().into_owned();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (cmdline == marker.as_bytes()).then_some(pid)
+        })
+        .next()
+        .expect("the main process runs")
+}
+
+#[test]
+fn exec_runs_inside_the_sandbox_with_separate_streams_stdin_and_the_exit_code() {
+    let home = Home::new();
+    start(&home);
+    let main_pid = create_idle(&home, "box", None);
+
+    let out = home.openshell_with_stdin(
+        &[
+            "sandbox",
+            "exec",
+            "-n",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo oops >&2; exit 7",
+        ],
+        b"from stdin\n",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from stdin\n");
+    assert_eq!(text(&out.stderr), "oops\n");
+
+    // The agent's namespaces and identity, not the host's.
+    let out = exec(
+        &home,
+        "box",
+        &[
+            "sh",
+            "-c",
+            "id -u; readlink /proc/self/ns/net /proc/self/ns/mnt; hostname",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_ne!(lines[0], "0", "exec ran as root");
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/{main_pid}/ns/{kind}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    assert_eq!(lines[1], ns("net"), "not the sandbox's network namespace");
+    assert_eq!(lines[2], ns("mnt"), "not the sandbox's mount namespace");
+    assert_eq!(lines[3], "sandbox");
+    // Landlock and the sandbox user hold for exec as for the agent.
+    let out = exec(&home, "box", &["cat", "/etc/shadow"]);
+    assert_ne!(out.status.code(), Some(0));
+    let out = exec(&home, "box", &["sh", "-c", "echo x > /usr/evil"]);
+    assert_ne!(out.status.code(), Some(0), "wrote outside the policy");
+    assert!(!std::path::Path::new("/usr/evil").exists());
+
+    let out = exec(&home, "box", &["no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(text(&out.stderr).contains("no-such-command: command not found"));
+
+    let started = std::time::Instant::now();
+    let out = home.openshell(&[
+        "sandbox",
+        "exec",
+        "-n",
+        "box",
+        "--timeout",
+        "1",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+
+    let out = exec(&home, "nope", &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("sandbox 'nope' not found"),
+        "{}",
+        text(&out.stderr)
+    );
+    home.openshell(&["sandbox", "stop", "box"]);
+    let out = exec(&home, "box", &["true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not running"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_nothing() {
+    let home = Home::new();
+    start(&home);
+    let mut network = TestNetwork::new();
+    network.serve(UPSTREAM_PORT, ECHO_SERVER);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, yaml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    // Only python may reach the upstream at first; then curl may.
+    let python_only = write("v1.yaml", &allowing(&network, "/usr/bin/python3"));
+    let curl_too = write("v2.yaml", &allowing(&network, "/usr/bin/curl"));
+    let static_change = write(
+        "v3.yaml",
+        &format!(
+            "{}filesystem_policy:\n  read_only: [/usr, /lib, /etc, /opt]\n",
+            allowing(&network, "/usr/bin/curl")
+        ),
+    );
+    let invalid = write(
+        "bad.yaml",
+        "version: 1\nfilesystem_policy:\n  read_write: [/]\n",
+    );
+    create_idle(&home, "live", Some(&python_only));
+    let url = format!("http://{}:{UPSTREAM_PORT}/probe", network.peer);
+    let curl = [
+        "curl",
+        "-sS",
+        "-f",
+        "-m",
+        "10",
+        "--noproxy",
+        "",
+        url.as_str(),
+    ];
+
+    let out = exec(&home, "live", &curl);
+    assert_eq!(
+        out.status.code(),
+        Some(22),
+        "curl got through: {}",
+        text(&out.stdout)
+    );
+
+    let out = home.openshell(&[
+        "policy",
+        "set",
+        "live",
+        "--policy",
+        curl_too.to_str().unwrap(),
+        "--wait",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.starts_with("✓ Policy version 2 submitted (hash: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("✓ Policy version 2 loaded"), "{stderr}");
+    let out = exec(&home, "live", &curl);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "GET /probe 0\n");
+
+    // A revision that changes a static section: stored, rejected by the
+    // supervisor, exit 1; the loaded revision stays in force.
+    let out = home.openshell(&[
+        "policy",
+        "set",
+        "live",
+        "--policy",
+        static_change.to_str().unwrap(),
+        "--wait",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("✗ Policy version 3 failed to load: "),
+        "{stderr}"
+    );
+    let out = exec(&home, "live", &curl);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the failed revision changed the policy"
+    );
+
+    // An invalid file: refused by the gateway with the validation message.
+    let out = home.openshell(&[
+        "policy",
+        "set",
+        "live",
+        "--policy",
+        invalid.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("overly broad"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = home.openshell(&["policy", "list", "live"]);
+    let stdout = text(&out.stdout);
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["VERSION", "HASH", "STATUS", "CREATED", "ERROR"]);
+    let statuses: Vec<(&str, &str)> = rows[1..].iter().map(|r| (r[0], r[2])).collect();
+    assert_eq!(
+        statuses,
+        [("3", "Failed"), ("2", "Loaded"), ("1", "Superseded")]
+    );
+    let out = home.openshell(&["policy", "get", "live", "-o", "json"]);
+    let effective: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(effective["version"], 2);
+    assert_eq!(effective["active_version"], 2);
+
+    // The supervisor pushed its decisions: the deny, then the allows.
+    let out = home.openshell(&["logs", "live", "-o", "json"]);
+    let decisions: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["decision"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(decisions, ["deny", "allow", "allow"]);
+}
+
+#[test]
+fn after_a_gateway_restart_the_supervisor_reconnects_and_exec_works() {
+    let home = Home::new();
+    let port = start(&home);
+    create_idle(&home, "kept", None);
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(home.openshell(&["gateway", "stop"]).status.code(), Some(0));
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = exec(&home, "kept", &["echo", "still here"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "still here\n");
+    let out = home.openshell(&["sandbox", "delete", "kept"]);
+    assert_eq!(out.status.code(), Some(0));
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(mounts_before, mounts_after, "a sandbox left a mount behind");
+}

@@ -1,0 +1,347 @@
+//! Supervisor sessions (architecture.md "supervisor-initiated"): every
+//! supervisor dials out and keeps one live `Supervisor.Session` stream,
+//! over which the gateway delivers policy revisions and exec requests and
+//! receives policy status, decision events and exec output.
+//!
+//! [`Sessions`] is the registry of live sessions, one per sandbox (a
+//! reconnect replaces the previous one and fails its running execs).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use openshell_proto::v1 as pb;
+use pb::exec_output::Kind as OutputKind;
+use pb::gateway_message::Kind as ToSupervisor;
+use pb::supervisor_message::Kind as FromSupervisor;
+
+use crate::api::{Api, status};
+use crate::auth::SandboxIdentity;
+
+/// Messages queued towards one supervisor.
+const OUTBOUND_QUEUE: usize = 256;
+/// Output messages queued towards one exec client.
+const EXEC_QUEUE: usize = 64;
+/// Longest decision event accepted from a supervisor.
+const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// How long an exec waits for a starting sandbox's supervisor to connect.
+const CONNECT_WAIT: Duration = Duration::from_secs(15);
+
+/// The live sessions, by sandbox id.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<String, Live>>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    /// Tells a replaced session's cleanup apart from the current one's.
+    serial: u64,
+    outbound: mpsc::Sender<pb::GatewayMessage>,
+    execs: HashMap<String, mpsc::Sender<pb::ExecOutput>>,
+}
+
+static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn failed(exec_id: &str, message: &str) -> pb::ExecOutput {
+    pb::ExecOutput {
+        exec_id: exec_id.to_owned(),
+        kind: Some(OutputKind::Error(message.to_owned())),
+    }
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the sandbox's supervisor is connected now.
+    pub fn connected(&self, sandbox_id: &str) -> bool {
+        self.lock().contains_key(sandbox_id)
+    }
+
+    fn register(&self, sandbox_id: &str, outbound: mpsc::Sender<pb::GatewayMessage>) -> u64 {
+        let serial = next_serial();
+        let previous = self.lock().insert(
+            sandbox_id.to_owned(),
+            Live {
+                serial,
+                outbound,
+                execs: HashMap::new(),
+            },
+        );
+        if let Some(previous) = previous {
+            fail_execs(previous.execs, "the sandbox's supervisor reconnected");
+        }
+        serial
+    }
+
+    fn unregister(&self, sandbox_id: &str, serial: u64) {
+        let mut sessions = self.lock();
+        if sessions.get(sandbox_id).is_some_and(|l| l.serial == serial)
+            && let Some(live) = sessions.remove(sandbox_id)
+        {
+            drop(sessions);
+            fail_execs(live.execs, "the sandbox's supervisor disconnected");
+        }
+    }
+
+    /// Queues a message to the supervisor; false when it is not connected.
+    pub fn send(&self, sandbox_id: &str, message: pb::GatewayMessage) -> bool {
+        let outbound = self.lock().get(sandbox_id).map(|l| l.outbound.clone());
+        outbound.is_some_and(|o| o.try_send(message).is_ok())
+    }
+
+    /// Delivers a policy revision if the supervisor is connected (otherwise
+    /// it gets it when it connects).
+    pub fn send_policy(&self, sandbox_id: &str, version: i64, yaml: &str) -> bool {
+        self.send(
+            sandbox_id,
+            pb::GatewayMessage {
+                kind: Some(ToSupervisor::Policy(pb::PolicyUpdate {
+                    version,
+                    policy_yaml: yaml.to_owned(),
+                })),
+            },
+        )
+    }
+
+    /// Starts a command on the sandbox's supervisor, waiting a little for a
+    /// starting sandbox to connect; returns the exec id and its output.
+    pub async fn start_exec(
+        &self,
+        sandbox_id: &str,
+        start: pb::ExecStart,
+    ) -> Result<(String, mpsc::Receiver<pb::ExecOutput>), Status> {
+        let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+        while !self.connected(sandbox_id) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(
+                    "the sandbox's supervisor is not connected to the gateway",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let exec_id = format!("x{}", next_serial());
+        let (tx, rx) = mpsc::channel(EXEC_QUEUE);
+        let outbound = {
+            let mut sessions = self.lock();
+            let live = sessions
+                .get_mut(sandbox_id)
+                .ok_or_else(|| Status::unavailable("the sandbox's supervisor disconnected"))?;
+            live.execs.insert(exec_id.clone(), tx);
+            live.outbound.clone()
+        };
+        let message = exec_message(&exec_id, pb::exec_input::Kind::Start(start));
+        if outbound.send(message).await.is_err() {
+            return Err(Status::unavailable("the sandbox's supervisor disconnected"));
+        }
+        Ok((exec_id, rx))
+    }
+
+    /// Forwards stdin, end of stdin or cancellation of a running exec.
+    pub async fn exec_input(&self, sandbox_id: &str, exec_id: &str, kind: pb::exec_input::Kind) {
+        let outbound = self.lock().get(sandbox_id).map(|l| l.outbound.clone());
+        if let Some(outbound) = outbound {
+            let _ = outbound.send(exec_message(exec_id, kind)).await;
+        }
+    }
+
+    fn exec_output(
+        &self,
+        sandbox_id: &str,
+        output: pb::ExecOutput,
+    ) -> Option<mpsc::Sender<pb::ExecOutput>> {
+        let mut sessions = self.lock();
+        let live = sessions.get_mut(sandbox_id)?;
+        let last = matches!(
+            output.kind,
+            Some(OutputKind::ExitCode(_) | OutputKind::Error(_)) | None
+        );
+        if last {
+            live.execs.remove(&output.exec_id)
+        } else {
+            live.execs.get(&output.exec_id).cloned()
+        }
+    }
+}
+
+fn exec_message(exec_id: &str, kind: pb::exec_input::Kind) -> pb::GatewayMessage {
+    pb::GatewayMessage {
+        kind: Some(ToSupervisor::Exec(pb::ExecInput {
+            exec_id: exec_id.to_owned(),
+            kind: Some(kind),
+        })),
+    }
+}
+
+fn fail_execs(execs: HashMap<String, mpsc::Sender<pb::ExecOutput>>, why: &str) {
+    for (exec_id, tx) in execs {
+        let _ = tx.try_send(failed(&exec_id, why));
+    }
+}
+
+/// The `openshell.v1.Supervisor` service.
+#[derive(Debug, Clone)]
+pub struct SupervisorApi(pub Api);
+
+type SessionStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::GatewayMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::supervisor_server::Supervisor for SupervisorApi {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SupervisorMessage>>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let Some(SandboxIdentity(token_id)) =
+            request.extensions().get::<SandboxIdentity>().cloned()
+        else {
+            return Err(Status::unauthenticated("a sandbox token is required"));
+        };
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await?.and_then(|m| m.kind) {
+            Some(FromSupervisor::Hello(hello)) => hello,
+            _ => return Err(Status::invalid_argument("a session starts with hello")),
+        };
+        if hello.sandbox_id != token_id {
+            return Err(Status::permission_denied(
+                "the token belongs to another sandbox",
+            ));
+        }
+        let api = &self.0;
+        let Some(sandbox) = api
+            .store
+            .get_sandbox_by_id(&token_id)
+            .await
+            .map_err(status)?
+        else {
+            return Err(Status::not_found("no such sandbox"));
+        };
+        let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        if hello.policy_version > 0 {
+            api.store
+                .set_revision_status(&sandbox.id, hello.policy_version, true, None)
+                .await
+                .map_err(status)?;
+        }
+        if let Some(latest) = api.store.revision(&sandbox.id, 0).await.map_err(status)?
+            && latest.version > hello.policy_version
+        {
+            let _ = outbound.try_send(pb::GatewayMessage {
+                kind: Some(ToSupervisor::Policy(pb::PolicyUpdate {
+                    version: latest.version,
+                    policy_yaml: latest.yaml,
+                })),
+            });
+        }
+        let serial = api.sessions.register(&sandbox.id, outbound);
+        tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, policy_version = hello.policy_version, "supervisor connected");
+        let api = api.clone();
+        tokio::spawn(async move {
+            receive(&api, &sandbox.id, &mut inbound).await;
+            api.sessions.unregister(&sandbox.id, serial);
+            tracing::info!(sandbox = %sandbox.name, "supervisor disconnected");
+        });
+        let stream =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Handles what one supervisor sends until its stream ends.
+async fn receive(api: &Api, sandbox_id: &str, inbound: &mut Streaming<pb::SupervisorMessage>) {
+    let mut events: Option<tokio::fs::File> = None;
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(sandbox = sandbox_id, %error, "session stream ended");
+                return;
+            }
+        };
+        match message.kind {
+            Some(FromSupervisor::PolicyStatus(report)) => {
+                let error = (!report.loaded).then_some(report.error.as_str());
+                if let Err(e) = api
+                    .store
+                    .set_revision_status(sandbox_id, report.version, report.loaded, error)
+                    .await
+                {
+                    status(e);
+                }
+                if report.loaded {
+                    tracing::info!(
+                        sandbox = sandbox_id,
+                        version = report.version,
+                        "policy loaded"
+                    );
+                } else {
+                    tracing::warn!(sandbox = sandbox_id, version = report.version, error = %report.error, "policy failed to load");
+                }
+            }
+            Some(FromSupervisor::Event(event)) => {
+                if event.len() > MAX_EVENT_BYTES {
+                    continue;
+                }
+                append_event(api, sandbox_id, &mut events, &event).await;
+            }
+            Some(FromSupervisor::Exec(output)) => {
+                // A slow client slows this session down (HTTP/2 flow control
+                // reaches the supervisor) rather than losing its output.
+                if let Some(client) = api.sessions.exec_output(sandbox_id, output.clone()) {
+                    let _ = client.send(output).await;
+                }
+            }
+            Some(FromSupervisor::Hello(_)) | None => {}
+        }
+    }
+}
+
+/// Appends one decision event (one line, whatever it contains) to the
+/// sandbox's event log.
+async fn append_event(
+    api: &Api,
+    sandbox_id: &str,
+    file: &mut Option<tokio::fs::File>,
+    event: &str,
+) {
+    let Some(path) = api.events_log(sandbox_id) else {
+        return;
+    };
+    if file.is_none() {
+        match tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await
+        {
+            Ok(opened) => *file = Some(opened),
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot open the event log");
+                return;
+            }
+        }
+    }
+    let mut line = event.replace(['\n', '\r'], " ");
+    line.push('\n');
+    if let Some(f) = file
+        && let Err(error) = f.write_all(line.as_bytes()).await
+    {
+        tracing::warn!(%error, path = %path.display(), "cannot append to the event log");
+        *file = None;
+    }
+}
