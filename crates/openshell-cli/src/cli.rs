@@ -130,6 +130,42 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
         #[command(subcommand)]
         command: SettingsCommand,
     },
+    /// Diagnose the host and the local gateway.
+    #[command(visible_alias = "dr")]
+    Doctor {
+        #[command(subcommand)]
+        command: DoctorCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DoctorCommand {
+    /// Check the host: root, Landlock ABI, seccomp, namespaces, container engine, port.
+    #[command(after_help = "Exit status: 0 when every required check passes, 1 otherwise.")]
+    Check {
+        /// The gateway port to check.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Print the local gateway's log.
+    Logs {
+        /// Keep following it.
+        #[arg(long)]
+        tail: bool,
+        /// How many of the last lines to start with.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// The gateway [default: the active one].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run a command in the gateway's environment (its host and state directory, for the process driver).
+    Exec {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +245,38 @@ Idempotent: when the gateway already runs, it is made active again."
     Stop {
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Stop a gateway, end its sandboxes, delete its state and registration.
+    Destroy {
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Register an existing gateway and make it active.
+    #[command(
+        after_help = "http:// registers a plaintext gateway; https:// uses mTLS with the client bundle in \
+~/.config/openshell/gateways/<name>/mtls/ (copied from $OPENSHELL_LOCAL_TLS_DIR or from a local gateway \
+of that name when missing).\n\nExamples:\n  openshell gateway add https://127.0.0.1:8080 --local\n  \
+openshell gateway add http://gw.internal:8080 --name team"
+    )]
+    Add {
+        /// The gateway's URL (https:// assumed without a scheme).
+        endpoint: String,
+        /// Registration name [default: openshell for loopback, else the host].
+        #[arg(long)]
+        name: Option<String>,
+        /// The gateway runs on this machine.
+        #[arg(long, conflicts_with = "remote")]
+        local: bool,
+        /// The gateway runs elsewhere.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Show a gateway's endpoint, auth mode, port, status, version and compute drivers.
+    Info {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
     },
     /// List registered gateways (no network); `*` marks the active one.
     List {

@@ -1,5 +1,6 @@
 //! One module per command group; each returns an [`Exit`] status.
 
+pub mod doctor;
 pub mod exec;
 pub mod gateway;
 pub mod policy;

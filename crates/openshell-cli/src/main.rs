@@ -14,9 +14,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand, SettingsCommand,
+    Cli, Command, DoctorCommand, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand,
+    SettingsCommand,
 };
-use crate::commands::{Exit, exec, gateway, policy, revisions, sandbox, settings};
+use crate::commands::{Exit, doctor, exec, gateway, policy, revisions, sandbox, settings};
 
 /// The gateway the global flags, environment and registry name, if any.
 fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
@@ -52,6 +53,26 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 recreate,
             }),
             GatewayCommand::Stop { name } => gateway::stop(name.as_deref()),
+            GatewayCommand::Destroy { name } => gateway::destroy(name.as_deref()),
+            GatewayCommand::Add {
+                endpoint,
+                name,
+                local,
+                remote,
+            } => gateway::add(&gateway::AddOptions {
+                endpoint,
+                name,
+                local,
+                remote,
+            }),
+            GatewayCommand::Info { name, output } => {
+                let registry = registry::Registry::for_user()?;
+                let resolved = match name {
+                    Some(name) => registry.resolve(Some(&name), None)?,
+                    None => target(&cli.global)?,
+                };
+                gateway::info(resolved, output)
+            }
             GatewayCommand::List { output } => gateway::list(output),
             GatewayCommand::Select { name } => gateway::select(name.as_deref()),
             GatewayCommand::Remove { name } => gateway::remove(name.as_deref()),
@@ -166,6 +187,21 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
+        Command::Doctor { command } => {
+            // The local gateway: --name, else -g / the active one, else the default.
+            let local = |name: Option<String>| {
+                name.or_else(|| cli.global.gateway.clone())
+                    .or_else(|| registry::Registry::for_user().ok()?.active())
+                    .unwrap_or_else(|| "openshell".to_owned())
+            };
+            match command {
+                DoctorCommand::Check { port } => doctor::check(port),
+                DoctorCommand::Logs { tail, lines, name } => {
+                    doctor::logs(&local(name), lines, tail)
+                }
+                DoctorCommand::Exec { name, command } => doctor::exec(&local(name), &command),
+            }
+        }
         Command::Policy { command } => match command {
             PolicyCommand::Set {
                 name,

@@ -56,6 +56,14 @@ pub fn line(text: &str) {
     println!("{text}");
 }
 
+/// Bytes as they are on stdout (a followed log), flushed.
+pub fn raw(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
+}
+
 /// A hint line on stderr, after a failure.
 pub fn hint(text: &str) {
     eprintln!("  hint: {text}");

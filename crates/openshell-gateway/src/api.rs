@@ -183,6 +183,35 @@ impl Gateway for Api {
         }))
     }
 
+    async fn get_gateway_info(
+        &self,
+        _: Request<pb::GatewayInfoRequest>,
+    ) -> Result<Response<pb::GatewayInfo>, Status> {
+        // Degraded when the database does not answer.
+        let (status, sandboxes) = match self.store.list_all().await {
+            Ok(all) => ("healthy", all.len()),
+            Err(error) => {
+                tracing::error!(error = %chain(error), "gateway info: store failure");
+                ("degraded", 0)
+            }
+        };
+        let compute_drivers = self
+            .driver
+            .iter()
+            .map(|_| pb::ComputeDriver {
+                name: "process".to_owned(),
+                version: openshell_core::VERSION.to_owned(),
+            })
+            .collect();
+        Ok(Response::new(pb::GatewayInfo {
+            version: openshell_core::VERSION.to_owned(),
+            status: status.to_owned(),
+            compute_drivers,
+            sandboxes: u32::try_from(sandboxes).unwrap_or(u32::MAX),
+            connected_supervisors: u32::try_from(self.sessions.count()).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn create_sandbox(
         &self,
         request: Request<pb::CreateSandboxRequest>,

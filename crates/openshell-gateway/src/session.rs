@@ -21,6 +21,7 @@ use pb::supervisor_message::Kind as FromSupervisor;
 
 use crate::api::{Api, status};
 use crate::auth::SandboxIdentity;
+use crate::store::RevisionStatus;
 
 /// Messages queued towards one supervisor.
 const OUTBOUND_QUEUE: usize = 256;
@@ -63,6 +64,11 @@ impl Sessions {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How many supervisors are connected now.
+    pub fn count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Whether the sandbox's supervisor is connected now.
@@ -237,8 +243,11 @@ impl pb::supervisor_server::Supervisor for SupervisorApi {
                 .await
                 .map_err(status)?;
         }
+        // A newer revision it has not seen yet (one it already rejected is
+        // not resent on every reconnect).
         if let Some(latest) = api.store.revision(&sandbox.id, 0).await.map_err(status)?
             && latest.version > hello.policy_version
+            && latest.status == RevisionStatus::Pending
         {
             let _ = outbound.try_send(pb::GatewayMessage {
                 kind: Some(ToSupervisor::Policy(pb::PolicyUpdate {

@@ -507,7 +507,8 @@ impl Store {
 
     /// Records what the supervisor did with a revision. A loaded revision
     /// supersedes every older pending or loaded one; a report about a
-    /// revision that was superseded meanwhile changes nothing.
+    /// revision that was superseded meanwhile changes nothing, and neither
+    /// does a repeated failure.
     pub async fn set_revision_status(
         &self,
         sandbox_id: &str,
@@ -528,15 +529,19 @@ impl Store {
                 format!("policy version {version} failed to load"),
             )
         };
+        // Loaded wins over an earlier failure (a restarted sandbox starts
+        // with the latest revision); failed only replaces pending.
         let updated = sqlx::query(
             "UPDATE policy_revisions SET status = ?, error = ?, loaded_at_ms = ?
-             WHERE sandbox_id = ? AND version = ? AND status IN ('pending', 'loaded')",
+             WHERE sandbox_id = ? AND version = ?
+               AND (status = 'pending' OR (? AND status IN ('loaded', 'failed')))",
         )
         .bind(status.as_str())
         .bind(error)
         .bind(loaded.then_some(now))
         .bind(sandbox_id)
         .bind(version)
+        .bind(loaded)
         .execute(&mut *tx)
         .await
         .map_err(StoreError::Query)?;
@@ -681,5 +686,79 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(events, 0, "events are deleted with their sandbox");
+    }
+
+    #[tokio::test]
+    async fn revisions_are_numbered_deduplicated_and_follow_the_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("gateway.db")).await.unwrap();
+        store
+            .create_sandbox("id-1", "default", "alpha", &spec())
+            .await
+            .unwrap();
+        let status = |store: &Store, version| {
+            let store = store.clone();
+            async move {
+                let revision = store.revision("id-1", version).await.unwrap().unwrap();
+                (revision.status, revision.error)
+            }
+        };
+        let (two, stored) = store
+            .add_revision("id-1", "version: 1\n# two\n")
+            .await
+            .unwrap();
+        assert!(stored);
+        assert_eq!(two.version, 2);
+        let (same, stored) = store
+            .add_revision("id-1", "version: 1\n# two\n")
+            .await
+            .unwrap();
+        assert!(!stored, "the same YAML is not stored twice");
+        assert_eq!(same.version, 2);
+
+        store
+            .set_revision_status("id-1", 2, true, None)
+            .await
+            .unwrap();
+        assert_eq!(status(&store, 1).await.0, RevisionStatus::Superseded);
+        assert_eq!(store.active_version("id-1").await.unwrap(), 2);
+        // A late report about a superseded revision changes nothing.
+        store
+            .set_revision_status("id-1", 1, true, None)
+            .await
+            .unwrap();
+        assert_eq!(status(&store, 1).await.0, RevisionStatus::Superseded);
+
+        let (three, _) = store
+            .add_revision("id-1", "version: 1\n# three\n")
+            .await
+            .unwrap();
+        store
+            .set_revision_status("id-1", three.version, false, Some("static section changed"))
+            .await
+            .unwrap();
+        assert_eq!(
+            status(&store, 3).await,
+            (
+                RevisionStatus::Failed,
+                Some("static section changed".to_owned())
+            )
+        );
+        assert_eq!(store.active_version("id-1").await.unwrap(), 2);
+        // A restarted sandbox starts with revision 3 and loads it.
+        store
+            .set_revision_status("id-1", 3, true, None)
+            .await
+            .unwrap();
+        assert_eq!(status(&store, 3).await, (RevisionStatus::Loaded, None));
+        assert_eq!(status(&store, 2).await.0, RevisionStatus::Superseded);
+        let listed: Vec<i64> = store
+            .revisions("id-1", 2)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(listed, [3, 2]);
     }
 }

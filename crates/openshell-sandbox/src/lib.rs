@@ -23,6 +23,7 @@
 //!   outlives the child, even after a crash.
 
 pub mod agent;
+pub mod check;
 pub mod events;
 pub mod exec;
 pub mod init;

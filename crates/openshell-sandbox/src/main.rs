@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use openshell_sandbox::session::Connection;
 use openshell_sandbox::standalone::{self, LaunchFailed, RunOptions};
-use openshell_sandbox::{EXIT_LAUNCH_FAILED, exec, init};
+use openshell_sandbox::{EXIT_LAUNCH_FAILED, check, exec, init};
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -106,6 +106,11 @@ enum Command {
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Check what this host offers sandboxes (root, Landlock, seccomp, namespaces)
+    #[command(
+        after_help = "Prints one JSON array of {name, ok, detail, required}; exit 1 when a required check fails."
+    )]
+    Check,
     /// Internal: a command run in a live sandbox (started by the session)
     #[command(name = "__exec", hide = true)]
     Exec {
@@ -175,13 +180,21 @@ fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
-#[allow(clippy::print_stderr)] // the binary's one place for user-facing errors
+#[allow(clippy::print_stderr, clippy::print_stdout)] // the binary's one place for user-facing output
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match cli.command {
         Command::Init { plan_fd, report_fd } => exit(init::run(plan_fd, report_fd)),
         Command::Exec { target, plan_file } => exit(exec::run(target, &plan_file)),
+        Command::Check => {
+            let checks = check::run();
+            match serde_json::to_string_pretty(&checks) {
+                Ok(json) => println!("{json}"),
+                Err(error) => eprintln!("openshell-sandbox: error: {error}"),
+            }
+            exit(i32::from(checks.iter().any(|c| c.required && !c.ok)))
+        }
         Command::Run {
             policy,
             workdir,

@@ -395,3 +395,251 @@ pub fn status(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Ex
         Exit::Failure
     })
 }
+
+/// Whether a URL's host is this machine.
+fn is_loopback_host(host: &str) -> bool {
+    matches!(host, "127.0.0.1" | "::1" | "[::1]" | "localhost")
+}
+
+/// `https://host:port/…` → (host, port).
+fn host_and_port(endpoint: &str) -> anyhow::Result<(String, u16)> {
+    let (scheme, rest) = endpoint
+        .split_once("://")
+        .context("the endpoint needs a scheme")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let default = if scheme == "http" { 80 } else { 443 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') => (
+            host.to_owned(),
+            port.parse()
+                .with_context(|| format!("invalid port in {endpoint}"))?,
+        ),
+        _ => (authority.to_owned(), default),
+    };
+    if host.is_empty() || !matches!(scheme, "http" | "https") {
+        bail!("invalid gateway endpoint {endpoint}: expected http(s)://host[:port]");
+    }
+    Ok((host, port))
+}
+
+/// `gateway add` options.
+#[derive(Debug, Clone)]
+pub struct AddOptions {
+    pub endpoint: String,
+    pub name: Option<String>,
+    pub local: bool,
+    pub remote: bool,
+}
+
+pub fn add(options: &AddOptions) -> anyhow::Result<Exit> {
+    let registry = Registry::for_user()?;
+    let endpoint = if options.endpoint.contains("://") {
+        options.endpoint.trim_end_matches('/').to_owned()
+    } else {
+        format!("https://{}", options.endpoint.trim_end_matches('/'))
+    };
+    let (host, port) = host_and_port(&endpoint)?;
+    let name = options.name.clone().unwrap_or_else(|| {
+        if is_loopback_host(&host) {
+            "openshell".to_owned()
+        } else {
+            host.trim_matches(['[', ']']).to_owned()
+        }
+    });
+    check_name(&name)?;
+    if registry.load(&name)?.is_some() {
+        bail!(
+            "Gateway '{name}' already exists.\nRemove it first with: openshell gateway remove {name}"
+        );
+    }
+    let is_remote = if options.local || options.remote {
+        options.remote
+    } else {
+        !is_loopback_host(&host)
+    };
+    let plaintext = endpoint.starts_with("http://");
+    if !plaintext {
+        mtls_bundle(&registry, &name)?;
+        output::success("TLS certificates present");
+    } else if registry.mtls_dir(&name).join("tls.crt").exists() {
+        output::warning(&format!(
+            "mTLS certificates found for gateway '{name}'. Did you mean to use https?"
+        ));
+    }
+    let metadata = Metadata {
+        name: name.clone(),
+        gateway_endpoint: endpoint.clone(),
+        is_remote,
+        gateway_port: port,
+        auth_mode: Some(if plaintext { "plaintext" } else { "mtls" }.to_owned()),
+        remote_host: None,
+    };
+    registry.save(&metadata)?;
+    registry.set_active(&name)?;
+    let target = Target {
+        name: name.clone(),
+        endpoint: endpoint.clone(),
+        auth: metadata.auth().to_owned(),
+        mtls_dir: registry.mtls_dir(&name),
+    };
+    if probe(&target).is_err() {
+        output::warning(&format!("Gateway is not reachable at {endpoint}"));
+    }
+    output::success(&format!("Gateway '{name}' added and set as active"));
+    output::line(&format!("  Endpoint: {endpoint}"));
+    output::line(&format!(
+        "  Type: {}",
+        if is_remote { "remote" } else { "local" }
+    ));
+    output::line(&format!("  Auth: {}", metadata.auth()));
+    Ok(Exit::Success)
+}
+
+/// Makes sure `gateways/<name>/mtls/` holds a client bundle: already there,
+/// or copied from `$OPENSHELL_LOCAL_TLS_DIR` or from the PKI of a local
+/// gateway of that name started by this CLI (`ca.crt`, `client/tls.crt`,
+/// `client/tls.key`).
+fn mtls_bundle(registry: &Registry, name: &str) -> anyhow::Result<()> {
+    let dir = registry.mtls_dir(name);
+    if ["ca.crt", "tls.crt", "tls.key"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+    {
+        return Ok(());
+    }
+    let mut sources = Vec::new();
+    if let Some(tls) = std::env::var_os("OPENSHELL_LOCAL_TLS_DIR") {
+        sources.push(PathBuf::from(tls));
+    }
+    sources.push(state_dir(name)?.join("pki"));
+    for source in &sources {
+        let (ca, cert, key) = (
+            source.join("ca.crt"),
+            source.join("client/tls.crt"),
+            source.join("client/tls.key"),
+        );
+        if ca.is_file() && cert.is_file() && key.is_file() {
+            return registry.store_bundle(name, &ca, &cert, &key);
+        }
+    }
+    bail!(
+        "mTLS certificates for gateway '{name}' were not found.\nPut the client bundle (ca.crt, tls.crt, tls.key) in {}, or set OPENSHELL_LOCAL_TLS_DIR",
+        dir.display()
+    )
+}
+
+/// Stops a gateway started here, ends its sandboxes, and deletes its state
+/// and registration.
+pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
+    let registry = Registry::for_user()?;
+    let name = name
+        .map(str::to_owned)
+        .or_else(|| registry.active())
+        .unwrap_or_else(|| "openshell".to_owned());
+    check_name(&name)?;
+    let state = state_dir(&name)?;
+    if !state.exists() && registry.load(&name)?.is_none() {
+        output::warning(&format!("Gateway '{name}' not found"));
+        return Ok(Exit::Success);
+    }
+    stop_process(&state)?;
+    let ended = end_sandboxes(&state.join("sandboxes"));
+    if state.exists() {
+        std::fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
+    }
+    registry.remove(&name)?;
+    output::success(&format!(
+        "Gateway '{name}' destroyed ({ended} sandbox{} ended)",
+        if ended == 1 { "" } else { "es" }
+    ));
+    Ok(Exit::Success)
+}
+
+/// Ends every supervisor recorded under `sandboxes/<id>/pid` (SIGTERM to its
+/// process group, SIGKILL after the grace period); returns how many ran.
+fn end_sandboxes(root: &Path) -> usize {
+    let pids: Vec<i32> = std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| read_pid_file(&e.path().join("pid")))
+                .filter(|pid| alive(*pid))
+                .collect()
+        })
+        .unwrap_or_default();
+    let group = |pid: i32, signal| {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pid), signal);
+    };
+    for pid in &pids {
+        group(*pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for pid in pids.iter().filter(|p| alive(**p)) {
+        group(*pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    pids.len()
+}
+
+fn read_pid_file(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit> {
+    let Some(target) = target else {
+        bail!("No gateway configured.\nRegister one with: openshell gateway add <endpoint>");
+    };
+    let info = client::runtime()?.block_on(async {
+        let mut client = client::connect(&target).await?;
+        anyhow::Ok(
+            client
+                .get_gateway_info(openshell_proto::v1::GatewayInfoRequest {})
+                .await
+                .context("gateway info")?
+                .into_inner(),
+        )
+    })?;
+    let port = host_and_port(&target.endpoint).map_or(0, |(_, port)| port);
+    if matches!(format, OutputFormat::Json) {
+        let drivers: Vec<_> = info
+            .compute_drivers
+            .iter()
+            .map(|d| json!({"name": d.name, "capabilities": {"driver_name": d.name, "driver_version": d.version}}))
+            .collect();
+        output::json(&json!({
+            "gateway": target.name,
+            "server": target.endpoint,
+            "auth": target.auth,
+            "port": port,
+            "status": info.status,
+            "version": info.version,
+            "compute_drivers": drivers,
+            "sandboxes": info.sandboxes,
+            "connected_supervisors": info.connected_supervisors,
+        }));
+        return Ok(Exit::Success);
+    }
+    output::line("Gateway Info");
+    output::line(&format!("  Gateway: {}", target.name));
+    output::line(&format!("  Server: {}", target.endpoint));
+    output::line(&format!("  Auth: {}", target.auth));
+    output::line(&format!("  Port: {port}"));
+    output::line(&format!("  Status: {}", info.status));
+    output::line(&format!("  Version: {}", info.version));
+    output::line("  Compute drivers:");
+    for driver in &info.compute_drivers {
+        output::line(&format!("    {} ({})", driver.name, driver.version));
+    }
+    output::line(&format!(
+        "  Sandboxes: {} ({} connected)",
+        info.sandboxes, info.connected_supervisors
+    ));
+    Ok(Exit::Success)
+}
+
+/// The state directory of the gateway `name` (for `doctor`).
+pub fn local_state(name: &str) -> anyhow::Result<PathBuf> {
+    state_dir(name)
+}

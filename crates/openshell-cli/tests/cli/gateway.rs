@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 /// Fresh XDG directories; stops any gateway started in them on drop.
 pub struct Home {
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl Home {
@@ -315,4 +315,127 @@ fn sandbox_list_get_and_delete_speak_the_documented_formats() {
     assert_eq!(text(&out.stdout), "", "workspaces are separate");
     let out = home.openshell(&["sandbox", "delete", "--all"]);
     assert_eq!(text(&out.stdout), "✓ Deleted sandbox beta\n");
+}
+
+#[test]
+fn info_destroy_and_doctor_describe_and_clean_up_a_local_gateway() {
+    let home = Home::new();
+    let port = free_port().to_string();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let seconds = (40_000 + std::process::id() % 9000).to_string();
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "doomed", "--detach", "--", "sleep", &seconds,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    let out = home.openshell(&["gateway", "info", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let info: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(info["status"], "healthy");
+    assert_eq!(info["auth"], "mtls");
+    assert_eq!(info["port"].to_string(), port);
+    assert_eq!(info["compute_drivers"][0]["name"], "process");
+    assert_eq!(info["sandboxes"], 1);
+    let out = home.openshell(&["doctor", "logs", "-n", "50"]);
+    assert!(
+        text(&out.stdout).contains("gateway listening"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = home.openshell(&["doctor", "check", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let report = text(&out.stdout);
+    assert!(
+        report.starts_with("Checking system prerequisites...\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("  landlock .......... ok (ABI "),
+        "{report}"
+    );
+    assert!(report.contains(&format!("  port {port} ")), "{report}");
+    assert!(report.contains("in use"), "{report}");
+    assert!(report.ends_with("All checks passed.\n"), "{report}");
+
+    let out = home.openshell(&["gateway", "destroy"]);
+    assert_eq!(
+        text(&out.stdout),
+        "✓ Gateway 'openshell' destroyed (1 sandbox ended)\n",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !home
+            .dir
+            .path()
+            .join("state/openshell/gateways/openshell")
+            .exists()
+    );
+    assert!(!home.config().join("gateways/openshell").exists());
+    let marker = format!("sleep\u{0}{seconds}\u{0}");
+    let running = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == marker.as_bytes()));
+    assert!(!running, "a sandbox outlived gateway destroy");
+    let out = home.openshell(&["gateway", "info"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("No gateway configured."));
+}
+
+#[test]
+fn add_registers_a_running_gateway_with_its_bundle_or_as_plaintext() {
+    let home = Home::new();
+    let port = free_port().to_string();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    home.openshell(&["gateway", "remove", "openshell"]);
+    let endpoint = format!("https://127.0.0.1:{port}");
+
+    let out = home.openshell(&["gateway", "add", &endpoint, "--local"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "✓ TLS certificates present\n✓ Gateway 'openshell' added and set as active\n  Endpoint: {endpoint}\n  Type: local\n  Auth: mtls\n"
+        )
+    );
+    let out = home.openshell(&["status"]);
+    assert!(
+        text(&out.stdout).contains("  Status: Connected"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = home.openshell(&["gateway", "add", &endpoint]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Gateway 'openshell' already exists."));
+
+    // http:// is plaintext; this gateway speaks TLS, so it is registered
+    // with a warning.
+    let out = home.openshell(&[
+        "gateway",
+        "add",
+        &format!("http://127.0.0.1:{port}"),
+        "--name",
+        "plain",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("  Auth: plaintext"));
+    assert!(text(&out.stderr).contains("Gateway is not reachable at http://127.0.0.1:"));
+
+    // https:// to a gateway whose bundle is nowhere: refused, nothing saved.
+    let out = home.openshell(&["gateway", "add", "https://gw.example.test:9443"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("mTLS certificates for gateway 'gw.example.test' were not found.")
+    );
+    assert!(
+        !home
+            .config()
+            .join("gateways/gw.example.test/metadata.json")
+            .exists()
+    );
 }
