@@ -425,6 +425,52 @@ Examples:\n  openshell policy set dev --policy policy.yaml --wait\n  openshell p
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         timeout: u64,
     },
+    /// Change a sandbox's network policy incrementally, as one new revision.
+    #[command(
+        after_help = "ENDPOINT is host:port[:access[:protocol[:enforcement[:options]]]]: access read-only|read-write|full, \
+protocol tcp|rest|websocket|sql, enforcement enforce|audit (needs a protocol), options a comma list of \
+allow-uninspected-credentials, websocket-credential-rewrite, request-body-credential-rewrite, allowed-ip=CIDR. \
+Without --binary a new rule admits any program (/**). Removals apply first, then additions, then L7 rules.\n\n\
+The change applies to the revision in force and is stored only if no other revision landed meanwhile \
+(it is redone otherwise). Exit status with --wait: as for `policy set`.\n\n\
+Examples:\n  openshell policy update dev --add-endpoint api.github.com:443:read-only:rest --binary /usr/bin/gh --wait\n  \
+openshell policy update dev --add-deny api.github.com:443:DELETE:/repos/** --dry-run\n  \
+openshell policy update dev --remove-endpoint pypi.org:443"
+    )]
+    Update {
+        /// The sandbox.
+        name: String,
+        /// Allow an endpoint (repeatable).
+        #[arg(long = "add-endpoint", value_name = "ENDPOINT")]
+        add_endpoints: Vec<String>,
+        /// A program the added endpoints admit (repeatable).
+        #[arg(long = "binary", value_name = "PATH")]
+        binaries: Vec<String>,
+        /// Name of the rule for the one --add-endpoint [default: allow_<host>_<port>].
+        #[arg(long, value_name = "NAME")]
+        rule_name: Option<String>,
+        /// Add an L7 allow rule host:port:METHOD:path_glob (repeatable).
+        #[arg(long = "add-allow", value_name = "RULE")]
+        add_allow: Vec<String>,
+        /// Add an L7 deny rule host:port:METHOD:path_glob (repeatable).
+        #[arg(long = "add-deny", value_name = "RULE")]
+        add_deny: Vec<String>,
+        /// Remove every endpoint on host:port (repeatable).
+        #[arg(long = "remove-endpoint", value_name = "HOST:PORT")]
+        remove_endpoints: Vec<String>,
+        /// Remove a whole network rule (repeatable).
+        #[arg(long = "remove-rule", value_name = "NAME")]
+        remove_rules: Vec<String>,
+        /// Print the resulting policy; change nothing.
+        #[arg(long, conflicts_with = "wait")]
+        dry_run: bool,
+        /// Wait until the sandbox has loaded (or rejected) the revision.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+    },
     /// Show the policy revision a sandbox enforces, or revision --rev N.
     Get {
         name: String,

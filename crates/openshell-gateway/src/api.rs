@@ -82,6 +82,9 @@ pub fn status(error: StoreError) -> Status {
         StoreError::Duplicate(name) => {
             Status::already_exists(format!("sandbox '{name}' already exists"))
         }
+        StoreError::Conflict { expected, current } => Status::aborted(format!(
+            "the policy changed meanwhile: it is at version {current}, not {expected}"
+        )),
         other => {
             tracing::error!(error = %chain(other), "store failure");
             Status::internal("internal error; see the gateway log")

@@ -137,6 +137,8 @@ pub fn sandbox_scope(id: &str) -> String {
 pub enum StoreError {
     #[error("sandbox '{0}' already exists")]
     Duplicate(String),
+    #[error("the policy is at version {current}, not {expected}")]
+    Conflict { expected: i64, current: i64 },
     #[error("opening the database")]
     Open(#[source] sqlx::Error),
     #[error("migrating the database schema")]
@@ -383,10 +385,14 @@ impl Store {
 
     /// Stores `yaml` as the sandbox's next revision (pending), unless it
     /// equals the latest one: then that one is returned with `false`.
+    ///
+    /// With `expected`, the latest version must be that one (checked in the
+    /// same transaction), else [`StoreError::Conflict`].
     pub async fn add_revision(
         &self,
         sandbox_id: &str,
         yaml: &str,
+        expected: Option<i64>,
     ) -> Result<(Revision, bool), StoreError> {
         let hash = policy_hash(yaml);
         let now = now_ms();
@@ -401,6 +407,12 @@ impl Store {
         .map_err(StoreError::Query)?
         .as_ref()
         .map(revision_row);
+        let current = latest.as_ref().map_or(0, |r| r.version);
+        if let Some(expected) = expected
+            && expected != current
+        {
+            return Err(StoreError::Conflict { expected, current });
+        }
         if let Some(latest) = latest
             && latest.hash == hash
         {
@@ -704,17 +716,26 @@ mod tests {
             }
         };
         let (two, stored) = store
-            .add_revision("id-1", "version: 1\n# two\n")
+            .add_revision("id-1", "version: 1\n# two\n", None)
             .await
             .unwrap();
         assert!(stored);
         assert_eq!(two.version, 2);
         let (same, stored) = store
-            .add_revision("id-1", "version: 1\n# two\n")
+            .add_revision("id-1", "version: 1\n# two\n", None)
             .await
             .unwrap();
         assert!(!stored, "the same YAML is not stored twice");
         assert_eq!(same.version, 2);
+        assert!(matches!(
+            store
+                .add_revision("id-1", "version: 1\n# stale\n", Some(1))
+                .await,
+            Err(StoreError::Conflict {
+                expected: 1,
+                current: 2
+            })
+        ));
 
         store
             .set_revision_status("id-1", 2, true, None)
@@ -730,7 +751,7 @@ mod tests {
         assert_eq!(status(&store, 1).await.0, RevisionStatus::Superseded);
 
         let (three, _) = store
-            .add_revision("id-1", "version: 1\n# three\n")
+            .add_revision("id-1", "version: 1\n# three\n", Some(2))
             .await
             .unwrap();
         store

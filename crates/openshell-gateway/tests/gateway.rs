@@ -496,6 +496,7 @@ async fn policy_revisions_reach_the_session_and_record_what_the_supervisor_did()
     let set = |yaml: &str| pb::SetPolicyRequest {
         name: "live".into(),
         policy_yaml: yaml.to_owned(),
+        expected_version: None,
     };
     let get = |version: i64| pb::GetPolicyRequest {
         name: "live".into(),
@@ -524,6 +525,15 @@ async fn policy_revisions_reach_the_session_and_record_what_the_supervisor_did()
         Some(FromGateway::Policy(update)) => assert_eq!(update.version, 2),
         other => panic!("expected revision 2, got {other:?}"),
     }
+    // Based on a stale version: ABORTED, nothing stored.
+    let stale = client
+        .set_policy(pb::SetPolicyRequest {
+            expected_version: Some(1),
+            ..set(POLICY_V1)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
     // The same YAML again: unchanged, nothing sent.
     let again = client
         .set_policy(set(POLICY_V2))

@@ -3,7 +3,8 @@
 //! Owns: parsing policy YAML strictly ([`yaml`], [`document`]), validating it
 //! into a [`Policy`], compiling that into a [`CompiledPolicy`] that answers
 //! L4 and L7 questions, and the pure helpers the proxy reuses (path
-//! canonicalisation, SSRF address classes, globs).
+//! canonicalisation, SSRF address classes, globs), and incremental edits
+//! of a document ([`merge`]).
 //!
 //! Does not own: any I/O beyond reading a policy file, any enforcement. The
 //! supervisor applies what this crate decides.
@@ -24,6 +25,7 @@ pub mod l4;
 pub mod l7;
 pub mod live;
 pub mod load;
+pub mod merge;
 pub mod policy;
 pub mod ssrf;
 pub mod validate;

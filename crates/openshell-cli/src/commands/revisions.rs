@@ -1,12 +1,13 @@
-//! `openshell policy set|get|list`: a sandbox's policy revisions at the
-//! gateway. `set --wait` follows the revision until the supervisor loads
+//! `openshell policy set|update|get|list`: a sandbox's policy revisions at
+//! the gateway. `--wait` follows the revision until the supervisor loads
 //! it (exit 0), rejects it (exit 1) or the timeout passes (exit 124).
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use serde_json::json;
 
+use openshell_policy::merge::{self, NewEndpoint, Operation, default_rule_name};
 use openshell_proto::v1 as pb;
 
 use crate::cli::OutputFormat;
@@ -32,77 +33,236 @@ pub fn set(
 ) -> anyhow::Result<Exit> {
     let yaml = std::fs::read_to_string(file)
         .with_context(|| format!("reading the policy {}", file.display()))?;
-    let request = scope.request(pb::SetPolicyRequest {
-        name: name.to_owned(),
-        policy_yaml: yaml,
-    })?;
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
-        let revision = client
-            .set_policy(request)
+        let revision = submit(&mut client, scope, name, yaml, None)
             .await
-            .map_err(status)?
-            .into_inner();
-        if revision.unchanged {
-            output::note(&format!(
-                "Policy unchanged (version {}, hash: {})",
-                revision.version,
-                short(&revision.hash)
-            ));
-        } else {
-            output::success_stderr(&format!(
-                "Policy version {} submitted (hash: {})",
-                revision.version,
-                short(&revision.hash)
-            ));
-        }
+            .map_err(readable)?;
         if !wait {
             return Ok(Exit::Success);
         }
-        let version = revision.version;
-        let deadline = Instant::now() + timeout;
-        let mut current = revision;
-        loop {
-            match current.status.as_str() {
-                "loaded" => {
-                    output::success_stderr(&format!(
-                        "Policy version {version} loaded (active version: {})",
-                        current.active_version
-                    ));
-                    return Ok(Exit::Success);
-                }
-                "failed" => {
-                    output::failure(&format!(
-                        "Policy version {version} failed to load: {}",
-                        current.error
-                    ));
-                    return Ok(Exit::Failure);
-                }
-                "superseded" => {
-                    output::warning(&format!(
-                        "Policy version {version} was superseded (active version: {})",
-                        current.active_version
-                    ));
-                    return Ok(Exit::Success);
-                }
-                _ if Instant::now() >= deadline => {
-                    output::failure(&format!(
-                        "Timeout waiting for policy version {version} to load"
-                    ));
-                    return Ok(Exit::Code(EXIT_TIMEOUT));
-                }
-                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        wait_for(&mut client, scope, name, revision, timeout).await
+    })
+}
+
+/// A gRPC error inside `error` as the user should read it.
+fn readable(error: anyhow::Error) -> anyhow::Error {
+    match error.downcast::<tonic::Status>() {
+        Ok(s) => status(s),
+        Err(other) => other,
+    }
+}
+
+type Client = openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>;
+
+/// Stores a revision and says so (`✓ Policy version N submitted …`).
+async fn submit(
+    client: &mut Client,
+    scope: &Scope,
+    name: &str,
+    yaml: String,
+    expected_version: Option<i64>,
+) -> anyhow::Result<pb::PolicyRevision> {
+    let request = scope.request(pb::SetPolicyRequest {
+        name: name.to_owned(),
+        policy_yaml: yaml,
+        expected_version,
+    })?;
+    let revision = client.set_policy(request).await?.into_inner();
+    if revision.unchanged {
+        output::note(&format!(
+            "Policy unchanged (version {}, hash: {})",
+            revision.version,
+            short(&revision.hash)
+        ));
+    } else {
+        output::success_stderr(&format!(
+            "Policy version {} submitted (hash: {})",
+            revision.version,
+            short(&revision.hash)
+        ));
+    }
+    Ok(revision)
+}
+
+/// Follows a revision until the supervisor loads it (exit 0), rejects it
+/// (exit 1) or `timeout` passes (exit 124).
+async fn wait_for(
+    client: &mut Client,
+    scope: &Scope,
+    name: &str,
+    revision: pb::PolicyRevision,
+    timeout: Duration,
+) -> anyhow::Result<Exit> {
+    let version = revision.version;
+    let deadline = Instant::now() + timeout;
+    let mut current = revision;
+    loop {
+        match current.status.as_str() {
+            "loaded" => {
+                output::success_stderr(&format!(
+                    "Policy version {version} loaded (active version: {})",
+                    current.active_version
+                ));
+                return Ok(Exit::Success);
             }
-            let request = scope.request(pb::GetPolicyRequest {
-                name: name.to_owned(),
-                version,
-            })?;
-            current = client
-                .get_policy(request)
+            "failed" => {
+                output::failure(&format!(
+                    "Policy version {version} failed to load: {}",
+                    current.error
+                ));
+                return Ok(Exit::Failure);
+            }
+            "superseded" => {
+                output::warning(&format!(
+                    "Policy version {version} was superseded (active version: {})",
+                    current.active_version
+                ));
+                return Ok(Exit::Success);
+            }
+            _ if Instant::now() >= deadline => {
+                output::failure(&format!(
+                    "Timeout waiting for policy version {version} to load"
+                ));
+                return Ok(Exit::Code(EXIT_TIMEOUT));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+        let request = scope.request(pb::GetPolicyRequest {
+            name: name.to_owned(),
+            version,
+        })?;
+        current = client
+            .get_policy(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+    }
+}
+
+/// What `policy update` changes.
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    pub add_endpoints: Vec<String>,
+    pub binaries: Vec<String>,
+    pub rule_name: Option<String>,
+    pub add_allow: Vec<String>,
+    pub add_deny: Vec<String>,
+    pub remove_endpoints: Vec<String>,
+    pub remove_rules: Vec<String>,
+    pub dry_run: bool,
+    pub wait: bool,
+    pub timeout: Duration,
+}
+
+fn operations(options: &UpdateOptions) -> anyhow::Result<Vec<Operation>> {
+    if options.rule_name.is_some() && options.add_endpoints.len() != 1 {
+        bail!("--rule-name needs exactly one --add-endpoint");
+    }
+    if !options.binaries.is_empty() && options.add_endpoints.is_empty() {
+        bail!("--binary applies to --add-endpoint");
+    }
+    // Removals first, then additions, then L7 rules on what is there.
+    let mut ops: Vec<Operation> = options
+        .remove_rules
+        .iter()
+        .map(|name| Operation::RemoveRule { name: name.clone() })
+        .collect();
+    for text in &options.remove_endpoints {
+        ops.push(Operation::parse_removal(text).map_err(anyhow::Error::msg)?);
+    }
+    for text in &options.add_endpoints {
+        let endpoint = NewEndpoint::parse(text).map_err(anyhow::Error::msg)?;
+        ops.push(Operation::AddEndpoint {
+            rule: options
+                .rule_name
+                .clone()
+                .unwrap_or_else(|| default_rule_name(&endpoint.host, endpoint.port)),
+            endpoint,
+            binaries: options.binaries.clone(),
+        });
+    }
+    for (texts, deny) in [(&options.add_allow, false), (&options.add_deny, true)] {
+        for text in texts {
+            ops.push(Operation::parse_rule(text, deny).map_err(anyhow::Error::msg)?);
+        }
+    }
+    if ops.is_empty() {
+        bail!(
+            "nothing to change: give --add-endpoint, --remove-endpoint, --add-allow, --add-deny or --remove-rule"
+        );
+    }
+    Ok(ops)
+}
+
+/// How often an update is retried when another change lands in between.
+const UPDATE_ATTEMPTS: usize = 3;
+
+/// Applies incremental changes to the sandbox's effective policy and
+/// submits the result as the next revision, atomically: it is refused (and
+/// redone here) if another revision was stored in between.
+pub fn update(scope: &Scope, name: &str, options: &UpdateOptions) -> anyhow::Result<Exit> {
+    let ops = operations(options)?;
+    client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let effective = client
+                .get_policy(scope.request(pb::GetPolicyRequest {
+                    name: name.to_owned(),
+                    version: 0,
+                })?)
+                .await
+                .map_err(|e| {
+                    if e.code() == tonic::Code::NotFound && e.message().contains("default policy") {
+                        anyhow::anyhow!(
+                            "sandbox '{name}' runs the built-in default policy; give it a policy first with: openshell policy set {name} --policy FILE"
+                        )
+                    } else {
+                        status(e)
+                    }
+                })?
+                .into_inner();
+            let latest = client
+                .list_policies(scope.request(pb::ListPoliciesRequest {
+                    name: name.to_owned(),
+                    limit: 1,
+                })?)
                 .await
                 .map_err(status)?
-                .into_inner();
+                .into_inner()
+                .revisions
+                .first()
+                .map_or(effective.version, |r| r.version);
+            let (document, _) = openshell_policy::load::parse_document(&effective.policy_yaml)
+                .map_err(|e| anyhow::anyhow!("the sandbox's policy version {} cannot be read: {e}", effective.version))?;
+            let merged = merge::apply(&document, &ops).map_err(anyhow::Error::msg)?;
+            let yaml = merge::to_yaml(&merged);
+            if let Err(error) = openshell_policy::load_str(&yaml) {
+                let problems: Vec<String> =
+                    error.diagnostics().iter().map(ToString::to_string).collect();
+                bail!("the updated policy is invalid: {}", problems.join("; "));
+            }
+            if options.dry_run {
+                output::success_stderr(&format!(
+                    "Dry run preview for {} incremental policy operation(s)",
+                    ops.len()
+                ));
+                output::line(yaml.trim_end());
+                return Ok(Exit::Success);
+            }
+            match submit(&mut client, scope, name, yaml, Some(latest)).await {
+                Ok(revision) if options.wait => {
+                    return wait_for(&mut client, scope, name, revision, options.timeout).await;
+                }
+                Ok(_) => return Ok(Exit::Success),
+                Err(error)
+                    if error
+                        .downcast_ref::<tonic::Status>()
+                        .is_some_and(|s| s.code() == tonic::Code::Aborted) => {}
+                Err(error) => return Err(readable(error)),
+            }
         }
+        bail!("the policy kept changing while updating it; try again")
     })
 }
 

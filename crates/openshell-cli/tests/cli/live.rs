@@ -277,6 +277,36 @@ fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_n
         })
         .collect();
     assert_eq!(decisions, ["deny", "allow", "allow"]);
+
+    // An incremental update: the upstream for python only again.
+    let upstream = format!("{}:{UPSTREAM_PORT}", network.peer);
+    let out = home.openshell(&[
+        "policy",
+        "update",
+        "live",
+        "--remove-endpoint",
+        &upstream,
+        "--add-endpoint",
+        &upstream,
+        "--binary",
+        "/usr/bin/python3",
+        "--wait",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("✓ Policy version 4 loaded"), "{stderr}");
+    let out = exec(&home, "live", &curl);
+    assert_eq!(
+        out.status.code(),
+        Some(22),
+        "the update did not take effect"
+    );
+    let out = home.openshell(&["policy", "get", "live", "--full"]);
+    assert!(
+        text(&out.stdout).contains("      - path: /usr/bin/python3\n"),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]

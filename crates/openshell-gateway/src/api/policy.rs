@@ -46,7 +46,7 @@ impl Api {
         validate_policy(&request.policy_yaml)?;
         let (revision, stored) = self
             .store
-            .add_revision(&sandbox.id, &request.policy_yaml)
+            .add_revision(&sandbox.id, &request.policy_yaml, request.expected_version)
             .await
             .map_err(status)?;
         if stored {
