@@ -85,18 +85,30 @@ pub enum Command {
         #[command(subcommand)]
         command: SandboxCommand,
     },
-    /// Show a sandbox's egress decisions (every allow, audit and deny).
+    /// Show a sandbox's logs: every egress decision (allow, audit, deny) and its lifecycle events.
     #[command(
-        after_help = "Examples:\n  openshell logs dev\n  openshell logs dev -n 20 --tail\n  openshell logs dev -o json | jq .reason"
+        after_help = "Sources: `sandbox` (the supervisor's egress decisions; deny is warn, allow and audit info) and \
+`gateway` (created, phases, policy revisions submitted, loaded or failed).\n\n\
+Examples:\n  openshell logs dev\n  openshell logs dev -n 20 --tail\n  openshell logs dev --since 5m --level warn\n  \
+openshell logs dev --source sandbox -o json | jq .reason"
     )]
     Logs {
         name: String,
         /// Start with the last N lines (0: all).
         #[arg(short = 'n', long = "lines", default_value_t = 100)]
         lines: u32,
-        /// Keep following new decisions.
+        /// Keep following new lines.
         #[arg(long)]
         tail: bool,
+        /// Only lines from the last DURATION (30s, 5m, 2h, 1d).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only this source (repeatable).
+        #[arg(long = "source", value_parser = ["sandbox", "gateway"])]
+        sources: Vec<String>,
+        /// Only lines at this level or above.
+        #[arg(long, value_parser = ["error", "warn", "info", "debug"])]
+        level: Option<String>,
         /// `json`: the events as JSON lines.
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,

@@ -140,8 +140,22 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             name,
             lines,
             tail,
+            since,
+            sources,
+            level,
             output,
-        } => sandbox::logs(&scope(&cli.global)?, &name, lines, tail, output),
+        } => sandbox::logs(
+            &scope(&cli.global)?,
+            &sandbox::LogsOptions {
+                name,
+                lines,
+                follow: tail,
+                since: since.as_deref().map(sandbox::parse_duration).transpose()?,
+                sources,
+                level,
+            },
+            output,
+        ),
         Command::Settings { command } => {
             let scope = scope(&cli.global)?;
             let which = |name: Option<String>, global: bool| match (name, global) {

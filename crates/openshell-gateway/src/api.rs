@@ -1,9 +1,10 @@
 //! The gRPC API (`openshell.v1.Gateway`). Requests are validated here;
 //! [`status`] is the one place internal errors become gRPC statuses (the
 //! detail is logged, not sent). Sandboxes are handled in this file; policy
-//! revisions, exec and settings in the submodules.
+//! revisions, exec, logs and settings in the submodules.
 
 mod exec;
+mod logs;
 mod policy;
 mod settings;
 
@@ -386,72 +387,16 @@ impl Gateway for Api {
         )))
     }
 
-    type SandboxLogsStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::LogLine, Status>> + Send>>;
+    type SandboxLogsStream = logs::LogStream;
 
     async fn sandbox_logs(
         &self,
         request: Request<pb::SandboxLogsRequest>,
     ) -> Result<Response<Self::SandboxLogsStream>, Status> {
         let workspace = workspace(&request)?;
-        let request = request.into_inner();
-        let sandbox = self.existing(&workspace, &request.name).await?;
-        let Some(driver) = &self.driver else {
-            return Err(Status::failed_precondition(
-                "this gateway runs no sandboxes",
-            ));
-        };
-        let path = driver.events_log(&sandbox.id);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-            let mut offset = text.len() as u64;
-            // Only whole lines; a partial last line is read again later.
-            let complete = text.rfind('\n').map_or(0, |i| i + 1);
-            offset -= (text.len() - complete) as u64;
-            let lines: Vec<&str> = text[..complete].lines().collect();
-            let skip = match request.lines {
-                0 => 0,
-                n => lines.len().saturating_sub(n as usize),
-            };
-            for line in &lines[skip..] {
-                let message = pb::LogLine {
-                    source: "egress".to_owned(),
-                    json: (*line).to_owned(),
-                };
-                if tx.send(Ok(message)).await.is_err() {
-                    return;
-                }
-            }
-            if !request.follow {
-                return;
-            }
-            // Until the client goes away (a silent log would otherwise keep
-            // this task polling forever).
-            while !tx.is_closed() {
-                tokio::time::sleep(WATCH_POLL * 4).await;
-                let Ok(text) = tokio::fs::read_to_string(&path).await else {
-                    continue;
-                };
-                let Some(new) = text.get(offset as usize..) else {
-                    continue;
-                };
-                let complete = new.rfind('\n').map_or(0, |i| i + 1);
-                for line in new[..complete].lines() {
-                    let message = pb::LogLine {
-                        source: "egress".to_owned(),
-                        json: line.to_owned(),
-                    };
-                    if tx.send(Ok(message)).await.is_err() {
-                        return;
-                    }
-                }
-                offset += complete as u64;
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        self.stream_logs(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn set_policy(

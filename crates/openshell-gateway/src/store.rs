@@ -575,6 +575,30 @@ impl Store {
         tx.commit().await.map_err(StoreError::Query)
     }
 
+    /// A sandbox's lifecycle events after event `after` (an id) and at or
+    /// after `since_ms`, oldest first: (id, at_ms, message).
+    pub async fn events(
+        &self,
+        sandbox_id: &str,
+        after: i64,
+        since_ms: i64,
+    ) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, message FROM sandbox_events
+             WHERE sandbox_id = ? AND id > ? AND at_ms >= ? ORDER BY id",
+        )
+        .bind(sandbox_id)
+        .bind(after)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::Query)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get("id"), r.get("at_ms"), r.get("message")))
+            .collect())
+    }
+
     /// The settings of one scope, by key.
     pub async fn settings(&self, scope: &str) -> Result<Vec<(String, String)>, StoreError> {
         let rows = sqlx::query("SELECT key, value FROM settings WHERE scope = ? ORDER BY key")

@@ -251,17 +251,51 @@ fn log_line(event: &Value) -> String {
     line
 }
 
-pub fn logs(
-    scope: &Scope,
-    name: &str,
-    lines: u32,
-    follow: bool,
-    format: OutputFormat,
-) -> anyhow::Result<Exit> {
+/// What `openshell logs` shows.
+#[derive(Debug, Clone)]
+pub struct LogsOptions {
+    pub name: String,
+    pub lines: u32,
+    pub follow: bool,
+    pub since: Option<std::time::Duration>,
+    pub sources: Vec<String>,
+    pub level: Option<String>,
+}
+
+/// `30s`, `5m`, `2h`, `1d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => bail!("invalid duration '{text}': use e.g. 30s, 5m, 2h or 1d"),
+    };
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("invalid duration '{text}': use e.g. 30s, 5m, 2h or 1d"))?;
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
+}
+
+pub fn logs(scope: &Scope, options: &LogsOptions, format: OutputFormat) -> anyhow::Result<Exit> {
+    let since_ms = options.since.map_or(0, |ago| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(ago).as_millis() as i64
+    });
     let request = scope.request(pb::SandboxLogsRequest {
-        name: name.to_owned(),
-        lines,
-        follow,
+        name: options.name.clone(),
+        lines: options.lines,
+        follow: options.follow,
+        since_ms,
+        sources: options.sources.clone(),
+        min_level: options.level.clone().unwrap_or_default(),
     })?;
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
@@ -273,11 +307,17 @@ pub fn logs(
         while let Some(message) = stream.message().await.map_err(status)? {
             if matches!(format, OutputFormat::Json) {
                 output::line(&message.json);
-            } else {
-                match serde_json::from_str::<Value>(&message.json) {
-                    Ok(event) => output::line(&log_line(&event)),
-                    Err(_) => output::line(&message.json),
-                }
+                continue;
+            }
+            match serde_json::from_str::<Value>(&message.json) {
+                Ok(event) if message.source == "gateway" => output::line(&format!(
+                    "{} {:<5} gateway: {}",
+                    event["time"].as_str().unwrap_or("-"),
+                    message.level,
+                    event["message"].as_str().unwrap_or("")
+                )),
+                Ok(event) => output::line(&log_line(&event)),
+                Err(_) => output::line(&message.json),
             }
         }
         anyhow::Ok(())

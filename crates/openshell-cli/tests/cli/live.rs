@@ -266,7 +266,7 @@ fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_n
     assert_eq!(effective["active_version"], 2);
 
     // The supervisor pushed its decisions: the deny, then the allows.
-    let out = home.openshell(&["logs", "live", "-o", "json"]);
+    let out = home.openshell(&["logs", "live", "--source", "sandbox", "-o", "json"]);
     let decisions: Vec<String> = text(&out.stdout)
         .lines()
         .map(|l| {

@@ -240,7 +240,7 @@ fn logs_show_every_egress_decision() {
         "http://upstream.invalid/path?secret=1",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = home.openshell(&["logs", "probe"]);
+    let out = home.openshell(&["logs", "probe", "--source", "sandbox"]);
     let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
@@ -251,8 +251,34 @@ fn logs_show_every_egress_decision() {
         !lines[0].contains("secret"),
         "a query string reached the log"
     );
-    let out = home.openshell(&["logs", "probe", "-o", "json"]);
+    let out = home.openshell(&["logs", "probe", "--source", "sandbox", "-o", "json"]);
     let event: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(event["decision"], "deny");
     assert_eq!(event["kind"], "FORWARD");
+
+    // The gateway's side: the sandbox's lifecycle.
+    let out = home.openshell(&["logs", "probe", "--source", "gateway"]);
+    let gateway = text(&out.stdout);
+    for expected in [
+        "gateway: created",
+        "gateway: phase Ready",
+        "gateway: phase Stopped",
+    ] {
+        assert!(gateway.contains(expected), "{expected}: {gateway}");
+    }
+    // Both, by time; then only warnings (the deny).
+    let out = home.openshell(&["logs", "probe"]);
+    let both = text(&out.stdout);
+    assert_eq!(both.lines().count(), gateway.lines().count() + 1, "{both}");
+    let out = home.openshell(&["logs", "probe", "--level", "warn", "--since", "1h"]);
+    let warnings = text(&out.stdout);
+    assert_eq!(warnings.lines().count(), 1, "{warnings}");
+    assert!(warnings.contains(" deny  /usr/bin/curl"), "{warnings}");
+    let out = home.openshell(&["logs", "probe", "--since", "soon"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("invalid duration 'soon'"),
+        "{}",
+        text(&out.stderr)
+    );
 }
