@@ -93,7 +93,8 @@ Examples:\n  openshell logs dev\n  openshell logs dev -n 20 --tail\n  openshell 
 openshell logs dev --source sandbox -o json | jq .reason"
     )]
     Logs {
-        name: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
         /// Start with the last N lines (0: all).
         #[arg(short = 'n', long = "lines", default_value_t = 100)]
         lines: u32,
@@ -187,7 +188,7 @@ pub enum SettingsCommand {
         after_help = "Examples:\n  openshell settings get dev\n  openshell settings get --global --json"
     )]
     Get {
-        #[arg(required_unless_present = "global")]
+        /// The sandbox [default: the last one created].
         name: Option<String>,
         #[arg(long, conflicts_with = "name")]
         global: bool,
@@ -200,7 +201,7 @@ pub enum SettingsCommand {
         after_help = "Keys: providers_v2_enabled, ocsf_json_enabled, agent_policy_proposals_enabled (booleans: true,false,yes,no,1,0), proposal_approval_mode (manual|auto).\n\nExample:\n  openshell settings set dev --key ocsf_json_enabled --value true"
     )]
     Set {
-        #[arg(required_unless_present = "global")]
+        /// The sandbox [default: the last one created].
         name: Option<String>,
         #[arg(long)]
         key: String,
@@ -214,7 +215,7 @@ pub enum SettingsCommand {
     },
     /// Remove a key (the sandbox then inherits the global value).
     Delete {
-        #[arg(required_unless_present = "global")]
+        /// The sandbox [default: the last one created].
         name: Option<String>,
         #[arg(long)]
         key: String,
@@ -327,14 +328,21 @@ With no gateway configured, a local one is started first."
     },
     /// Show one sandbox and its policy.
     Get {
-        name: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
     /// Stop a sandbox's main process; the sandbox stays (idempotent).
-    Stop { name: String },
+    Stop {
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
+    },
     /// Run a stopped sandbox's main process again and wait for Ready (idempotent).
-    Start { name: String },
+    Start {
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
+    },
     /// Run a command in a running sandbox, under the same restrictions as its agent.
     #[command(
         after_help = "stdout and stderr stay separate, stdin is forwarded, and the exit status is the command's \
@@ -343,9 +351,9 @@ echo hello | openshell sandbox exec -n dev -- sh -c 'cat > /sandbox/in.txt'\n  \
 openshell sandbox exec -n dev --timeout 30 --env DEBUG=1 -- python3 job.py"
     )]
     Exec {
-        /// The sandbox.
+        /// The sandbox [default: the last one created].
         #[arg(short = 'n', long = "name")]
-        name: String,
+        name: Option<String>,
         /// Working directory inside the sandbox [default: /sandbox].
         #[arg(long, value_name = "DIR")]
         workdir: Option<String>,
@@ -425,8 +433,8 @@ pub enum PolicyCommand {
 Examples:\n  openshell policy set dev --policy policy.yaml --wait\n  openshell policy list dev"
     )]
     Set {
-        /// The sandbox.
-        name: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
         /// The policy YAML file.
         #[arg(long, value_name = "FILE")]
         policy: PathBuf,
@@ -450,8 +458,8 @@ openshell policy update dev --add-deny api.github.com:443:DELETE:/repos/** --dry
 openshell policy update dev --remove-endpoint pypi.org:443"
     )]
     Update {
-        /// The sandbox.
-        name: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
         /// Allow an endpoint (repeatable).
         #[arg(long = "add-endpoint", value_name = "ENDPOINT")]
         add_endpoints: Vec<String>,
@@ -485,7 +493,8 @@ openshell policy update dev --remove-endpoint pypi.org:443"
     },
     /// Show the policy revision a sandbox enforces, or revision --rev N.
     Get {
-        name: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
         /// Revision number (0: the effective one).
         #[arg(long, default_value_t = 0)]
         rev: i64,
@@ -497,7 +506,8 @@ openshell policy update dev --remove-endpoint pypi.org:443"
     },
     /// List a sandbox's policy revisions: VERSION HASH STATUS CREATED ERROR.
     List {
-        name: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
         /// Newest N revisions (0: all).
         #[arg(long, default_value_t = 20)]
         limit: u32,

@@ -111,9 +111,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     };
                     sandbox::list(&scope, &selector, style)
                 }
-                SandboxCommand::Get { name, output } => sandbox::get(&scope, &name, output),
-                SandboxCommand::Stop { name } => sandbox::stop(&scope, &name),
-                SandboxCommand::Start { name } => sandbox::start(&scope, &name),
+                SandboxCommand::Get { name, output } => {
+                    sandbox::get(&scope, &scope.sandbox(name)?, output)
+                }
+                SandboxCommand::Stop { name } => sandbox::stop(&scope, &scope.sandbox(name)?),
+                SandboxCommand::Start { name } => sandbox::start(&scope, &scope.sandbox(name)?),
                 SandboxCommand::Create(args) => sandbox::create(&scope, &args),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
                 SandboxCommand::Exec {
@@ -127,7 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 } => exec::exec(
                     &scope,
                     exec::ExecOptions {
-                        name,
+                        name: scope.sandbox(name)?,
                         command,
                         env: sandbox::pairs("--env", &env)?,
                         workdir,
@@ -144,23 +146,26 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             sources,
             level,
             output,
-        } => sandbox::logs(
-            &scope(&cli.global)?,
-            &sandbox::LogsOptions {
-                name,
+        } => {
+            let scope = scope(&cli.global)?;
+            let options = sandbox::LogsOptions {
+                name: scope.sandbox(name)?,
                 lines,
                 follow: tail,
                 since: since.as_deref().map(sandbox::parse_duration).transpose()?,
                 sources,
                 level,
-            },
-            output,
-        ),
+            };
+            sandbox::logs(&scope, &options, output)
+        }
         Command::Settings { command } => {
             let scope = scope(&cli.global)?;
-            let which = |name: Option<String>, global: bool| match (name, global) {
-                (Some(name), false) => settings::Target::Sandbox(name),
-                _ => settings::Target::Global,
+            let which = |name: Option<String>, global: bool| -> anyhow::Result<settings::Target> {
+                Ok(if global {
+                    settings::Target::Global
+                } else {
+                    settings::Target::Sandbox(scope.sandbox(name)?)
+                })
             };
             let confirmed = |global: bool, yes: bool| {
                 if global && !yes {
@@ -172,7 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             };
             match command {
                 SettingsCommand::Get { name, global, json } => {
-                    settings::get(&scope, &which(name, global), json)
+                    settings::get(&scope, &which(name, global)?, json)
                 }
                 SettingsCommand::Set {
                     name,
@@ -182,7 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     yes,
                 } => {
                     confirmed(global, yes)?;
-                    settings::change(&scope, &which(name, global), &key, Some(&value))
+                    settings::change(&scope, &which(name, global)?, &key, Some(&value))
                 }
                 SettingsCommand::Delete {
                     name,
@@ -191,7 +196,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     yes,
                 } => {
                     confirmed(global, yes)?;
-                    settings::change(&scope, &which(name, global), &key, None)
+                    settings::change(&scope, &which(name, global)?, &key, None)
                 }
             }
         }
@@ -222,13 +227,16 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 policy,
                 wait,
                 timeout,
-            } => revisions::set(
-                &scope(&cli.global)?,
-                &name,
-                &policy,
-                wait,
-                std::time::Duration::from_secs(timeout),
-            ),
+            } => {
+                let scope = scope(&cli.global)?;
+                revisions::set(
+                    &scope,
+                    &scope.sandbox(name)?,
+                    &policy,
+                    wait,
+                    std::time::Duration::from_secs(timeout),
+                )
+            }
             PolicyCommand::Update {
                 name,
                 add_endpoints,
@@ -241,33 +249,42 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 dry_run,
                 wait,
                 timeout,
-            } => revisions::update(
-                &scope(&cli.global)?,
-                &name,
-                &revisions::UpdateOptions {
-                    add_endpoints,
-                    binaries,
-                    rule_name,
-                    add_allow,
-                    add_deny,
-                    remove_endpoints,
-                    remove_rules,
-                    dry_run,
-                    wait,
-                    timeout: std::time::Duration::from_secs(timeout),
-                },
-            ),
+            } => {
+                let scope = scope(&cli.global)?;
+                revisions::update(
+                    &scope,
+                    &scope.sandbox(name)?,
+                    &revisions::UpdateOptions {
+                        add_endpoints,
+                        binaries,
+                        rule_name,
+                        add_allow,
+                        add_deny,
+                        remove_endpoints,
+                        remove_rules,
+                        dry_run,
+                        wait,
+                        timeout: std::time::Duration::from_secs(timeout),
+                    },
+                )
+            }
             PolicyCommand::Get {
                 name,
                 rev,
                 full,
                 output,
-            } => revisions::get(&scope(&cli.global)?, &name, rev, full, output),
+            } => {
+                let scope = scope(&cli.global)?;
+                revisions::get(&scope, &scope.sandbox(name)?, rev, full, output)
+            }
             PolicyCommand::List {
                 name,
                 limit,
                 output,
-            } => revisions::list(&scope(&cli.global)?, &name, limit, output),
+            } => {
+                let scope = scope(&cli.global)?;
+                revisions::list(&scope, &scope.sandbox(name)?, limit, output)
+            }
             PolicyCommand::Validate { file, output } => policy::validate(&file, output),
             PolicyCommand::Explain {
                 file,

@@ -30,6 +30,11 @@ pub fn success_stderr(message: &str) {
     );
 }
 
+/// `→ message` on stderr: a choice made for the user.
+pub fn arrow(message: &str) {
+    eprintln!("→ {message}");
+}
+
 /// `· message` on stderr: nothing to do.
 pub fn note(message: &str) {
     eprintln!("· {message}");

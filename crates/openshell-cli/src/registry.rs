@@ -138,6 +138,36 @@ impl Registry {
         )
     }
 
+    /// The sandbox last created in `workspace` through `gateway`
+    /// (`gateways/<gateway>/last_sandbox`: `<workspace>\n<sandbox>`).
+    pub fn last_sandbox(&self, gateway: &str, workspace: &str) -> Option<String> {
+        check_name(gateway).ok()?;
+        let text = std::fs::read_to_string(self.gateway_dir(gateway).join("last_sandbox")).ok()?;
+        let mut lines = text.lines();
+        (lines.next()?.trim() == workspace)
+            .then(|| lines.next().map(|s| s.trim().to_owned()))
+            .flatten()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Remembers the sandbox for [`Registry::last_sandbox`] (only for a
+    /// registered gateway).
+    pub fn set_last_sandbox(
+        &self,
+        gateway: &str,
+        workspace: &str,
+        sandbox: &str,
+    ) -> anyhow::Result<()> {
+        if check_name(gateway).is_err() || !self.gateway_dir(gateway).is_dir() {
+            return Ok(());
+        }
+        write_atomically(
+            &self.gateway_dir(gateway).join("last_sandbox"),
+            format!("{workspace}\n{sandbox}\n").as_bytes(),
+            0o644,
+        )
+    }
+
     /// Deletes a registration; clears `active_gateway` when it named it.
     pub fn remove(&self, name: &str) -> anyhow::Result<bool> {
         check_name(name)?;

@@ -30,6 +30,37 @@ impl Scope {
         )
     }
 
+    /// The sandbox a command addresses: `given`, else the last one created
+    /// through this gateway in this workspace (announced on stderr).
+    pub fn sandbox(&self, given: Option<String>) -> anyhow::Result<String> {
+        if let Some(name) = given {
+            return Ok(name);
+        }
+        let target = self.target()?;
+        let last =
+            crate::registry::Registry::for_user()?.last_sandbox(&target.name, &self.workspace);
+        match last {
+            Some(name) => {
+                output::arrow(&format!("Using sandbox '{name}' (last used)"));
+                Ok(name)
+            }
+            None => bail!(
+                "no sandbox named, and none was created through gateway '{}' in workspace '{}'\nName one, or list them with: openshell sandbox list",
+                target.name,
+                self.workspace
+            ),
+        }
+    }
+
+    fn remember(&self, name: &str) {
+        if let Some(target) = &self.target
+            && let Ok(registry) = crate::registry::Registry::for_user()
+            && let Err(error) = registry.set_last_sandbox(&target.name, &self.workspace, name)
+        {
+            output::warning(&format!("cannot remember the last sandbox: {error:#}"));
+        }
+    }
+
     pub fn request<T>(&self, message: T) -> anyhow::Result<Request<T>> {
         let mut request = Request::new(message);
         request.metadata_mut().insert(
@@ -390,6 +421,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             .map_err(status)?
             .into_inner();
         let name = sandbox.name.clone();
+        scope.remember(&name);
         if matches!(options.output, Some(OutputFormat::Json)) {
             output::json(&to_json(&sandbox, &scope.workspace));
         } else {

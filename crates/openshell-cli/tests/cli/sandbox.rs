@@ -282,3 +282,28 @@ fn logs_show_every_egress_decision() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn an_omitted_name_means_the_last_sandbox_created_and_says_so() {
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&["sandbox", "get"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no sandbox named"),
+        "{}",
+        text(&out.stderr)
+    );
+    for name in ["first", "second"] {
+        let out = home.openshell(&["sandbox", "create", "--name", name, "--", "true"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let out = home.openshell(&["sandbox", "get", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "→ Using sandbox 'second' (last used)\n");
+    let value: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(value["name"], "second");
+    // Another workspace has its own last sandbox (none here).
+    let out = home.openshell(&["sandbox", "get", "--workspace", "other"]);
+    assert_eq!(out.status.code(), Some(1));
+}
