@@ -207,18 +207,16 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
         Command::Doctor { command } => {
-            // The local gateway: --name, else -g / the active one, else the default.
+            // The local gateway: --name, else -g, else the active one.
             let local = |name: Option<String>| {
-                name.or_else(|| cli.global.gateway.clone())
-                    .or_else(|| registry::Registry::for_user().ok()?.active())
-                    .unwrap_or_else(|| "openshell".to_owned())
+                gateway::local_name(name.or_else(|| cli.global.gateway.clone()).as_deref())
             };
             match command {
                 DoctorCommand::Check { port } => doctor::check(port),
                 DoctorCommand::Logs { tail, lines, name } => {
-                    doctor::logs(&local(name), lines, tail)
+                    doctor::logs(&local(name)?, lines, tail)
                 }
-                DoctorCommand::Exec { name, command } => doctor::exec(&local(name), &command),
+                DoctorCommand::Exec { name, command } => doctor::exec(&local(name)?, &command),
             }
         }
         Command::Policy { command } => match command {

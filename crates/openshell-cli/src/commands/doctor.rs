@@ -3,7 +3,6 @@
 //! process driver).
 
 use std::io::{Read, Seek};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,20 +10,6 @@ use anyhow::{Context, bail};
 
 use crate::commands::Exit;
 use crate::{commands::gateway, output};
-
-/// `openshell-sandbox` beside this binary, else on `PATH` (as the gateway finds it).
-fn supervisor_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OPENSHELL_SANDBOX_BIN") {
-        return PathBuf::from(path);
-    }
-    if let Ok(me) = std::env::current_exe()
-        && let Some(dir) = me.parent()
-        && dir.join("openshell-sandbox").is_file()
-    {
-        return dir.join("openshell-sandbox");
-    }
-    PathBuf::from("openshell-sandbox")
-}
 
 /// `  name ....... text`, aligned.
 fn aligned(name: &str, text: &str) {
@@ -39,7 +24,7 @@ fn row(name: &str, ok: bool, detail: &str) {
 
 pub fn check(port: u16) -> anyhow::Result<Exit> {
     output::line("Checking system prerequisites...");
-    let binary = supervisor_binary();
+    let binary = gateway::companion_binary("OPENSHELL_SANDBOX_BIN", "openshell-sandbox");
     let mut failed = false;
     match Command::new(&binary).arg("check").output() {
         Ok(out) => {

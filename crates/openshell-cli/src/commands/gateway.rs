@@ -37,19 +37,32 @@ fn state_dir(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The gateway binary: `$OPENSHELL_GATEWAY_BIN`, else beside this binary,
-/// else on `PATH`.
-fn gateway_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("OPENSHELL_GATEWAY_BIN") {
+/// A companion binary: `$<env>`, else `name` beside this binary, else
+/// `name` on `PATH`.
+pub fn companion_binary(env: &str, name: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     if let Ok(me) = std::env::current_exe()
         && let Some(dir) = me.parent()
-        && dir.join("openshell-gateway").is_file()
+        && dir.join(name).is_file()
     {
-        return dir.join("openshell-gateway");
+        return dir.join(name);
     }
-    PathBuf::from("openshell-gateway")
+    PathBuf::from(name)
+}
+
+/// The gateway a lifecycle command means: `given`, else the active one,
+/// else the default `openshell`.
+pub fn local_name(given: Option<&str>) -> anyhow::Result<String> {
+    let name = match given {
+        Some(name) => name.to_owned(),
+        None => Registry::for_user()?
+            .active()
+            .unwrap_or_else(|| "openshell".to_owned()),
+    };
+    check_name(&name)?;
+    Ok(name)
 }
 
 fn read_pid(state: &Path) -> Option<i32> {
@@ -124,7 +137,7 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let binary = gateway_binary();
+    let binary = companion_binary("OPENSHELL_GATEWAY_BIN", "openshell-gateway");
     let mut command = Command::new(&binary);
     command
         .arg("--port")
@@ -236,12 +249,7 @@ fn stop_process(state: &Path) -> anyhow::Result<bool> {
 }
 
 pub fn stop(name: Option<&str>) -> anyhow::Result<Exit> {
-    let registry = Registry::for_user()?;
-    let name = name
-        .map(str::to_owned)
-        .or_else(|| registry.active())
-        .unwrap_or_else(|| "openshell".to_owned());
-    check_name(&name)?;
+    let name = local_name(name)?;
     if stop_process(&state_dir(&name)?)? {
         output::success(&format!("Gateway '{name}' stopped"));
     } else {
@@ -532,11 +540,7 @@ fn mtls_bundle(registry: &Registry, name: &str) -> anyhow::Result<()> {
 /// and registration.
 pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
     let registry = Registry::for_user()?;
-    let name = name
-        .map(str::to_owned)
-        .or_else(|| registry.active())
-        .unwrap_or_else(|| "openshell".to_owned());
-    check_name(&name)?;
+    let name = local_name(name)?;
     let state = state_dir(&name)?;
     if !state.exists() && registry.load(&name)?.is_none() {
         output::warning(&format!("Gateway '{name}' not found"));
