@@ -284,6 +284,8 @@ openshell gateway add http://gw.internal:8080 --name team"
         #[arg(long)]
         remote: bool,
     },
+    /// Authenticate to a gateway that uses browser or OIDC login (mTLS and plaintext gateways need none).
+    Login { name: Option<String> },
     /// Show a gateway's endpoint, auth mode, port, status, version and compute drivers.
     Info {
         #[arg(long)]

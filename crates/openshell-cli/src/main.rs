@@ -54,6 +54,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             }),
             GatewayCommand::Stop { name } => gateway::stop(name.as_deref()),
             GatewayCommand::Destroy { name } => gateway::destroy(name.as_deref()),
+            GatewayCommand::Login { name } => gateway::login(name.as_deref()),
             GatewayCommand::Add {
                 endpoint,
                 name,

@@ -647,3 +647,27 @@ pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit
 pub fn local_state(name: &str) -> anyhow::Result<PathBuf> {
     state_dir(name)
 }
+
+/// `gateway login`: only bearer (browser/OIDC) gateways log in; this CLI
+/// registers mTLS and plaintext ones, which authenticate without it.
+pub fn login(name: Option<&str>) -> anyhow::Result<Exit> {
+    let registry = Registry::for_user()?;
+    let name = local_name(name)?;
+    let Some(metadata) = registry.load(&name)? else {
+        bail!(
+            "Unknown gateway '{name}'.\nRegister it first: openshell gateway add <endpoint> --name {name}\nOr list available gateways: openshell gateway select"
+        );
+    };
+    match metadata.auth() {
+        "mtls" => bail!(
+            "gateway '{name}' authenticates with mTLS certificates; there is nothing to log in to\nIts client bundle is in {}",
+            registry.mtls_dir(&name).display()
+        ),
+        "plaintext" => bail!(
+            "gateway '{name}' is plaintext and needs no login (put it behind a TLS-terminating proxy for anything but local use)"
+        ),
+        mode => bail!(
+            "gateway '{name}' uses '{mode}' authentication, which this CLI cannot log in to yet"
+        ),
+    }
+}

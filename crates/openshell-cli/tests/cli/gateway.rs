@@ -411,6 +411,9 @@ fn add_registers_a_running_gateway_with_its_bundle_or_as_plaintext() {
     let out = home.openshell(&["gateway", "add", &endpoint]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("Gateway 'openshell' already exists."));
+    let out = home.openshell(&["gateway", "login"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("authenticates with mTLS certificates"));
 
     // http:// is plaintext; this gateway speaks TLS, so it is registered
     // with a warning.
