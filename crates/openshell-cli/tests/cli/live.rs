@@ -100,6 +100,28 @@ fn exec_runs_inside_the_sandbox_with_separate_streams_stdin_and_the_exit_code() 
     assert_eq!(lines[1], ns("net"), "not the sandbox's network namespace");
     assert_eq!(lines[2], ns("mnt"), "not the sandbox's mount namespace");
     assert_eq!(lines[3], "sandbox");
+    // The agent's hardening and network: no_new_privs, seccomp filter mode,
+    // no capability, loopback only.
+    let out = exec(
+        &home,
+        "box",
+        &[
+            "sh",
+            "-c",
+            "grep -E '^(NoNewPrivs|Seccomp|CapEff):' /proc/self/status; grep ':' /proc/net/dev",
+        ],
+    );
+    let status = text(&out.stdout);
+    assert!(status.contains("NoNewPrivs:\t1\n"), "{status}");
+    assert!(status.contains("Seccomp:\t2\n"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000\n"), "{status}");
+    let interfaces: Vec<&str> = status
+        .lines()
+        .filter(|l| l.contains(": ") && !l.contains("Inter-"))
+        .filter_map(|l| l.trim().split(':').next())
+        .filter(|name| !["NoNewPrivs", "Seccomp", "CapEff"].contains(name))
+        .collect();
+    assert_eq!(interfaces, ["lo"], "{status}");
     // Landlock and the sandbox user hold for exec as for the agent.
     let out = exec(&home, "box", &["cat", "/etc/shadow"]);
     assert_ne!(out.status.code(), Some(0));
