@@ -57,6 +57,39 @@ impl Api {
         self.driver.as_ref().map(|d| d.events_log(id))
     }
 
+    /// The gateway's gauges in the Prometheus text format; fails when the
+    /// database does not answer.
+    pub async fn metrics(&self) -> Result<String, StoreError> {
+        let sandboxes = self.store.list_all().await?;
+        let mut text = String::from(
+            "# HELP openshell_sandboxes Sandboxes by phase.\n# TYPE openshell_sandboxes gauge\n",
+        );
+        for phase in [
+            Phase::Provisioning,
+            Phase::Ready,
+            Phase::Error,
+            Phase::Deleting,
+            Phase::Stopped,
+        ] {
+            let n = sandboxes.iter().filter(|s| s.phase == phase).count();
+            text.push_str(&format!(
+                "openshell_sandboxes{{phase=\"{}\"}} {n}\n",
+                phase.as_str()
+            ));
+        }
+        text.push_str(&format!(
+            "# HELP openshell_supervisor_sessions Supervisors connected now.\n\
+             # TYPE openshell_supervisor_sessions gauge\n\
+             openshell_supervisor_sessions {}\n\
+             # HELP openshell_build_info The gateway's version.\n\
+             # TYPE openshell_build_info gauge\n\
+             openshell_build_info{{version=\"{}\"}} 1\n",
+            self.sessions.count(),
+            openshell_core::VERSION
+        ));
+        Ok(text)
+    }
+
     /// The live supervisor sessions.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions

@@ -1,5 +1,5 @@
 //! One port, two protocols (architecture.md): gRPC (the API) and plain
-//! HTTP (`/healthz`, `/readyz`) told apart per request by the router, over
+//! HTTP (`/healthz`, `/readyz`, `/metrics`) told apart per request by the router, over
 //! TLS (mTLS by default) or, with `--plaintext`, cleartext HTTP/1.1 and h2c.
 //!
 //! Shape: `run(listener, config, shutdown)`; connections are bounded, accept
@@ -50,6 +50,8 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
         auth::check_user(request, require_cert)
     });
     let tokens = config.tokens.clone();
+    let http = api.clone();
+    let ready = api.clone();
     let supervisor = SupervisorServer::new(SupervisorApi(api))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -61,7 +63,51 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
         .add_service(supervisor)
         .into_axum_router()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let api = ready.clone();
+                async move {
+                    match api.metrics().await {
+                        Ok(_) => (axum::http::StatusCode::OK, "ready\n"),
+                        Err(_) => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the database does not answer\n",
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move |axum::Extension(peer): axum::Extension<Peer>| {
+                let api = http.clone();
+                async move { metrics(&api, peer, require_cert).await }
+            }),
+        )
+}
+
+/// `/metrics` in the Prometheus text format; with mTLS on, only for
+/// clients with a certificate (like the user API).
+async fn metrics(
+    api: &Api,
+    peer: Peer,
+    require_client_cert: bool,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    if require_client_cert && !peer.client_cert {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "a client certificate from this gateway's CA is required (mTLS)\n".to_owned(),
+        );
+    }
+    match api.metrics().await {
+        Ok(text) => (StatusCode::OK, text),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database does not answer\n".to_owned(),
+        ),
+    }
 }
 
 /// Serves until `shutdown` turns true.

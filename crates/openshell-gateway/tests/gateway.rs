@@ -218,42 +218,77 @@ async fn a_client_without_a_certificate_is_refused() {
     gateway.stop().await;
 }
 
-/// Plain HTTP on the same port: `/healthz` over TLS with the client cert.
-#[tokio::test]
-async fn healthz_is_served_as_plain_http_on_the_same_port() {
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = start(dir.path()).await;
-    let (cert, key) = gateway.client_files();
-    let mut roots = rustls::RootCertStore::empty();
+/// `GET path` as plain HTTP/1.1 over TLS on the gateway's port, with or
+/// without the CLI's client certificate; the whole response.
+async fn http_get(gateway: &Gateway, path: &str, with_client_cert: bool) -> String {
     use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
     for ca in rustls::pki_types::CertificateDer::pem_slice_iter(gateway.pki.ca_cert.as_bytes()) {
         roots.add(ca.unwrap()).unwrap();
     }
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(certs, key)
-    .unwrap();
+    .with_root_certificates(roots);
+    let mut config = if with_client_cert {
+        let (cert, key) = gateway.client_files();
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        builder.with_client_auth_cert(certs, key).unwrap()
+    } else {
+        builder.with_no_client_auth()
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .unwrap();
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut response = String::new();
     tls.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+/// Plain HTTP on the same port: health and readiness for anyone, metrics
+/// only with the client certificate.
+#[tokio::test]
+async fn health_readiness_and_metrics_are_plain_http_on_the_same_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let response = http_get(&gateway, "/healthz", false).await;
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     assert!(response.ends_with("ok\n"), "{response}");
+    let response = http_get(&gateway, "/readyz", false).await;
+    assert!(response.ends_with("ready\n"), "{response}");
+
+    gateway
+        .client()
+        .await
+        .create_sandbox(create("counted", "", &[]))
+        .await
+        .unwrap();
+    let response = http_get(&gateway, "/metrics", true).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    for line in [
+        "openshell_sandboxes{phase=\"Provisioning\"} 1\n",
+        "openshell_sandboxes{phase=\"Ready\"} 0\n",
+        "openshell_supervisor_sessions 0\n",
+        "# TYPE openshell_sandboxes gauge\n",
+    ] {
+        assert!(response.contains(line), "{line}: {response}");
+    }
+    let refused = http_get(&gateway, "/metrics", false).await;
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    assert!(!refused.contains("openshell_sandboxes"), "{refused}");
     gateway.stop().await;
 }
 
