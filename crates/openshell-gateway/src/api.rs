@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_server::Gateway;
 
-use crate::drivers::ProcessDriver;
+use crate::drivers::Driver;
 use crate::session::Sessions;
 use crate::store::{self, Phase, Spec, Store, StoreError};
 
@@ -29,7 +29,7 @@ const MAX_NAME: usize = 63;
 #[derive(Debug, Clone)]
 pub struct Api {
     pub(crate) store: Store,
-    driver: Option<ProcessDriver>,
+    driver: Option<std::sync::Arc<dyn Driver>>,
     pub(crate) sessions: Sessions,
 }
 
@@ -44,10 +44,10 @@ impl Api {
     }
 
     /// An API whose sandboxes run on `driver`.
-    pub fn with_driver(store: Store, driver: ProcessDriver) -> Api {
+    pub fn with_driver(store: Store, driver: impl Driver + 'static) -> Api {
         Api {
             store,
-            driver: Some(driver),
+            driver: Some(std::sync::Arc::new(driver)),
             sessions: Sessions::default(),
         }
     }
@@ -235,8 +235,8 @@ impl Gateway for Api {
         let compute_drivers = self
             .driver
             .iter()
-            .map(|_| pb::ComputeDriver {
-                name: "process".to_owned(),
+            .map(|driver| pb::ComputeDriver {
+                name: driver.name().to_owned(),
                 version: openshell_core::VERSION.to_owned(),
             })
             .collect();

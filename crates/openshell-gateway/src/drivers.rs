@@ -1,10 +1,48 @@
 //! Compute drivers (architecture.md "Compute drivers"): turn "create
 //! sandbox S with spec X" into a running workload and report its lifecycle
-//! into the store. Only the `process` driver exists so far.
+//! into the store. One trait ([`Driver`]); the `process` driver implements
+//! it so far.
 
 pub mod process;
 
+use std::path::PathBuf;
+
 pub use process::{Connect, ProcessDriver};
+
+use crate::store::Sandbox;
+
+/// What the API needs from a compute driver. A driver watches its
+/// workloads itself and records their phases (Ready, Stopped with the exit
+/// code, Error) in the store it was given.
+#[tonic::async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// The name users see (`gateway info`).
+    fn name(&self) -> &'static str;
+
+    /// Starts the sandbox's workload, whose supervisor starts with `policy`
+    /// (the latest revision's version and YAML; `None`: the built-in
+    /// default) and dials the gateway back.
+    fn create(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError>;
+
+    /// Stops the main process; the sandbox and its files stay. Idempotent.
+    async fn stop(&self, id: &str);
+
+    /// Stops the workload and removes everything it left.
+    async fn delete(&self, id: &str) -> Result<(), DriverError>;
+
+    /// Whether the workload runs now.
+    fn running(&self, id: &str) -> bool;
+
+    /// Where the main process's output accumulates.
+    fn output_log(&self, id: &str) -> PathBuf;
+
+    /// Where the decision events the supervisor pushes are kept.
+    fn events_log(&self, id: &str) -> PathBuf;
+
+    /// At gateway start: picks up the workloads that outlived the previous
+    /// gateway and settles those that ended meanwhile.
+    async fn reconcile(&self, sandboxes: Vec<Sandbox>);
+}
 
 /// Why a driver could not act.
 #[derive(Debug, thiserror::Error)]

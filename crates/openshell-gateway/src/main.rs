@@ -9,7 +9,7 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use openshell_gateway::auth::Tokens;
-use openshell_gateway::drivers::{Connect, ProcessDriver};
+use openshell_gateway::drivers::{Connect, Driver, ProcessDriver};
 use openshell_gateway::{api::Api, pki, server, store::Store};
 
 #[derive(Debug, Parser)]

@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::auth::Tokens;
 use crate::store::{Phase, Sandbox, Store};
 
-use super::DriverError;
+use super::{Driver, DriverError};
 
 /// How often a sandbox the gateway did not start itself is checked.
 const POLL: Duration = Duration::from_millis(100);
@@ -90,24 +90,8 @@ impl ProcessDriver {
         self.root.join(id)
     }
 
-    /// Where the main process's output accumulates.
-    pub fn output_log(&self, id: &str) -> PathBuf {
-        self.dir(id).join("output.log")
-    }
-
-    /// The supervisor's egress decisions, one JSON object per line.
-    pub fn events_log(&self, id: &str) -> PathBuf {
-        self.dir(id).join("events.jsonl")
-    }
-
-    /// Starts the supervisor with `policy` (the latest revision's version
-    /// and YAML; `None`: the built-in default) and a task that records the
-    /// phase changes.
-    pub fn create(
-        &self,
-        sandbox: &Sandbox,
-        policy: Option<(i64, &str)>,
-    ) -> Result<(), DriverError> {
+    /// Starts the supervisor and a task that records the phase changes.
+    fn spawn(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError> {
         let dir = self.dir(&sandbox.id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         // A restart: the previous run's markers must not speak for this one.
@@ -260,13 +244,13 @@ impl ProcessDriver {
     }
 
     /// True while the sandbox's supervisor runs.
-    pub fn running(&self, id: &str) -> bool {
+    fn is_running(&self, id: &str) -> bool {
         self.pid(id).is_some_and(alive)
     }
 
     /// Stops the supervisor (SIGTERM to its process group, which it
     /// forwards to the main process; SIGKILL after a grace period).
-    pub async fn stop(&self, id: &str) {
+    async fn stop_supervisor(&self, id: &str) {
         if let Some(pid) = self.pid(id).filter(|pid| alive(*pid)) {
             let group = nix::unistd::Pid::from_raw(-pid);
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
@@ -285,8 +269,8 @@ impl ProcessDriver {
     }
 
     /// Stops the supervisor and removes the sandbox's files.
-    pub async fn delete(&self, id: &str) -> Result<(), DriverError> {
-        self.stop(id).await;
+    async fn remove(&self, id: &str) -> Result<(), DriverError> {
+        self.stop_supervisor(id).await;
         let dir = self.dir(id);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -297,7 +281,7 @@ impl ProcessDriver {
 
     /// At gateway start: picks up sandboxes whose supervisors outlived the
     /// previous gateway, and settles those that ended meanwhile.
-    pub async fn reconcile(&self, sandboxes: Vec<Sandbox>) {
+    async fn reattach(&self, sandboxes: Vec<Sandbox>) {
         for sandbox in sandboxes {
             if !matches!(sandbox.phase, Phase::Provisioning | Phase::Ready) {
                 continue;
@@ -315,5 +299,40 @@ impl ProcessDriver {
                 }
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Driver for ProcessDriver {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn create(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError> {
+        self.spawn(sandbox, policy)
+    }
+
+    async fn stop(&self, id: &str) {
+        self.stop_supervisor(id).await;
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), DriverError> {
+        self.remove(id).await
+    }
+
+    fn running(&self, id: &str) -> bool {
+        self.is_running(id)
+    }
+
+    fn output_log(&self, id: &str) -> PathBuf {
+        self.dir(id).join("output.log")
+    }
+
+    fn events_log(&self, id: &str) -> PathBuf {
+        self.dir(id).join("events.jsonl")
+    }
+
+    async fn reconcile(&self, sandboxes: Vec<Sandbox>) {
+        self.reattach(sandboxes).await;
     }
 }
