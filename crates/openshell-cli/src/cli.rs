@@ -468,7 +468,7 @@ openshell policy update dev --remove-endpoint pypi.org:443"
         /// A program the added endpoints admit (repeatable).
         #[arg(long = "binary", value_name = "PATH")]
         binaries: Vec<String>,
-        /// Name of the rule for the one --add-endpoint [default: allow_<host>_<port>].
+        /// Name of the rule for the one --add-endpoint [default: allow_HOST_PORT].
         #[arg(long, value_name = "NAME")]
         rule_name: Option<String>,
         /// Add an L7 allow rule host:port:METHOD:path_glob (repeatable).

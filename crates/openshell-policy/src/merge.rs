@@ -2,7 +2,8 @@
 //! update`, cli-reference §3.9), applied to the document as written, and
 //! the document written back as YAML.
 //!
-//! Operations are parsed from their command-line forms ([`Operation::parse`])
+//! Operations are parsed from their command-line forms ([`NewEndpoint::parse`],
+//! [`Operation::parse_rule`], [`Operation::parse_removal`])
 //! and applied in order ([`apply`]); the result is a document the caller
 //! validates like any other. [`to_yaml`] writes block YAML (strings plain
 //! when unambiguous, double-quoted otherwise), which this crate's parser
