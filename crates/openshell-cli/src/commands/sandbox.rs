@@ -146,26 +146,35 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
     let request = scope.request(pb::GetSandboxRequest {
         name: name.to_owned(),
     })?;
-    let sandbox = client::runtime()?.block_on(async {
+    let (sandbox, effective) = client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
-        anyhow::Ok(
-            client
-                .get_sandbox(request)
-                .await
-                .map_err(status)?
-                .into_inner(),
-        )
+        let sandbox = client
+            .get_sandbox(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+        // The revision in force (none: the built-in default policy).
+        let effective = match client
+            .get_policy(scope.request(pb::GetPolicyRequest {
+                name: name.to_owned(),
+                version: 0,
+            })?)
+            .await
+        {
+            Ok(revision) => Some(revision.into_inner()),
+            Err(e) if e.code() == Code::NotFound => None,
+            Err(e) => return Err(status(e)),
+        };
+        anyhow::Ok((sandbox, effective))
     })?;
-    let spec = sandbox.spec.clone().unwrap_or_default();
-    let policy = if spec.policy_yaml.is_empty() {
-        "# the built-in default policy\n".to_owned()
-    } else {
-        spec.policy_yaml.clone()
+    let (policy, revision, source) = match &effective {
+        Some(revision) => (revision.policy_yaml.clone(), revision.version, "sandbox"),
+        None => ("# the built-in default policy\n".to_owned(), 0, "default"),
     };
     if matches!(format, OutputFormat::Json) {
         let mut value = to_json(&sandbox, &scope.workspace);
-        value["policy_source"] = json!("sandbox");
-        value["revision"] = json!(sandbox.policy_version);
+        value["policy_source"] = json!(source);
+        value["revision"] = json!(revision);
         value["policy"] = json!(policy);
         output::json(&value);
         return Ok(Exit::Success);
@@ -174,6 +183,7 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
     output::line(&format!("  Id: {}", sandbox.id));
     output::line(&format!("  Name: {}", sandbox.name));
     output::line(&format!("  Phase: {}", sandbox.phase));
+    let spec = sandbox.spec.clone().unwrap_or_default();
     if !spec.labels.is_empty() {
         output::line("  Labels:");
         let mut labels: Vec<_> = spec.labels.iter().collect();
@@ -182,8 +192,8 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
             output::line(&format!("    {k}: {v}"));
         }
     }
-    output::line("  Policy source: sandbox");
-    output::line(&format!("  Revision: {}", sandbox.policy_version));
+    output::line(&format!("  Policy source: {source}"));
+    output::line(&format!("  Revision: {revision}"));
     output::line("Policy:");
     for line in policy.lines() {
         output::line(&format!("  {line}"));

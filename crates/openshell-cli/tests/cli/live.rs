@@ -230,6 +230,14 @@ fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_n
     let out = exec(&home, "live", &curl);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "GET /probe 0\n");
+    // `sandbox get` shows the revision in force, not the one it started with.
+    let out = home.openshell(&["sandbox", "get", "live", "-o", "json"]);
+    let got: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(got["revision"], 2);
+    assert!(
+        got["policy"].as_str().unwrap().contains("/usr/bin/curl"),
+        "{got}"
+    );
 
     // A revision that changes a static section: stored, rejected by the
     // supervisor, exit 1; the loaded revision stays in force.
