@@ -362,3 +362,70 @@ fn after_a_gateway_restart_the_supervisor_reconnects_and_exec_works() {
         .count();
     assert_eq!(mounts_before, mounts_after, "a sandbox left a mount behind");
 }
+
+#[test]
+fn decisions_made_while_the_gateway_is_away_reach_it_when_it_is_back() {
+    let home = Home::new();
+    let port = start(&home);
+    // A main process that is denied egress five times a second; the proxy
+    // answers before any resolution, so nothing leaves the machine.
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "chatty",
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        "while true; do curl -s -o /dev/null http://upstream.invalid/; sleep 0.2; done",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let count = |home: &Home| {
+        let out = home.openshell(&[
+            "logs", "chatty", "--source", "sandbox", "-n", "0", "-o", "json",
+        ]);
+        text(&out.stdout).lines().count()
+    };
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(count(&home) > 0, "no decisions reached the gateway");
+
+    assert_eq!(home.openshell(&["gateway", "stop"]).status.code(), Some(0));
+    let away_from = std::time::SystemTime::now();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let away_until = std::time::SystemTime::now();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Within the reconnect backoff, the queued decisions arrive.
+    let in_window = |home: &Home| {
+        let out = home.openshell(&[
+            "logs", "chatty", "--source", "sandbox", "-n", "0", "-o", "json",
+        ]);
+        let stamp = |t: std::time::SystemTime| {
+            let ms = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            openshell_core::time::Utc::from_unix(ms / 1000).rfc3339_millis((ms % 1000) as u32)
+        };
+        let (from, until) = (stamp(away_from), stamp(away_until));
+        text(&out.stdout)
+            .lines()
+            .filter(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let t = v["time"].as_str().unwrap();
+                t >= from.as_str() && t <= until.as_str()
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let n = in_window(&home);
+        if n >= 5 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {n} decisions from while the gateway was away arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
