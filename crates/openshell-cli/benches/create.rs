@@ -1,6 +1,7 @@
 //! End-to-end create benchmark, in one run: `openshell sandbox create
 //! --no-keep -- /bin/true` through a warm local gateway (process driver)
-//! vs `openshell-sandbox run -- /bin/true` vs `/bin/true`.
+//! vs `openshell-sandbox run -- /bin/true` vs `/bin/true`, and the round
+//! trip of `openshell sandbox exec -- /bin/true` into a running sandbox.
 //!
 //! Then, through the gRPC API with the CLI's mTLS bundle: create+delete
 //! operations per second (8 in flight), and memory with 200 idle
@@ -80,8 +81,16 @@ fn main() {
         ]));
         time(&mut run());
     }
-    let (mut t, mut r, mut c) = (Vec::new(), Vec::new(), Vec::new());
+    time(&mut openshell(&[
+        "sandbox", "create", "--name", "target", "--detach", "--", "sleep", "infinity",
+    ]));
+    let exec = || openshell(&["sandbox", "exec", "-n", "target", "--", "/bin/true"]);
+    for _ in 0..5 {
+        time(&mut exec());
+    }
+    let (mut t, mut r, mut c, mut e) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
+        e.push(time(&mut exec()));
         t.push(time(&mut Command::new("/bin/true")));
         r.push(time(&mut run()));
         c.push(time(&mut openshell(&[
@@ -92,12 +101,13 @@ fn main() {
             "/bin/true",
         ])));
     }
+    time(&mut openshell(&["sandbox", "delete", "target"]));
     let state = home.path().join("state/openshell/gateways/openshell");
     let mtls = home.path().join("config/openshell/gateways/openshell/mtls");
     let api = api::measure(port, &mtls, &state);
     time(&mut openshell(&["gateway", "stop"]));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (t, r, c) = (median(t), median(r), median(c));
+    let (t, r, c, e) = (median(t), median(r), median(c), median(e));
     println!("create benchmark, {ROUNDS} interleaved rounds, medians\n");
     println!("| command | median |");
     println!("|---|---|");
@@ -111,6 +121,10 @@ fn main() {
         "\ncreate end to end: {:.1} ms (target < 150 ms); {:.1} ms over the bare supervisor",
         ms(c),
         ms(c) - ms(r)
+    );
+    println!(
+        "\n| `openshell sandbox exec -n target -- /bin/true` (running sandbox) | {:.2} ms (target < 50 ms) |",
+        ms(e)
     );
     println!("\n| gateway API | value |");
     println!("|---|---|");
