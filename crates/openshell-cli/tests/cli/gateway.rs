@@ -65,9 +65,14 @@ impl Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
-        // Sandboxes outlive a gateway stop by design; a test must not.
+        // Sandboxes outlive a gateway stop by design; a test must not. Nor
+        // may any gateway it started, whatever its registration became.
         let _ = self.openshell(&["sandbox", "delete", "--all"]);
-        let _ = self.openshell(&["gateway", "stop"]);
+        let started = self.dir.path().join("state/openshell/gateways");
+        for entry in std::fs::read_dir(started).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let _ = self.openshell(&["gateway", "stop", "--name", &name]);
+        }
     }
 }
 
