@@ -375,6 +375,34 @@ openshell sandbox exec -n dev --timeout 30 --env DEBUG=1 -- python3 job.py"
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Copy a local file or directory into a sandbox (a tar stream over the gateway).
+    #[command(
+        after_help = "A directory lands as DEST/<name>/… (merged); a file goes to DEST exactly unless DEST ends with /. \
+DEST defaults to the sandbox's home, /sandbox. Inside a git work tree only files git does not ignore are sent. \
+Files are written as the sandbox's user, under its policy.\n\nExamples:\n  openshell sandbox upload dev ./src\n  \
+openshell sandbox upload dev data.csv /sandbox/in/data.csv"
+    )]
+    Upload {
+        name: String,
+        local: PathBuf,
+        dest: Option<String>,
+        /// Send files .gitignore excludes too.
+        #[arg(long)]
+        no_git_ignore: bool,
+    },
+    /// Copy a file or directory out of a sandbox's workspace.
+    #[command(
+        after_help = "SRC is relative to, or absolute inside, /sandbox; anything resolving outside it is refused. \
+A file is placed like cp (into DEST when DEST is a directory or ends with /); a directory's contents are extracted into DEST. \
+Nothing is left in place when a transfer fails.\n\nExamples:\n  openshell sandbox download dev out ./out\n  \
+openshell sandbox download dev /sandbox/report.txt ."
+    )]
+    Download {
+        name: String,
+        src: String,
+        #[arg(default_value = ".")]
+        dest: PathBuf,
+    },
     /// Delete sandboxes; a missing one is reported, not an error.
     Delete {
         #[arg(required_unless_present = "all")]

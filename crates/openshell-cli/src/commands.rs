@@ -2,6 +2,7 @@
 
 pub mod doctor;
 pub mod exec;
+pub mod files;
 pub mod gateway;
 pub mod policy;
 pub mod revisions;

@@ -17,7 +17,7 @@ use crate::cli::{
     Cli, Command, DoctorCommand, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand,
     SettingsCommand,
 };
-use crate::commands::{Exit, doctor, exec, gateway, policy, revisions, sandbox, settings};
+use crate::commands::{Exit, doctor, exec, files, gateway, policy, revisions, sandbox, settings};
 
 /// The gateway the global flags, environment and registry name, if any.
 fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
@@ -119,6 +119,15 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 SandboxCommand::Start { name } => sandbox::start(&scope, &scope.sandbox(name)?),
                 SandboxCommand::Create(args) => sandbox::create(&scope, &args),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
+                SandboxCommand::Upload {
+                    name,
+                    local,
+                    dest,
+                    no_git_ignore,
+                } => files::upload(&scope, &name, &local, dest.as_deref(), !no_git_ignore),
+                SandboxCommand::Download { name, src, dest } => {
+                    files::download(&scope, &name, &src, &dest)
+                }
                 SandboxCommand::Exec {
                     name,
                     workdir,

@@ -30,6 +30,11 @@ pub fn success_stderr(message: &str) {
     );
 }
 
+/// A plain line on stderr (what a command is about to do).
+pub fn stderr_line(text: &str) {
+    eprintln!("{text}");
+}
+
 /// `→ message` on stderr: a choice made for the user.
 pub fn arrow(message: &str) {
     eprintln!("→ {message}");

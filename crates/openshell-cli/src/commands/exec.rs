@@ -1,6 +1,7 @@
 //! `openshell sandbox exec`: runs a command in a live sandbox under the
 //! agent's restrictions; stdout and stderr stay separate, stdin is
-//! forwarded, and the exit code is the command's.
+//! forwarded, and the exit code is the command's. [`run`] is the same
+//! round trip with any input and outputs (file transfer uses it).
 
 use std::io::{Read, Write};
 
@@ -25,6 +26,30 @@ pub struct ExecOptions {
 }
 
 pub fn exec(scope: &Scope, options: ExecOptions) -> anyhow::Result<Exit> {
+    let code = run(
+        scope,
+        options,
+        std::io::stdin(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )?;
+    Ok(if code == 0 {
+        Exit::Success
+    } else {
+        Exit::Code(code)
+    })
+}
+
+/// Runs the command with `stdin` as its input (read on a thread of its
+/// own, until it ends) and its output written to `stdout` and `stderr`;
+/// returns its exit code.
+pub fn run(
+    scope: &Scope,
+    options: ExecOptions,
+    stdin: impl Read + Send + 'static,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<i32> {
     let (input, inputs) = tokio::sync::mpsc::channel::<pb::ExecInput>(16);
     let start = pb::ExecInput {
         exec_id: String::new(),
@@ -37,16 +62,15 @@ pub fn exec(scope: &Scope, options: ExecOptions) -> anyhow::Result<Exit> {
         })),
     };
     input.try_send(start)?;
-    // Stdin on its own thread (reads block); the process exits without
-    // waiting for it once the command has ended.
+    // The process may exit without waiting for this thread (a terminal's
+    // stdin never ends).
     std::thread::Builder::new()
         .name("stdin".into())
-        .spawn(move || forward_stdin(&input))?;
+        .spawn(move || forward(stdin, &input))?;
     let request = scope.request(tokio_stream::wrappers::ReceiverStream::new(inputs))?;
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         let mut outputs = client.exec(request).await.map_err(status)?.into_inner();
-        let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
         while let Some(message) = outputs.message().await.map_err(status)? {
             match message.kind {
                 Some(Output::Stdout(data)) => {
@@ -57,8 +81,7 @@ pub fn exec(scope: &Scope, options: ExecOptions) -> anyhow::Result<Exit> {
                     stderr.write_all(&data)?;
                     stderr.flush()?;
                 }
-                Some(Output::ExitCode(0)) => return Ok(Exit::Success),
-                Some(Output::ExitCode(code)) => return Ok(Exit::Code(code)),
+                Some(Output::ExitCode(code)) => return Ok(code),
                 Some(Output::Error(error)) => bail!("{error}"),
                 None => {}
             }
@@ -67,9 +90,8 @@ pub fn exec(scope: &Scope, options: ExecOptions) -> anyhow::Result<Exit> {
     })
 }
 
-fn forward_stdin(input: &tokio::sync::mpsc::Sender<pb::ExecInput>) {
-    let mut stdin = std::io::stdin().lock();
-    let mut buf = vec![0u8; 32 * 1024];
+fn forward(mut stdin: impl Read, input: &tokio::sync::mpsc::Sender<pb::ExecInput>) {
+    let mut buf = vec![0u8; 64 * 1024];
     loop {
         let kind = match stdin.read(&mut buf) {
             Ok(0) | Err(_) => Input::CloseStdin(true),

@@ -429,3 +429,154 @@ fn decisions_made_while_the_gateway_is_away_reach_it_when_it_is_back() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+#[test]
+fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
+    use std::os::unix::fs::symlink;
+    let home = Home::new();
+    start(&home);
+    create_idle(&home, "files", None);
+    // A git work tree: an ignored file, a symlink, a binary blob.
+    let local = tempfile::tempdir().unwrap();
+    let proj = local.path().join("proj");
+    std::fs::create_dir_all(proj.join("sub")).unwrap();
+    let git = std::process::Command::new("git")
+        .args(["init", "-q"])
+        .current_dir(&proj)
+        .status()
+        .unwrap();
+    assert!(git.success());
+    std::fs::write(proj.join("a.txt"), "hello\n").unwrap();
+    std::fs::write(proj.join(".gitignore"), "*.log\n").unwrap();
+    std::fs::write(proj.join("debug.log"), "not for the sandbox\n").unwrap();
+    let blob: Vec<u8> = (0..20 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(proj.join("sub/blob.bin"), &blob).unwrap();
+    symlink("a.txt", proj.join("link")).unwrap();
+
+    let out = home.openshell(&[
+        "sandbox",
+        "upload",
+        "files",
+        proj.to_str().unwrap(),
+        "/sandbox/in",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).ends_with("✓ Upload complete\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = exec(
+        &home,
+        "files",
+        &[
+            "sh",
+            "-c",
+            "cd /sandbox/in/proj && find . | sort && readlink link && id -un < /dev/null && stat -c %U a.txt",
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        ".\n./.gitignore\n./a.txt\n./link\n./sub\n./sub/blob.bin\na.txt\nsandbox\nsandbox\n",
+        "the ignored file went, or the tree changed"
+    );
+
+    let back = tempfile::tempdir().unwrap();
+    let out = home.openshell(&[
+        "sandbox",
+        "download",
+        "files",
+        "in/proj",
+        back.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(back.path().join("sub/blob.bin")).unwrap(),
+        blob
+    );
+    assert_eq!(
+        std::fs::read_link(back.path().join("link")).unwrap(),
+        std::path::Path::new("a.txt")
+    );
+    // A single file, renamed on the way in and placed like cp on the way out.
+    let out = home.openshell(&[
+        "sandbox",
+        "upload",
+        "files",
+        proj.join("a.txt").to_str().unwrap(),
+        "/sandbox/renamed.txt",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = home.openshell(&[
+        "sandbox",
+        "download",
+        "files",
+        "/sandbox/renamed.txt",
+        &format!("{}/", back.path().display()),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(back.path().join("renamed.txt")).unwrap(),
+        "hello\n"
+    );
+
+    // Outside the workspace, by path or by symlink; missing: refused.
+    exec(&home, "files", &["ln", "-s", "/etc", "/sandbox/etc-link"]);
+    for (src, message) in [
+        (
+            "../etc/passwd",
+            "is outside the sandbox workspace (/sandbox)",
+        ),
+        (
+            "etc-link/passwd",
+            "is outside the sandbox workspace (/sandbox)",
+        ),
+        ("nope.txt", "does not exist"),
+    ] {
+        let out = home.openshell(&[
+            "sandbox",
+            "download",
+            "files",
+            src,
+            back.path().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{src}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{src}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A transfer that fails midway leaves nothing that looks complete.
+    exec(
+        &home,
+        "files",
+        &[
+            "sh",
+            "-c",
+            "echo x > /sandbox/locked && chmod 000 /sandbox/locked",
+        ],
+    );
+    let target = back.path().join("locked.txt");
+    let out = home.openshell(&[
+        "sandbox",
+        "download",
+        "files",
+        "locked",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!target.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(back.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".openshell-download")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
