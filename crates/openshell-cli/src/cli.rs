@@ -143,12 +143,46 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
         #[command(subcommand)]
         command: SettingsCommand,
     },
+    /// Forward local ports to ports inside a sandbox.
+    #[command(visible_alias = "fwd")]
+    Forward {
+        #[command(subcommand)]
+        command: ForwardCommand,
+    },
     /// Diagnose the host and the local gateway.
     #[command(visible_alias = "dr")]
     Doctor {
         #[command(subcommand)]
         command: DoctorCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ForwardCommand {
+    /// Listen on [BIND:]PORT here and forward each connection to PORT on the sandbox's loopback.
+    #[command(
+        after_help = "The connection is made inside the sandbox by its supervisor and relayed through the \
+gateway; the sandbox need not be reachable from here. BIND defaults to 127.0.0.1.\n\nExamples:\n  \
+openshell forward start 8000 dev          # foreground, Ctrl-C to stop\n  openshell forward start 8000 dev -d       # background\n  \
+openshell forward stop 8000 dev"
+    )]
+    Start {
+        /// `[BIND:]PORT`.
+        spec: String,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
+        /// Run in the background (recorded for `forward list` / `stop`).
+        #[arg(short = 'd', long)]
+        detach: bool,
+    },
+    /// Stop a background forward.
+    Stop {
+        port: u16,
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
+    },
+    /// List background forwards.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

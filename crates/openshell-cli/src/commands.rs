@@ -3,6 +3,7 @@
 pub mod doctor;
 pub mod exec;
 pub mod files;
+pub mod forward;
 pub mod gateway;
 pub mod policy;
 pub mod revisions;

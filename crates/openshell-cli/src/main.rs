@@ -14,10 +14,12 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, DoctorCommand, GatewayCommand, OutputFormat, PolicyCommand, SandboxCommand,
-    SettingsCommand,
+    Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, OutputFormat, PolicyCommand,
+    SandboxCommand, SettingsCommand,
 };
-use crate::commands::{Exit, doctor, exec, files, gateway, policy, revisions, sandbox, settings};
+use crate::commands::{
+    Exit, doctor, exec, files, forward, gateway, policy, revisions, sandbox, settings,
+};
 
 /// The gateway the global flags, environment and registry name, if any.
 fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
@@ -216,6 +218,16 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
+        Command::Forward { command } => {
+            let scope = scope(&cli.global)?;
+            match command {
+                ForwardCommand::Start { spec, name, detach } => {
+                    forward::start(&scope, &spec, &scope.sandbox(name)?, detach)
+                }
+                ForwardCommand::Stop { port, name } => forward::stop(port, &scope.sandbox(name)?),
+                ForwardCommand::List => forward::list(),
+            }
+        }
         Command::Doctor { command } => {
             // The local gateway: --name, else -g, else the active one.
             let local = |name: Option<String>| {

@@ -11,5 +11,9 @@ pub mod paths;
 pub mod settings;
 pub mod time;
 
+/// The port of a sandbox's egress proxy on its loopback (`HTTP_PROXY`
+/// points there); it is never a port forward's target.
+pub const PROXY_PORT: u16 = 3128;
+
 /// The version every binary reports (`openshell --version`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,11 +1,13 @@
 //! The gRPC API (`openshell.v1.Gateway`). Requests are validated here;
 //! [`status`] is the one place internal errors become gRPC statuses (the
 //! detail is logged, not sent). Sandboxes are handled in this file; policy
-//! revisions, exec, logs and settings in the submodules.
+//! revisions, exec, forward, logs and settings in the submodules.
 
 mod exec;
+mod forward;
 mod logs;
 mod policy;
+mod relay;
 mod settings;
 
 use sha2::{Digest, Sha256};
@@ -462,7 +464,7 @@ impl Gateway for Api {
             .map(Response::new)
     }
 
-    type ExecStream = exec::ExecStream;
+    type ExecStream = relay::Bridged<pb::ExecOutput>;
 
     async fn exec(
         &self,
@@ -470,6 +472,18 @@ impl Gateway for Api {
     ) -> Result<Response<Self::ExecStream>, Status> {
         let workspace = workspace(&request)?;
         self.start_exec(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ForwardStream = relay::Bridged<pb::ForwardFrame>;
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<pb::ForwardFrame>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let workspace = workspace(&request)?;
+        self.start_forward(&workspace, request.into_inner())
             .await
             .map(Response::new)
     }

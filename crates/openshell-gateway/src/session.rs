@@ -4,7 +4,8 @@
 //! receives policy status, decision events and exec output.
 //!
 //! [`Sessions`] is the registry of live sessions, one per sandbox (a
-//! reconnect replaces the previous one and fails its running execs).
+//! reconnect replaces the previous one and fails its relayed streams:
+//! execs and port forwards).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use openshell_proto::v1 as pb;
 use pb::exec_output::Kind as OutputKind;
+pub use pb::forward_frame::Kind as ForwardKind;
 use pb::gateway_message::Kind as ToSupervisor;
 use pb::supervisor_message::Kind as FromSupervisor;
 
@@ -25,8 +27,8 @@ use crate::store::RevisionStatus;
 
 /// Messages queued towards one supervisor.
 const OUTBOUND_QUEUE: usize = 256;
-/// Output messages queued towards one exec client.
-const EXEC_QUEUE: usize = 64;
+/// Messages queued towards one relayed stream's client.
+const STREAM_QUEUE: usize = 64;
 /// Longest decision event accepted from a supervisor.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// How long an exec waits for a starting sandbox's supervisor to connect.
@@ -43,20 +45,67 @@ struct Live {
     /// Tells a replaced session's cleanup apart from the current one's.
     serial: u64,
     outbound: mpsc::Sender<pb::GatewayMessage>,
-    execs: HashMap<String, mpsc::Sender<pb::ExecOutput>>,
+    /// Relayed streams (execs, forwards) by id, to their clients.
+    streams: HashMap<String, (StreamKind, mpsc::Sender<Relayed>)>,
+}
+
+/// What the supervisor sends back on one relayed stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relayed {
+    Exec(pb::ExecOutput),
+    Forward(pb::ForwardFrame),
+}
+
+impl Relayed {
+    fn id(&self) -> &str {
+        match self {
+            Relayed::Exec(o) => &o.exec_id,
+            Relayed::Forward(f) => &f.stream_id,
+        }
+    }
+
+    /// Whether nothing follows it on its stream.
+    fn is_last(&self) -> bool {
+        match self {
+            Relayed::Exec(o) => matches!(
+                o.kind,
+                Some(OutputKind::ExitCode(_) | OutputKind::Error(_)) | None
+            ),
+            Relayed::Forward(f) => matches!(
+                f.kind,
+                Some(ForwardKind::Error(_) | ForwardKind::Closed(_)) | None
+            ),
+        }
+    }
+}
+
+/// What a relayed stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Exec,
+    Forward,
+}
+
+impl StreamKind {
+    /// This kind's last message: failed with `why`.
+    fn failure(self, id: &str, why: &str) -> Relayed {
+        match self {
+            StreamKind::Exec => Relayed::Exec(pb::ExecOutput {
+                exec_id: id.to_owned(),
+                kind: Some(OutputKind::Error(why.to_owned())),
+            }),
+            StreamKind::Forward => Relayed::Forward(pb::ForwardFrame {
+                stream_id: id.to_owned(),
+                kind: Some(ForwardKind::Error(why.to_owned())),
+            }),
+        }
+    }
 }
 
 static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn next_serial() -> u64 {
     SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-}
-
-fn failed(exec_id: &str, message: &str) -> pb::ExecOutput {
-    pb::ExecOutput {
-        exec_id: exec_id.to_owned(),
-        kind: Some(OutputKind::Error(message.to_owned())),
-    }
 }
 
 impl Sessions {
@@ -83,11 +132,11 @@ impl Sessions {
             Live {
                 serial,
                 outbound,
-                execs: HashMap::new(),
+                streams: HashMap::new(),
             },
         );
         if let Some(previous) = previous {
-            fail_execs(previous.execs, "the sandbox's supervisor reconnected");
+            fail_streams(previous.streams, "the sandbox's supervisor reconnected");
         }
         serial
     }
@@ -98,7 +147,7 @@ impl Sessions {
             && let Some(live) = sessions.remove(sandbox_id)
         {
             drop(sessions);
-            fail_execs(live.execs, "the sandbox's supervisor disconnected");
+            fail_streams(live.streams, "the sandbox's supervisor disconnected");
         }
     }
 
@@ -122,13 +171,15 @@ impl Sessions {
         )
     }
 
-    /// Starts a command on the sandbox's supervisor, waiting a little for a
-    /// starting sandbox to connect; returns the exec id and its output.
-    pub async fn start_exec(
+    /// Opens a relayed stream on the sandbox's session, waiting a little for
+    /// a starting sandbox to connect: `first(id)` is the opening message.
+    /// Returns the stream's id and what the supervisor sends on it.
+    pub async fn open_stream(
         &self,
         sandbox_id: &str,
-        start: pb::ExecStart,
-    ) -> Result<(String, mpsc::Receiver<pb::ExecOutput>), Status> {
+        kind: StreamKind,
+        first: impl FnOnce(&str) -> pb::GatewayMessage,
+    ) -> Result<(String, mpsc::Receiver<Relayed>), Status> {
         let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
         while !self.connected(sandbox_id) {
             if tokio::time::Instant::now() >= deadline {
@@ -138,51 +189,46 @@ impl Sessions {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let exec_id = format!("x{}", next_serial());
-        let (tx, rx) = mpsc::channel(EXEC_QUEUE);
+        let id = format!("s{}", next_serial());
+        let (tx, rx) = mpsc::channel(STREAM_QUEUE);
         let outbound = {
             let mut sessions = self.lock();
             let live = sessions
                 .get_mut(sandbox_id)
                 .ok_or_else(|| Status::unavailable("the sandbox's supervisor disconnected"))?;
-            live.execs.insert(exec_id.clone(), tx);
+            live.streams.insert(id.clone(), (kind, tx));
             live.outbound.clone()
         };
-        let message = exec_message(&exec_id, pb::exec_input::Kind::Start(start));
-        if outbound.send(message).await.is_err() {
+        if outbound.send(first(&id)).await.is_err() {
             return Err(Status::unavailable("the sandbox's supervisor disconnected"));
         }
-        Ok((exec_id, rx))
+        Ok((id, rx))
     }
 
-    /// Forwards stdin, end of stdin or cancellation of a running exec.
-    pub async fn exec_input(&self, sandbox_id: &str, exec_id: &str, kind: pb::exec_input::Kind) {
+    /// Sends a message of an open stream (stdin, data, end, cancel).
+    pub async fn stream_input(&self, sandbox_id: &str, message: pb::GatewayMessage) {
         let outbound = self.lock().get(sandbox_id).map(|l| l.outbound.clone());
         if let Some(outbound) = outbound {
-            let _ = outbound.send(exec_message(exec_id, kind)).await;
+            let _ = outbound.send(message).await;
         }
     }
 
-    fn exec_output(
-        &self,
-        sandbox_id: &str,
-        output: pb::ExecOutput,
-    ) -> Option<mpsc::Sender<pb::ExecOutput>> {
+    /// The client of the stream `relayed` belongs to (forgotten after the
+    /// stream's last message).
+    fn client_of(&self, sandbox_id: &str, relayed: &Relayed) -> Option<mpsc::Sender<Relayed>> {
         let mut sessions = self.lock();
         let live = sessions.get_mut(sandbox_id)?;
-        let last = matches!(
-            output.kind,
-            Some(OutputKind::ExitCode(_) | OutputKind::Error(_)) | None
-        );
-        if last {
-            live.execs.remove(&output.exec_id)
+        let entry = if relayed.is_last() {
+            live.streams.remove(relayed.id())
         } else {
-            live.execs.get(&output.exec_id).cloned()
-        }
+            live.streams.get(relayed.id()).cloned()
+        };
+        entry.map(|(_, client)| client)
     }
 }
 
-fn exec_message(exec_id: &str, kind: pb::exec_input::Kind) -> pb::GatewayMessage {
+/// An exec message of the session.
+pub fn exec_message(exec_id: &str, kind: pb::exec_input::Kind) -> pb::GatewayMessage {
     pb::GatewayMessage {
         kind: Some(ToSupervisor::Exec(pb::ExecInput {
             exec_id: exec_id.to_owned(),
@@ -191,9 +237,21 @@ fn exec_message(exec_id: &str, kind: pb::exec_input::Kind) -> pb::GatewayMessage
     }
 }
 
-fn fail_execs(execs: HashMap<String, mpsc::Sender<pb::ExecOutput>>, why: &str) {
-    for (exec_id, tx) in execs {
-        let _ = tx.try_send(failed(&exec_id, why));
+/// A forward message of the session.
+pub fn forward_message(stream_id: &str, kind: ForwardKind) -> pb::GatewayMessage {
+    pb::GatewayMessage {
+        kind: Some(ToSupervisor::Forward(pb::ForwardFrame {
+            stream_id: stream_id.to_owned(),
+            kind: Some(kind),
+        })),
+    }
+}
+
+/// Ends every stream of a session that went away, each with its kind's
+/// error.
+fn fail_streams(streams: HashMap<String, (StreamKind, mpsc::Sender<Relayed>)>, why: &str) {
+    for (id, (kind, tx)) in streams {
+        let _ = tx.try_send(kind.failure(&id, why));
     }
 }
 
@@ -309,14 +367,22 @@ async fn receive(api: &Api, sandbox_id: &str, inbound: &mut Streaming<pb::Superv
                 append_event(api, sandbox_id, &mut events, &event).await;
             }
             Some(FromSupervisor::Exec(output)) => {
-                // A slow client slows this session down (HTTP/2 flow control
-                // reaches the supervisor) rather than losing its output.
-                if let Some(client) = api.sessions.exec_output(sandbox_id, output.clone()) {
-                    let _ = client.send(output).await;
-                }
+                relay(api, sandbox_id, Relayed::Exec(output)).await;
+            }
+            Some(FromSupervisor::Forward(frame)) => {
+                relay(api, sandbox_id, Relayed::Forward(frame)).await;
             }
             Some(FromSupervisor::Hello(_)) | None => {}
         }
+    }
+}
+
+/// Hands a relayed message to its stream's client. A slow client slows
+/// this session down (HTTP/2 flow control reaches the supervisor) rather
+/// than losing data.
+async fn relay(api: &Api, sandbox_id: &str, relayed: Relayed) {
+    if let Some(client) = api.sessions.client_of(sandbox_id, &relayed) {
+        let _ = client.send(relayed).await;
     }
 }
 

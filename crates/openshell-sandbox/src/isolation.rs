@@ -28,7 +28,7 @@ pub use mounts::{MountStep, RootEntry};
 pub const SANDBOX_DIR: &str = "/sandbox";
 /// The proxy's address inside the child's network namespace.
 pub const PROXY_ADDR: std::net::SocketAddrV4 =
-    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 3128);
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, openshell_core::PROXY_PORT);
 /// The child's `PATH`.
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// The child's hostname (its own UTS namespace).

@@ -6,7 +6,7 @@
 //! mounts, identity drop, Landlock, seccomp), its launch and supervision
 //! ([`launch`], [`init`], [`agent`]), the `run` command ([`standalone`]),
 //! its gateway session in connected mode ([`session`]) and commands run in
-//! a live sandbox ([`exec`]). The egress proxy plugs into the listener
+//! a live sandbox ([`exec`]) and port forwards into it ([`forward`]). The egress proxy plugs into the listener
 //! [`launch`] creates inside the child's network namespace.
 //!
 //! Does not own: policy parsing and decisions (`openshell-policy`).
@@ -26,6 +26,7 @@ pub mod agent;
 pub mod check;
 pub mod events;
 pub mod exec;
+pub mod forward;
 pub mod init;
 pub mod isolation;
 pub mod launch;

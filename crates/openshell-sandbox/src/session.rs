@@ -7,7 +7,8 @@
 //!   static-section check as a file reload) and reports loaded or failed;
 //!   a rejected revision leaves the last good one in force;
 //! - pushes its decision events (queued while the gateway is away);
-//! - runs exec requests ([`crate::exec`]) and streams their output.
+//! - runs exec requests ([`crate::exec`]) and streams their output;
+//! - makes the connections of port forwards ([`crate::forward`]).
 //!
 //! When the gateway goes away the sandbox keeps running on its
 //! last-known-good policy; the session is re-established with exponential
@@ -27,9 +28,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use openshell_proto::v1 as pb;
 use pb::exec_input::Kind as Input;
 use pb::exec_output::Kind as Output;
+use pb::forward_frame::Kind as ForwardKind;
 use pb::gateway_message::Kind as FromGateway;
 use pb::supervisor_message::Kind as ToGateway;
 
+use crate::forward::Dialer;
 use crate::isolation::Plan;
 use crate::proxy::generation::Updater;
 use crate::proxy::identity::Identifier;
@@ -68,12 +71,27 @@ pub struct Sandbox {
     pub scratch: PathBuf,
 }
 
+/// A forwarded connection: its way in, and a way to stop it.
+#[derive(Debug)]
+struct Forward {
+    /// Data for the socket; `None`: the client is done sending.
+    to_socket: mpsc::Sender<Option<Vec<u8>>>,
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
 /// Keeps the session up until the process ends.
 pub async fn run(connection: Connection, mut sandbox: Sandbox, mut events: mpsc::Receiver<String>) {
+    let dialer = match Dialer::start(sandbox.init_pid) {
+        Ok(dialer) => Some(dialer),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "port forwarding is unavailable");
+            None
+        }
+    };
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     loop {
-        match session(&connection, &mut sandbox, &mut events).await {
+        match session(&connection, &mut sandbox, dialer.as_ref(), &mut events).await {
             Ok(()) => {
                 tracing::info!("gateway session ended; reconnecting");
                 backoff = FIRST_BACKOFF;
@@ -113,6 +131,7 @@ async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
 async fn session(
     connection: &Connection,
     sandbox: &mut Sandbox,
+    dialer: Option<&Dialer>,
     events: &mut mpsc::Receiver<String>,
 ) -> anyhow::Result<()> {
     let channel = channel(connection).await?;
@@ -144,6 +163,7 @@ async fn session(
         .into_inner();
     tracing::info!(endpoint = %connection.endpoint, "connected to the gateway");
     let mut execs: HashMap<String, Exec> = HashMap::new();
+    let mut forwards: HashMap<String, Forward> = HashMap::new();
     let result = loop {
         tokio::select! {
             received = inbound.message() => {
@@ -162,6 +182,9 @@ async fn session(
                     Some(FromGateway::Exec(input)) => {
                         handle_exec(sandbox, &mut execs, &outbound, input).await;
                     }
+                    Some(FromGateway::Forward(frame)) => {
+                        handle_forward(dialer, &mut forwards, &outbound, frame).await;
+                    }
                     None => {}
                 }
             }
@@ -174,6 +197,9 @@ async fn session(
     };
     for (_, exec) in execs.drain() {
         exec.cancel();
+    }
+    for (_, forward) in forwards.drain() {
+        let _ = forward.cancel.send(true);
     }
     result
 }
@@ -269,6 +295,131 @@ async fn handle_exec(
             }
         }
         None => {}
+    }
+}
+
+async fn handle_forward(
+    dialer: Option<&Dialer>,
+    forwards: &mut HashMap<String, Forward>,
+    outbound: &mpsc::Sender<pb::SupervisorMessage>,
+    frame: pb::ForwardFrame,
+) {
+    forwards.retain(|_, f| !f.to_socket.is_closed());
+    let id = frame.stream_id;
+    match frame.kind {
+        Some(ForwardKind::Open(open)) => {
+            let Some(dialer) = dialer else {
+                let _ = outbound
+                    .send(forward_frame(
+                        &id,
+                        ForwardKind::Error("port forwarding is unavailable in this sandbox".into()),
+                    ))
+                    .await;
+                return;
+            };
+            let (to_socket, from_client) = mpsc::channel(64);
+            let (cancel, cancelled) = tokio::sync::watch::channel(false);
+            forwards.insert(id.clone(), Forward { to_socket, cancel });
+            let port = u16::try_from(open.port).unwrap_or(0);
+            tokio::spawn(run_forward(
+                dialer.clone(),
+                port,
+                id,
+                from_client,
+                cancelled,
+                outbound.clone(),
+            ));
+        }
+        Some(ForwardKind::Data(data)) => {
+            if let Some(forward) = forwards.get(&id) {
+                let _ = forward.to_socket.send(Some(data)).await;
+            }
+        }
+        Some(ForwardKind::Eof(_)) => {
+            if let Some(forward) = forwards.get(&id) {
+                let _ = forward.to_socket.send(None).await;
+            }
+        }
+        Some(ForwardKind::Error(_) | ForwardKind::Closed(_)) => {
+            if let Some(forward) = forwards.remove(&id) {
+                let _ = forward.cancel.send(true);
+            }
+        }
+        Some(ForwardKind::Opened(_)) | None => {}
+    }
+}
+
+fn forward_frame(id: &str, kind: ForwardKind) -> pb::SupervisorMessage {
+    message(ToGateway::Forward(pb::ForwardFrame {
+        stream_id: id.to_owned(),
+        kind: Some(kind),
+    }))
+}
+
+/// One forwarded connection: dial, then pump both ways until both are done
+/// (`closed`), it fails (`error`) or it is cancelled.
+async fn run_forward(
+    dialer: Dialer,
+    port: u16,
+    id: String,
+    mut from_client: mpsc::Receiver<Option<Vec<u8>>>,
+    mut cancelled: tokio::sync::watch::Receiver<bool>,
+    outbound: mpsc::Sender<pb::SupervisorMessage>,
+) {
+    let send = |kind| {
+        let outbound = outbound.clone();
+        let frame = forward_frame(&id, kind);
+        async move {
+            let _ = outbound.send(frame).await;
+        }
+    };
+    let stream = tokio::select! {
+        stream = dialer.connect(port) => stream,
+        _ = cancelled.wait_for(|c| *c) => return,
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(error) => {
+            send(ForwardKind::Error(format!("{error:#}"))).await;
+            return;
+        }
+    };
+    send(ForwardKind::Opened(true)).await;
+    let (mut reader, mut writer) = stream.into_split();
+    let up = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) => {
+                    send(ForwardKind::Eof(true)).await;
+                    return Ok(());
+                }
+                Ok(n) => send(ForwardKind::Data(buf[..n].to_vec())).await,
+                Err(error) => return Err(error),
+            }
+        }
+    };
+    let down = async {
+        while let Some(item) = from_client.recv().await {
+            match item {
+                Some(data) => writer.write_all(&data).await?,
+                None => return writer.shutdown().await,
+            }
+        }
+        Ok(())
+    };
+    let done = tokio::select! {
+        done = async { tokio::try_join!(up, down) } => done,
+        _ = cancelled.wait_for(|c| *c) => return,
+    };
+    match done {
+        Ok(_) => send(ForwardKind::Closed(true)).await,
+        Err(error) => {
+            send(ForwardKind::Error(format!(
+                "the connection in the sandbox failed: {error}"
+            )))
+            .await
+        }
     }
 }
 

@@ -67,6 +67,18 @@ impl Drop for Home {
     fn drop(&mut self) {
         // Sandboxes outlive a gateway stop by design; a test must not. Nor
         // may any gateway it started, whatever its registration became.
+        let forwards = self.config().join("forwards");
+        for entry in std::fs::read_dir(forwards).into_iter().flatten().flatten() {
+            if let Some(pid) = std::fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
         let _ = self.openshell(&["sandbox", "delete", "--all"]);
         let started = self.dir.path().join("state/openshell/gateways");
         for entry in std::fs::read_dir(started).into_iter().flatten().flatten() {

@@ -580,3 +580,120 @@ fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// `GET path` over HTTP/1.0 to 127.0.0.1:port; the whole response.
+fn http_get(port: u16, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn forward_reaches_a_server_on_the_sandbox_loopback_and_only_that_sandbox() {
+    let home = Home::new();
+    start(&home);
+    let port = free_port();
+    let port_text = port.to_string();
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "web",
+        "--detach",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        &port_text,
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        "/sandbox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    create_idle(&home, "other", None);
+    let blob: Vec<u8> = (0..5 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(40_503) >> 7) as u8)
+        .collect();
+    let local = tempfile::tempdir().unwrap();
+    std::fs::write(local.path().join("blob.bin"), &blob).unwrap();
+    let out = home.openshell(&[
+        "sandbox",
+        "upload",
+        "web",
+        local.path().join("blob.bin").to_str().unwrap(),
+        "/sandbox/blob.bin",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The server comes up inside the sandbox.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while exec(
+        &home,
+        "web",
+        &[
+            "python3",
+            "-c",
+            &format!("import socket; socket.create_connection(('127.0.0.1', {port}))"),
+        ],
+    )
+    .status
+    .code()
+        != Some(0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let out = home.openshell(&["forward", "start", &port_text, "web", "-d"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("in the background (pid "),
+        "{}",
+        text(&out.stdout)
+    );
+    let listed = text(&home.openshell(&["forward", "list"]).stdout);
+    assert!(
+        listed.contains(&format!("web      {port}")) && listed.contains("running"),
+        "{listed}"
+    );
+    let response = http_get(port, "/blob.bin");
+    assert!(
+        response.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&response[..64.min(response.len())])
+    );
+    assert!(response.ends_with(&blob), "the forwarded body differs");
+    let out = home.openshell(&["forward", "stop", &port_text, "web"]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("✓ Stopped forward of port {port} for sandbox web\n")
+    );
+    let out = home.openshell(&["forward", "stop", &port_text, "web"]);
+    assert!(text(&out.stderr).contains(&format!("No forward of port {port} for sandbox web")));
+
+    // The same port of another sandbox is that sandbox's own loopback: nothing there.
+    let out = home.openshell(&["forward", "start", &port_text, "other", "-d"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        http_get(port, "/blob.bin").is_empty(),
+        "reached another sandbox's server"
+    );
+    home.openshell(&["forward", "stop", &port_text, "other"]);
+    // The egress proxy is never a target.
+    let out = home.openshell(&["forward", "start", "3128", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("egress proxy"),
+        "{}",
+        text(&out.stderr)
+    );
+}
