@@ -159,7 +159,7 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
 
 #[derive(Debug, Subcommand)]
 pub enum ForwardCommand {
-    /// Listen on [BIND:]PORT here and forward each connection to PORT on the sandbox's loopback.
+    /// Listen on PORT here and forward each connection to PORT on the sandbox's loopback.
     #[command(
         after_help = "The connection is made inside the sandbox by its supervisor and relayed through the \
 gateway; the sandbox need not be reachable from here. BIND defaults to 127.0.0.1.\n\nExamples:\n  \
@@ -167,7 +167,7 @@ openshell forward start 8000 dev          # foreground, Ctrl-C to stop\n  opensh
 openshell forward stop 8000 dev"
     )]
     Start {
-        /// `[BIND:]PORT`.
+        /// PORT, or BIND:PORT to listen on another local address.
         spec: String,
         /// The sandbox [default: the last one created].
         name: Option<String>,
