@@ -112,6 +112,20 @@ fn lifecycle(at_ms: i64, message: &str) -> (String, pb::LogLine) {
     )
 }
 
+/// The file's text from byte `offset` on (empty when unreadable).
+async fn read_from(path: &std::path::Path, offset: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return String::new();
+    };
+    if file.seek(std::io::SeekFrom::Start(offset as u64)).await.is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes).await;
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// Where a followed log has got to.
 #[derive(Debug, Default)]
 struct Cursor {
@@ -142,13 +156,12 @@ impl Api {
         if filter.sandbox
             && let Some(path) = self.events_log(sandbox_id)
         {
-            let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-            if let Some(new) = text.get(cursor.offset..) {
-                // Only whole lines; a partial last line is read again later.
-                let complete = new.rfind('\n').map_or(0, |i| i + 1);
-                lines.extend(new[..complete].lines().map(decision));
-                cursor.offset += complete;
-            }
+            // Only what was appended since the last read, and only whole
+            // lines: a partial last line is read again next time.
+            let new = read_from(&path, cursor.offset).await;
+            let complete = new.rfind('\n').map_or(0, |i| i + 1);
+            lines.extend(new[..complete].lines().map(decision));
+            cursor.offset += complete;
         }
         lines.retain(|(time, line)| filter.keeps(time, &line.level));
         lines.sort_by(|a, b| a.0.cmp(&b.0));
