@@ -2,7 +2,8 @@
 //! program. Init is single-threaded, so this code may allocate.
 //!
 //! Order (reference policy §3.1, with Landlock paths opened while still
-//! root, §1.4): inherited descriptors marked close-on-exec → signals restored → parent-death signal → working directory →
+//! root, §1.4): inherited descriptors marked close-on-exec → signal mask and
+//! default actions restored → parent-death signal → working directory →
 //! Landlock ruleset built → privilege drop → hardening → Landlock
 //! `restrict_self` → seccomp → report → exec. Any failure is reported and
 //! the child exits without running the program.
@@ -42,6 +43,7 @@ fn restrict(plan: &Plan, filters: &seccomp::Filters) -> anyhow::Result<Enforced>
     SigSet::empty()
         .thread_set_mask()
         .context("restoring the signal mask")?;
+    sys::reset_signal_dispositions().context("restoring the default signal actions")?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal")?;
     nix::unistd::chdir(plan.cwd.as_str()).with_context(|| format!("chdir {}", plan.cwd))?;
     let ruleset = landlock::prepare(&plan.landlock)?;

@@ -266,7 +266,8 @@ async fn handle_exec(
     outbound: &mpsc::Sender<pb::SupervisorMessage>,
     input: pb::ExecInput,
 ) {
-    execs.retain(|_, exec| !exec.stdin.is_closed());
+    // Forget the execs that ended (their task dropped its receiver).
+    execs.retain(|_, exec| !exec.cancel.is_closed());
     let id = input.exec_id;
     match input.kind {
         Some(Input::Start(start)) => match start_exec(sandbox, &id, start, outbound.clone()) {
@@ -304,7 +305,7 @@ async fn handle_forward(
     outbound: &mpsc::Sender<pb::SupervisorMessage>,
     frame: pb::ForwardFrame,
 ) {
-    forwards.retain(|_, f| !f.to_socket.is_closed());
+    forwards.retain(|_, f| !f.cancel.is_closed());
     let id = frame.stream_id;
     match frame.kind {
         Some(ForwardKind::Open(open)) => {
@@ -349,6 +350,14 @@ async fn handle_forward(
     }
 }
 
+/// Resolves when the stream is cancelled; never when its handle is merely
+/// dropped (a finished stream's handle is forgotten while it still runs).
+async fn cancellation(cancelled: &mut tokio::sync::watch::Receiver<bool>) {
+    if cancelled.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn forward_frame(id: &str, kind: ForwardKind) -> pb::SupervisorMessage {
     message(ToGateway::Forward(pb::ForwardFrame {
         stream_id: id.to_owned(),
@@ -375,7 +384,7 @@ async fn run_forward(
     };
     let stream = tokio::select! {
         stream = dialer.connect(port) => stream,
-        _ = cancelled.wait_for(|c| *c) => return,
+        () = cancellation(&mut cancelled) => return,
     };
     let stream = match stream {
         Ok(stream) => stream,
@@ -410,7 +419,7 @@ async fn run_forward(
     };
     let done = tokio::select! {
         done = async { tokio::try_join!(up, down) } => done,
-        _ = cancelled.wait_for(|c| *c) => return,
+        () = cancellation(&mut cancelled) => return,
     };
     match done {
         Ok(_) => send(ForwardKind::Closed(true)).await,
@@ -508,7 +517,7 @@ fn start_exec(
                 timed_out = true;
                 stop(&mut child).await
             }
-            () = async { let _ = cancelled.wait_for(|c| *c).await; } => stop(&mut child).await,
+            () = cancellation(&mut cancelled) => stop(&mut child).await,
         };
         for pump in pumps.into_iter().flatten() {
             let _ = pump.await;

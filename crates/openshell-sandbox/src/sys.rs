@@ -118,3 +118,20 @@ pub fn cloexec_all_from(first: u32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Puts every standard signal back to its default action. An ignored
+/// disposition survives `execve`, and the Rust runtime ignores `SIGPIPE`:
+/// without this, `yes | head` in the sandbox would print broken-pipe errors
+/// instead of ending quietly.
+pub fn reset_signal_dispositions() -> io::Result<()> {
+    use nix::sys::signal::{SigHandler, Signal};
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL registers no handler, so no code of
+        // ours can run in signal context.
+        unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}

@@ -697,3 +697,60 @@ fn forward_reaches_a_server_on_the_sandbox_loopback_and_only_that_sandbox() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn fifty_concurrent_execs_share_one_session_without_mixing_their_streams() {
+    let home = std::sync::Arc::new(Home::new());
+    start(&home);
+    create_idle(&home, "busy", None);
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let home = home.clone();
+            std::thread::spawn(move || {
+                let script = format!(
+                    "yes x | tr -d '\\n' | head -c 200000; echo; echo err-{i} >&2; exit {}",
+                    i % 7
+                );
+                let out = exec(&home, "busy", &["sh", "-c", &script]);
+                (i, out)
+            })
+        })
+        .collect();
+    for thread in threads {
+        let (i, out) = thread.join().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(i % 7),
+            "exec {i}: {}",
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.len(), 200_001, "exec {i}");
+        assert!(stdout.bytes().take(200_000).all(|b| b == b'x'), "exec {i}");
+        assert_eq!(text(&out.stderr), format!("err-{i}\n"), "exec {i}");
+    }
+}
+
+#[test]
+fn a_gateway_going_away_mid_exec_is_a_clear_error_and_exec_works_after() {
+    let home = Home::new();
+    let port = start(&home);
+    create_idle(&home, "steady", None);
+    let exec_home = std::sync::Arc::new(home);
+    let running = {
+        let home = exec_home.clone();
+        std::thread::spawn(move || exec(&home, "steady", &["sleep", "30"]))
+    };
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(
+        exec_home.openshell(&["gateway", "stop"]).status.code(),
+        Some(0)
+    );
+    let out = running.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(!text(&out.stderr).is_empty(), "no message");
+    let out = exec_home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = exec(&exec_home, "steady", &["echo", "back"]);
+    assert_eq!(text(&out.stdout), "back\n", "{}", text(&out.stderr));
+}

@@ -118,7 +118,11 @@ async fn read_from(path: &std::path::Path, offset: usize) -> String {
     let Ok(mut file) = tokio::fs::File::open(path).await else {
         return String::new();
     };
-    if file.seek(std::io::SeekFrom::Start(offset as u64)).await.is_err() {
+    if file
+        .seek(std::io::SeekFrom::Start(offset as u64))
+        .await
+        .is_err()
+    {
         return String::new();
     }
     let mut bytes = Vec::new();

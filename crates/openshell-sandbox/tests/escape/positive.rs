@@ -94,3 +94,20 @@ fn the_child_sees_its_own_hostname_and_proxy_environment() {
     let outcome = sandbox().run(&["/bin/hostname"]).success();
     assert_eq!(outcome.stdout, "sandbox\n");
 }
+
+#[test]
+fn the_command_starts_with_default_signal_actions() {
+    // The supervisor's runtime ignores SIGPIPE; that must not leak into the
+    // sandbox, where `yes | head` ends quietly as everywhere else.
+    let outcome = sandbox()
+        .sh("yes | head -c 3; echo; cat /proc/self/status")
+        .success();
+    assert!(outcome.stdout.starts_with("y\ny\n"), "{}", outcome.stdout);
+    assert_eq!(outcome.stderr.trim(), "", "a broken pipe was reported");
+    let ignored = u64::from_str_radix(status_field(&outcome.stdout, "SigIgn:"), 16).unwrap();
+    assert_eq!(
+        ignored & 0x7fff_ffff,
+        0,
+        "standard signals ignored: {ignored:#x}"
+    );
+}
