@@ -468,6 +468,16 @@ pub struct CreateArgs {
     /// Delete the sandbox when CMD ends
     #[arg(long, conflicts_with = "detach")]
     pub no_keep: bool,
+    /// Upload LOCAL (to DEST, default /sandbox) once Ready, as `sandbox upload` does (repeatable)
+    #[arg(
+        long = "upload",
+        value_name = "LOCAL[:DEST]",
+        conflicts_with = "command"
+    )]
+    pub uploads: Vec<String>,
+    /// With --upload: send files .gitignore excludes too
+    #[arg(long, requires = "uploads")]
+    pub no_git_ignore: bool,
     #[arg(short, long, value_enum)]
     pub output: Option<OutputFormat>,
     /// The command to run

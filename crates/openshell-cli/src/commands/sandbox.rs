@@ -422,8 +422,22 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
         }),
     })?;
     let started = std::time::Instant::now();
+    // Split on the first `:`; checked before anything is created.
+    let uploads: Vec<(std::path::PathBuf, Option<String>)> = options
+        .uploads
+        .iter()
+        .map(|item| match item.split_once(':') {
+            Some((local, dest)) => (local.into(), Some(dest.to_owned())),
+            None => (item.into(), None),
+        })
+        .collect();
+    for (local, _) in &uploads {
+        if local.symlink_metadata().is_err() {
+            bail!("--upload {}: no such file or directory", local.display());
+        }
+    }
     let runtime = client::runtime()?;
-    runtime.block_on(async {
+    let (name, exit) = runtime.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         let sandbox = client
             .create_sandbox(request)
@@ -447,12 +461,30 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             let request = scope.request(pb::DeleteSandboxRequest { name: name.clone() })?;
             client.delete_sandbox(request).await.map_err(status)?;
         }
-        anyhow::Ok(if code == 0 {
+        let exit = if code == 0 {
             Exit::Success
         } else {
             Exit::Code(code)
-        })
-    })
+        };
+        anyhow::Ok((name, exit))
+    })?;
+    for (local, dest) in &uploads {
+        output::step(&format!(
+            "• Uploading files to {}...",
+            dest.as_deref().unwrap_or("/sandbox")
+        ));
+        crate::commands::files::upload(
+            scope,
+            &name,
+            local,
+            dest.as_deref(),
+            !options.no_git_ignore,
+        )?;
+    }
+    if !uploads.is_empty() {
+        output::step("✓ Files uploaded");
+    }
+    Ok(exit)
 }
 
 async fn stream_output(

@@ -522,6 +522,30 @@ fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
         "hello\n"
     );
 
+    // At create: uploaded once Ready; a missing source creates nothing.
+    let seed = format!("{}:/sandbox/src", proj.display());
+    let out = home.openshell(&["sandbox", "create", "--name", "seeded", "--upload", &seed]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("✓ Files uploaded"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = exec(&home, "seeded", &["cat", "/sandbox/src/proj/a.txt"]);
+    assert_eq!(text(&out.stdout), "hello\n");
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "never",
+        "--upload",
+        "/no/such/dir",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--upload /no/such/dir: no such file or directory"));
+    let listed = text(&home.openshell(&["sandbox", "list", "--names"]).stdout);
+    assert!(!listed.contains("never"), "{listed}");
+
     // Outside the workspace, by path or by symlink; missing: refused.
     exec(&home, "files", &["ln", "-s", "/etc", "/sandbox/etc-link"]);
     for (src, message) in [
