@@ -485,6 +485,41 @@ pub struct CreateArgs {
     pub command: Vec<String>,
 }
 
+/// `policy update` flags.
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// Allow an endpoint (repeatable).
+    #[arg(long = "add-endpoint", value_name = "ENDPOINT")]
+    pub add_endpoints: Vec<String>,
+    /// A program the added endpoints admit (repeatable).
+    #[arg(long = "binary", value_name = "PATH")]
+    pub binaries: Vec<String>,
+    /// Name of the rule for the one --add-endpoint [default: allow_HOST_PORT].
+    #[arg(long, value_name = "NAME")]
+    pub rule_name: Option<String>,
+    /// Add an L7 allow rule host:port:METHOD:path_glob (repeatable).
+    #[arg(long = "add-allow", value_name = "RULE")]
+    pub add_allow: Vec<String>,
+    /// Add an L7 deny rule host:port:METHOD:path_glob (repeatable).
+    #[arg(long = "add-deny", value_name = "RULE")]
+    pub add_deny: Vec<String>,
+    /// Remove every endpoint on host:port (repeatable).
+    #[arg(long = "remove-endpoint", value_name = "HOST:PORT")]
+    pub remove_endpoints: Vec<String>,
+    /// Remove a whole network rule (repeatable).
+    #[arg(long = "remove-rule", value_name = "NAME")]
+    pub remove_rules: Vec<String>,
+    /// Print the resulting policy; change nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
+    /// Wait until the sandbox has loaded (or rejected) the revision.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum OutputFormat {
     /// Human-readable lines.
@@ -534,36 +569,8 @@ openshell policy update dev --remove-endpoint pypi.org:443"
     Update {
         /// The sandbox [default: the last one created].
         name: Option<String>,
-        /// Allow an endpoint (repeatable).
-        #[arg(long = "add-endpoint", value_name = "ENDPOINT")]
-        add_endpoints: Vec<String>,
-        /// A program the added endpoints admit (repeatable).
-        #[arg(long = "binary", value_name = "PATH")]
-        binaries: Vec<String>,
-        /// Name of the rule for the one --add-endpoint [default: allow_HOST_PORT].
-        #[arg(long, value_name = "NAME")]
-        rule_name: Option<String>,
-        /// Add an L7 allow rule host:port:METHOD:path_glob (repeatable).
-        #[arg(long = "add-allow", value_name = "RULE")]
-        add_allow: Vec<String>,
-        /// Add an L7 deny rule host:port:METHOD:path_glob (repeatable).
-        #[arg(long = "add-deny", value_name = "RULE")]
-        add_deny: Vec<String>,
-        /// Remove every endpoint on host:port (repeatable).
-        #[arg(long = "remove-endpoint", value_name = "HOST:PORT")]
-        remove_endpoints: Vec<String>,
-        /// Remove a whole network rule (repeatable).
-        #[arg(long = "remove-rule", value_name = "NAME")]
-        remove_rules: Vec<String>,
-        /// Print the resulting policy; change nothing.
-        #[arg(long, conflicts_with = "wait")]
-        dry_run: bool,
-        /// Wait until the sandbox has loaded (or rejected) the revision.
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits, in seconds.
-        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-        timeout: u64,
+        #[command(flatten)]
+        changes: UpdateArgs,
     },
     /// Show the policy revision a sandbox enforces, or revision --rev N.
     Get {

@@ -257,36 +257,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     std::time::Duration::from_secs(timeout),
                 )
             }
-            PolicyCommand::Update {
-                name,
-                add_endpoints,
-                binaries,
-                rule_name,
-                add_allow,
-                add_deny,
-                remove_endpoints,
-                remove_rules,
-                dry_run,
-                wait,
-                timeout,
-            } => {
+            PolicyCommand::Update { name, changes } => {
                 let scope = scope(&cli.global)?;
-                revisions::update(
-                    &scope,
-                    &scope.sandbox(name)?,
-                    &revisions::UpdateOptions {
-                        add_endpoints,
-                        binaries,
-                        rule_name,
-                        add_allow,
-                        add_deny,
-                        remove_endpoints,
-                        remove_rules,
-                        dry_run,
-                        wait,
-                        timeout: std::time::Duration::from_secs(timeout),
-                    },
-                )
+                revisions::update(&scope, &scope.sandbox(name)?, &changes)
             }
             PolicyCommand::Get {
                 name,

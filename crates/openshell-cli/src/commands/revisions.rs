@@ -10,7 +10,7 @@ use serde_json::json;
 use openshell_policy::merge::{self, NewEndpoint, Operation, default_rule_name};
 use openshell_proto::v1 as pb;
 
-use crate::cli::OutputFormat;
+use crate::cli::{OutputFormat, UpdateArgs};
 use crate::client;
 use crate::commands::Exit;
 use crate::commands::sandbox::{Scope, status};
@@ -140,22 +140,7 @@ async fn wait_for(
     }
 }
 
-/// What `policy update` changes.
-#[derive(Debug, Clone)]
-pub struct UpdateOptions {
-    pub add_endpoints: Vec<String>,
-    pub binaries: Vec<String>,
-    pub rule_name: Option<String>,
-    pub add_allow: Vec<String>,
-    pub add_deny: Vec<String>,
-    pub remove_endpoints: Vec<String>,
-    pub remove_rules: Vec<String>,
-    pub dry_run: bool,
-    pub wait: bool,
-    pub timeout: Duration,
-}
-
-fn operations(options: &UpdateOptions) -> anyhow::Result<Vec<Operation>> {
+fn operations(options: &UpdateArgs) -> anyhow::Result<Vec<Operation>> {
     if options.rule_name.is_some() && options.add_endpoints.len() != 1 {
         bail!("--rule-name needs exactly one --add-endpoint");
     }
@@ -201,7 +186,7 @@ const UPDATE_ATTEMPTS: usize = 3;
 /// Applies incremental changes to the sandbox's effective policy and
 /// submits the result as the next revision, atomically: it is refused (and
 /// redone here) if another revision was stored in between.
-pub fn update(scope: &Scope, name: &str, options: &UpdateOptions) -> anyhow::Result<Exit> {
+pub fn update(scope: &Scope, name: &str, options: &UpdateArgs) -> anyhow::Result<Exit> {
     let ops = operations(options)?;
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
@@ -252,7 +237,14 @@ pub fn update(scope: &Scope, name: &str, options: &UpdateOptions) -> anyhow::Res
             }
             match submit(&mut client, scope, name, yaml, Some(latest)).await {
                 Ok(revision) if options.wait => {
-                    return wait_for(&mut client, scope, name, revision, options.timeout).await;
+                    return wait_for(
+                        &mut client,
+                        scope,
+                        name,
+                        revision,
+                        Duration::from_secs(options.timeout),
+                    )
+                    .await;
                 }
                 Ok(_) => return Ok(Exit::Success),
                 Err(error)
