@@ -62,7 +62,7 @@ impl Api {
     /// The gateway's gauges in the Prometheus text format; fails when the
     /// database does not answer.
     pub async fn metrics(&self) -> Result<String, StoreError> {
-        let sandboxes = self.store.list_all().await?;
+        let counts = self.store.phase_counts().await?;
         let mut text = String::from(
             "# HELP openshell_sandboxes Sandboxes by phase.\n# TYPE openshell_sandboxes gauge\n",
         );
@@ -73,7 +73,11 @@ impl Api {
             Phase::Deleting,
             Phase::Stopped,
         ] {
-            let n = sandboxes.iter().filter(|s| s.phase == phase).count();
+            let n: i64 = counts
+                .iter()
+                .filter(|(p, _)| *p == phase)
+                .map(|(_, n)| n)
+                .sum();
             text.push_str(&format!(
                 "openshell_sandboxes{{phase=\"{}\"}} {n}\n",
                 phase.as_str()
@@ -227,8 +231,8 @@ impl Gateway for Api {
         _: Request<pb::GatewayInfoRequest>,
     ) -> Result<Response<pb::GatewayInfo>, Status> {
         // Degraded when the database does not answer.
-        let (status, sandboxes) = match self.store.list_all().await {
-            Ok(all) => ("healthy", all.len()),
+        let (status, sandboxes) = match self.store.phase_counts().await {
+            Ok(counts) => ("healthy", counts.iter().map(|(_, n)| *n).sum::<i64>()),
             Err(error) => {
                 tracing::error!(error = %chain(error), "gateway info: store failure");
                 ("degraded", 0)

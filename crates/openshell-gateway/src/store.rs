@@ -355,6 +355,19 @@ impl Store {
         rows.iter().map(Self::row).collect()
     }
 
+    /// How many sandboxes are in each phase (every workspace); one
+    /// aggregate query, cheap enough for every readiness probe.
+    pub async fn phase_counts(&self) -> Result<Vec<(Phase, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT phase, COUNT(*) AS n FROM sandboxes GROUP BY phase")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        Ok(rows
+            .iter()
+            .map(|r| (Phase::parse(r.get::<String, _>("phase").as_str()), r.get("n")))
+            .collect())
+    }
+
     /// Deletes a sandbox and (by cascade) its events and revisions.
     pub async fn delete_sandbox(&self, workspace: &str, name: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sandboxes WHERE workspace = ? AND name = ?")
