@@ -364,7 +364,12 @@ impl Store {
             .map_err(StoreError::Query)?;
         Ok(rows
             .iter()
-            .map(|r| (Phase::parse(r.get::<String, _>("phase").as_str()), r.get("n")))
+            .map(|r| {
+                (
+                    Phase::parse(r.get::<String, _>("phase").as_str()),
+                    r.get("n"),
+                )
+            })
             .collect())
     }
 
