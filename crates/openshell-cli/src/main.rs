@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod commands;
 mod output;
+mod pid;
 mod registry;
 
 use std::process::ExitCode;

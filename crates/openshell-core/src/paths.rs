@@ -56,6 +56,18 @@ pub fn state_dir(env: &dyn Env) -> Result<PathBuf, ResolveDirError> {
     base_dir(env, "XDG_STATE_HOME", ".local/state", "state")
 }
 
+/// Another OpenShell binary: `name` beside the running one (a build or an
+/// install puts them together), else `name` to be found on `PATH`.
+pub fn companion_binary(name: &str) -> PathBuf {
+    if let Ok(me) = std::env::current_exe()
+        && let Some(dir) = me.parent()
+        && dir.join(name).is_file()
+    {
+        return dir.join(name);
+    }
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

@@ -45,20 +45,6 @@ struct Args {
     sandbox_bin: Option<PathBuf>,
 }
 
-/// `openshell-sandbox`: as given, else beside this binary, else on PATH.
-fn supervisor_binary(given: Option<PathBuf>) -> PathBuf {
-    if let Some(path) = given {
-        return path;
-    }
-    if let Ok(me) = std::env::current_exe()
-        && let Some(dir) = me.parent()
-        && dir.join("openshell-sandbox").is_file()
-    {
-        return dir.join("openshell-sandbox");
-    }
-    PathBuf::from("openshell-sandbox")
-}
-
 async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
@@ -94,7 +80,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let driver = ProcessDriver::new(
         &args.state_dir.join("sandboxes"),
-        &supervisor_binary(args.sandbox_bin),
+        &args
+            .sandbox_bin
+            .unwrap_or_else(|| openshell_core::paths::companion_binary("openshell-sandbox")),
         store.clone(),
         connect,
     );

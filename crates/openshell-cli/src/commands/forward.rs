@@ -18,6 +18,7 @@ use crate::client;
 use crate::commands::Exit;
 use crate::commands::sandbox::{Scope, status};
 use crate::output;
+use crate::pid::{self, alive};
 
 /// How long `start -d` waits for the background forward to listen.
 const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,10 +48,6 @@ fn pid_file(sandbox: &str, port: u16) -> anyhow::Result<PathBuf> {
             .join("forwards")
             .join(format!("{sandbox}-{port}.pid")),
     )
-}
-
-fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
 
 pub fn start(scope: &Scope, spec: &str, name: &str, detach: bool) -> anyhow::Result<Exit> {
@@ -150,7 +147,7 @@ async fn relay(
 
 fn start_background(spec: &str, name: &str, local: SocketAddr) -> anyhow::Result<Exit> {
     let path = pid_file(name, local.port())?;
-    if let Some(pid) = read_pid(&path).filter(|p| alive(*p)) {
+    if let Some(pid) = pid::read(&path).filter(|p| alive(*p)) {
         bail!(
             "port {} of sandbox '{name}' is already forwarded (pid {pid}); stop it with: openshell forward stop {} {name}",
             local.port(),
@@ -198,13 +195,9 @@ fn start_background(spec: &str, name: &str, local: SocketAddr) -> anyhow::Result
     Ok(Exit::Success)
 }
 
-fn read_pid(path: &std::path::Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
 pub fn stop(port: u16, name: &str) -> anyhow::Result<Exit> {
     let path = pid_file(name, port)?;
-    match read_pid(&path) {
+    match pid::read(&path) {
         Some(pid) if alive(pid) => {
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -236,7 +229,7 @@ pub fn list() -> anyhow::Result<Exit> {
         let Some((sandbox, port)) = stem.rsplit_once('-') else {
             continue;
         };
-        let pid = read_pid(&entry.path());
+        let pid = pid::read(&entry.path());
         let state = if pid.is_some_and(alive) {
             "running"
         } else {

@@ -11,6 +11,7 @@ use crate::cli::OutputFormat;
 use crate::client;
 use crate::commands::Exit;
 use crate::output;
+use crate::pid::{self, alive};
 use crate::registry::{Metadata, Registry, Target, check_name};
 
 /// How long `gateway start` waits for the gateway to answer.
@@ -40,16 +41,10 @@ fn state_dir(name: &str) -> anyhow::Result<PathBuf> {
 /// A companion binary: `$<env>`, else `name` beside this binary, else
 /// `name` on `PATH`.
 pub fn companion_binary(env: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(env) {
-        return PathBuf::from(path);
-    }
-    if let Ok(me) = std::env::current_exe()
-        && let Some(dir) = me.parent()
-        && dir.join(name).is_file()
-    {
-        return dir.join(name);
-    }
-    PathBuf::from(name)
+    std::env::var_os(env).map_or_else(
+        || openshell_core::paths::companion_binary(name),
+        PathBuf::from,
+    )
 }
 
 /// The gateway a lifecycle command means: `given`, else the active one,
@@ -66,15 +61,7 @@ pub fn local_name(given: Option<&str>) -> anyhow::Result<String> {
 }
 
 fn read_pid(state: &Path) -> Option<i32> {
-    std::fs::read_to_string(state.join("gateway.pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    pid::read(&state.join("gateway.pid"))
 }
 
 /// The gateway's health, or why it cannot be reached.
@@ -566,7 +553,7 @@ fn end_sandboxes(root: &Path) -> usize {
         .map(|entries| {
             entries
                 .filter_map(Result::ok)
-                .filter_map(|e| read_pid_file(&e.path().join("pid")))
+                .filter_map(|e| pid::read(&e.path().join("pid")))
                 .filter(|pid| alive(*pid))
                 .collect()
         })
@@ -585,10 +572,6 @@ fn end_sandboxes(root: &Path) -> usize {
         group(*pid, nix::sys::signal::Signal::SIGKILL);
     }
     pids.len()
-}
-
-fn read_pid_file(path: &Path) -> Option<i32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit> {
