@@ -70,6 +70,11 @@ fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
         .map_err(io("writing", path))
 }
 
+/// The number a marker file (`pid`, `exit_code`) holds.
+fn read_number(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
 fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
 }
@@ -215,11 +220,7 @@ impl ProcessDriver {
     }
 
     fn exit_code(&self, id: &str) -> Option<i32> {
-        std::fs::read_to_string(self.dir(id).join("exit_code"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        read_number(&self.dir(id).join("exit_code"))
     }
 
     async fn finish(&self, id: &str, ready: bool, code: Option<i32>) {
@@ -236,11 +237,7 @@ impl ProcessDriver {
     }
 
     fn pid(&self, id: &str) -> Option<i32> {
-        std::fs::read_to_string(self.dir(id).join("pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        read_number(&self.dir(id).join("pid"))
     }
 
     /// True while the sandbox's supervisor runs.
@@ -251,19 +248,21 @@ impl ProcessDriver {
     /// Stops the supervisor (SIGTERM to its process group, which it
     /// forwards to the main process; SIGKILL after a grace period).
     async fn stop_supervisor(&self, id: &str) {
-        if let Some(pid) = self.pid(id).filter(|pid| alive(*pid)) {
-            let group = nix::unistd::Pid::from_raw(-pid);
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+        let Some(pid) = self.pid(id).filter(|pid| alive(*pid)) else {
+            return;
+        };
+        let group = nix::unistd::Pid::from_raw(-pid);
+        for signal in [
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::Signal::SIGKILL,
+        ] {
+            let _ = nix::sys::signal::kill(group, signal);
             let deadline = tokio::time::Instant::now() + STOP_GRACE;
             while alive(pid) && tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if alive(pid) {
-                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-                let deadline = tokio::time::Instant::now() + STOP_GRACE;
-                while alive(pid) && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+            if !alive(pid) {
+                return;
             }
         }
     }
