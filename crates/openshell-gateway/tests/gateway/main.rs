@@ -1,5 +1,6 @@
 //! The gateway over real sockets: real PKI and mTLS, a temporary SQLite
-//! database, gRPC and HTTP on the same port.
+//! database, gRPC and HTTP on the same port. Supervisor sessions (tokens,
+//! policy revisions, the exec relay) are in `session.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -19,16 +20,18 @@ use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_client::GatewayClient;
 use openshell_proto::v1::supervisor_client::SupervisorClient;
 
+mod session;
+
 /// A gateway serving on 127.0.0.1:0; stops on drop.
-struct Gateway {
+pub(crate) struct Gateway {
     addr: SocketAddr,
     pki: Pki,
-    tokens: Tokens,
+    pub(crate) tokens: Tokens,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn start(state: &Path) -> Gateway {
+pub(crate) async fn start(state: &Path) -> Gateway {
     let store = Store::open(&state.join("gateway.db")).await.unwrap();
     let pki = Pki::load_or_create(&state.join("pki"), &pki::server_names(&[])).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -51,12 +54,12 @@ async fn start(state: &Path) -> Gateway {
 }
 
 impl Gateway {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.send(true).unwrap();
         self.task.await.unwrap();
     }
 
-    fn client_files(&self) -> (String, String) {
+    pub(crate) fn client_files(&self) -> (String, String) {
         let dir = self.pki.dir.join(pki::CLIENT_DIR);
         (
             std::fs::read_to_string(dir.join(pki::CLIENT_CERT)).unwrap(),
@@ -64,13 +67,13 @@ impl Gateway {
         )
     }
 
-    async fn client(&self) -> GatewayClient<Channel> {
+    pub(crate) async fn client(&self) -> GatewayClient<Channel> {
         GatewayClient::new(self.channel(true).await)
     }
 
     /// A channel that trusts the gateway's CA, with or without the CLI's
     /// client certificate.
-    async fn channel(&self, with_client_cert: bool) -> Channel {
+    pub(crate) async fn channel(&self, with_client_cert: bool) -> Channel {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.pki.ca_cert))
             .domain_name("localhost");
@@ -89,7 +92,7 @@ impl Gateway {
 
     /// A supervisor's session with `token` (no client certificate), after
     /// `hello`: the gateway's messages, and the sender for ours.
-    async fn session(
+    pub(crate) async fn session(
         &self,
         token: &str,
         hello_id: &str,
@@ -128,15 +131,19 @@ impl Gateway {
     }
 }
 
-fn supervisor(kind: pb::supervisor_message::Kind) -> pb::SupervisorMessage {
+pub(crate) fn supervisor(kind: pb::supervisor_message::Kind) -> pb::SupervisorMessage {
     pb::SupervisorMessage { kind: Some(kind) }
 }
 
-const POLICY_V1: &str = "version: 1\n";
-const POLICY_V2: &str = "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.test\n        port: 443\n    binaries:\n      - path: /usr/bin/curl\n";
-const POLICY_V3: &str = "version: 1\nfilesystem_policy:\n  read_only: [/opt]\n";
+pub(crate) const POLICY_V1: &str = "version: 1\n";
+pub(crate) const POLICY_V2: &str = "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.test\n        port: 443\n    binaries:\n      - path: /usr/bin/curl\n";
+pub(crate) const POLICY_V3: &str = "version: 1\nfilesystem_policy:\n  read_only: [/opt]\n";
 
-fn create(name: &str, policy: &str, labels: &[(&str, &str)]) -> pb::CreateSandboxRequest {
+pub(crate) fn create(
+    name: &str,
+    policy: &str,
+    labels: &[(&str, &str)],
+) -> pb::CreateSandboxRequest {
     pb::CreateSandboxRequest {
         name: name.to_owned(),
         spec: Some(pb::SandboxSpec {
@@ -435,343 +442,6 @@ async fn a_restart_loses_nothing() {
         .unwrap()
         .into_inner();
     assert_eq!(kept.spec.unwrap().labels["k"], "v");
-    gateway.stop().await;
-}
-
-#[tokio::test]
-async fn a_sandbox_token_opens_only_its_own_session_and_never_the_user_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = start(dir.path()).await;
-    let mut client = gateway.client().await;
-    let alpha = client
-        .create_sandbox(create("alpha", POLICY_V1, &[]))
-        .await
-        .unwrap()
-        .into_inner();
-    let beta = client
-        .create_sandbox(create("beta", "", &[]))
-        .await
-        .unwrap()
-        .into_inner();
-    let token_a = gateway.tokens.mint(&alpha.id);
-
-    // Its own session works, and delivers the revision it lacks.
-    let (mut inbound, _tx) = gateway.session(&token_a, &alpha.id, 0).await.unwrap();
-    match inbound.message().await.unwrap().unwrap().kind {
-        Some(pb::gateway_message::Kind::Policy(update)) => {
-            assert_eq!(update.version, 1);
-            assert_eq!(update.policy_yaml, POLICY_V1);
-        }
-        other => panic!("expected the policy, got {other:?}"),
-    }
-    // Another sandbox's session: refused.
-    let other = gateway.session(&token_a, &beta.id, 0).await.unwrap_err();
-    assert_eq!(other.code(), Code::PermissionDenied, "{other:?}");
-    // A forged token (alpha's MAC on beta's id), junk, or none: refused.
-    let forged = token_a.replace(&alpha.id, &beta.id);
-    for token in [forged.as_str(), "v1.x.00", ""] {
-        let refused = gateway.session(token, &beta.id, 0).await.unwrap_err();
-        assert_eq!(
-            refused.code(),
-            Code::Unauthenticated,
-            "{token:?}: {refused:?}"
-        );
-    }
-    // Another gateway's token for the same id: refused.
-    let foreign = Tokens::from_secret(&[1u8; 32]).mint(&beta.id);
-    let refused = gateway.session(&foreign, &beta.id, 0).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Unauthenticated);
-
-    // The token on the user API, even over a connection that has the
-    // user's certificate: refused, and nothing changes.
-    let mut request = Request::new(pb::DeleteSandboxRequest {
-        name: "beta".into(),
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token_a}").parse().unwrap(),
-    );
-    let refused = client.delete_sandbox(request).await.unwrap_err();
-    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    let mut request = Request::new(pb::HealthRequest {});
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token_a}").parse().unwrap(),
-    );
-    let mut tokened = GatewayClient::new(gateway.channel(false).await);
-    assert!(tokened.health(request).await.is_err());
-    let names: Vec<String> = client
-        .list_sandboxes(pb::ListSandboxesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .sandboxes
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
-    assert_eq!(names, ["alpha", "beta"]);
-    gateway.stop().await;
-}
-
-#[tokio::test]
-async fn policy_revisions_reach_the_session_and_record_what_the_supervisor_did() {
-    use pb::gateway_message::Kind as FromGateway;
-    use pb::supervisor_message::Kind as ToGateway;
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = start(dir.path()).await;
-    let mut client = gateway.client().await;
-    let sandbox = client
-        .create_sandbox(create("live", POLICY_V1, &[]))
-        .await
-        .unwrap()
-        .into_inner();
-    let token = gateway.tokens.mint(&sandbox.id);
-    // The supervisor started with revision 1: nothing to send, 1 is loaded.
-    let (mut inbound, outbound) = gateway.session(&token, &sandbox.id, 1).await.unwrap();
-    let set = |yaml: &str| pb::SetPolicyRequest {
-        name: "live".into(),
-        policy_yaml: yaml.to_owned(),
-        expected_version: None,
-    };
-    let get = |version: i64| pb::GetPolicyRequest {
-        name: "live".into(),
-        version,
-    };
-
-    // Invalid: INVALID_ARGUMENT with the validation message, nothing stored.
-    let invalid = client
-        .set_policy(set("version: 1\nfilesystem_policy:\n  read_write: [/]\n"))
-        .await
-        .unwrap_err();
-    assert_eq!(invalid.code(), Code::InvalidArgument);
-    assert!(invalid.message().contains("overly broad"), "{invalid:?}");
-
-    let v2 = client
-        .set_policy(set(POLICY_V2))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        (v2.version, v2.status.as_str(), v2.unchanged),
-        (2, "pending", false)
-    );
-    assert_eq!(v2.active_version, 1);
-    match inbound.message().await.unwrap().unwrap().kind {
-        Some(FromGateway::Policy(update)) => assert_eq!(update.version, 2),
-        other => panic!("expected revision 2, got {other:?}"),
-    }
-    // Based on a stale version: ABORTED, nothing stored.
-    let stale = client
-        .set_policy(pb::SetPolicyRequest {
-            expected_version: Some(1),
-            ..set(POLICY_V1)
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(stale.code(), Code::Aborted, "{stale:?}");
-    // The same YAML again: unchanged, nothing sent.
-    let again = client
-        .set_policy(set(POLICY_V2))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(again.unchanged);
-    assert_eq!(again.version, 2);
-
-    outbound
-        .send(supervisor(ToGateway::PolicyStatus(pb::PolicyStatus {
-            version: 2,
-            loaded: true,
-            error: String::new(),
-        })))
-        .await
-        .unwrap();
-    let loaded = wait_for_status(&mut client, 2, "loaded").await;
-    assert_eq!(loaded.active_version, 2);
-    assert!(loaded.loaded_at_ms > 0);
-    let first = client.get_policy(get(1)).await.unwrap().into_inner();
-    assert_eq!(first.status, "superseded");
-
-    // A revision the supervisor rejects: failed with its reason, and the
-    // effective revision stays 2.
-    client.set_policy(set(POLICY_V3)).await.unwrap();
-    inbound.message().await.unwrap().unwrap();
-    outbound
-        .send(supervisor(ToGateway::PolicyStatus(pb::PolicyStatus {
-            version: 3,
-            loaded: false,
-            error: "filesystem changed".into(),
-        })))
-        .await
-        .unwrap();
-    let failed = wait_for_status(&mut client, 3, "failed").await;
-    assert_eq!(failed.error, "filesystem changed");
-    let effective = client.get_policy(get(0)).await.unwrap().into_inner();
-    assert_eq!(
-        (effective.version, effective.status.as_str()),
-        (2, "loaded")
-    );
-    let listed: Vec<(i64, String)> = client
-        .list_policies(pb::ListPoliciesRequest {
-            name: "live".into(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .revisions
-        .into_iter()
-        .map(|r| (r.version, r.status))
-        .collect();
-    assert_eq!(
-        listed,
-        [
-            (3, "failed".to_owned()),
-            (2, "loaded".to_owned()),
-            (1, "superseded".to_owned())
-        ]
-    );
-    let missing = client.get_policy(get(9)).await.unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
-    gateway.stop().await;
-}
-
-async fn wait_for_status(
-    client: &mut GatewayClient<Channel>,
-    version: i64,
-    status: &str,
-) -> pb::PolicyRevision {
-    for _ in 0..200 {
-        let revision = client
-            .get_policy(pb::GetPolicyRequest {
-                name: "live".into(),
-                version,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if revision.status == status {
-            return revision;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("revision {version} never became {status}");
-}
-
-#[tokio::test]
-async fn exec_is_relayed_through_the_session_both_ways() {
-    use pb::exec_input::Kind as Input;
-    use pb::exec_output::Kind as Output;
-    use pb::gateway_message::Kind as FromGateway;
-    use pb::supervisor_message::Kind as ToGateway;
-    let dir = tempfile::tempdir().unwrap();
-    let gateway = start(dir.path()).await;
-    let mut client = gateway.client().await;
-    let sandbox = client
-        .create_sandbox(create("box", "", &[]))
-        .await
-        .unwrap()
-        .into_inner();
-    let (mut inbound, outbound) = gateway
-        .session(&gateway.tokens.mint(&sandbox.id), &sandbox.id, 0)
-        .await
-        .unwrap();
-    let (input, inputs) = tokio::sync::mpsc::channel(4);
-    input
-        .send(pb::ExecInput {
-            exec_id: String::new(),
-            kind: Some(Input::Start(pb::ExecStart {
-                name: "box".into(),
-                command: vec!["cat".into()],
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap();
-    input
-        .send(pb::ExecInput {
-            exec_id: String::new(),
-            kind: Some(Input::Stdin(b"ping".to_vec())),
-        })
-        .await
-        .unwrap();
-    let mut outputs = client
-        .exec(tokio_stream::wrappers::ReceiverStream::new(inputs))
-        .await
-        .unwrap()
-        .into_inner();
-    // The supervisor sees the start (without the sandbox name) and the stdin.
-    let start = match inbound.message().await.unwrap().unwrap().kind {
-        Some(FromGateway::Exec(exec)) => exec,
-        other => panic!("expected an exec, got {other:?}"),
-    };
-    let exec_id = start.exec_id.clone();
-    match start.kind {
-        Some(Input::Start(s)) => {
-            assert_eq!((s.command, s.name), (vec!["cat".to_owned()], String::new()))
-        }
-        other => panic!("expected a start, got {other:?}"),
-    }
-    match inbound.message().await.unwrap().unwrap().kind {
-        Some(FromGateway::Exec(pb::ExecInput {
-            kind: Some(Input::Stdin(data)),
-            exec_id: id,
-        })) => assert_eq!(
-            (data.as_slice(), id.as_str()),
-            (b"ping".as_slice(), exec_id.as_str())
-        ),
-        other => panic!("expected stdin, got {other:?}"),
-    }
-    for kind in [
-        Output::Stdout(b"pong".to_vec()),
-        Output::Stderr(b"warn".to_vec()),
-        Output::ExitCode(3),
-    ] {
-        outbound
-            .send(supervisor(ToGateway::Exec(pb::ExecOutput {
-                exec_id: exec_id.clone(),
-                kind: Some(kind),
-            })))
-            .await
-            .unwrap();
-    }
-    let mut got = Vec::new();
-    while let Some(message) = outputs.message().await.unwrap() {
-        got.push(message.kind.unwrap());
-    }
-    assert_eq!(
-        got,
-        [
-            Output::Stdout(b"pong".to_vec()),
-            Output::Stderr(b"warn".to_vec()),
-            Output::ExitCode(3)
-        ]
-    );
-
-    // No command, or an unknown sandbox: refused before anything runs.
-    for (name, command, code) in [
-        ("box", vec![], Code::InvalidArgument),
-        ("nope", vec!["true".to_owned()], Code::NotFound),
-    ] {
-        let (input, inputs) = tokio::sync::mpsc::channel(1);
-        input
-            .send(pb::ExecInput {
-                exec_id: String::new(),
-                kind: Some(Input::Start(pb::ExecStart {
-                    name: name.into(),
-                    command,
-                    ..Default::default()
-                })),
-            })
-            .await
-            .unwrap();
-        drop(input);
-        let refused = client
-            .exec(tokio_stream::wrappers::ReceiverStream::new(inputs))
-            .await
-            .unwrap_err();
-        assert_eq!(refused.code(), code, "{refused:?}");
-    }
     gateway.stop().await;
 }
 
