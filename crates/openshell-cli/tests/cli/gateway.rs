@@ -92,6 +92,27 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
+/// Starts a gateway for `home` on a free port; returns the port.
+pub fn start(home: &Home) -> String {
+    let port = free_port().to_string();
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    port
+}
+
+/// Pids whose whole command line is `cmdline` (arguments NUL-separated).
+pub fn pids_of(cmdline: &str) -> Vec<String> {
+    let wanted = format!("{cmdline}\u{0}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid = e.ok()?.file_name().to_string_lossy().into_owned();
+            let actual = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (actual == wanted.as_bytes()).then_some(pid)
+        })
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -390,12 +411,10 @@ fn info_destroy_and_doctor_describe_and_clean_up_a_local_gateway() {
             .exists()
     );
     assert!(!home.config().join("gateways/openshell").exists());
-    let marker = format!("sleep\u{0}{seconds}\u{0}");
-    let running = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(Result::ok)
-        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == marker.as_bytes()));
-    assert!(!running, "a sandbox outlived gateway destroy");
+    assert!(
+        pids_of(&format!("sleep\u{0}{seconds}")).is_empty(),
+        "a sandbox outlived gateway destroy"
+    );
     let out = home.openshell(&["gateway", "info"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("No gateway configured."));

@@ -2,17 +2,10 @@
 //! --wait` on the real binaries (as root), with the upstream in a test
 //! network namespace.
 
-use crate::gateway::{Home, free_port, text};
+use crate::gateway::{Home, free_port, pids_of, start, text};
 use crate::netns::{ECHO_SERVER, TestNetwork};
 
 const UPSTREAM_PORT: u16 = 8080;
-
-fn start(home: &Home) -> String {
-    let port = free_port().to_string();
-    let out = home.openshell(&["gateway", "start", "--port", &port]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    port
-}
 
 /// A network-only policy letting `binary` reach the test network's peer.
 fn allowing(network: &TestNetwork, binary: &str) -> String {
@@ -42,15 +35,8 @@ fn create_idle(home: &Home, name: &str, policy: Option<&std::path::Path>) -> Str
     args.extend(["--", "sleep", &seconds]);
     let out = home.openshell(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let marker = format!("sleep\u{0}{seconds}\u{0}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid = e.ok()?.file_name().to_string_lossy().into_owned();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (cmdline == marker.as_bytes()).then_some(pid)
-        })
-        .next()
+    pids_of(&format!("sleep\u{0}{seconds}"))
+        .pop()
         .expect("the main process runs")
 }
 

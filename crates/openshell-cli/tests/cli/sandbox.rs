@@ -1,27 +1,7 @@
 //! `sandbox create` end to end on the process driver: the real CLI, gateway
 //! and supervisor, as root (CI runs as root).
 
-use crate::gateway::{Home, free_port, text};
-
-fn start(home: &Home) -> String {
-    let port = free_port().to_string();
-    let out = home.openshell(&["gateway", "start", "--port", &port]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    port
-}
-
-/// Pids whose whole command line is `cmdline` (arguments NUL-separated).
-fn pids_of(cmdline: &str) -> Vec<String> {
-    let wanted = format!("{cmdline}\u{0}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid = e.ok()?.file_name().to_string_lossy().into_owned();
-            let actual = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (actual == wanted.as_bytes()).then_some(pid)
-        })
-        .collect()
-}
+use crate::gateway::{Home, pids_of, start, text};
 
 #[test]
 fn create_runs_the_command_isolated_streams_its_output_and_exits_with_its_code() {
