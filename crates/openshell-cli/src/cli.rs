@@ -47,7 +47,7 @@ pub struct Cli {
 }
 
 /// Flags accepted anywhere on the command line.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Registered gateway to talk to.
     #[arg(short = 'g', long, global = true, env = "OPENSHELL_GATEWAY")]
@@ -62,7 +62,7 @@ pub struct GlobalArgs {
     #[arg(
         long,
         global = true,
-        default_value = "default",
+        default_value = DEFAULT_WORKSPACE,
         env = "OPENSHELL_WORKSPACE"
     )]
     pub workspace: String,
@@ -70,6 +70,9 @@ pub struct GlobalArgs {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
+
+/// The workspace when none is given.
+pub const DEFAULT_WORKSPACE: &str = "default";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -154,6 +157,22 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
     Doctor {
         #[command(subcommand)]
         command: DoctorCommand,
+    },
+    /// Pipe stdin and stdout to a sandbox's SSH server through the gateway (OpenSSH's ProxyCommand).
+    #[command(hide = true)]
+    SshProxy {
+        /// The gateway (as -g).
+        #[arg(long, value_name = "NAME")]
+        gateway_name: Option<String>,
+        /// The sandbox; a new ssh session token is requested for it.
+        #[arg(long, required_unless_present = "token")]
+        name: Option<String>,
+        /// The sandbox's id (informational; the token decides the sandbox).
+        #[arg(long, value_name = "ID")]
+        sandbox_id: Option<String>,
+        /// An ssh session token from the gateway.
+        #[arg(long, conflicts_with = "name")]
+        token: Option<String>,
     },
 }
 
@@ -408,6 +427,27 @@ openshell sandbox exec -n dev --timeout 30 --env DEBUG=1 -- python3 job.py"
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Attach to a sandbox's main process, or open a login shell in an idle sandbox (ssh through the gateway).
+    #[command(
+        after_help = "Attaching first replays the main process's retained output (up to 1 MiB), then follows it \
+until it exits; the exit status is the main process's. One attachment at a time owns its input; on a terminal, \
+Ctrl-P Ctrl-Q detaches and leaves it running. Without a terminal the streams are plain pipes, so scripts can \
+wait for a marker:\n  openshell sandbox connect job | grep -m1 READY\n\nNeeds the OpenSSH client (ssh)."
+    )]
+    Connect {
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
+    },
+    /// Print an OpenSSH Host block for a sandbox, for ssh, scp, rsync and editors.
+    #[command(
+        after_help = "Examples:\n  openshell sandbox ssh-config dev >> ~/.ssh/config\n  ssh openshell-dev\n  \
+scp data.csv openshell-dev:/sandbox/\n  rsync -a src/ openshell-dev:/sandbox/src/\n  ssh -L 8000:127.0.0.1:8000 -N openshell-dev\n\n\
+Each connection asks the gateway for a short-lived session token; nothing in the sandbox listens on a port."
+    )]
+    SshConfig {
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
     },
     /// Copy a local file or directory into a sandbox (a tar stream over the gateway).
     #[command(

@@ -9,6 +9,7 @@ pub mod policy;
 pub mod revisions;
 pub mod sandbox;
 pub mod settings;
+pub mod ssh;
 
 /// How a command ended, beyond success or an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use crate::cli::{
     SandboxCommand, SettingsCommand,
 };
 use crate::commands::{
-    Exit, doctor, exec, files, forward, gateway, policy, revisions, sandbox, settings,
+    Exit, doctor, exec, files, forward, gateway, policy, revisions, sandbox, settings, ssh,
 };
 
 /// The gateway the global flags, environment and registry name, if any.
@@ -128,6 +128,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     dest,
                     no_git_ignore,
                 } => files::upload(&scope, &name, &local, dest.as_deref(), !no_git_ignore),
+                SandboxCommand::Connect { name } => ssh::connect(&scope, &scope.sandbox(name)?),
+                SandboxCommand::SshConfig { name } => {
+                    ssh::ssh_config(&scope, &scope.sandbox(name)?)
+                }
                 SandboxCommand::Download { name, src, dest } => {
                     files::download(&scope, &name, &src, &dest)
                 }
@@ -228,6 +232,18 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 ForwardCommand::Stop { port, name } => forward::stop(port, &scope.sandbox(name)?),
                 ForwardCommand::List => forward::list(),
             }
+        }
+        Command::SshProxy {
+            gateway_name,
+            name,
+            sandbox_id: _,
+            token,
+        } => {
+            let mut global = cli.global.clone();
+            if gateway_name.is_some() {
+                global.gateway = gateway_name;
+            }
+            ssh::proxy(&scope(&global)?, name.as_deref(), token.as_deref())
         }
         Command::Doctor { command } => {
             // The local gateway: --name, else -g, else the active one.

@@ -9,6 +9,9 @@ mod logs;
 mod policy;
 mod relay;
 mod settings;
+mod ssh;
+
+pub use ssh::SshTokens;
 
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, Streaming};
@@ -33,6 +36,7 @@ pub struct Api {
     pub(crate) store: Store,
     driver: Option<std::sync::Arc<dyn Driver>>,
     pub(crate) sessions: Sessions,
+    ssh_tokens: SshTokens,
 }
 
 impl Api {
@@ -42,6 +46,7 @@ impl Api {
             store,
             driver: None,
             sessions: Sessions::default(),
+            ssh_tokens: SshTokens::default(),
         }
     }
 
@@ -51,6 +56,7 @@ impl Api {
             store,
             driver: Some(std::sync::Arc::new(driver)),
             sessions: Sessions::default(),
+            ssh_tokens: SshTokens::default(),
         }
     }
 
@@ -350,12 +356,16 @@ impl Gateway for Api {
     ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
         let workspace = workspace(&request)?;
         let name = request.into_inner().name;
+        let sandbox = self
+            .store
+            .get_sandbox(&workspace, &name)
+            .await
+            .map_err(status)?;
+        if let Some(sandbox) = &sandbox {
+            self.ssh_tokens.revoke_sandbox(&sandbox.id);
+        }
         if let Some(driver) = &self.driver
-            && let Some(sandbox) = self
-                .store
-                .get_sandbox(&workspace, &name)
-                .await
-                .map_err(status)?
+            && let Some(sandbox) = &sandbox
             && let Err(error) = driver.delete(&sandbox.id).await
         {
             tracing::error!(error = %chain(error), sandbox = %name, "stopping the sandbox");
@@ -488,6 +498,16 @@ impl Gateway for Api {
     ) -> Result<Response<Self::ForwardStream>, Status> {
         let workspace = workspace(&request)?;
         self.start_forward(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_ssh_session(
+        &self,
+        request: Request<pb::CreateSshSessionRequest>,
+    ) -> Result<Response<pb::SshSession>, Status> {
+        let workspace = workspace(&request)?;
+        self.create_ssh_session_in(&workspace, request.into_inner())
             .await
             .map(Response::new)
     }

@@ -23,7 +23,7 @@ use pb::supervisor_message::Kind as FromSupervisor;
 
 use crate::api::{Api, status};
 use crate::auth::SandboxIdentity;
-use crate::store::RevisionStatus;
+use crate::store::{Phase, RevisionStatus, Sandbox};
 
 /// Messages queued towards one supervisor.
 const OUTBOUND_QUEUE: usize = 256;
@@ -31,13 +31,29 @@ const OUTBOUND_QUEUE: usize = 256;
 const STREAM_QUEUE: usize = 64;
 /// Longest decision event accepted from a supervisor.
 const MAX_EVENT_BYTES: usize = 64 * 1024;
-/// How long an exec waits for a starting sandbox's supervisor to connect.
+/// How long a stream waits for the supervisor of a starting sandbox, or of
+/// any sandbox in a gateway that just started, to connect.
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
+/// How long it waits for a running sandbox's supervisor that is away (a
+/// reconnect under way): briefly, so that clients fail fast.
+const RECONNECT_WAIT: Duration = Duration::from_secs(1);
 
 /// The live sessions, by sandbox id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Sessions {
     inner: Arc<Mutex<HashMap<String, Live>>>,
+    /// When this gateway started: supervisors that outlived a restart are
+    /// still reconnecting for a while after it.
+    started: tokio::time::Instant,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions {
+            inner: Arc::default(),
+            started: tokio::time::Instant::now(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -176,16 +192,24 @@ impl Sessions {
     /// Returns the stream's id and what the supervisor sends on it.
     pub async fn open_stream(
         &self,
-        sandbox_id: &str,
+        sandbox: &Sandbox,
         kind: StreamKind,
         first: impl FnOnce(&str) -> pb::GatewayMessage,
     ) -> Result<(String, mpsc::Receiver<Relayed>), Status> {
-        let deadline = tokio::time::Instant::now() + CONNECT_WAIT;
+        let sandbox_id = sandbox.id.as_str();
+        let restarting = self.started.elapsed() < CONNECT_WAIT;
+        let wait = if sandbox.phase == Phase::Provisioning || restarting {
+            CONNECT_WAIT
+        } else {
+            RECONNECT_WAIT
+        };
+        let deadline = tokio::time::Instant::now() + wait;
         while !self.connected(sandbox_id) {
             if tokio::time::Instant::now() >= deadline {
-                return Err(Status::unavailable(
-                    "the sandbox's supervisor is not connected to the gateway",
-                ));
+                return Err(Status::unavailable(format!(
+                    "the supervisor of sandbox '{}' is not connected to the gateway; it reconnects on its own, try again in a few seconds",
+                    sandbox.name
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

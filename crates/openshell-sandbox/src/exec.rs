@@ -15,7 +15,10 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use nix::sched::CloneFlags;
@@ -24,6 +27,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::isolation::{Plan, SANDBOX_DIR, seccomp};
+use crate::proxy::identity::Identifier;
 use crate::report::{self, Report};
 use crate::{EXIT_LAUNCH_FAILED, agent, sys};
 
@@ -69,6 +73,110 @@ pub fn plan_for(
     plan.cwd = cwd;
     plan.mounts = Vec::new();
     Ok(plan)
+}
+
+/// Starts `__exec` helpers for one live sandbox: the supervisor's side of
+/// every exec, ssh command and shell.
+#[derive(Debug, Clone)]
+pub struct Spawner {
+    /// The agent's plan, the template of every command's.
+    pub plan: Plan,
+    /// Host pid of the sandbox's init (whose namespaces helpers join).
+    pub init_pid: i32,
+    /// Learns of each helper, so that the proxy counts its descendants as
+    /// the sandbox's processes.
+    pub identifier: Arc<Identifier>,
+    /// A root-only directory for plan files.
+    pub scratch: PathBuf,
+}
+
+/// A running helper; dropping it forgets it as a sandbox process root (and
+/// kills it if it still runs).
+#[derive(Debug)]
+pub struct Helper {
+    pub child: tokio::process::Child,
+    pid: u32,
+    identifier: Arc<Identifier>,
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.identifier.remove_exec_root(self.pid);
+    }
+}
+
+impl Helper {
+    /// Asks the helper to kill the command's process group, then waits
+    /// (killing the helper itself after 5 s).
+    pub async fn stop(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        let _ = kill(Pid::from_raw(self.pid as i32), Signal::SIGTERM);
+        match tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = self.child.kill().await;
+                self.child.wait().await
+            }
+        }
+    }
+}
+
+static PLAN_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+impl Spawner {
+    /// The plan for `argv` ([`plan_for`]).
+    pub fn plan(
+        &self,
+        argv: Vec<String>,
+        env: &[(String, String)],
+        workdir: &str,
+    ) -> anyhow::Result<Plan> {
+        plan_for(&self.plan, argv, env, workdir).map_err(anyhow::Error::msg)
+    }
+
+    /// Starts the helper for `plan` with the given standard streams.
+    pub fn spawn(&self, plan: &Plan, stdio: [Stdio; 3]) -> anyhow::Result<Helper> {
+        let serial = PLAN_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let plan_file = self.scratch.join(format!("exec-{serial}.json"));
+        write_private(&plan_file, &serde_json::to_vec(plan)?)
+            .with_context(|| format!("writing {}", plan_file.display()))?;
+        let [stdin, stdout, stderr] = stdio;
+        let spawned = tokio::process::Command::new("/proc/self/exe")
+            .arg0("openshell-exec")
+            .arg("__exec")
+            .arg("--target")
+            .arg(self.init_pid.to_string())
+            .arg("--plan-file")
+            .arg(&plan_file)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_file(&plan_file);
+                return Err(anyhow::Error::from(error).context("starting the exec helper"));
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        self.identifier.add_exec_root(pid);
+        Ok(Helper {
+            child,
+            pid,
+            identifier: self.identifier.clone(),
+        })
+    }
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(contents)
 }
 
 /// The `__exec` helper; returns its exit code (the command's).
@@ -146,9 +254,14 @@ fn supervise(plan: &Plan, mount_ns: &File, filters: &seccomp::Filters, signals: 
                 );
                 std::process::exit(EXIT_LAUNCH_FAILED);
             }
-            // Its own process group, so that a cancel reaches everything it
-            // started.
+            // Its own session and process group, so that a cancel reaches
+            // everything it started; on a pty, that terminal controls it.
             let _ = nix::unistd::setsid();
+            if std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && let Err(error) = sys::set_controlling_terminal(std::io::stdin().as_fd())
+            {
+                say(&format!("cannot take the terminal: {error}"));
+            }
             agent::run(plan, filters, report)
         }
         Ok(ForkResult::Parent { child }) => child,

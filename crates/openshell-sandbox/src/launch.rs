@@ -96,13 +96,14 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 
 /// Starts the sandbox described by `plan`; returns once the agent's
 /// program has been exec'd (or the launch failed: see [`Running::failure`]).
-pub fn spawn(plan: &Plan) -> Result<Running, SpawnError> {
+/// `stdio`: the agent's stdin, stdout and stderr (default: ours).
+pub fn spawn(plan: &Plan, stdio: Option<[OwnedFd; 3]>) -> Result<Running, SpawnError> {
     let plan_json = serde_json::to_vec(plan).map_err(SpawnError::EncodePlan)?;
     let (started_tx, started_rx) = mpsc::channel();
     let (exit_tx, exit_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("sandbox-launch".into())
-        .spawn(move || match start(&plan_json) {
+        .spawn(move || match start(&plan_json, stdio) {
             Err(error) => {
                 let _ = started_tx.send(Err(error));
             }
@@ -124,7 +125,10 @@ pub fn spawn(plan: &Plan) -> Result<Running, SpawnError> {
 }
 
 /// Runs on the launch thread: namespaces, listener, init.
-fn start(plan_json: &[u8]) -> Result<(std::process::Child, TcpListener, OwnedFd), SpawnError> {
+fn start(
+    plan_json: &[u8],
+    stdio: Option<[OwnedFd; 3]>,
+) -> Result<(std::process::Child, TcpListener, OwnedFd), SpawnError> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(SpawnError::NetworkNamespace)?;
     sys::set_loopback_up().map_err(SpawnError::Loopback)?;
     let listener = TcpListener::bind(PROXY_ADDR).map_err(SpawnError::Listener)?;
@@ -137,7 +141,11 @@ fn start(plan_json: &[u8]) -> Result<(std::process::Child, TcpListener, OwnedFd)
     let (report_read, report_write) = inheritable_pipe(End::Write)?;
     let exe = std::env::current_exe()
         .map_err(|e| SpawnError::Init("locating our own binary".into(), e))?;
-    let child = Command::new("/proc/self/exe")
+    let mut command = Command::new("/proc/self/exe");
+    if let Some([stdin, stdout, stderr]) = stdio {
+        command.stdin(stdin).stdout(stdout).stderr(stderr);
+    }
+    let child = command
         .arg0("openshell-sandbox-init")
         .args([
             "__init",

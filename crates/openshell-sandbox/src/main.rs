@@ -102,6 +102,10 @@ enum Command {
             requires = "gateway"
         )]
         policy_version: i64,
+        /// The command only keeps the sandbox alive: `connect` opens a
+        /// shell instead of attaching to it (connected mode)
+        #[arg(long, hide_short_help = true, requires = "gateway")]
+        idle: bool,
         /// The command and its arguments
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -207,6 +211,7 @@ fn main() -> ExitCode {
             sandbox_id,
             token_file,
             policy_version,
+            idle,
             command,
         } => {
             let connection = match connection(gateway, gateway_ca, sandbox_id, token_file) {
@@ -224,6 +229,7 @@ fn main() -> ExitCode {
                 ready_file,
                 gateway: connection,
                 policy_version,
+                idle,
                 argv: command,
             }) {
                 Ok(code) => code,

@@ -21,7 +21,6 @@
 //! client is gone with the session).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,9 +36,10 @@ use crate::forward::Dialer;
 
 mod execs;
 mod forwards;
-use crate::isolation::Plan;
+use crate::exec::Spawner;
+use crate::main_process::MainProcess;
 use crate::proxy::generation::Updater;
-use crate::proxy::identity::Identifier;
+use crate::ssh;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -64,27 +64,36 @@ pub struct Sandbox {
     pub updater: Updater,
     /// The revision in force (0: none from the gateway).
     pub policy_version: i64,
-    /// The agent's plan, the template of every exec.
-    pub plan: Plan,
-    /// Host pid of the sandbox's init (whose namespaces execs join).
-    pub init_pid: i32,
-    pub identifier: Arc<Identifier>,
-    /// A root-only directory for exec plans.
-    pub scratch: PathBuf,
+    /// Starts execs, ssh commands and shells in the sandbox.
+    pub spawner: Spawner,
+    /// The main process to attach to (none: an idle sandbox).
+    pub main: Option<Arc<MainProcess>>,
 }
 
 pub async fn run(connection: Connection, mut sandbox: Sandbox, mut events: mpsc::Receiver<String>) {
-    let dialer = match Dialer::start(sandbox.init_pid) {
+    let dialer = match Dialer::start(sandbox.spawner.init_pid) {
         Ok(dialer) => Some(dialer),
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "port forwarding is unavailable");
             None
         }
     };
+    let ssh = match ssh::Server::new(
+        sandbox.spawner.clone(),
+        dialer.clone(),
+        sandbox.main.clone(),
+    ) {
+        Ok(server) => Some(Arc::new(server)),
+        Err(error) => {
+            tracing::error!(error = %format!("{error:#}"), "ssh is unavailable");
+            None
+        }
+    };
+    let targets = forwards::Targets { dialer, ssh };
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     loop {
-        match session(&connection, &mut sandbox, dialer.as_ref(), &mut events).await {
+        match session(&connection, &mut sandbox, &targets, &mut events).await {
             Ok(()) => {
                 tracing::info!("gateway session ended; reconnecting");
                 backoff = FIRST_BACKOFF;
@@ -124,7 +133,7 @@ async fn channel(connection: &Connection) -> anyhow::Result<Channel> {
 async fn session(
     connection: &Connection,
     sandbox: &mut Sandbox,
-    dialer: Option<&Dialer>,
+    targets: &forwards::Targets,
     events: &mut mpsc::Receiver<String>,
 ) -> anyhow::Result<()> {
     let channel = channel(connection).await?;
@@ -176,7 +185,7 @@ async fn session(
                         execs::handle(sandbox, &mut execs, &outbound, input).await;
                     }
                     Some(FromGateway::Forward(frame)) => {
-                        forwards::handle(dialer, &mut forwards, &outbound, frame).await;
+                        forwards::handle(targets, &mut forwards, &outbound, frame).await;
                     }
                     None => {}
                 }

@@ -24,9 +24,11 @@ use openshell_policy::defaults::{default_policy, enrich_filesystem};
 
 use crate::EXIT_LAUNCH_FAILED;
 use crate::events::Events;
+use crate::exec::Spawner;
 use crate::init::FORWARDED;
 use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
 use crate::launch::{self, Running};
+use crate::main_process::MainProcess;
 use crate::proxy::generation::{self, Reloader, Updater};
 use crate::proxy::{self, identity::Identifier};
 use crate::report::{LandlockReport, Report};
@@ -51,6 +53,9 @@ pub struct RunOptions {
     pub gateway: Option<Connection>,
     /// The gateway's revision number of `policy` (connected mode).
     pub policy_version: i64,
+    /// The command only keeps the sandbox alive: `connect` opens a shell
+    /// rather than attaching to it (connected mode).
+    pub idle: bool,
     pub argv: Vec<String>,
 }
 
@@ -140,8 +145,18 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         authority,
         gateway,
     };
-    let running = launch::spawn(&plan).context("starting the sandbox")?;
-    supervise(running, signals, egress)
+    // Connected, the main process's streams are the supervisor's, so that
+    // `connect` can attach to it.
+    let (main, stdio) = match &egress.gateway {
+        Some(_) if !options.idle => {
+            let (main, stdio) =
+                MainProcess::start().context("creating the main process's pipes")?;
+            (Some(main), Some(stdio))
+        }
+        _ => (None, None),
+    };
+    let running = launch::spawn(&plan, stdio).context("starting the sandbox")?;
+    supervise(running, signals, egress, main)
     // `workspace` is dropped here, after the child exited: a workspace we
     // created is removed.
 }
@@ -166,7 +181,12 @@ struct Connected {
     scratch: PathBuf,
 }
 
-fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::Result<i32> {
+fn supervise(
+    mut running: Running,
+    signals: SigSet,
+    egress: Egress,
+    main: Option<Arc<MainProcess>>,
+) -> anyhow::Result<i32> {
     if let Some(Report::Failed {
         stage,
         message,
@@ -256,10 +276,13 @@ fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::R
         let sandbox = session::Sandbox {
             updater: updater.clone(),
             policy_version: connected.policy_version,
-            plan: connected.plan,
-            init_pid: pid.as_raw(),
-            identifier,
-            scratch: connected.scratch,
+            spawner: Spawner {
+                plan: connected.plan,
+                init_pid: pid.as_raw(),
+                identifier,
+                scratch: connected.scratch,
+            },
+            main: main.clone(),
         };
         runtime.spawn(session::run(
             connected.connection,
@@ -271,6 +294,11 @@ fn supervise(mut running: Running, signals: SigSet, egress: Egress) -> anyhow::R
         .block_on(tokio::task::spawn_blocking(move || running.wait()))
         .context("waiting for the sandbox")?
         .context("waiting for the sandbox")?;
+    if let Some(main) = &main {
+        main.exited(code);
+        // Let attachments see the end before the session goes.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let _ = shutdown_tx.send(true);
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(code)

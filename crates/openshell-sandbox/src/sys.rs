@@ -8,6 +8,8 @@
 //! | [`fork`] | `nix::unistd::fork` is `unsafe`; the caller proves it is single-threaded |
 //! | [`take_inherited_fd`] | adopting a descriptor number passed on the command line is `from_raw_fd` |
 //! | [`cloexec_all_from`] | `close_range(2)` has no wrapper in nix 0.32 |
+//! | [`async_fd`] | tokio's `AsyncFd::register` is `unsafe` (the descriptor must stay the same open file) |
+//! | [`set_window_size`], [`set_controlling_terminal`] | `TIOCSWINSZ` and `TIOCSCTTY` are plain ioctls nix only offers through `unsafe` macros |
 #![allow(unsafe_code)]
 
 use std::io;
@@ -134,4 +136,46 @@ pub fn reset_signal_dispositions() -> io::Result<()> {
         unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) }?;
     }
     Ok(())
+}
+
+/// Sets the size of the terminal `fd` refers to (a pty master or slave).
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, cols: u16, rows: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `fd` is a live descriptor for the call's duration; the kernel
+    // only reads `size`, which outlives the call.
+    if unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::TIOCSWINSZ,
+            &size,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes the terminal `fd` refers to the controlling terminal of the
+/// calling process, which must lead a session without one.
+pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is a live descriptor; TIOCSCTTY reads only its integer
+    // argument (0: do not steal a terminal from another session).
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::TIOCSCTTY, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers an owned descriptor (a pty master) with the tokio reactor.
+pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open and is the only owner of its descriptor
+    // number, so the number keeps referring to the same open file until the
+    // `AsyncFd` (which takes the `OwnedFd`) drops it.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }

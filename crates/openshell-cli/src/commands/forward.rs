@@ -85,7 +85,13 @@ pub fn start(scope: &Scope, spec: &str, name: &str, detach: bool) -> anyhow::Res
             let _ = socket.set_nodelay(true);
             let (client, scope, name) = (client.clone(), scope.clone(), name.to_owned());
             tokio::spawn(async move {
-                if let Err(error) = relay(client, &scope, &name, local.port(), socket).await {
+                let open = pb::ForwardOpen {
+                    name,
+                    port: u32::from(local.port()),
+                    ..Default::default()
+                };
+                let (reader, writer) = socket.into_split();
+                if let Err(error) = relay(client, &scope, open, reader, writer).await {
                     output::warning(&format!("forward of port {}: {error:#}", local.port()));
                 }
             });
@@ -93,27 +99,24 @@ pub fn start(scope: &Scope, spec: &str, name: &str, detach: bool) -> anyhow::Res
     })
 }
 
-/// One accepted connection, relayed until both sides are done.
-async fn relay(
+/// One `Forward` stream (`open` says to where), relayed until both sides
+/// are done: what `reader` yields goes to the sandbox, what comes back is
+/// written to `writer` (half-closed at the sandbox's end of data).
+pub async fn relay(
     mut client: openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
     scope: &Scope,
-    name: &str,
-    port: u16,
-    socket: tokio::net::TcpStream,
+    open: pb::ForwardOpen,
+    mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    mut writer: impl tokio::io::AsyncWrite + Unpin,
 ) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let frame = |kind| pb::ForwardFrame {
         stream_id: String::new(),
         kind: Some(kind),
     };
-    tx.send(frame(Kind::Open(pb::ForwardOpen {
-        name: name.to_owned(),
-        port: u32::from(port),
-    })))
-    .await?;
+    tx.send(frame(Kind::Open(open))).await?;
     let request = scope.request(tokio_stream::wrappers::ReceiverStream::new(rx))?;
     let mut replies = client.forward(request).await.map_err(status)?.into_inner();
-    let (mut reader, mut writer) = socket.into_split();
     let up = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -131,14 +134,17 @@ async fn relay(
     let result = async {
         while let Some(reply) = replies.message().await.map_err(status)? {
             match reply.kind {
-                Some(Kind::Data(data)) => writer.write_all(&data).await?,
+                Some(Kind::Data(data)) => {
+                    writer.write_all(&data).await?;
+                    writer.flush().await?;
+                }
                 Some(Kind::Eof(_)) => writer.shutdown().await?,
                 Some(Kind::Closed(_)) => return Ok(()),
                 Some(Kind::Error(error)) => bail!("{error}"),
                 _ => {}
             }
         }
-        Ok(())
+        bail!("the gateway ended the stream before the sandbox closed it")
     }
     .await;
     up.abort();

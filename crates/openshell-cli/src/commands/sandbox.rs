@@ -373,6 +373,11 @@ pub fn status(error: tonic::Status) -> anyhow::Error {
         Code::NotFound | Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
             anyhow::anyhow!("{}", error.message())
         }
+        // Sent by the gateway (a sandbox's supervisor is away): its message
+        // says what to do. Made by the transport: the gateway itself is away.
+        Code::Unavailable if std::error::Error::source(&error).is_none() => {
+            anyhow::anyhow!("{}", error.message())
+        }
         Code::Unavailable => anyhow::anyhow!("the gateway is unavailable: {}", error.message()),
         code => anyhow::anyhow!("{}: {code:?}", error.message()),
     }

@@ -40,7 +40,7 @@ impl Api {
         }
         let (exec_id, relayed) = self
             .sessions
-            .open_stream(&sandbox.id, StreamKind::Exec, |id| {
+            .open_stream(&sandbox, StreamKind::Exec, |id| {
                 exec_message(
                     id,
                     Input::Start(pb::ExecStart {

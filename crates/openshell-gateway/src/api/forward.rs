@@ -10,7 +10,6 @@ use openshell_proto::v1 as pb;
 use super::relay::{Bridge, Bridged, bridge};
 use super::{Api, validate_name};
 use crate::session::{ForwardKind, Relayed, StreamKind, forward_message};
-use crate::store::Phase;
 
 impl Api {
     pub(super) async fn start_forward(
@@ -23,32 +22,39 @@ impl Api {
                 "a forward starts with an open frame",
             ));
         };
-        validate_name("sandbox", &open.name)?;
-        let port = u16::try_from(open.port)
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| Status::invalid_argument(format!("invalid port {}", open.port)))?;
-        let sandbox = self.existing(workspace, &open.name).await?;
-        if !matches!(sandbox.phase, Phase::Ready | Phase::Provisioning) {
-            return Err(Status::failed_precondition(format!(
-                "sandbox '{}' is not running (phase {})",
-                sandbox.name,
-                sandbox.phase.as_str()
-            )));
+        if open.ssh {
+            return Err(Status::invalid_argument(
+                "an ssh stream needs an ssh_token from CreateSshSession",
+            ));
         }
+        let (sandbox, target) = if open.ssh_token.is_empty() {
+            validate_name("sandbox", &open.name)?;
+            let port = u16::try_from(open.port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| Status::invalid_argument(format!("invalid port {}", open.port)))?;
+            let sandbox = self.existing(workspace, &open.name).await?;
+            super::ssh::running(&sandbox)?;
+            let target = pb::ForwardOpen {
+                port: u32::from(port),
+                ..Default::default()
+            };
+            (sandbox, target)
+        } else {
+            let sandbox = self.ssh_target(workspace, &open.ssh_token).await?;
+            let target = pb::ForwardOpen {
+                ssh: true,
+                ..Default::default()
+            };
+            (sandbox, target)
+        };
         let (stream_id, relayed) = self
             .sessions
-            .open_stream(&sandbox.id, StreamKind::Forward, |id| {
-                forward_message(
-                    id,
-                    ForwardKind::Open(pb::ForwardOpen {
-                        name: String::new(),
-                        port: u32::from(port),
-                    }),
-                )
+            .open_stream(&sandbox, StreamKind::Forward, |id| {
+                forward_message(id, ForwardKind::Open(target.clone()))
             })
             .await?;
-        tracing::debug!(sandbox = %sandbox.name, port, stream = %stream_id, "forward opened");
+        tracing::debug!(sandbox = %sandbox.name, port = target.port, ssh = target.ssh, stream = %stream_id, "relay stream opened");
         Ok(bridge(
             Bridge {
                 sessions: self.sessions.clone(),

@@ -144,6 +144,7 @@ impl ProcessDriver {
         }
         let argv = if sandbox.spec.command.is_empty() {
             // An idle sandbox: a main process that waits to be stopped.
+            command.arg("--idle");
             vec!["sleep".to_owned(), "infinity".to_owned()]
         } else {
             sandbox.spec.command.clone()

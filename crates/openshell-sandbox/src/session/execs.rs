@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::Context;
+use std::process::Stdio;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -88,36 +89,13 @@ fn start_exec(
 ) -> anyhow::Result<Exec> {
     let mut env: Vec<(String, String)> = start.env.into_iter().collect();
     env.sort();
-    let plan = crate::exec::plan_for(&sandbox.plan, start.command, &env, &start.workdir)
-        .map_err(anyhow::Error::msg)?;
-    let plan_file = sandbox.scratch.join(format!("exec-{id}.json"));
-    write_private(&plan_file, &serde_json::to_vec(&plan)?)
-        .with_context(|| format!("writing {}", plan_file.display()))?;
-    let spawned = tokio::process::Command::new("/proc/self/exe")
-        .arg0("openshell-exec")
-        .arg("__exec")
-        .arg("--target")
-        .arg(sandbox.init_pid.to_string())
-        .arg("--plan-file")
-        .arg(&plan_file)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) => {
-            let _ = std::fs::remove_file(&plan_file);
-            return Err(anyhow::Error::from(error).context("starting the exec helper"));
-        }
-    };
-    let pid = child.id().unwrap_or(0);
-    sandbox.identifier.add_exec_root(pid);
-    tracing::info!(exec = id, pid, "exec started");
+    let spawner = &sandbox.spawner;
+    let plan = spawner.plan(start.command, &env, &start.workdir)?;
+    let mut helper = spawner.spawn(&plan, [Stdio::piped(), Stdio::piped(), Stdio::piped()])?;
+    tracing::info!(exec = id, pid = helper.child.id(), "exec started");
 
     let (stdin_tx, mut stdin_rx) = mpsc::channel::<Option<Vec<u8>>>(16);
-    if let Some(mut stdin) = child.stdin.take() {
+    if let Some(mut stdin) = helper.child.stdin.take() {
         tokio::spawn(async move {
             while let Some(Some(data)) = stdin_rx.recv().await {
                 if stdin.write_all(&data).await.is_err() {
@@ -129,10 +107,10 @@ fn start_exec(
     }
     let pumps =
         [
-            child.stdout.take().map(|out| {
+            helper.child.stdout.take().map(|out| {
                 tokio::spawn(pump(out, id.to_owned(), outbound.clone(), Output::Stdout))
             }),
-            child.stderr.take().map(|err| {
+            helper.child.stderr.take().map(|err| {
                 tokio::spawn(pump(err, id.to_owned(), outbound.clone(), Output::Stderr))
             }),
         ];
@@ -141,7 +119,6 @@ fn start_exec(
         0 => None,
         s => Some(Duration::from_secs(u64::from(s))),
     };
-    let identifier = sandbox.identifier.clone();
     let id = id.to_owned();
     tokio::spawn(async move {
         let deadline = async {
@@ -152,17 +129,17 @@ fn start_exec(
         };
         let mut timed_out = false;
         let status = tokio::select! {
-            status = child.wait() => status,
+            status = helper.child.wait() => status,
             _ = deadline => {
                 timed_out = true;
-                stop(&mut child).await
+                helper.stop().await
             }
-            () = cancellation(&mut cancelled) => stop(&mut child).await,
+            () = cancellation(&mut cancelled) => helper.stop().await,
         };
         for pump in pumps.into_iter().flatten() {
             let _ = pump.await;
         }
-        identifier.remove_exec_root(pid);
+        drop(helper);
         let code = if timed_out {
             EXIT_TIMEOUT
         } else {
@@ -179,23 +156,6 @@ fn start_exec(
         stdin: stdin_tx,
         cancel,
     })
-}
-
-/// Asks the helper to kill the command's process group, then waits.
-async fn stop(child: &mut tokio::process::Child) -> std::io::Result<std::process::ExitStatus> {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            let _ = child.kill().await;
-            child.wait().await
-        }
-    }
 }
 
 /// Sends one stream's output in chunks until it ends.
@@ -220,15 +180,4 @@ async fn pump(
             }
         }
     }
-}
-
-fn write_private(path: &std::path::Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(contents)
 }

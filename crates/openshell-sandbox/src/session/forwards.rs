@@ -1,6 +1,8 @@
-//! The session's port-forward streams: each `open` dials the sandbox's
-//! loopback ([`Dialer`]) and pumps bytes both ways until both sides are
-//! done (`closed`), one fails (`error`) or the gateway cancels it.
+//! The session's relayed byte streams: each `open` dials the sandbox's
+//! loopback ([`Dialer`]) or, for an ssh stream, hands the stream to the
+//! sandbox's SSH server ([`ssh::Server`]); bytes are pumped both ways until
+//! both sides are done (`closed`), one fails (`error`) or the gateway
+//! cancels it.
 
 use std::collections::HashMap;
 
@@ -13,6 +15,42 @@ use pb::supervisor_message::Kind as ToGateway;
 
 use super::{CHUNK, cancellation, message};
 use crate::forward::Dialer;
+use crate::ssh;
+
+/// Bytes to the SSH server buffered in its in-memory pipe.
+const SSH_PIPE: usize = 256 * 1024;
+
+/// Where relayed streams end.
+#[derive(Debug, Clone)]
+pub(super) struct Targets {
+    pub(super) dialer: Option<Dialer>,
+    pub(super) ssh: Option<std::sync::Arc<ssh::Server>>,
+}
+
+/// Either end of a relayed stream inside the supervisor.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for T {}
+
+impl Targets {
+    /// Connects `open` to its target.
+    async fn connect(&self, open: &pb::ForwardOpen) -> anyhow::Result<Box<dyn Stream>> {
+        if open.ssh {
+            let server = self
+                .ssh
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("ssh is unavailable in this sandbox"))?;
+            let (ours, theirs) = tokio::io::duplex(SSH_PIPE);
+            tokio::spawn(server.serve(theirs));
+            return Ok(Box::new(ours));
+        }
+        let dialer = self
+            .dialer
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("port forwarding is unavailable in this sandbox"))?;
+        let port = u16::try_from(open.port).unwrap_or(0);
+        Ok(Box::new(dialer.connect(port).await?))
+    }
+}
 
 /// A forwarded connection: its way in, and a way to stop it.
 #[derive(Debug)]
@@ -28,9 +66,8 @@ impl Forward {
     }
 }
 
-/// Keeps the session up until the process ends.
 pub(super) async fn handle(
-    dialer: Option<&Dialer>,
+    targets: &Targets,
     forwards: &mut HashMap<String, Forward>,
     outbound: &mpsc::Sender<pb::SupervisorMessage>,
     frame: pb::ForwardFrame,
@@ -39,27 +76,17 @@ pub(super) async fn handle(
     let id = frame.stream_id;
     match frame.kind {
         Some(ForwardKind::Open(open)) => {
-            let Some(dialer) = dialer else {
-                let _ = outbound
-                    .send(forward_frame(
-                        &id,
-                        ForwardKind::Error("port forwarding is unavailable in this sandbox".into()),
-                    ))
-                    .await;
-                return;
-            };
             let (to_socket, from_client) = mpsc::channel(64);
-            let (cancel, cancelled) = tokio::sync::watch::channel(false);
+            let (cancel, mut cancelled) = tokio::sync::watch::channel(false);
             forwards.insert(id.clone(), Forward { to_socket, cancel });
-            let port = u16::try_from(open.port).unwrap_or(0);
-            tokio::spawn(run_forward(
-                dialer.clone(),
-                port,
-                id,
-                from_client,
-                cancelled,
-                outbound.clone(),
-            ));
+            let (targets, outbound) = (targets.clone(), outbound.clone());
+            tokio::spawn(async move {
+                let stream = tokio::select! {
+                    stream = targets.connect(&open) => stream,
+                    () = cancellation(&mut cancelled) => return,
+                };
+                run_forward(stream, id, from_client, cancelled, outbound).await;
+            });
         }
         Some(ForwardKind::Data(data)) => {
             if let Some(forward) = forwards.get(&id) {
@@ -87,11 +114,10 @@ fn forward_frame(id: &str, kind: ForwardKind) -> pb::SupervisorMessage {
     }))
 }
 
-/// One forwarded connection: dial, then pump both ways until both are done
-/// (`closed`), it fails (`error`) or it is cancelled.
+/// One relayed stream: pump both ways until both are done (`closed`), it
+/// fails (`error`) or it is cancelled.
 async fn run_forward(
-    dialer: Dialer,
-    port: u16,
+    stream: anyhow::Result<Box<dyn Stream>>,
     id: String,
     mut from_client: mpsc::Receiver<Option<Vec<u8>>>,
     mut cancelled: tokio::sync::watch::Receiver<bool>,
@@ -104,10 +130,6 @@ async fn run_forward(
             let _ = outbound.send(frame).await;
         }
     };
-    let stream = tokio::select! {
-        stream = dialer.connect(port) => stream,
-        () = cancellation(&mut cancelled) => return,
-    };
     let stream = match stream {
         Ok(stream) => stream,
         Err(error) => {
@@ -116,7 +138,7 @@ async fn run_forward(
         }
     };
     send(ForwardKind::Opened(true)).await;
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let up = async {
         let mut buf = vec![0u8; CHUNK];
         loop {

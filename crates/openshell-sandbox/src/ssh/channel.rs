@@ -1,0 +1,410 @@
+//! One ssh session channel: its requests (pty, env) until the one that
+//! starts something (exec, shell, subsystem), then that program's streams
+//! until it exits, then its exit status.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::server::{Handle, Msg};
+use russh::{Channel, ChannelId, ChannelMsg};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::Server;
+use crate::exec::Helper;
+use crate::main_process::{Attachment, MainProcess};
+use crate::pty;
+
+/// Ctrl-P Ctrl-Q: detach from the main process (on a terminal).
+const DETACH: &[u8] = b"\x10\x11";
+/// How long output may still arrive after the program exited (a pty
+/// stays open while a background child holds it).
+const DRAIN: Duration = Duration::from_millis(500);
+
+/// What the client asked the channel to run.
+#[derive(Debug)]
+enum Start {
+    Command(String),
+    Shell,
+    Sftp,
+    Main,
+}
+
+/// A terminal the client asked for.
+#[derive(Debug, Clone)]
+struct Terminal {
+    term: String,
+    cols: u16,
+    rows: u16,
+}
+
+fn dims(cols: u32, rows: u32) -> (u16, u16) {
+    (
+        u16::try_from(cols).unwrap_or(u16::MAX),
+        u16::try_from(rows).unwrap_or(u16::MAX),
+    )
+}
+
+async fn answer(handle: &Handle, id: ChannelId, want_reply: bool, ok: bool) {
+    if want_reply {
+        let _ = if ok {
+            handle.channel_success(id).await
+        } else {
+            handle.channel_failure(id).await
+        };
+    }
+}
+
+/// Serves the channel until its program ends or the client closes it.
+pub(super) async fn serve(server: Arc<Server>, mut channel: Channel<Msg>, handle: Handle) {
+    let id = channel.id();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut terminal: Option<Terminal> = None;
+    let start = loop {
+        let Some(message) = channel.wait().await else {
+            return;
+        };
+        match message {
+            ChannelMsg::RequestPty {
+                want_reply,
+                term,
+                col_width,
+                row_height,
+                ..
+            } => {
+                let (cols, rows) = dims(col_width, row_height);
+                terminal = Some(Terminal { term, cols, rows });
+                answer(&handle, id, want_reply, true).await;
+            }
+            ChannelMsg::SetEnv {
+                want_reply,
+                variable_name,
+                variable_value,
+            } => {
+                let valid = !variable_name.is_empty()
+                    && !variable_name.contains(['=', '\0'])
+                    && !variable_value.contains('\0');
+                if valid {
+                    env.retain(|(k, _)| *k != variable_name);
+                    env.push((variable_name, variable_value));
+                }
+                answer(&handle, id, want_reply, valid).await;
+            }
+            ChannelMsg::Exec {
+                want_reply,
+                command,
+            } => {
+                answer(&handle, id, want_reply, true).await;
+                break Start::Command(String::from_utf8_lossy(&command).into_owned());
+            }
+            ChannelMsg::RequestShell { want_reply } => {
+                answer(&handle, id, want_reply, true).await;
+                break Start::Shell;
+            }
+            ChannelMsg::RequestSubsystem { want_reply, name } => {
+                let start = match name.as_str() {
+                    "sftp" if Server::sftp_server().is_some() => Start::Sftp,
+                    "openshell-main" => Start::Main,
+                    _ => {
+                        answer(&handle, id, want_reply, false).await;
+                        continue;
+                    }
+                };
+                answer(&handle, id, want_reply, true).await;
+                break start;
+            }
+            ChannelMsg::Eof | ChannelMsg::Close => return,
+            _ => {}
+        }
+    };
+    let code = match (start, server.main.clone()) {
+        (Start::Main, Some(main)) => {
+            let attachment = main.attach();
+            attach(&main, attachment, &mut channel, terminal.is_some()).await
+        }
+        (start, _) => {
+            let argv = match start {
+                Start::Command(command) => vec![shell(), "-c".to_owned(), command],
+                Start::Shell | Start::Main => vec![shell(), "-l".to_owned()],
+                Start::Sftp => vec![Server::sftp_server().unwrap_or_default().to_owned()],
+            };
+            run(&server, argv, env, terminal, &mut channel).await
+        }
+    };
+    let _ = channel.exit_status(code).await;
+    let _ = channel.eof().await;
+    let _ = channel.close().await;
+}
+
+/// The user's shell: bash where the host has it.
+fn shell() -> String {
+    if std::path::Path::new("/bin/bash").is_file() {
+        "/bin/bash".to_owned()
+    } else {
+        "/bin/sh".to_owned()
+    }
+}
+
+/// Sends a message to the client's stderr.
+async fn tell(channel: &Channel<Msg>, message: &str) {
+    let _ = channel
+        .extended_data_bytes(1, format!("openshell: {message}\r\n").into_bytes())
+        .await;
+}
+
+/// Runs `argv` in the sandbox for the channel; returns its exit status.
+async fn run(
+    server: &Server,
+    argv: Vec<String>,
+    mut env: Vec<(String, String)>,
+    terminal: Option<Terminal>,
+    channel: &mut Channel<Msg>,
+) -> u32 {
+    if let Some(terminal) = &terminal {
+        env.retain(|(k, _)| k != "TERM");
+        env.push(("TERM".to_owned(), terminal.term.clone()));
+    }
+    let plan = match server.spawner.plan(argv, &env, "") {
+        Ok(plan) => plan,
+        Err(error) => {
+            tell(channel, &format!("{error:#}")).await;
+            return crate::EXIT_LAUNCH_FAILED as u32;
+        }
+    };
+    let started = match &terminal {
+        Some(t) => start_on_pty(server, &plan, t),
+        None => server
+            .spawner
+            .spawn(&plan, [Stdio::piped(), Stdio::piped(), Stdio::piped()])
+            .map(|helper| (helper, None)),
+    };
+    let (mut helper, master) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            tell(channel, &format!("{error:#}")).await;
+            return crate::EXIT_LAUNCH_FAILED as u32;
+        }
+    };
+    let code = match master {
+        Some(master) => pump_pty(&mut helper, Arc::new(master), channel).await,
+        None => pump_pipes(&mut helper, channel).await,
+    };
+    u32::try_from(code).unwrap_or(crate::EXIT_LAUNCH_FAILED as u32)
+}
+
+fn start_on_pty(
+    server: &Server,
+    plan: &crate::isolation::Plan,
+    terminal: &Terminal,
+) -> anyhow::Result<(Helper, Option<pty::Master>)> {
+    let (master, slave) = pty::open(terminal.cols, terminal.rows)?;
+    let stdio = [
+        Stdio::from(slave.try_clone()?),
+        Stdio::from(slave.try_clone()?),
+        Stdio::from(slave),
+    ];
+    let helper = server.spawner.spawn(plan, stdio)?;
+    Ok((helper, Some(master)))
+}
+
+/// The helper's exit code, or the launch failure code.
+async fn exited(helper: &mut Helper) -> i32 {
+    helper
+        .child
+        .wait()
+        .await
+        .map(crate::launch::exit_code)
+        .unwrap_or(crate::EXIT_LAUNCH_FAILED)
+}
+
+/// Copies `from` to `to` until it ends.
+async fn copy_out(mut from: impl tokio::io::AsyncRead + Unpin, mut to: impl AsyncWrite + Unpin) {
+    let _ = tokio::io::copy(&mut from, &mut to).await;
+    let _ = to.flush().await;
+}
+
+async fn pump_pipes(helper: &mut Helper, channel: &mut Channel<Msg>) -> i32 {
+    let stdout = helper.child.stdout.take().map(|out| {
+        let writer = channel.make_writer();
+        tokio::spawn(copy_out(out, writer))
+    });
+    let stderr = helper.child.stderr.take().map(|err| {
+        let writer = channel.make_writer_ext(Some(1));
+        tokio::spawn(copy_out(err, writer))
+    });
+    // Input goes through a task, so that a program that does not read its
+    // stdin does not stop the channel from noticing it exited.
+    let (input, mut inputs) = mpsc::channel::<Vec<u8>>(16);
+    let mut input = Some(input);
+    if let Some(mut stdin) = helper.child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(data) = inputs.recv().await {
+                if stdin.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let code = loop {
+        tokio::select! {
+            code = exited(helper) => break code,
+            message = channel.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    if let Some(input) = &input {
+                        let _ = input.send(data.to_vec()).await;
+                    }
+                }
+                Some(ChannelMsg::Eof) => input = None,
+                None | Some(ChannelMsg::Close) => {
+                    let _ = helper.stop().await;
+                    return 255;
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    for pump in [stdout, stderr].into_iter().flatten() {
+        let _ = pump.await;
+    }
+    code
+}
+
+async fn pump_pty(
+    helper: &mut Helper,
+    master: Arc<pty::Master>,
+    channel: &mut Channel<Msg>,
+) -> i32 {
+    let output = {
+        let master = master.clone();
+        let mut writer = channel.make_writer();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n @ 1..) = master.read(&mut buf).await {
+                if writer.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer.flush().await;
+        })
+    };
+    let code = loop {
+        tokio::select! {
+            code = exited(helper) => break code,
+            message = channel.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    let _ = master.write_all(&data).await;
+                }
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    let (cols, rows) = dims(col_width, row_height);
+                    let _ = master.resize(cols, rows);
+                }
+                None | Some(ChannelMsg::Close) => {
+                    let _ = helper.stop().await;
+                    return 255;
+                }
+                Some(_) => {}
+            },
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN, output).await;
+    code
+}
+
+/// Attaches the channel to the main process: replay, then live output;
+/// input while this attachment owns stdin. Ends when the main process
+/// exits (its code) or the client detaches or goes (0).
+async fn attach(
+    main: &Arc<MainProcess>,
+    mut attachment: Attachment,
+    channel: &mut Channel<Msg>,
+    on_terminal: bool,
+) -> u32 {
+    let id = attachment.id;
+    let owns_stdin = main.claim_stdin(id);
+    if attachment.dropped > 0 {
+        let dropped = attachment.dropped;
+        tell(
+            channel,
+            &format!("the first {dropped} bytes of output are no longer retained"),
+        )
+        .await;
+    }
+    if !owns_stdin {
+        tell(
+            channel,
+            "another attachment owns the main process's input; this one only watches",
+        )
+        .await;
+    }
+    let mut writer = channel.make_writer();
+    let replay = std::mem::take(&mut attachment.replay);
+    let code = if writer.write_all(&replay).await.is_ok() {
+        follow(main, &mut attachment, channel, on_terminal, &mut writer).await
+    } else {
+        None
+    };
+    main.release_stdin(id);
+    let _ = writer.flush().await;
+    code.map_or(0, |c| u32::try_from(c).unwrap_or(255))
+}
+
+/// The attachment's live part; the main process's exit code when it ended.
+async fn follow(
+    main: &Arc<MainProcess>,
+    attachment: &mut Attachment,
+    channel: &mut Channel<Msg>,
+    on_terminal: bool,
+    output: &mut (impl AsyncWrite + Unpin),
+) -> Option<i32> {
+    use tokio::sync::broadcast::error::RecvError;
+    let id = attachment.id;
+    loop {
+        tokio::select! {
+            chunk = attachment.live.recv() => match chunk {
+                Ok(chunk) => {
+                    if output.write_all(&chunk).await.is_err() {
+                        return None;
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tell(channel, &format!("output skipped: this attachment fell {n} chunks behind")).await;
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            () = exit(&mut attachment.exit) => break,
+            message = channel.wait() => match message {
+                Some(ChannelMsg::Data { data }) => {
+                    if on_terminal && data.windows(DETACH.len()).any(|w| w == DETACH) {
+                        tell(channel, "detached").await;
+                        return None;
+                    }
+                    // A blocking pipe write, off the runtime's threads: a
+                    // main process that does not read slows this client
+                    // down and nothing else.
+                    let main = main.clone();
+                    let _ = tokio::task::spawn_blocking(move || main.write_stdin(id, &data)).await;
+                }
+                Some(ChannelMsg::Eof) => main.release_stdin(id),
+                None | Some(ChannelMsg::Close) => return None,
+                Some(_) => {}
+            },
+        }
+    }
+    // The rest of the output, until the pipe ends (or a background child
+    // keeps it open).
+    let _ = tokio::time::timeout(DRAIN, attachment.ended.wait_for(|e| *e)).await;
+    while let Ok(chunk) = attachment.live.try_recv() {
+        if output.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    *attachment.exit.borrow()
+}
+
+/// Resolves once the main process has exited.
+async fn exit(exit: &mut tokio::sync::watch::Receiver<Option<i32>>) {
+    if exit.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
