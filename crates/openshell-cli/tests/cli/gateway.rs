@@ -22,6 +22,15 @@ impl Home {
 
     /// [`Home::openshell`] with `input` on its stdin.
     pub fn openshell_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut command = self.command(env!("CARGO_BIN_EXE_openshell"));
+        command.args(args);
+        run_with_stdin(command, input)
+    }
+
+    /// `program` with this home's environment (so that an `openshell` it
+    /// runs, such as ssh's ProxyCommand, uses this home too) and piped
+    /// standard streams.
+    pub fn command(&self, program: &str) -> Command {
         let gateway = Path::new(env!("CARGO_BIN_EXE_openshell"))
             .parent()
             .unwrap()
@@ -31,8 +40,8 @@ impl Home {
             "{} is missing: build the workspace (cargo test --workspace builds it)",
             gateway.display()
         );
-        Command::new(env!("CARGO_BIN_EXE_openshell"))
-            .args(args)
+        let mut command = Command::new(program);
+        command
             .env("NO_COLOR", "1")
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
@@ -41,21 +50,8 @@ impl Home {
             .env_remove("OPENSHELL_GATEWAY_ENDPOINT")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .and_then(|mut child| {
-                use std::io::Write;
-                let mut stdin = child.stdin.take().unwrap();
-                let input = input.to_vec();
-                // A writer thread: the command may not read all of it.
-                let writer = std::thread::spawn(move || {
-                    let _ = stdin.write_all(&input);
-                });
-                let output = child.wait_with_output();
-                let _ = writer.join();
-                output
-            })
-            .unwrap()
+            .stderr(std::process::Stdio::piped());
+        command
     }
 
     fn config(&self) -> PathBuf {
@@ -86,6 +82,25 @@ impl Drop for Home {
             let _ = self.openshell(&["gateway", "stop", "--name", &name]);
         }
     }
+}
+
+/// Runs `command` with `input` on its stdin; its whole output.
+pub fn run_with_stdin(mut command: Command, input: &[u8]) -> Output {
+    command
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            let input = input.to_vec();
+            // A writer thread: the command may not read all of it.
+            let writer = std::thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+            let output = child.wait_with_output();
+            let _ = writer.join();
+            output
+        })
+        .unwrap()
 }
 
 pub fn text(bytes: &[u8]) -> String {

@@ -16,14 +16,14 @@ fn allowing(network: &TestNetwork, binary: &str) -> String {
 }
 
 /// `sandbox exec -n NAME -- ARGS`.
-fn exec(home: &Home, name: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn exec(home: &Home, name: &str, args: &[&str]) -> std::process::Output {
     let mut all = vec!["sandbox", "exec", "-n", name, "--"];
     all.extend_from_slice(args);
     home.openshell(&all)
 }
 
 /// A detached sandbox whose main process sleeps; returns that process's pid.
-fn create_idle(home: &Home, name: &str, policy: Option<&std::path::Path>) -> String {
+pub(crate) fn create_idle(home: &Home, name: &str, policy: Option<&std::path::Path>) -> String {
     // A duration no other sandbox (of this or another test) uses.
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -592,7 +592,7 @@ fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
 }
 
 /// `GET path` over HTTP/1.0 to 127.0.0.1:port; the whole response.
-fn http_get(port: u16, path: &str) -> Vec<u8> {
+pub(crate) fn http_get(port: u16, path: &str) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream

@@ -9,6 +9,7 @@ mod live;
 mod netns;
 mod policy;
 mod sandbox;
+mod ssh;
 
 /// What the shared test-network module needs from its host crate.
 mod support {

@@ -347,3 +347,126 @@ async fn exec_is_relayed_through_the_session_both_ways() {
     }
     gateway.stop().await;
 }
+
+/// A `Forward` stream's opening frame for the SSH server.
+fn ssh_open(name: &str, token: &str) -> pb::ForwardFrame {
+    pb::ForwardFrame {
+        stream_id: String::new(),
+        kind: Some(pb::forward_frame::Kind::Open(pb::ForwardOpen {
+            name: name.into(),
+            ssh_token: token.into(),
+            ..Default::default()
+        })),
+    }
+}
+
+#[tokio::test]
+async fn an_ssh_session_token_reaches_only_the_sandbox_it_was_issued_for() {
+    use pb::forward_frame::Kind as Frame;
+    use pb::gateway_message::Kind as FromGateway;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let mut ids = Vec::new();
+    for name in ["alpha", "beta"] {
+        ids.push(
+            client
+                .create_sandbox(create(name, "", &[]))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    let (mut alpha, _alpha_out) = gateway
+        .session(&gateway.tokens.mint(&ids[0]), &ids[0], 0)
+        .await
+        .unwrap();
+    let (mut beta, _beta_out) = gateway
+        .session(&gateway.tokens.mint(&ids[1]), &ids[1], 0)
+        .await
+        .unwrap();
+    let session = client
+        .create_ssh_session(pb::CreateSshSessionRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (session.sandbox.as_str(), session.sandbox_id.as_str()),
+        ("alpha", ids[0].as_str())
+    );
+    assert_eq!(session.token.len(), 64);
+
+    // The token decides: naming beta in the stream still lands in alpha.
+    let (frames, rx) = tokio::sync::mpsc::channel(4);
+    frames.send(ssh_open("beta", &session.token)).await.unwrap();
+    let _replies = client
+        .forward(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap();
+    match alpha.message().await.unwrap().unwrap().kind {
+        Some(FromGateway::Forward(pb::ForwardFrame {
+            kind: Some(Frame::Open(open)),
+            ..
+        })) => assert_eq!(
+            (open.ssh, open.port, open.ssh_token.as_str()),
+            (true, 0, "")
+        ),
+        other => panic!("expected an ssh open, got {other:?}"),
+    }
+    let nothing = tokio::time::timeout(std::time::Duration::from_millis(300), beta.message()).await;
+    assert!(nothing.is_err(), "beta's supervisor got {nothing:?}");
+
+    // No token, a wrong one, another workspace's view, or ssh set by the
+    // client: refused before anything reaches a supervisor.
+    let mut other_workspace = Request::new(tokio_stream::iter(vec![ssh_open("", &session.token)]));
+    other_workspace
+        .metadata_mut()
+        .insert("x-openshell-workspace", "other".parse().unwrap());
+    let refused = client.forward(other_workspace).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let forged = "0".repeat(64);
+    let raw_ssh = pb::ForwardFrame {
+        stream_id: String::new(),
+        kind: Some(Frame::Open(pb::ForwardOpen {
+            name: "beta".into(),
+            ssh: true,
+            ..Default::default()
+        })),
+    };
+    for (frame, code) in [
+        (ssh_open("beta", &forged), Code::PermissionDenied),
+        (raw_ssh, Code::InvalidArgument),
+    ] {
+        let refused = client
+            .forward(tokio_stream::iter(vec![frame]))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{refused:?}");
+    }
+    let nothing = tokio::time::timeout(std::time::Duration::from_millis(300), beta.message()).await;
+    assert!(nothing.is_err(), "beta's supervisor got {nothing:?}");
+
+    // Deleting the sandbox revokes its tokens.
+    client
+        .delete_sandbox(pb::DeleteSandboxRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .unwrap();
+    let refused = client
+        .forward(tokio_stream::iter(vec![ssh_open("", &session.token)]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let missing = client
+        .create_ssh_session(pb::CreateSshSessionRequest {
+            name: "alpha".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    gateway.stop().await;
+}

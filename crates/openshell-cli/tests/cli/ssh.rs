@@ -1,0 +1,450 @@
+//! ssh, scp, rsync and `sandbox connect` through the gateway's relay, with
+//! the real OpenSSH client and the Host block `sandbox ssh-config` prints.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::gateway::{Home, free_port, run_with_stdin, start, text};
+use crate::live::{create_idle, exec, http_get};
+
+/// Writes the sandbox's printed Host block to a file for `ssh -F`.
+fn ssh_config(home: &Home, name: &str) -> PathBuf {
+    let out = home.openshell(&["sandbox", "ssh-config", name]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let config = text(&out.stdout);
+    assert!(
+        config.starts_with(&format!("Host openshell-{name}\n    User sandbox\n")),
+        "{config}"
+    );
+    assert!(
+        config.contains(&format!(
+            "    ProxyCommand {} ssh-proxy --gateway-name openshell --name {name}\n",
+            env!("CARGO_BIN_EXE_openshell")
+        )),
+        "{config}"
+    );
+    let path = home.dir.path().join(format!("ssh-{name}.config"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+/// `program -F CONFIG ARGS` (ssh, scp) with `input` on stdin.
+fn with_config(home: &Home, program: &str, config: &Path, args: &[&str], input: &[u8]) -> Output {
+    let mut command = home.command(program);
+    command.arg("-F").arg(config).args(args);
+    run_with_stdin(command, input)
+}
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn ssh_runs_commands_and_piped_scripts_under_the_agents_isolation() {
+    let home = Home::new();
+    start(&home);
+    create_idle(&home, "box", None);
+    let config = ssh_config(&home, "box");
+    let out = with_config(
+        &home,
+        "ssh",
+        &config,
+        &[
+            "openshell-box",
+            "id -un; pwd; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+             touch /etc/openshell-probe 2>/dev/null || echo denied; exit 7",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "sandbox\n/sandbox\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nSeccomp:\t2\ndenied\n"
+    );
+    // The same network namespace as the agent (and as `sandbox exec`).
+    let ns = "readlink /proc/self/ns/net";
+    let over_ssh = with_config(&home, "ssh", &config, &["openshell-box", ns], b"");
+    let over_exec = exec(&home, "box", &["sh", "-c", ns]);
+    assert_eq!(text(&over_ssh.stdout), text(&over_exec.stdout));
+    assert_ne!(
+        text(&over_ssh.stdout).trim(),
+        std::fs::read_link("/proc/self/ns/net")
+            .unwrap()
+            .to_string_lossy()
+    );
+    // A script on stdin, with both streams and the exit code.
+    let out = with_config(
+        &home,
+        "ssh",
+        &config,
+        &["-T", "openshell-box", "sh"],
+        b"x=6\necho $((x * 7))\necho oops >&2\nexit 3\n",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n");
+    assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn scp_and_rsync_round_trip_200_mib_and_a_tree_with_symlinks() {
+    let home = Home::new();
+    start(&home);
+    create_idle(&home, "files", None);
+    let config = ssh_config(&home, "files");
+    let local = tempfile::tempdir().unwrap();
+    let big = local.path().join("big.bin");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..(200 * 1024 * 1024 / 8) {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        file.write_all(&state.to_le_bytes()).unwrap();
+    }
+    drop(file);
+    let big_path = big.to_str().unwrap();
+    let out = with_config(
+        &home,
+        "scp",
+        &config,
+        &["-q", big_path, "openshell-files:/sandbox/big.bin"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let back = local.path().join("back.bin");
+    let out = with_config(
+        &home,
+        "scp",
+        &config,
+        &[
+            "-q",
+            "openshell-files:/sandbox/big.bin",
+            back.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let expected = sha256(&big);
+    assert_eq!(sha256(&back), expected);
+    let inside = exec(&home, "files", &["sha256sum", "/sandbox/big.bin"]);
+    assert!(
+        text(&inside.stdout).starts_with(&expected),
+        "{}",
+        text(&inside.stdout)
+    );
+
+    // A tree with a relative and an absolute symlink, both ways with rsync.
+    let tree = local.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+    std::fs::write(tree.join("a.txt"), "alpha\n").unwrap();
+    std::fs::write(tree.join("sub/deeper/b.bin"), [0u8, 1, 2, 255]).unwrap();
+    std::os::unix::fs::symlink("sub/deeper/b.bin", tree.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", tree.join("abs-link")).unwrap();
+    let rsh = format!("ssh -F {}", config.display());
+    let rsync = |from: &str, to: &str| {
+        let mut command = home.command("rsync");
+        command.args(["-a", "-e", &rsh, from, to]);
+        let out = run_with_stdin(command, b"");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    rsync(
+        &format!("{}/", tree.display()),
+        "openshell-files:/sandbox/tree/",
+    );
+    let listed = exec(
+        &home,
+        "files",
+        &[
+            "sh",
+            "-c",
+            "cd /sandbox/tree && readlink rel-link abs-link && cat a.txt",
+        ],
+    );
+    assert_eq!(
+        text(&listed.stdout),
+        "sub/deeper/b.bin\n/etc/hostname\nalpha\n"
+    );
+    let returned = local.path().join("returned");
+    rsync(
+        "openshell-files:/sandbox/tree/",
+        &format!("{}/", returned.display()),
+    );
+    let diff = std::process::Command::new("diff")
+        .args(["-r", "--no-dereference"])
+        .arg(&tree)
+        .arg(&returned)
+        .output()
+        .unwrap();
+    assert_eq!(diff.status.code(), Some(0), "{}", text(&diff.stdout));
+    assert_eq!(
+        std::fs::read_link(returned.join("abs-link")).unwrap(),
+        Path::new("/etc/hostname")
+    );
+}
+
+#[test]
+fn ssh_local_forwarding_reaches_only_the_sandbox_loopback() {
+    let home = Home::new();
+    start(&home);
+    let port = free_port().to_string();
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "site",
+        "--detach",
+        "--",
+        "python3",
+        "-m",
+        "http.server",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        "/sandbox",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    exec(
+        &home,
+        "site",
+        &["sh", "-c", "echo served-inside > /sandbox/page.txt"],
+    );
+    let config = ssh_config(&home, "site");
+    let local = free_port();
+    let mut tunnel = home.command("ssh");
+    tunnel
+        .arg("-F")
+        .arg(&config)
+        .args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
+        .arg(format!("127.0.0.1:{local}:127.0.0.1:{port}"))
+        .arg("openshell-site")
+        .stdin(Stdio::null());
+    let mut tunnel = tunnel.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let response = std::net::TcpStream::connect(("127.0.0.1", local))
+            .ok()
+            .map(|_| http_get(local, "/page.txt"))
+            .unwrap_or_default();
+        if response.starts_with(b"HTTP/1.0 200") {
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel never served the page"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(body.ends_with(b"served-inside\n"));
+    let _ = tunnel.kill();
+    let _ = tunnel.wait();
+    // Only the sandbox's loopback: other hosts are refused by the server.
+    let out = with_config(
+        &home,
+        "ssh",
+        &config,
+        &["-W", "192.0.2.1:80", "openshell-site"],
+        b"",
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("forwarding failed"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A `sandbox connect` running in the background: its stdin, and its
+/// stdout line by line.
+struct Attached {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Attached {
+    fn start(home: &Home, name: &str) -> Attached {
+        let mut command = home.command(env!("CARGO_BIN_EXE_openshell"));
+        command.args(["sandbox", "connect", name]);
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        Attached { child, lines }
+    }
+
+    fn expect(&self, wanted: &str) {
+        let line = self
+            .lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line; wanted {wanted:?}"));
+        assert_eq!(line, wanted);
+    }
+}
+
+#[test]
+fn connect_replays_earlier_output_and_gives_stdin_to_one_attachment_at_a_time() {
+    let home = Home::new();
+    start(&home);
+    let script = "echo MARKER-early; while read line; do [ \"$line\" = quit ] && break; \
+                  echo \"got $line\"; done; echo bye; exit 4";
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "job", "--detach", "--", "sh", "-c", script,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The marker was printed before anyone attached: the replay has it.
+    let mut owner = Attached::start(&home, "job");
+    owner.expect("MARKER-early");
+    let mut input = owner.child.stdin.take().unwrap();
+    input.write_all(b"first\n").unwrap();
+    owner.expect("got first");
+
+    // A second attachment watches; its input goes nowhere.
+    let mut watcher = Attached::start(&home, "job");
+    watcher.expect("MARKER-early");
+    watcher.expect("got first");
+    let mut watcher_input = watcher.child.stdin.take().unwrap();
+    watcher_input.write_all(b"ignored\n").unwrap();
+    watcher_input.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    input.write_all(b"second\nquit\n").unwrap();
+    owner.expect("got second");
+    owner.expect("bye");
+    drop(watcher_input);
+    watcher.expect("got second");
+    watcher.expect("bye");
+    // Both end with the main process's exit code.
+    assert_eq!(owner.child.wait().unwrap().code(), Some(4));
+    let watcher_out = watcher.child.wait_with_output().unwrap();
+    assert_eq!(watcher_out.status.code(), Some(4));
+    assert!(
+        text(&watcher_out.stderr).contains("another attachment owns the main process's input"),
+        "{}",
+        text(&watcher_out.stderr)
+    );
+}
+
+/// The gateway's pid, from its pid file.
+fn gateway_pid(home: &Home) -> i32 {
+    std::fs::read_to_string(
+        home.dir
+            .path()
+            .join("state/openshell/gateways/openshell/gateway.pid"),
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+fn kill_gateway(home: &Home) {
+    let pid = nix::unistd::Pid::from_raw(gateway_pid(home));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn killing_the_gateway_mid_transfer_fails_clearly_and_reports_nothing_complete() {
+    let home = Home::new();
+    let port = start(&home);
+    create_idle(&home, "xfer", None);
+    let made = exec(
+        &home,
+        "xfer",
+        &[
+            "sh",
+            "-c",
+            "head -c 209715200 /dev/urandom > /sandbox/big.bin",
+        ],
+    );
+    assert_eq!(made.status.code(), Some(0), "{}", text(&made.stderr));
+    let local = tempfile::tempdir().unwrap();
+    let dest = local.path().join("big.bin");
+
+    // `sandbox download`, with the gateway killed while it runs.
+    let mut command = home.command(env!("CARGO_BIN_EXE_openshell"));
+    command
+        .args(["sandbox", "download", "xfer", "/sandbox/big.bin"])
+        .arg(&dest);
+    let download = command.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    kill_gateway(&home);
+    let out = download.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("Download complete"), "{stderr}");
+    assert!(stderr.contains("error"), "{stderr}");
+    assert!(!dest.exists(), "a partial download was left in place");
+
+    // scp through the relay, the same way.
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let config = ssh_config(&home, "xfer");
+    let mut command = home.command("scp");
+    command
+        .arg("-F")
+        .arg(&config)
+        .args(["-q", "openshell-xfer:/sandbox/big.bin"])
+        .arg(&dest);
+    let scp = command.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    kill_gateway(&home);
+    let out = scp.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "scp reported success");
+    assert!(
+        text(&out.stderr).contains("ssh relay"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Back again, the same transfer completes.
+    let out = home.openshell(&["gateway", "start", "--port", &port]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _ = std::fs::remove_file(&dest);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = home.openshell(&[
+            "sandbox",
+            "download",
+            "xfer",
+            "/sandbox/big.bin",
+            dest.to_str().unwrap(),
+        ]);
+        if out.status.code() == Some(0) {
+            assert!(
+                text(&out.stderr).contains("✓ Download complete"),
+                "{}",
+                text(&out.stderr)
+            );
+            break;
+        }
+        // The supervisor may still be reconnecting: a clear, retryable error.
+        assert!(
+            text(&out.stderr).contains("not connected"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(Instant::now() < deadline, "the supervisor never came back");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let inside = exec(&home, "xfer", &["sha256sum", "/sandbox/big.bin"]);
+    assert!(text(&inside.stdout).starts_with(&sha256(&dest)));
+}
