@@ -36,6 +36,8 @@ pub struct MainProcess {
     ended: watch::Sender<bool>,
     /// The main process's exit code, once it exited.
     exit: watch::Sender<Option<i32>>,
+    /// Attachments alive now.
+    attached: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,16 @@ pub struct Attachment {
     pub live: broadcast::Receiver<Bytes>,
     pub ended: watch::Receiver<bool>,
     pub exit: watch::Receiver<Option<i32>>,
+    main: Arc<MainProcess>,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.main.release_stdin(self.id);
+        self.main
+            .attached
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl MainProcess {
@@ -73,6 +85,7 @@ impl MainProcess {
             next_attachment: std::sync::atomic::AtomicU64::new(1),
             ended: watch::channel(false).0,
             exit: watch::channel(None).0,
+            attached: std::sync::atomic::AtomicUsize::new(0),
         });
         let pump = main.clone();
         std::thread::Builder::new()
@@ -127,10 +140,27 @@ impl MainProcess {
         self.exit.send_replace(Some(code));
     }
 
+    /// Waits (at most `timeout`) until no attachment is left, so that
+    /// those following the main process see its end; true when some were.
+    pub fn wait_detached(&self, timeout: std::time::Duration) -> bool {
+        let attached = || self.attached.load(std::sync::atomic::Ordering::Acquire);
+        if attached() == 0 {
+            return false;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while attached() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    }
+
     /// A new attachment: the retained output, then live output.
-    pub fn attach(&self) -> Attachment {
+    pub fn attach(self: &Arc<Self>) -> Attachment {
+        self.attached
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let output = Self::lock(&self.output);
         Attachment {
+            main: self.clone(),
             id: self
                 .next_attachment
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -150,6 +180,11 @@ impl MainProcess {
             *owner = attachment;
         }
         *owner == attachment
+    }
+
+    /// Whether `attachment` owns stdin now.
+    pub fn owns_stdin(&self, attachment: u64) -> bool {
+        *Self::lock(&self.owner) == attachment
     }
 
     /// Gives stdin up (a detach, or the attachment ended).
@@ -186,8 +221,12 @@ mod tests {
         file.write_all(data).unwrap();
     }
 
-    async fn wait_retained(main: &MainProcess, len: usize) {
-        while main.attach().replay.len() + (main.attach().dropped as usize) < len {
+    async fn wait_retained(main: &Arc<MainProcess>, len: usize) {
+        loop {
+            let attachment = main.attach();
+            if attachment.replay.len() + attachment.dropped as usize >= len {
+                return;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
@@ -216,6 +255,22 @@ mod tests {
         assert_eq!(attachment.replay.len(), RETAINED);
         assert_eq!(attachment.dropped, 4096);
         assert_eq!(attachment.replay[..], data[4096..]);
+    }
+
+    #[test]
+    fn the_end_waits_for_attachments_only_while_there_are_some() {
+        let (main, _fds) = MainProcess::start().unwrap();
+        assert!(!main.wait_detached(std::time::Duration::from_secs(5)));
+        let attachment = main.attach();
+        assert!(main.claim_stdin(attachment.id));
+        let leaving = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(attachment);
+        });
+        assert!(main.wait_detached(std::time::Duration::from_secs(5)));
+        leaving.join().unwrap();
+        // A dropped attachment gave stdin up.
+        assert!(main.claim_stdin(main.attach().id));
     }
 
     #[test]

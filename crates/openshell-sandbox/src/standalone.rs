@@ -296,8 +296,11 @@ fn supervise(
         .context("waiting for the sandbox")?;
     if let Some(main) = &main {
         main.exited(code);
-        // Let attachments see the end before the session goes.
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Attachments following the main process get its last output and
+        // exit status through the session before it goes.
+        if main.wait_detached(std::time::Duration::from_secs(1)) {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     let _ = shutdown_tx.send(true);
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -277,8 +277,24 @@ pub fn download(scope: &Scope, name: &str, src: &str, dest: &Path) -> anyhow::Re
         let extracted = extractor
             .join()
             .map_err(|_| anyhow::anyhow!("the extraction thread panicked"))?;
-        fetched.context("the download failed")?;
-        extracted.context("unpacking the download")?;
+        // An archive that cannot be unpacked stops the extractor, and the
+        // transfer then fails with a broken pipe: the extractor's error is
+        // the cause.
+        let broken_pipe = |e: &anyhow::Error| {
+            e.root_cause()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        };
+        match (fetched, extracted) {
+            (Err(error), Ok(())) => return Err(error.context("the download failed")),
+            (Err(error), Err(_)) if !broken_pipe(&error) => {
+                return Err(error.context("the download failed"));
+            }
+            (_, Err(error)) => {
+                return Err(anyhow::Error::from(error).context("unpacking the download"));
+            }
+            (Ok(()), Ok(())) => {}
+        }
         place(&staging, kind, &base, dest, dest_is_dir)
     })();
     let _ = std::fs::remove_dir_all(&staging);

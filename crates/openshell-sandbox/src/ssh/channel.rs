@@ -337,7 +337,10 @@ async fn attach(
         )
         .await;
     }
-    let mut writer = channel.make_writer();
+    let mut writer = Output {
+        to: channel.make_writer(),
+        on_terminal,
+    };
     let replay = std::mem::take(&mut attachment.replay);
     let code = if writer.write_all(&replay).await.is_ok() {
         follow(main, &mut attachment, channel, on_terminal, &mut writer).await
@@ -345,8 +348,51 @@ async fn attach(
         None
     };
     main.release_stdin(id);
-    let _ = writer.flush().await;
+    let _ = writer.to.flush().await;
     code.map_or(0, |c| u32::try_from(c).unwrap_or(255))
+}
+
+/// Output towards an attachment. The main process writes to a pipe, not a
+/// terminal; a client on a terminal is in raw mode, so the terminal's own
+/// line discipline is done here: newlines become CR LF.
+struct Output<W> {
+    to: W,
+    on_terminal: bool,
+}
+
+impl<W: AsyncWrite + Unpin> Output<W> {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if !self.on_terminal {
+            return self.to.write_all(data).await;
+        }
+        let mut converted = Vec::with_capacity(data.len() + data.len() / 16);
+        for &byte in data {
+            if byte == b'\n' {
+                converted.push(b'\r');
+            }
+            converted.push(byte);
+        }
+        self.to.write_all(&converted).await
+    }
+}
+
+/// Input from a client on a terminal, for a main process reading a pipe:
+/// Enter (CR) becomes a newline, and what was typed is echoed back.
+fn cooked(data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let input = data
+        .iter()
+        .map(|&b| if b == b'\r' { b'\n' } else { b })
+        .collect();
+    let mut echo = Vec::with_capacity(data.len());
+    for &byte in data {
+        match byte {
+            b'\r' | b'\n' => echo.extend_from_slice(b"\r\n"),
+            0x7f | 0x08 => echo.extend_from_slice(b"\x08 \x08"),
+            b if b >= 0x20 || b == b'\t' => echo.push(b),
+            _ => {}
+        }
+    }
+    (input, echo)
 }
 
 /// The attachment's live part; the main process's exit code when it ended.
@@ -355,7 +401,7 @@ async fn follow(
     attachment: &mut Attachment,
     channel: &mut Channel<Msg>,
     on_terminal: bool,
-    output: &mut (impl AsyncWrite + Unpin),
+    output: &mut Output<impl AsyncWrite + Unpin>,
 ) -> Option<i32> {
     use tokio::sync::broadcast::error::RecvError;
     let id = attachment.id;
@@ -379,6 +425,15 @@ async fn follow(
                         tell(channel, "detached").await;
                         return None;
                     }
+                    let data = if on_terminal {
+                        let (input, echo) = cooked(&data);
+                        if main.owns_stdin(id) && output.to.write_all(&echo).await.is_err() {
+                            return None;
+                        }
+                        input
+                    } else {
+                        data.to_vec()
+                    };
                     // A blocking pipe write, off the runtime's threads: a
                     // main process that does not read slows this client
                     // down and nothing else.
@@ -406,5 +461,29 @@ async fn follow(
 async fn exit(exit: &mut tokio::sync::watch::Receiver<Option<i32>>) {
     if exit.wait_for(Option::is_some).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_input_for_a_piped_main_process_is_cooked_and_echoed() {
+        let (input, echo) = cooked(b"ls\x7f\x1b\r");
+        assert_eq!(input, b"ls\x7f\x1b\n");
+        assert_eq!(echo, b"ls\x08 \x08\r\n");
+    }
+
+    #[tokio::test]
+    async fn terminal_output_gets_carriage_returns_and_piped_output_does_not() {
+        for (on_terminal, expected) in [(true, &b"a\r\nb\r\n"[..]), (false, &b"a\nb\n"[..])] {
+            let mut output = Output {
+                to: Vec::new(),
+                on_terminal,
+            };
+            output.write_all(b"a\nb\n").await.unwrap();
+            assert_eq!(output.to, expected);
+        }
     }
 }
