@@ -448,3 +448,128 @@ fn killing_the_gateway_mid_transfer_fails_clearly_and_reports_nothing_complete()
     let inside = exec(&home, "xfer", &["sha256sum", "/sandbox/big.bin"]);
     assert!(text(&inside.stdout).starts_with(&sha256(&dest)));
 }
+
+/// Reads the pty master until `wanted` appeared in what it printed (20 s
+/// at most).
+fn read_until(master: &mut std::fs::File, seen: &mut String, wanted: &str) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    use std::io::Read;
+    fcntl(&*master, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while !seen.contains(wanted) {
+        assert!(
+            Instant::now() < deadline,
+            "never saw {wanted:?} in {seen:?}"
+        );
+        match master.read(&mut buf) {
+            Ok(n @ 1..) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            _ => panic!("the terminal closed before {wanted:?}: {seen:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_interactive_shell_gets_a_terminal_that_follows_the_window_size() {
+    let home = Home::new();
+    start(&home);
+    create_idle(&home, "tty", None);
+    let config = ssh_config(&home, "tty");
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave_path = std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&pty.slave)
+    ))
+    .unwrap();
+    let mut ssh = home.command("ssh");
+    ssh.arg("-F")
+        .arg(&config)
+        .args(["-tt", "openshell-tty"])
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave));
+    let mut ssh = ssh.spawn().unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    master
+        .write_all(b"echo T-$(tty | cut -c1-9)-$(id -un); stty size\r")
+        .unwrap();
+    read_until(&mut master, &mut seen, "T-/dev/pts/-sandbox");
+    read_until(&mut master, &mut seen, "40 120");
+    // The local window changes: ssh sends it on, the shell's terminal follows.
+    let resized = std::process::Command::new("stty")
+        .arg("-F")
+        .arg(&slave_path)
+        .args(["rows", "50", "cols", "100"])
+        .status()
+        .unwrap();
+    assert!(resized.success());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(ssh.id() as i32),
+        nix::sys::signal::Signal::SIGWINCH,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    master.write_all(b"stty size; exit 5\r").unwrap();
+    read_until(&mut master, &mut seen, "50 100");
+    assert_eq!(ssh.wait().unwrap().code(), Some(5), "{seen}");
+}
+
+#[test]
+fn connect_on_a_terminal_detaches_with_ctrl_p_ctrl_q_and_leaves_the_main_process_running() {
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "svc",
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        "echo READY; while read line; do echo \"echo:$line\"; done",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let attach = || {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut connect = home.command(env!("CARGO_BIN_EXE_openshell"));
+        connect
+            .args(["sandbox", "connect", "svc"])
+            .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+            .stderr(Stdio::from(pty.slave));
+        (connect.spawn().unwrap(), std::fs::File::from(pty.master))
+    };
+    let (mut first, mut master) = attach();
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "READY");
+    master.write_all(b"one\r").unwrap();
+    read_until(&mut master, &mut seen, "echo:one");
+    master.write_all(b"\x10\x11").unwrap();
+    read_until(&mut master, &mut seen, "detached");
+    assert_eq!(first.wait().unwrap().code(), Some(0), "{seen}");
+    // Still running, and the next attachment may type.
+    let (mut second, mut master) = attach();
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "echo:one");
+    master.write_all(b"two\r").unwrap();
+    read_until(&mut master, &mut seen, "echo:two");
+    master.write_all(b"\x10\x11").unwrap();
+    assert_eq!(second.wait().unwrap().code(), Some(0), "{seen}");
+    let out = home.openshell(&["sandbox", "get", "svc", "-o", "json"]);
+    assert!(
+        text(&out.stdout).contains("\"phase\": \"Ready\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
