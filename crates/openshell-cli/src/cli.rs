@@ -363,6 +363,7 @@ pub enum SandboxCommand {
     #[command(
         after_help = "Examples:\n  openshell sandbox create -- sh -c 'echo hi; exit 3'   # prints hi, exits 3\n  \
 openshell sandbox create --name dev --policy policy.yaml --detach -- python3 -m http.server\n\n\
+Without CMD and without --detach, on a terminal: opens a login shell in the new sandbox (as `sandbox connect`).\n\
 Policy: --policy, else $OPENSHELL_SANDBOX_POLICY, else the built-in default (no network).\n\
 With no gateway configured, a local one is started first."
     )]

@@ -489,6 +489,16 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
     if !uploads.is_empty() {
         output::step("✓ Files uploaded");
     }
+    // No command, not detached, on a terminal: a shell in the new sandbox
+    // (cli.md). ssh replaces this process.
+    let interactive = options.command.is_empty()
+        && !options.detach
+        && !options.no_keep
+        && options.output.is_none()
+        && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    if interactive {
+        return crate::commands::ssh::connect(scope, &name);
+    }
     Ok(exit)
 }
 

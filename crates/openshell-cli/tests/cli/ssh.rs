@@ -573,3 +573,32 @@ fn connect_on_a_terminal_detaches_with_ctrl_p_ctrl_q_and_leaves_the_main_process
         text(&out.stdout)
     );
 }
+
+#[test]
+fn create_without_a_command_on_a_terminal_opens_a_shell_in_the_new_sandbox() {
+    let home = Home::new();
+    start(&home);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let mut create = home.command(env!("CARGO_BIN_EXE_openshell"));
+    create
+        .args(["sandbox", "create", "--name", "shell"])
+        .stdin(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stdout(Stdio::from(pty.slave.try_clone().unwrap()))
+        .stderr(Stdio::from(pty.slave));
+    let mut create = create.spawn().unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut seen = String::new();
+    read_until(&mut master, &mut seen, "Created sandbox: shell");
+    master
+        .write_all(b"echo in-$(id -un)-$(pwd); exit 3\r")
+        .unwrap();
+    read_until(&mut master, &mut seen, "in-sandbox-/sandbox");
+    assert_eq!(create.wait().unwrap().code(), Some(3), "{seen}");
+    // The sandbox stays.
+    let out = home.openshell(&["sandbox", "get", "shell", "-o", "json"]);
+    assert!(
+        text(&out.stdout).contains("\"phase\": \"Ready\""),
+        "{}",
+        text(&out.stdout)
+    );
+}
