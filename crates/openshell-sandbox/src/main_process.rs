@@ -140,6 +140,15 @@ impl MainProcess {
         self.exit.send_replace(Some(code));
     }
 
+    /// Waits (at most `timeout`: a background child may keep the pipe
+    /// open) until every byte of output was copied to the driver's log.
+    pub fn wait_output_end(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while !*self.ended.borrow() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Waits (at most `timeout`) until no attachment is left, so that
     /// those following the main process see its end; true when some were.
     pub fn wait_detached(&self, timeout: std::time::Duration) -> bool {
@@ -255,6 +264,16 @@ mod tests {
         assert_eq!(attachment.replay.len(), RETAINED);
         assert_eq!(attachment.dropped, 4096);
         assert_eq!(attachment.replay[..], data[4096..]);
+    }
+
+    #[test]
+    fn the_end_of_the_output_is_awaited_until_the_pipe_closes() {
+        let (main, [_stdin, stdout, stderr]) = MainProcess::start().unwrap();
+        write(&stdout, b"last words\n");
+        drop((stdout, stderr));
+        main.wait_output_end(std::time::Duration::from_secs(5));
+        assert!(*main.ended.borrow());
+        assert_eq!(main.attach().replay, b"last words\n");
     }
 
     #[test]

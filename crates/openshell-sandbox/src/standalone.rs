@@ -295,6 +295,8 @@ fn supervise(
         .context("waiting for the sandbox")?
         .context("waiting for the sandbox")?;
     if let Some(main) = &main {
+        // The output's last bytes reach the log before the process ends.
+        main.wait_output_end(std::time::Duration::from_secs(1));
         main.exited(code);
         // Attachments following the main process get its last output and
         // exit status through the session before it goes.
