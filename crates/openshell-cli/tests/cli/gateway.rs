@@ -81,6 +81,22 @@ impl Drop for Home {
             let name = entry.file_name().to_string_lossy().into_owned();
             let _ = self.openshell(&["gateway", "stop", "--name", &name]);
         }
+        // A test that failed while its gateway was down could not delete
+        // its sandboxes: their supervisors name this home on their command
+        // line. (SIGKILL of a supervisor takes its sandbox down.)
+        let home = self.dir.path().to_string_lossy().into_owned();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&home) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 
