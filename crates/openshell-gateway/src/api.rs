@@ -117,6 +117,21 @@ impl Api {
     }
 }
 
+/// FAILED_PRECONDITION unless the sandbox runs (or is starting): what
+/// exec, forward and ssh streams need.
+fn running(sandbox: &store::Sandbox) -> Result<(), Status> {
+    if matches!(sandbox.phase, Phase::Ready | Phase::Provisioning) {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "sandbox '{}' is not running (phase {}); start it with: openshell sandbox start {}",
+            sandbox.name,
+            sandbox.phase.as_str(),
+            sandbox.name
+        )))
+    }
+}
+
 /// How often `WatchSandbox` looks for more output.
 const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 /// Largest output chunk per message.

@@ -12,7 +12,6 @@ use pb::exec_output::Kind as Output;
 use super::relay::{Bridge, Bridged, bridge};
 use super::{Api, validate_name};
 use crate::session::{Relayed, StreamKind, exec_message};
-use crate::store::Phase;
 
 impl Api {
     pub(super) async fn start_exec(
@@ -30,14 +29,7 @@ impl Api {
             return Err(Status::invalid_argument("no command given"));
         }
         let sandbox = self.existing(workspace, &start.name).await?;
-        if !matches!(sandbox.phase, Phase::Ready | Phase::Provisioning) {
-            return Err(Status::failed_precondition(format!(
-                "sandbox '{}' is not running (phase {}); start it with: openshell sandbox start {}",
-                sandbox.name,
-                sandbox.phase.as_str(),
-                sandbox.name
-            )));
-        }
+        super::running(&sandbox)?;
         let (exec_id, relayed) = self
             .sessions
             .open_stream(&sandbox, StreamKind::Exec, |id| {

@@ -34,7 +34,7 @@ impl Api {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| Status::invalid_argument(format!("invalid port {}", open.port)))?;
             let sandbox = self.existing(workspace, &open.name).await?;
-            super::ssh::running(&sandbox)?;
+            super::running(&sandbox)?;
             let target = pb::ForwardOpen {
                 port: u32::from(port),
                 ..Default::default()

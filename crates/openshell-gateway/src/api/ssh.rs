@@ -14,8 +14,8 @@ use tonic::Status;
 
 use openshell_proto::v1 as pb;
 
-use super::{Api, validate_name};
-use crate::store::{self, Phase};
+use super::{Api, running, validate_name};
+use crate::store;
 
 /// How long a token can open streams.
 const TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -127,19 +127,6 @@ impl Api {
             .ok_or_else(denied)?;
         running(&sandbox)?;
         Ok(sandbox)
-    }
-}
-
-/// FAILED_PRECONDITION unless the sandbox runs.
-pub(super) fn running(sandbox: &store::Sandbox) -> Result<(), Status> {
-    if matches!(sandbox.phase, Phase::Ready | Phase::Provisioning) {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "sandbox '{}' is not running (phase {})",
-            sandbox.name,
-            sandbox.phase.as_str()
-        )))
     }
 }
 
