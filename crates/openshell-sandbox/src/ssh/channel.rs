@@ -27,7 +27,8 @@ const DRAIN: Duration = Duration::from_millis(500);
 enum Start {
     Command(String),
     Shell,
-    Sftp,
+    /// OpenSSH's sftp server, at this path.
+    Sftp(&'static str),
     Main,
 }
 
@@ -103,9 +104,9 @@ pub(super) async fn serve(server: Arc<Server>, mut channel: Channel<Msg>, handle
                 break Start::Shell;
             }
             ChannelMsg::RequestSubsystem { want_reply, name } => {
-                let start = match name.as_str() {
-                    "sftp" if Server::sftp_server().is_some() => Start::Sftp,
-                    "openshell-main" => Start::Main,
+                let start = match (name.as_str(), Server::sftp_server()) {
+                    ("sftp", Some(path)) => Start::Sftp(path),
+                    ("openshell-main", _) => Start::Main,
                     _ => {
                         answer(&handle, id, want_reply, false).await;
                         continue;
@@ -119,15 +120,12 @@ pub(super) async fn serve(server: Arc<Server>, mut channel: Channel<Msg>, handle
         }
     };
     let code = match (start, server.main.clone()) {
-        (Start::Main, Some(main)) => {
-            let attachment = main.attach();
-            attach(&main, attachment, &mut channel, terminal.is_some()).await
-        }
+        (Start::Main, Some(main)) => attach(&main, &mut channel, terminal.is_some()).await,
         (start, _) => {
             let argv = match start {
                 Start::Command(command) => vec![shell(), "-c".to_owned(), command],
                 Start::Shell | Start::Main => vec![shell(), "-l".to_owned()],
-                Start::Sftp => vec![Server::sftp_server().unwrap_or_default().to_owned()],
+                Start::Sftp(path) => vec![path.to_owned()],
             };
             run(&server, argv, env, terminal, &mut channel).await
         }
@@ -173,31 +171,69 @@ async fn run(
         }
     };
     let started = match &terminal {
-        Some(t) => start_on_pty(server, &plan, t),
-        None => server
-            .spawner
-            .spawn(&plan, [Stdio::piped(), Stdio::piped(), Stdio::piped()])
-            .map(|helper| (helper, None)),
+        Some(t) => start_on_pty(server, &plan, t, channel),
+        None => start_on_pipes(server, &plan, channel),
     };
-    let (mut helper, master) = match started {
-        Ok(started) => started,
+    let code = match started {
+        Ok((mut helper, input, outputs)) => relay(&mut helper, channel, input, outputs).await,
         Err(error) => {
             tell(channel, &format!("{error:#}")).await;
-            return crate::EXIT_LAUNCH_FAILED as u32;
+            crate::EXIT_LAUNCH_FAILED
         }
     };
-    let code = match master {
-        Some(master) => pump_pty(&mut helper, Arc::new(master), channel).await,
-        None => pump_pipes(&mut helper, channel).await,
-    };
     u32::try_from(code).unwrap_or(crate::EXIT_LAUNCH_FAILED as u32)
+}
+
+/// Where the client's input goes.
+enum Input {
+    /// The command's stdin, through a task (so that a command that does
+    /// not read it does not stop the channel from noticing it exited);
+    /// `None` after the client's end of input.
+    Pipe(Option<mpsc::Sender<Vec<u8>>>),
+    /// The terminal, which also takes the window size.
+    Pty(Arc<pty::Master>),
+}
+
+/// The tasks copying the command's output to the channel.
+type Outputs = Vec<tokio::task::JoinHandle<()>>;
+
+fn start_on_pipes(
+    server: &Server,
+    plan: &crate::isolation::Plan,
+    channel: &Channel<Msg>,
+) -> anyhow::Result<(Helper, Input, Outputs)> {
+    let mut helper = server
+        .spawner
+        .spawn(plan, [Stdio::piped(), Stdio::piped(), Stdio::piped()])?;
+    let mut outputs = Vec::new();
+    if let Some(out) = helper.child.stdout.take() {
+        outputs.push(tokio::spawn(copy_out(out, channel.make_writer())));
+    }
+    if let Some(err) = helper.child.stderr.take() {
+        outputs.push(tokio::spawn(copy_out(
+            err,
+            channel.make_writer_ext(Some(1)),
+        )));
+    }
+    let (input, mut inputs) = mpsc::channel::<Vec<u8>>(16);
+    if let Some(mut stdin) = helper.child.stdin.take() {
+        tokio::spawn(async move {
+            while let Some(data) = inputs.recv().await {
+                if stdin.write_all(&data).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok((helper, Input::Pipe(Some(input)), outputs))
 }
 
 fn start_on_pty(
     server: &Server,
     plan: &crate::isolation::Plan,
     terminal: &Terminal,
-) -> anyhow::Result<(Helper, Option<pty::Master>)> {
+    channel: &Channel<Msg>,
+) -> anyhow::Result<(Helper, Input, Outputs)> {
     let (master, slave) = pty::open(terminal.cols, terminal.rows)?;
     let stdio = [
         Stdio::from(slave.try_clone()?),
@@ -205,7 +241,21 @@ fn start_on_pty(
         Stdio::from(slave),
     ];
     let helper = server.spawner.spawn(plan, stdio)?;
-    Ok((helper, Some(master)))
+    let master = Arc::new(master);
+    let output = {
+        let master = master.clone();
+        let mut writer = channel.make_writer();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            while let Ok(n @ 1..) = master.read(&mut buf).await {
+                if writer.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = writer.flush().await;
+        })
+    };
+    Ok((helper, Input::Pty(master), vec![output]))
 }
 
 /// The helper's exit code, or the launch failure code.
@@ -224,102 +274,61 @@ async fn copy_out(mut from: impl tokio::io::AsyncRead + Unpin, mut to: impl Asyn
     let _ = to.flush().await;
 }
 
-async fn pump_pipes(helper: &mut Helper, channel: &mut Channel<Msg>) -> i32 {
-    let stdout = helper.child.stdout.take().map(|out| {
-        let writer = channel.make_writer();
-        tokio::spawn(copy_out(out, writer))
-    });
-    let stderr = helper.child.stderr.take().map(|err| {
-        let writer = channel.make_writer_ext(Some(1));
-        tokio::spawn(copy_out(err, writer))
-    });
-    // Input goes through a task, so that a program that does not read its
-    // stdin does not stop the channel from noticing it exited.
-    let (input, mut inputs) = mpsc::channel::<Vec<u8>>(16);
-    let mut input = Some(input);
-    if let Some(mut stdin) = helper.child.stdin.take() {
-        tokio::spawn(async move {
-            while let Some(data) = inputs.recv().await {
-                if stdin.write_all(&data).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+/// Feeds the client's input to the command until it exits (its code) or
+/// the client goes (255, the command stopped); then lets its output
+/// finish: to the end on pipes, for [`DRAIN`] on a terminal (which a
+/// background child may hold open).
+async fn relay(
+    helper: &mut Helper,
+    channel: &mut Channel<Msg>,
+    mut input: Input,
+    outputs: Outputs,
+) -> i32 {
     let code = loop {
         tokio::select! {
             code = exited(helper) => break code,
-            message = channel.wait() => match message {
-                Some(ChannelMsg::Data { data }) => {
-                    if let Some(input) = &input {
-                        let _ = input.send(data.to_vec()).await;
-                    }
+            message = channel.wait() => match (message, &mut input) {
+                (Some(ChannelMsg::Data { data }), Input::Pipe(Some(stdin))) => {
+                    let _ = stdin.send(data.to_vec()).await;
                 }
-                Some(ChannelMsg::Eof) => input = None,
-                None | Some(ChannelMsg::Close) => {
+                (Some(ChannelMsg::Data { data }), Input::Pty(master)) => {
+                    let _ = master.write_all(&data).await;
+                }
+                (Some(ChannelMsg::Eof), Input::Pipe(stdin)) => *stdin = None,
+                (Some(ChannelMsg::WindowChange { col_width, row_height, .. }), Input::Pty(master)) => {
+                    let (cols, rows) = dims(col_width, row_height);
+                    let _ = master.resize(cols, rows);
+                }
+                (None | Some(ChannelMsg::Close), _) => {
                     let _ = helper.stop().await;
                     return 255;
                 }
-                Some(_) => {}
+                _ => {}
             },
         }
     };
-    for pump in [stdout, stderr].into_iter().flatten() {
-        let _ = pump.await;
+    let finished = join_outputs(outputs);
+    match input {
+        Input::Pipe(_) => finished.await,
+        Input::Pty(_) => {
+            let _ = tokio::time::timeout(DRAIN, finished).await;
+        }
     }
     code
 }
 
-async fn pump_pty(
-    helper: &mut Helper,
-    master: Arc<pty::Master>,
-    channel: &mut Channel<Msg>,
-) -> i32 {
-    let output = {
-        let master = master.clone();
-        let mut writer = channel.make_writer();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            while let Ok(n @ 1..) = master.read(&mut buf).await {
-                if writer.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-            }
-            let _ = writer.flush().await;
-        })
-    };
-    let code = loop {
-        tokio::select! {
-            code = exited(helper) => break code,
-            message = channel.wait() => match message {
-                Some(ChannelMsg::Data { data }) => {
-                    let _ = master.write_all(&data).await;
-                }
-                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
-                    let (cols, rows) = dims(col_width, row_height);
-                    let _ = master.resize(cols, rows);
-                }
-                None | Some(ChannelMsg::Close) => {
-                    let _ = helper.stop().await;
-                    return 255;
-                }
-                Some(_) => {}
-            },
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN, output).await;
-    code
+/// Waits for every output task.
+async fn join_outputs(outputs: Outputs) {
+    for output in outputs {
+        let _ = output.await;
+    }
 }
 
 /// Attaches the channel to the main process: replay, then live output;
 /// input while this attachment owns stdin. Ends when the main process
 /// exits (its code) or the client detaches or goes (0).
-async fn attach(
-    main: &Arc<MainProcess>,
-    mut attachment: Attachment,
-    channel: &mut Channel<Msg>,
-    on_terminal: bool,
-) -> u32 {
+async fn attach(main: &Arc<MainProcess>, channel: &mut Channel<Msg>, on_terminal: bool) -> u32 {
+    let mut attachment = main.attach();
     let id = attachment.id;
     let owns_stdin = main.claim_stdin(id);
     if attachment.dropped > 0 {
@@ -347,7 +356,8 @@ async fn attach(
     } else {
         None
     };
-    main.release_stdin(id);
+    // Dropping the attachment gives stdin up.
+    drop(attachment);
     let _ = writer.to.flush().await;
     code.map_or(0, |c| u32::try_from(c).unwrap_or(255))
 }
