@@ -93,6 +93,19 @@ fn ssh_runs_commands_and_piped_scripts_under_the_agents_isolation() {
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "42\n");
     assert!(text(&out.stderr).contains("oops"), "{}", text(&out.stderr));
+    // A stopped sandbox: connect says so and how to start it.
+    assert_eq!(
+        home.openshell(&["sandbox", "stop", "box"]).status.code(),
+        Some(0)
+    );
+    let out = home.openshell(&["sandbox", "connect", "box"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("is not running (phase Stopped); start it with: openshell sandbox start box"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -248,12 +261,14 @@ fn ssh_local_forwarding_reaches_only_the_sandbox_loopback() {
     assert!(body.ends_with(b"served-inside\n"));
     let _ = tunnel.kill();
     let _ = tunnel.wait();
-    // Only the sandbox's loopback: other hosts are refused by the server.
+    // Only the sandbox's loopback names: any other host is refused by the
+    // server before anything is dialed (127.0.0.2, though loopback, is not
+    // one of them).
     let out = with_config(
         &home,
         "ssh",
         &config,
-        &["-W", "192.0.2.1:80", "openshell-site"],
+        &["-W", &format!("127.0.0.2:{port}"), "openshell-site"],
         b"",
     );
     assert_ne!(out.status.code(), Some(0));
