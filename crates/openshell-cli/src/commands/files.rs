@@ -265,11 +265,7 @@ pub fn download(scope: &Scope, name: &str, src: &str, dest: &Path) -> anyhow::Re
     let result = (|| {
         let (reader, writer) = std::io::pipe()?;
         let into = staging.clone();
-        let extractor = std::thread::spawn(move || -> std::io::Result<()> {
-            let mut archive = tar::Archive::new(reader);
-            archive.set_preserve_permissions(true);
-            archive.unpack(&into)
-        });
+        let extractor = std::thread::spawn(move || unpack_all(reader, &into));
         let mut writer = writer;
         let fetched = remote(scope, name, &command, std::io::empty(), &mut writer);
         // End of the archive for the extractor, whatever happened.
@@ -301,6 +297,17 @@ pub fn download(scope: &Scope, name: &str, src: &str, dest: &Path) -> anyhow::Re
     result?;
     output::success_stderr("Download complete");
     Ok(Exit::Success)
+}
+
+/// Unpacks the archive `from` into `into`, then reads `from` to its end:
+/// tar pads an archive past its end marker, where unpacking stops, and a
+/// writer still sending the padding must not meet a closed pipe.
+fn unpack_all(from: impl std::io::Read, into: &Path) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(from);
+    archive.set_preserve_permissions(true);
+    archive.unpack(into)?;
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
+    Ok(())
 }
 
 /// Moves what was extracted into `staging` to its place.
@@ -340,4 +347,37 @@ fn merge(from: &Path, to: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_padding_after_the_end_of_an_archive_is_read_not_refused() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(5);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "hello.txt", &b"hello"[..])
+            .unwrap();
+        let archive = builder.into_inner().unwrap();
+        let into = tempfile::tempdir().unwrap();
+        let (reader, mut writer) = std::io::pipe().unwrap();
+        let target = into.path().to_owned();
+        let extractor = std::thread::spawn(move || unpack_all(reader, &target));
+        writer.write_all(&archive).unwrap();
+        // GNU tar's padding to its 10 KiB record, sent after the extractor
+        // has seen the end marker.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        writer.write_all(&[0u8; 8704]).unwrap();
+        drop(writer);
+        extractor.join().unwrap().unwrap();
+        assert_eq!(
+            std::fs::read(into.path().join("hello.txt")).unwrap(),
+            b"hello"
+        );
+    }
 }
