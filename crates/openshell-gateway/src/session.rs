@@ -396,6 +396,7 @@ async fn receive(api: &Api, sandbox_id: &str, inbound: &mut Streaming<pb::Superv
             Some(FromSupervisor::Forward(frame)) => {
                 relay(api, sandbox_id, Relayed::Forward(frame)).await;
             }
+            Some(FromSupervisor::Goodbye(_)) => return,
             Some(FromSupervisor::Hello(_)) | None => {}
         }
     }

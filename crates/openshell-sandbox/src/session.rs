@@ -70,7 +70,18 @@ pub struct Sandbox {
     pub main: Option<Arc<MainProcess>>,
 }
 
-pub async fn run(connection: Connection, mut sandbox: Sandbox, mut events: mpsc::Receiver<String>) {
+/// How long an exiting supervisor waits for the gateway to take its last
+/// messages.
+const GOODBYE_WAIT: Duration = Duration::from_secs(2);
+
+/// Keeps the session up until `shutdown` (the sandbox exits): then the
+/// queued events are sent and the gateway's acknowledgement awaited.
+pub async fn run(
+    connection: Connection,
+    mut sandbox: Sandbox,
+    mut events: mpsc::Receiver<String>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let dialer = match Dialer::start(sandbox.spawner.init_pid) {
         Ok(dialer) => Some(dialer),
         Err(error) => {
@@ -93,7 +104,18 @@ pub async fn run(connection: Connection, mut sandbox: Sandbox, mut events: mpsc:
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     loop {
-        match session(&connection, &mut sandbox, &targets, &mut events).await {
+        let result = session(
+            &connection,
+            &mut sandbox,
+            &targets,
+            &mut events,
+            &mut shutdown,
+        )
+        .await;
+        if *shutdown.borrow() {
+            return;
+        }
+        match result {
             Ok(()) => {
                 tracing::info!("gateway session ended; reconnecting");
                 backoff = FIRST_BACKOFF;
@@ -107,7 +129,10 @@ pub async fn run(connection: Connection, mut sandbox: Sandbox, mut events: mpsc:
                 }
             }
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cancellation(&mut shutdown) => return,
+        }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
@@ -135,6 +160,7 @@ async fn session(
     sandbox: &mut Sandbox,
     targets: &forwards::Targets,
     events: &mut mpsc::Receiver<String>,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let channel = channel(connection).await?;
     let token: tonic::metadata::MetadataValue<_> =
@@ -195,6 +221,10 @@ async fn session(
                     break Ok(());
                 }
             }
+            () = cancellation(shutdown) => {
+                let _ = tokio::time::timeout(GOODBYE_WAIT, goodbye(events, &outbound, &mut inbound)).await;
+                break Ok(());
+            }
         }
     };
     for (_, exec) in execs.drain() {
@@ -204,6 +234,32 @@ async fn session(
         forward.cancel();
     }
     result
+}
+
+/// Sends the events still queued and a goodbye, then waits until the
+/// gateway, having handled them, ends the session.
+async fn goodbye(
+    events: &mut mpsc::Receiver<String>,
+    outbound: &mpsc::Sender<pb::SupervisorMessage>,
+    inbound: &mut tonic::Streaming<pb::GatewayMessage>,
+) {
+    while let Ok(event) = events.try_recv() {
+        if outbound
+            .send(message(ToGateway::Event(event)))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    if outbound
+        .send(message(ToGateway::Goodbye(true)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Ok(Some(_)) = inbound.message().await {}
 }
 
 pub(super) fn message(kind: ToGateway) -> pb::SupervisorMessage {

@@ -265,14 +265,14 @@ fn supervise(
     let _guard = runtime.enter();
     let listener =
         tokio::net::TcpListener::from_std(listener).context("registering the proxy listener")?;
-    runtime.spawn(proxy::run(listener, shared, shutdown_rx));
+    runtime.spawn(proxy::run(listener, shared, shutdown_rx.clone()));
     // The updater holds the generations' sender, which must outlive the
     // run: a dropped sender ends every tunnel.
     let updater = Updater::new(generations_tx, enrich);
     if let Some(path) = &watch_file {
         runtime.spawn(Reloader::new(path, updater.clone()).watch(reload_rx));
     }
-    if let Some(connected) = egress.gateway {
+    let session = if let Some(connected) = egress.gateway {
         let sandbox = session::Sandbox {
             updater: updater.clone(),
             policy_version: connected.policy_version,
@@ -284,12 +284,15 @@ fn supervise(
             },
             main: main.clone(),
         };
-        runtime.spawn(session::run(
+        Some(runtime.spawn(session::run(
             connected.connection,
             sandbox,
             connected.events,
-        ));
-    }
+            shutdown_rx.clone(),
+        )))
+    } else {
+        None
+    };
     let code = runtime
         .block_on(tokio::task::spawn_blocking(move || running.wait()))
         .context("waiting for the sandbox")?
@@ -305,6 +308,14 @@ fn supervise(
         }
     }
     let _ = shutdown_tx.send(true);
+    if let Some(session) = session {
+        // The last decision events reach the gateway; a gateway that is
+        // away (or still being dialed) is not waited for long.
+        let _ = runtime.block_on(tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            session,
+        ));
+    }
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     Ok(code)
 }

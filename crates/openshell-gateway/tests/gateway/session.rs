@@ -470,3 +470,54 @@ async fn an_ssh_session_token_reaches_only_the_sandbox_it_was_issued_for() {
     assert_eq!(missing.code(), Code::NotFound);
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_goodbye_ends_the_session_after_what_came_before_it_was_handled() {
+    use pb::supervisor_message::Kind as ToGateway;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let sandbox = client
+        .create_sandbox(create("leaving", POLICY_V1, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut inbound, outbound) = gateway
+        .session(&gateway.tokens.mint(&sandbox.id), &sandbox.id, 0)
+        .await
+        .unwrap();
+    for kind in [
+        ToGateway::PolicyStatus(pb::PolicyStatus {
+            version: 1,
+            loaded: true,
+            error: String::new(),
+        }),
+        ToGateway::Goodbye(true),
+    ] {
+        outbound.send(supervisor(kind)).await.unwrap();
+    }
+    // The gateway ends the session (the supervisor may exit now) while the
+    // supervisor's side of the stream is still open.
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while inbound.message().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the gateway kept the session open");
+    let revision = client
+        .get_policy(pb::GetPolicyRequest {
+            name: "leaving".into(),
+            version: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revision.status, "loaded");
+    let info = client
+        .get_gateway_info(pb::GatewayInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.connected_supervisors, 0);
+    drop(outbound);
+    gateway.stop().await;
+}
