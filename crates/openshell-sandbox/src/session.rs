@@ -84,6 +84,18 @@ pub async fn run(
 ) {
     let dialer = match Dialer::start(sandbox.spawner.init_pid) {
         Ok(dialer) => Some(dialer),
+        // A short command can end the sandbox before the session starts
+        // (an exited process has no namespaces left): nothing to forward
+        // to, and nothing to report (the supervisor's stderr is part of
+        // the sandbox's output).
+        Err(error)
+            if error
+                .root_cause()
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+        {
+            None
+        }
         Err(error) => {
             tracing::error!(error = %format!("{error:#}"), "port forwarding is unavailable");
             None
