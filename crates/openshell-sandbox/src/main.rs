@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use openshell_sandbox::isolation::identity;
 use openshell_sandbox::session::Connection;
 use openshell_sandbox::standalone::{self, LaunchFailed, RunOptions};
 use openshell_sandbox::{EXIT_LAUNCH_FAILED, check, exec, init};
@@ -102,10 +103,34 @@ enum Command {
             requires = "gateway"
         )]
         policy_version: i64,
+        /// A file holding --policy-version (a container's arguments are
+        /// fixed at creation; its policy may change while it is stopped)
+        #[arg(
+            long,
+            value_name = "FILE",
+            hide = true,
+            requires = "gateway",
+            conflicts_with = "policy_version"
+        )]
+        policy_version_file: Option<PathBuf>,
         /// The command only keeps the sandbox alive: `connect` opens a
         /// shell instead of attaching to it (connected mode)
         #[arg(long, hide_short_help = true, requires = "gateway")]
         idle: bool,
+        /// Running as a container's entrypoint (set by the docker driver):
+        /// the image's accounts are used as they are (no useradd) and the
+        /// --workdir is created when missing
+        #[arg(long, hide = true)]
+        in_container: bool,
+        /// The image's configured user (in a container without a `sandbox`
+        /// account, the agent runs as it unless it is root)
+        #[arg(
+            long,
+            value_name = "USER[:GROUP]",
+            hide = true,
+            requires = "in_container"
+        )]
+        image_user: Option<String>,
         /// The command and its arguments
         #[arg(required = true, last = true, value_name = "CMD")]
         command: Vec<String>,
@@ -211,13 +236,32 @@ fn main() -> ExitCode {
             sandbox_id,
             token_file,
             policy_version,
+            policy_version_file,
             idle,
+            in_container,
+            image_user,
             command,
         } => {
             let connection = match connection(gateway, gateway_ca, sandbox_id, token_file) {
                 Ok(connection) => connection,
                 Err(error) => {
                     eprintln!("openshell-sandbox: error: {error:#}");
+                    return exit(EXIT_LAUNCH_FAILED);
+                }
+            };
+            let policy_version = match policy_version_file.map(|path| {
+                std::fs::read_to_string(&path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))
+                    .and_then(|text| {
+                        text.trim()
+                            .parse::<i64>()
+                            .map_err(|e| format!("{}: {e}", path.display()))
+                    })
+            }) {
+                None => policy_version,
+                Some(Ok(version)) => version,
+                Some(Err(error)) => {
+                    eprintln!("openshell-sandbox: error: --policy-version-file {error}");
                     return exit(EXIT_LAUNCH_FAILED);
                 }
             };
@@ -230,6 +274,11 @@ fn main() -> ExitCode {
                 gateway: connection,
                 policy_version,
                 idle,
+                accounts: if in_container {
+                    identity::Accounts::Container { image_user }
+                } else {
+                    identity::Accounts::Create
+                },
                 argv: command,
             }) {
                 Ok(code) => code,

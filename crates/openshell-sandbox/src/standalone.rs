@@ -56,6 +56,10 @@ pub struct RunOptions {
     /// The command only keeps the sandbox alive: `connect` opens a shell
     /// rather than attaching to it (connected mode).
     pub idle: bool,
+    /// Where the `sandbox` account comes from when missing; in a container
+    /// the `--workdir` is also created, and handed to the agent when root
+    /// owns it.
+    pub accounts: identity::Accounts,
     pub argv: Vec<String>,
 }
 
@@ -76,9 +80,14 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         );
     }
     let (policy, is_default) = load_policy(options.policy.as_deref())?;
-    let credentials = identity::resolve(&policy.process).context("resolving the child's user")?;
+    let credentials = identity::resolve(&policy.process, &options.accounts)
+        .context("resolving the child's user")?;
     let env_overrides = parse_env(&options.env)?;
     let sandbox_id = sandbox_id();
+    let in_container = matches!(options.accounts, identity::Accounts::Container { .. });
+    if in_container && let Some(dir) = &options.workdir {
+        prepare_container_workdir(dir, &credentials)?;
+    }
     let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials, &sandbox_id)?;
     let mut policy = policy;
     if is_default {
@@ -438,6 +447,28 @@ fn parse_env(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
             Ok((key, value))
         })
         .collect()
+}
+
+/// In a container, the workdir is the image's: created when the image has
+/// none, and handed to the agent when root owns it (an image that made it
+/// for another user keeps its choice).
+fn prepare_container_workdir(
+    dir: &Path,
+    credentials: &isolation::Credentials,
+) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the workdir {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("--workdir {}", dir.display()))?;
+    if meta.uid() == 0 {
+        nix::unistd::chown(
+            dir,
+            Some(Uid::from_raw(credentials.uid)),
+            Some(Gid::from_raw(credentials.gid)),
+        )
+        .with_context(|| format!("handing {} to the sandbox user", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The sandbox's state directory (`<state>/sandboxes/<id>`, removed on

@@ -55,6 +55,86 @@ fn lookup_user(name: &str) -> Result<Option<User>, ResolveIdentityError> {
     })
 }
 
+/// The uid (and gid) the agent gets in a container whose image has no
+/// `sandbox` account and runs as root by default.
+pub const CONTAINER_FALLBACK_ID: u32 = 10000;
+
+/// Where the `sandbox` account comes from when it does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Accounts {
+    /// On a host: created with `useradd`.
+    #[default]
+    Create,
+    /// In a container, whose image is not ours to change: the image's
+    /// configured user (`name`, `uid`, `name:group`, `uid:gid`) when it is
+    /// not root, else [`CONTAINER_FALLBACK_ID`].
+    Container { image_user: Option<String> },
+}
+
+/// The `sandbox` account as (uid, primary gid, name): existing, else as
+/// `accounts` says.
+fn sandbox_identity(
+    accounts: &Accounts,
+) -> Result<(u32, u32, Option<String>), ResolveIdentityError> {
+    let image_user = match accounts {
+        Accounts::Create => {
+            let user = sandbox_account()?;
+            return Ok((user.uid.as_raw(), user.gid.as_raw(), Some(user.name)));
+        }
+        Accounts::Container { image_user } => image_user,
+    };
+    if let Some(user) = lookup_user(SANDBOX_ACCOUNT)? {
+        return Ok((user.uid.as_raw(), user.gid.as_raw(), Some(user.name)));
+    }
+    if let Some(spec) = image_user.as_deref().filter(|s| !s.is_empty())
+        && let Some(found) = image_identity(spec)?
+        && found.0 != 0
+        && found.1 != 0
+    {
+        return Ok(found);
+    }
+    Ok((CONTAINER_FALLBACK_ID, CONTAINER_FALLBACK_ID, None))
+}
+
+/// An image's `User` setting as (uid, gid, name); `None` when it names an
+/// account the image does not have.
+fn image_identity(spec: &str) -> Result<Option<(u32, u32, Option<String>)>, ResolveIdentityError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (spec, None),
+    };
+    let (uid, primary, name) = if let Ok(uid) = user.parse::<u32>() {
+        match User::from_uid(Uid::from_raw(uid)).map_err(|source| ResolveIdentityError::Lookup {
+            what: format!("uid {uid}"),
+            source,
+        })? {
+            Some(entry) => (uid, entry.gid.as_raw(), Some(entry.name)),
+            None => (uid, uid, None),
+        }
+    } else {
+        match lookup_user(user)? {
+            Some(entry) => (entry.uid.as_raw(), entry.gid.as_raw(), Some(entry.name)),
+            None => return Ok(None),
+        }
+    };
+    let gid = match group {
+        None => primary,
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                match Group::from_name(group).map_err(|source| ResolveIdentityError::Lookup {
+                    what: format!("group {group}"),
+                    source,
+                })? {
+                    Some(entry) => entry.gid.as_raw(),
+                    None => return Ok(None),
+                }
+            }
+        },
+    };
+    Ok(Some((uid, gid, name)))
+}
+
 /// The `sandbox` account, created if missing. Safe against a concurrent
 /// creation by another supervisor: a failed `useradd` is followed by a
 /// second lookup.
@@ -98,15 +178,16 @@ fn sandbox_account() -> Result<User, ResolveIdentityError> {
 }
 
 /// Resolves `run_as_user`/`run_as_group` on the host. Unset fields mean
-/// `sandbox`; a numeric user with no group gets its passwd primary group, or
-/// a group equal to its uid when it has no passwd entry.
-pub fn resolve(process: &ProcessPolicy) -> Result<Credentials, ResolveIdentityError> {
+/// `sandbox` (see [`Accounts`] for when it is missing); a numeric user with
+/// no group gets its passwd primary group, or a group equal to its uid when
+/// it has no passwd entry.
+pub fn resolve(
+    process: &ProcessPolicy,
+    accounts: &Accounts,
+) -> Result<Credentials, ResolveIdentityError> {
     let user_field = process.run_as_user.unwrap_or(Identity::Sandbox);
     let (uid, primary_gid, name) = match user_field {
-        Identity::Sandbox => {
-            let user = sandbox_account()?;
-            (user.uid.as_raw(), user.gid.as_raw(), Some(user.name))
-        }
+        Identity::Sandbox => sandbox_identity(accounts)?,
         Identity::Id(uid) => {
             let entry = User::from_uid(Uid::from_raw(uid)).map_err(|source| {
                 ResolveIdentityError::Lookup {
@@ -124,16 +205,19 @@ pub fn resolve(process: &ProcessPolicy) -> Result<Credentials, ResolveIdentityEr
         None => primary_gid,
         Some(Identity::Id(gid)) => gid,
         Some(Identity::Sandbox) => {
-            // `useradd --user-group` creates the group with the account.
-            sandbox_account()?;
-            Group::from_name(SANDBOX_ACCOUNT)
-                .map_err(|source| ResolveIdentityError::Lookup {
+            // `useradd --user-group` creates the group with the account; a
+            // container's stand-in account brings its own group.
+            let (_, stand_in_gid, _) = sandbox_identity(accounts)?;
+            match Group::from_name(SANDBOX_ACCOUNT).map_err(|source| {
+                ResolveIdentityError::Lookup {
                     what: format!("group {SANDBOX_ACCOUNT}"),
                     source,
-                })?
-                .ok_or_else(|| ResolveIdentityError::GroupNotFound(SANDBOX_ACCOUNT.into()))?
-                .gid
-                .as_raw()
+                }
+            })? {
+                Some(group) => group.gid.as_raw(),
+                None if matches!(accounts, Accounts::Container { .. }) => stand_in_gid,
+                None => return Err(ResolveIdentityError::GroupNotFound(SANDBOX_ACCOUNT.into())),
+            }
         }
     };
     if uid == 0 {
@@ -149,7 +233,7 @@ pub fn resolve(process: &ProcessPolicy) -> Result<Credentials, ResolveIdentityEr
     // initgroups only for the named account (reference §6.3); numeric ids
     // get exactly their one group. Root's groups never carry over.
     let groups = match (&name, user_field) {
-        (Some(name), Identity::Sandbox) => {
+        (Some(name), Identity::Sandbox) if name == SANDBOX_ACCOUNT => {
             let cname = CString::new(name.as_str())
                 .map_err(|_| ResolveIdentityError::UserNotFound(name.clone()))?;
             let mut groups: Vec<u32> = nix::unistd::getgrouplist(&cname, Gid::from_raw(gid))

@@ -36,10 +36,15 @@ const REPLACED: [&str; 3] = ["proc", "tmp", "sandbox"];
 /// path inside them.
 pub const PRIVATE_DIRS: [&str; 3] = ["/run", "/var/tmp", "/dev/shm"];
 
+/// The supervisor's runtime material in a container (the gateway token and
+/// CA, its state): hidden from the agent whatever the policy names.
+pub const RUNTIME_DIR: &str = "/run/openshell";
+
 /// The [`PRIVATE_DIRS`] to hide: those that exist (per `is_dir`) and that no
-/// policy path equals or lies under.
+/// policy path equals or lies under; plus [`RUNTIME_DIR`] when it exists and
+/// its parent is not hidden already.
 pub fn private_dirs(policy_paths: &[String], is_dir: impl Fn(&str) -> bool) -> Vec<String> {
-    PRIVATE_DIRS
+    let mut hidden: Vec<String> = PRIVATE_DIRS
         .iter()
         .filter(|dir| is_dir(dir))
         .filter(|dir| {
@@ -49,7 +54,11 @@ pub fn private_dirs(policy_paths: &[String], is_dir: impl Fn(&str) -> bool) -> V
             })
         })
         .map(|dir| (*dir).to_owned())
-        .collect()
+        .collect();
+    if is_dir(RUNTIME_DIR) && !hidden.iter().any(|d| d == "/run") {
+        hidden.push(RUNTIME_DIR.to_owned());
+    }
+    hidden
 }
 
 /// One top-level entry of the host's `/`.
@@ -439,7 +448,10 @@ mod tests {
         let all = |_: &str| true;
         assert_eq!(private_dirs(&[], all), ["/run", "/var/tmp", "/dev/shm"]);
         let policy = vec!["/run/secrets".to_owned(), "/dev/shmx".to_owned()];
-        assert_eq!(private_dirs(&policy, all), ["/var/tmp", "/dev/shm"]);
+        assert_eq!(
+            private_dirs(&policy, all),
+            ["/var/tmp", "/dev/shm", RUNTIME_DIR]
+        );
         assert_eq!(private_dirs(&[], |d| d != "/var/tmp"), ["/run", "/dev/shm"]);
         let steps = build_mounts(&[RootEntry::dir("run")], &["/run".to_owned()], binds());
         let hidden = MountStep::Tmpfs {
@@ -454,6 +466,20 @@ mod tests {
             bound.unwrap() < covered.unwrap(),
             "the tmpfs must cover the bind"
         );
+    }
+
+    #[test]
+    fn the_runtime_dir_stays_hidden_when_the_policy_opens_run() {
+        let all = |_: &str| true;
+        let policy = vec!["/run".to_owned(), "/run/openshell/token".to_owned()];
+        assert_eq!(
+            private_dirs(&policy, all),
+            ["/var/tmp", "/dev/shm", "/run/openshell"]
+        );
+        // Hidden with /run by default; absent, nothing to hide.
+        assert!(!private_dirs(&[], all).contains(&RUNTIME_DIR.to_owned()));
+        let no_runtime = |d: &str| d != RUNTIME_DIR;
+        assert_eq!(private_dirs(&policy, no_runtime), ["/var/tmp", "/dev/shm"]);
     }
 
     fn binds() -> Binds<'static> {
