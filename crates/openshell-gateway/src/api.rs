@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status, Streaming};
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_server::Gateway;
 
-use crate::drivers::Driver;
+use crate::drivers::{Driver, DriverError};
 use crate::session::Sessions;
 use crate::store::{self, Phase, Spec, Store, StoreError};
 
@@ -228,6 +228,8 @@ fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {
             policy_yaml: sandbox.spec.policy_yaml,
             env: sandbox.spec.env.into_iter().collect(),
             labels: sandbox.spec.labels.into_iter().collect(),
+            image: sandbox.spec.image,
+            gpu: sandbox.spec.gpu,
         }),
         created_at_ms: sandbox.created_at_ms,
         exit_code: sandbox.exit_code,
@@ -302,7 +304,18 @@ impl Gateway for Api {
             policy_yaml: spec.policy_yaml,
             env,
             labels,
+            image: spec.image,
+            gpu: spec.gpu,
         };
+        if let Some(driver) = &self.driver {
+            driver.validate(&spec).await.map_err(|error| match error {
+                DriverError::Refused(message) => Status::failed_precondition(message),
+                other => {
+                    tracing::error!(error = %chain(other), sandbox = %name, "checking the spec");
+                    Status::unavailable("the gateway's compute driver failed; see the gateway log")
+                }
+            })?;
+        }
         let created = self
             .store
             .create_sandbox(&id, &workspace, &name, &spec)
@@ -311,10 +324,13 @@ impl Gateway for Api {
         tracing::info!(sandbox = %created.name, id = %created.id, %workspace, "sandbox created");
         let mut created = created;
         if let Some(driver) = &self.driver
-            && let Err(error) = driver.create(
-                &created,
-                (!created.spec.policy_yaml.is_empty()).then_some((1, &created.spec.policy_yaml)),
-            )
+            && let Err(error) = driver
+                .create(
+                    &created,
+                    (!created.spec.policy_yaml.is_empty())
+                        .then_some((1, &created.spec.policy_yaml)),
+                )
+                .await
         {
             tracing::error!(error = %chain(error), sandbox = %created.name, "starting the sandbox");
             self.store
@@ -439,7 +455,7 @@ impl Gateway for Api {
         // The latest revision: policy set while stopped applies on start.
         let latest = self.store.revision(&sandbox.id, 0).await.map_err(status)?;
         let policy = latest.as_ref().map(|r| (r.version, r.yaml.as_str()));
-        if let Err(error) = driver.create(&sandbox, policy) {
+        if let Err(error) = driver.create(&sandbox, policy).await {
             tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
             self.store
                 .set_phase(&sandbox.id, Phase::Error, None)

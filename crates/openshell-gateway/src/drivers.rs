@@ -1,15 +1,18 @@
 //! Compute drivers (architecture.md "Compute drivers"): turn "create
 //! sandbox S with spec X" into a running workload and report its lifecycle
-//! into the store. One trait ([`Driver`]); the `process` driver implements
-//! it so far.
+//! into the store. One trait ([`Driver`]), two implementations: `process`
+//! (supervisors on this host) and `docker` (containers through the Docker
+//! Engine API, which also drives Podman).
 
+pub mod docker;
 pub mod process;
 
 use std::path::PathBuf;
 
+pub use docker::{DockerDriver, Engine};
 pub use process::{Connect, ProcessDriver};
 
-use crate::store::Sandbox;
+use crate::store::{Sandbox, Spec};
 
 /// What the API needs from a compute driver. A driver watches its
 /// workloads itself and records their phases (Ready, Stopped with the exit
@@ -19,10 +22,19 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// The name users see (`gateway info`).
     fn name(&self) -> &'static str;
 
+    /// Refuses, before anything is recorded, a spec this driver cannot run
+    /// ([`DriverError::Refused`]: an image it cannot get, GPUs it cannot
+    /// pass through).
+    async fn validate(&self, spec: &Spec) -> Result<(), DriverError>;
+
     /// Starts the sandbox's workload, whose supervisor starts with `policy`
     /// (the latest revision's version and YAML; `None`: the built-in
     /// default) and dials the gateway back.
-    fn create(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError>;
+    async fn create(
+        &self,
+        sandbox: &Sandbox,
+        policy: Option<(i64, &str)>,
+    ) -> Result<(), DriverError>;
 
     /// Stops the main process; the sandbox and its files stay. Idempotent.
     async fn stop(&self, id: &str);
@@ -47,6 +59,17 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
 /// Why a driver could not act.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    /// The request cannot be served as asked; the message says why and
+    /// what to do, for the user.
+    #[error("{0}")]
+    Refused(String),
+    #[error("the {engine} engine: {what}")]
+    Engine {
+        engine: &'static str,
+        what: String,
+        #[source]
+        source: bollard::errors::Error,
+    },
     #[error("{op} {path}")]
     Io {
         op: &'static str,

@@ -9,7 +9,8 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use openshell_gateway::auth::Tokens;
-use openshell_gateway::drivers::{Connect, Driver, ProcessDriver};
+use openshell_gateway::drivers::docker::{self, DEFAULT_IMAGE};
+use openshell_gateway::drivers::{Connect, DockerDriver, Driver, Engine, ProcessDriver};
 use openshell_gateway::{api::Api, pki, server, store::Store};
 
 #[derive(Debug, Parser)]
@@ -40,12 +41,88 @@ struct Args {
     /// Extra name for the server certificate (repeatable)
     #[arg(long = "server-name", value_name = "NAME")]
     server_names: Vec<String>,
-    /// The supervisor binary for the process driver [default: beside this binary, else PATH]
+    /// The supervisor binary (run by the process driver, bind-mounted into
+    /// containers) [default: beside this binary, else PATH]
     #[arg(long, env = "OPENSHELL_SANDBOX_BIN", value_name = "PATH")]
     sandbox_bin: Option<PathBuf>,
+    /// Where sandboxes run: supervisors on this host (process) or
+    /// containers (docker, podman: through the engine's API socket)
+    #[arg(long, default_value = "process", value_parser = ["process", "docker", "podman"])]
+    driver: String,
+    /// The gateway's name: labels its containers and names their network
+    #[arg(long, default_value = "openshell")]
+    name: String,
+    /// The container engine's socket [default: DOCKER_HOST or
+    /// /var/run/docker.sock; podman: CONTAINER_HOST or /run/podman/podman.sock]
+    #[arg(long, value_name = "unix://PATH")]
+    engine_socket: Option<String>,
+    /// The image for sandboxes created without --from (container drivers)
+    #[arg(long, env = "OPENSHELL_SANDBOX_IMAGE", default_value = DEFAULT_IMAGE)]
+    image: String,
+    /// Remove every container and the network this gateway made, then exit
+    /// (`openshell gateway destroy`)
+    #[arg(long)]
+    destroy: bool,
+}
+
+/// The container engine a driver name means.
+fn engine(driver: &str) -> Option<Engine> {
+    match driver {
+        "docker" => Some(Engine::Docker),
+        "podman" => Some(Engine::Podman),
+        _ => None,
+    }
+}
+
+/// A listener on an address that may not exist yet (a bridge the engine
+/// creates with its first container): IP_FREEBIND lets the bind succeed,
+/// connections arrive once the address does.
+fn bind_free(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    let family = if address.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    setsockopt(&fd, sockopt::IpFreebind, &true)?;
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    match address {
+        SocketAddr::V4(v4) => bind(raw, &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => bind(raw, &SockaddrIn6::from(v6))?,
+    }
+    listen(&fd, nix::sys::socket::Backlog::new(1024)?)?;
+    let listener = std::net::TcpListener::from(fd);
+    Ok(tokio::net::TcpListener::from_std(listener)?)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.destroy {
+        let removed = match engine(&args.driver) {
+            Some(engine) => {
+                let instance = docker::instance_id(&args.state_dir)
+                    .with_context(|| format!("the instance id in {}", args.state_dir.display()))?;
+                docker::destroy(engine, args.engine_socket.as_deref(), &args.name, &instance)
+                    .await?
+            }
+            None => 0,
+        };
+        // The one line `openshell gateway destroy` reads.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{removed}");
+        }
+        return Ok(());
+    }
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
     let store = Store::open(&args.state_dir.join("gateway.db"))
@@ -78,33 +155,73 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ca_cert,
         tokens: tokens.clone(),
     };
-    let driver = ProcessDriver::new(
-        &args.state_dir.join("sandboxes"),
-        &args
-            .sandbox_bin
-            .unwrap_or_else(|| openshell_core::paths::companion_binary("openshell-sandbox")),
-        store.clone(),
-        connect,
-    );
-    driver
-        .reconcile(store.list_all().await.context("reading sandboxes")?)
-        .await;
+    let supervisor = args
+        .sandbox_bin
+        .unwrap_or_else(|| openshell_core::paths::companion_binary("openshell-sandbox"));
+    let root = args.state_dir.join("sandboxes");
     let address = SocketAddr::new(args.bind, args.port);
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding {address}"))?;
-    tracing::info!(%address, tls = tls.is_some(), "gateway listening");
+    let mut listeners = vec![(
+        address,
+        tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?,
+    )];
+    let sandboxes = store.list_all().await.context("reading sandboxes")?;
+    let api = match engine(&args.driver) {
+        None => {
+            let driver = ProcessDriver::new(&root, &supervisor, store.clone(), connect);
+            driver.reconcile(sandboxes).await;
+            Api::with_driver(store, driver)
+        }
+        Some(engine) => {
+            let supervisor = supervisor
+                .canonicalize()
+                .with_context(|| format!("the supervisor binary {}", supervisor.display()))?;
+            let driver = DockerDriver::connect(
+                docker::Options {
+                    engine,
+                    socket: args.engine_socket.clone(),
+                    gateway: args.name.clone(),
+                    instance: docker::instance_id(&args.state_dir).with_context(|| {
+                        format!("the instance id in {}", args.state_dir.display())
+                    })?,
+                    image: args.image.clone(),
+                    supervisor,
+                    root,
+                    connect,
+                    port: args.port,
+                },
+                store.clone(),
+            )
+            .await?;
+            // Containers reach the gateway on their network's bridge.
+            let bridge = SocketAddr::new(driver.gateway_ip(), args.port);
+            if !args.bind.is_unspecified() && bridge != address {
+                listeners.push((
+                    bridge,
+                    bind_free(bridge).with_context(|| format!("binding {bridge}"))?,
+                ));
+            }
+            driver.reconcile(sandboxes).await;
+            Api::with_driver(store, driver)
+        }
+    };
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
-    let serve = tokio::spawn(server::run(
-        listener,
-        server::Config {
-            require_client_cert: tls.is_some() && !args.disable_gateway_auth,
-            tls,
-            tokens,
-        },
-        Api::with_driver(store, driver),
-        shutdown,
-    ));
+    let config = server::Config {
+        require_client_cert: tls.is_some() && !args.disable_gateway_auth,
+        tls,
+        tokens,
+    };
+    let mut serving = Vec::new();
+    for (address, listener) in listeners {
+        tracing::info!(%address, tls = config.tls.is_some(), driver = %args.driver, "gateway listening");
+        serving.push(tokio::spawn(server::run(
+            listener,
+            config.clone(),
+            api.clone(),
+            shutdown.clone(),
+        )));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -112,7 +229,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    let _ = serve.await;
+    for serve in serving {
+        let _ = serve.await;
+    }
     Ok(())
 }
 

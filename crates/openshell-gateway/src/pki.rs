@@ -92,6 +92,8 @@ pub fn server_names(extra: &[String]) -> Vec<String> {
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
         "localhost".to_owned(),
+        // How containers of the docker driver reach the gateway.
+        crate::drivers::docker::HOST_ALIAS.to_owned(),
     ];
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let host = host.trim();

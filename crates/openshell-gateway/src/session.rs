@@ -318,6 +318,10 @@ impl pb::supervisor_server::Supervisor for SupervisorApi {
         else {
             return Err(Status::not_found("no such sandbox"));
         };
+        // A supervisor opens its session only once every isolation layer
+        // is in place: its hello is the sandbox's readiness, whatever the
+        // driver.
+        api.store.mark_ready(&sandbox.id).await.map_err(status)?;
         let (outbound, rx) = mpsc::channel(OUTBOUND_QUEUE);
         if hello.policy_version > 0 {
             api.store

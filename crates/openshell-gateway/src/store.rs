@@ -22,6 +22,12 @@ pub struct Spec {
     pub policy_yaml: String,
     pub env: Vec<(String, String)>,
     pub labels: Vec<(String, String)>,
+    /// The container image; empty: the driver's default.
+    #[serde(default)]
+    pub image: String,
+    /// GPUs to pass through.
+    #[serde(default)]
+    pub gpu: u32,
 }
 
 /// Lifecycle phases, as the CLI prints them.
@@ -391,6 +397,36 @@ impl Store {
     }
 
     /// Records a phase change and its event, in one transaction.
+    /// Provisioning → Ready, once (the supervisor's session or the
+    /// driver's ready marker, whichever comes first); false when the
+    /// sandbox was not provisioning.
+    pub async fn mark_ready(&self, id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        let changed = sqlx::query(
+            "UPDATE sandboxes SET phase = 'Ready', updated_at_ms = ? WHERE id = ? AND phase = 'Provisioning'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?
+        .rows_affected()
+            == 1;
+        if changed {
+            insert_event(&mut tx, id, now, "phase Ready").await?;
+        }
+        tx.commit().await.map_err(StoreError::Query)?;
+        Ok(changed)
+    }
+
+    /// Records a message in the sandbox's event history.
+    pub async fn add_event(&self, id: &str, message: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
+        insert_event(&mut tx, id, now_ms(), message).await?;
+        tx.commit().await.map_err(StoreError::Query)
+    }
+
     pub async fn set_phase(
         &self,
         id: &str,
@@ -424,6 +460,7 @@ mod tests {
             policy_yaml: "version: 1\n".into(),
             env: vec![("A".into(), "1".into())],
             labels: vec![("team".into(), "x".into())],
+            ..Spec::default()
         }
     }
 

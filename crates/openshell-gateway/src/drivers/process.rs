@@ -23,7 +23,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::auth::Tokens;
-use crate::store::{Phase, Sandbox, Store};
+use crate::store::{Phase, Sandbox, Spec, Store};
 
 use super::{Driver, DriverError};
 
@@ -57,7 +57,7 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverErr
 }
 
 /// Writes a file only its owner (root) can read.
-fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
+pub(super) fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
@@ -177,7 +177,7 @@ impl ProcessDriver {
     async fn mark_ready_when_ready(&self, id: &str, ready: &mut bool) {
         if !*ready && self.dir(id).join("ready").exists() {
             *ready = true;
-            if let Err(error) = self.store.set_phase(id, Phase::Ready, None).await {
+            if let Err(error) = self.store.mark_ready(id).await {
                 tracing::error!(%error, sandbox = id, "recording phase Ready");
             }
         }
@@ -308,7 +308,29 @@ impl Driver for ProcessDriver {
         "process"
     }
 
-    fn create(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError> {
+    async fn validate(&self, spec: &Spec) -> Result<(), DriverError> {
+        if !spec.image.is_empty() {
+            return Err(DriverError::Refused(format!(
+                "the process driver runs sandboxes on the gateway's host and cannot use the image '{}'\n\
+                 hint: start a gateway with a container engine: openshell gateway start --driver docker (or podman)",
+                spec.image
+            )));
+        }
+        if spec.gpu > 0 {
+            return Err(DriverError::Refused(
+                "the process driver cannot pass GPUs through\n\
+                 hint: start a gateway with a container engine: openshell gateway start --driver docker (or podman)"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn create(
+        &self,
+        sandbox: &Sandbox,
+        policy: Option<(i64, &str)>,
+    ) -> Result<(), DriverError> {
         self.spawn(sandbox, policy)
     }
 

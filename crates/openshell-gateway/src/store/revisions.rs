@@ -289,6 +289,7 @@ mod tests {
             policy_yaml: "version: 1\n".into(),
             env: vec![],
             labels: vec![],
+            ..Spec::default()
         }
     }
 

@@ -154,6 +154,7 @@ pub(crate) fn create(
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            ..Default::default()
         }),
     }
 }
