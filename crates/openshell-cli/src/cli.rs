@@ -283,9 +283,13 @@ pub enum SettingsCommand {
 pub enum GatewayCommand {
     /// Start a local gateway in the background, create its PKI, register it and make it active.
     #[command(
-        after_help = "Examples:\n  openshell gateway start\n  openshell gateway start --name dev --port 9090\n\n\
+        after_help = "Examples:\n  openshell gateway start\n  openshell gateway start --name dev --port 9090\n  \
+openshell gateway start --driver docker    # sandboxes are containers (image: openshell/sandbox:latest)\n\n\
 State (database, PKI, log, pid) lives in ${XDG_STATE_HOME:-~/.local/state}/openshell/gateways/<name>/.\n\
-Idempotent: when the gateway already runs, it is made active again."
+Idempotent: when the gateway already runs, it is made active again.\n\
+The docker and podman drivers talk to the engine's API socket (DOCKER_HOST, else /var/run/docker.sock; \
+CONTAINER_HOST, else /run/podman/podman.sock) and run sandboxes from OPENSHELL_SANDBOX_IMAGE \
+(default openshell/sandbox:latest; build it offline with images/sandbox/build)."
     )]
     Start {
         /// Gateway name.
@@ -294,9 +298,11 @@ Idempotent: when the gateway already runs, it is made active again."
         /// Port for gRPC and HTTP alike.
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Compute driver (only `process` is available so far).
-        #[arg(long, default_value = "process", value_parser = ["process"])]
-        driver: String,
+        /// Where sandboxes run: `process` (supervisors on this host), `docker` or
+        /// `podman` (containers) [default: the driver it ran with before; for a
+        /// new gateway `docker` when a Docker socket answers, else `process`].
+        #[arg(long, env = "OPENSHELL_DRIVER", value_parser = ["process", "docker", "podman"])]
+        driver: Option<String>,
         /// Serve plain HTTP/2 (behind a TLS-terminating proxy).
         #[arg(long)]
         plaintext: bool,
@@ -362,7 +368,8 @@ pub enum SandboxCommand {
     /// Create a sandbox; with `-- CMD`, run CMD in it, stream its output and exit with its code.
     #[command(
         after_help = "Examples:\n  openshell sandbox create -- sh -c 'echo hi; exit 3'   # prints hi, exits 3\n  \
-openshell sandbox create --name dev --policy policy.yaml --detach -- python3 -m http.server\n\n\
+openshell sandbox create --name dev --policy policy.yaml --detach -- python3 -m http.server\n  \
+openshell sandbox create --from ./my-image-dir -- python3 app.py   # docker/podman gateways\n\n\
 Without CMD and without --detach, on a terminal: opens a login shell in the new sandbox (as `sandbox connect`).\n\
 Policy: --policy, else $OPENSHELL_SANDBOX_POLICY, else the built-in default (no network).\n\
 With no gateway configured, a local one is started first."
@@ -503,6 +510,20 @@ pub struct CreateArgs {
     /// Label for selection (repeatable)
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
+    /// The sandbox's image (docker/podman gateways): an image reference,
+    /// a directory with a Dockerfile or a Dockerfile (built with the local
+    /// engine), or a community name [default: the gateway's image]
+    #[arg(long, value_name = "IMAGE|DIR|NAME")]
+    pub from: Option<String>,
+    /// Pass NVIDIA GPUs through (docker/podman gateways); bare --gpu means 1
+    #[arg(
+        long,
+        value_name = "COUNT",
+        num_args = 0..=1,
+        default_missing_value = "1",
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub gpu: Option<u32>,
     /// Return once Ready; CMD keeps running as the sandbox's main process
     #[arg(long)]
     pub detach: bool,

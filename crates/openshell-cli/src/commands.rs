@@ -5,6 +5,7 @@ pub mod exec;
 pub mod files;
 pub mod forward;
 pub mod gateway;
+pub mod image;
 pub mod policy;
 pub mod revisions;
 pub mod sandbox;

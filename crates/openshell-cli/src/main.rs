@@ -44,13 +44,14 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             GatewayCommand::Start {
                 name,
                 port,
-                driver: _,
+                driver,
                 plaintext,
                 disable_gateway_auth,
                 recreate,
             } => gateway::start(&gateway::StartOptions {
                 name,
                 port,
+                driver,
                 plaintext,
                 disable_gateway_auth,
                 recreate,
@@ -85,11 +86,12 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             let explicit = cli.global.gateway.is_some() || cli.global.gateway_endpoint.is_some();
             let mut resolved = target(&cli.global)?;
             if resolved.is_none() && !explicit {
-                // Auto-bootstrap (cli.md): a local gateway with the process driver.
+                // Auto-bootstrap (cli.md): a local gateway with the default driver.
                 output::warning("No gateway found — starting one automatically.");
                 gateway::start(&gateway::StartOptions {
                     name: "openshell".to_owned(),
                     port: 8080,
+                    driver: std::env::var("OPENSHELL_DRIVER").ok(),
                     plaintext: false,
                     disable_gateway_auth: false,
                     recreate: false,
@@ -322,6 +324,17 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as with any Unix tool (Rust
+    // ignores SIGPIPE, and a print to a closed pipe panics). Sockets are
+    // unaffected: their writes never raise SIGPIPE.
+    // SAFETY: no other thread exists yet, and SIG_DFL installs no handler.
+    #[allow(unsafe_code)]
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(Exit::Success) => ExitCode::SUCCESS,

@@ -24,6 +24,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct StartOptions {
     pub name: String,
     pub port: u16,
+    /// `None`: as before, else docker when its socket answers, else process.
+    pub driver: Option<String>,
     pub plaintext: bool,
     pub disable_gateway_auth: bool,
     pub recreate: bool,
@@ -111,10 +113,16 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
         }
     }
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let driver = match &options.driver {
+        Some(driver) => driver.clone(),
+        None => recorded_driver(&state).unwrap_or_else(default_driver),
+    };
+    std::fs::write(state.join(DRIVER_FILE), format!("{driver}\n"))
+        .with_context(|| format!("writing {}", state.join(DRIVER_FILE).display()))?;
     progress(
         started,
         &format!(
-            "Starting gateway '{}' on port {}",
+            "Starting gateway '{}' on port {} ({driver} driver)",
             options.name, options.port
         ),
     );
@@ -131,6 +139,10 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
         .arg(options.port.to_string())
         .arg("--state-dir")
         .arg(&state)
+        .arg("--name")
+        .arg(&options.name)
+        .arg("--driver")
+        .arg(&driver)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -208,6 +220,50 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
     output::success(&format!("Gateway '{}' started", options.name));
     output::line(&format!("  Endpoint: {endpoint}"));
     Ok(Exit::Success)
+}
+
+/// Where a gateway's driver is recorded, so that a restart keeps it.
+const DRIVER_FILE: &str = "driver";
+
+/// The driver a gateway ran with before.
+fn recorded_driver(state: &Path) -> Option<String> {
+    let driver = std::fs::read_to_string(state.join(DRIVER_FILE)).ok()?;
+    let driver = driver.trim();
+    (!driver.is_empty()).then(|| driver.to_owned())
+}
+
+/// cli.md: `docker` when a Docker socket answers, else `process`.
+fn default_driver() -> String {
+    if docker_answers() {
+        "docker"
+    } else {
+        "process"
+    }
+    .to_owned()
+}
+
+/// Whether the Docker socket (`DOCKER_HOST` when it names a unix socket)
+/// answers `GET /_ping` within a second.
+fn docker_answers() -> bool {
+    use std::io::{Read, Write};
+    let path = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let Ok(mut socket) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    let timeout = Some(Duration::from_secs(1));
+    let _ = socket.set_read_timeout(timeout);
+    let _ = socket.set_write_timeout(timeout);
+    if socket
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    socket.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// Sends SIGTERM and waits; true when a process was stopped.
@@ -534,7 +590,10 @@ pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     stop_process(&state)?;
-    let ended = end_sandboxes(&state.join("sandboxes"));
+    let mut ended = end_sandboxes(&state.join("sandboxes"));
+    if let Some(driver) = recorded_driver(&state).filter(|d| d == "docker" || d == "podman") {
+        ended += remove_containers(&name, &state, &driver)?;
+    }
     if state.exists() {
         std::fs::remove_dir_all(&state).with_context(|| format!("removing {}", state.display()))?;
     }
@@ -544,6 +603,36 @@ pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
         if ended == 1 { "" } else { "es" }
     ));
     Ok(Exit::Success)
+}
+
+/// Removes the containers and the network a docker/podman gateway made
+/// (the gateway binary knows how); returns how many containers there were.
+fn remove_containers(name: &str, state: &Path, driver: &str) -> anyhow::Result<usize> {
+    let binary = companion_binary("OPENSHELL_GATEWAY_BIN", "openshell-gateway");
+    let output = Command::new(&binary)
+        .args([
+            "--destroy",
+            "--driver",
+            driver,
+            "--name",
+            name,
+            "--state-dir",
+        ])
+        .arg(state)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "removing the gateway's {driver} containers failed; its state is kept so that you can retry:\n{}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    // It prints how many containers it removed.
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0))
 }
 
 /// Ends every supervisor recorded under `sandboxes/<id>/pid` (SIGTERM to its

@@ -9,7 +9,7 @@ use openshell_proto::v1 as pb;
 
 use crate::cli::{CreateArgs, OutputFormat};
 use crate::client;
-use crate::commands::Exit;
+use crate::commands::{Exit, image};
 use crate::output;
 use crate::registry::Target;
 
@@ -407,6 +407,38 @@ fn provision_timeout() -> std::time::Duration {
 
 /// Creates a sandbox; with a command (and no `--detach`) streams its output
 /// and returns its exit code.
+/// The engine that builds `--from DIR` images: the gateway's own, which
+/// must run on this machine.
+fn build_engine(scope: &Scope) -> anyhow::Result<String> {
+    let target = scope.target()?;
+    let registry = crate::registry::Registry::for_user()?;
+    if registry.load(&target.name)?.is_some_and(|m| m.is_remote) {
+        bail!(
+            "--from DIR builds with the local container engine, but gateway '{}' is remote\nhint: build and push the image, then pass its reference to --from",
+            target.name
+        );
+    }
+    let info = client::runtime()?.block_on(async {
+        let mut client = client::connect(target).await?;
+        client
+            .get_gateway_info(scope.request(pb::GatewayInfoRequest {})?)
+            .await
+            .map_err(status)
+    })?;
+    let driver = info
+        .into_inner()
+        .compute_drivers
+        .into_iter()
+        .map(|d| d.name)
+        .find(|name| name == "docker" || name == "podman");
+    driver.with_context(|| {
+        format!(
+            "--from DIR needs a gateway that runs containers, and gateway '{}' runs sandboxes as processes\nhint: openshell gateway start --name NAME --driver docker (or podman)",
+            target.name
+        )
+    })
+}
+
 pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
     let policy_path = options
         .policy
@@ -417,13 +449,30 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             .with_context(|| format!("reading the policy {}", path.display()))?,
         None => String::new(),
     };
+    let env = pairs("--env", &options.env)?;
+    let labels = pairs("--label", &options.labels)?;
+    let image = match &options.from {
+        None => String::new(),
+        Some(source) => {
+            let registry = std::env::var("OPENSHELL_COMMUNITY_REGISTRY").ok();
+            match image::resolve(source, registry.as_deref())? {
+                image::Source::Image(reference) => reference,
+                image::Source::Build {
+                    dockerfile,
+                    context,
+                } => image::build(&build_engine(scope)?, &dockerfile, &context)?,
+            }
+        }
+    };
     let request = scope.request(pb::CreateSandboxRequest {
         name: options.name.clone().unwrap_or_default(),
         spec: Some(pb::SandboxSpec {
             command: options.command.clone(),
             policy_yaml,
-            env: pairs("--env", &options.env)?,
-            labels: pairs("--label", &options.labels)?,
+            env,
+            labels,
+            image,
+            gpu: options.gpu.unwrap_or(0),
         }),
     })?;
     let started = std::time::Instant::now();
