@@ -46,6 +46,9 @@ impl Home {
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
             .env("XDG_STATE_HOME", self.dir.path().join("state"))
             .env("OPENSHELL_GATEWAY_BIN", gateway)
+            // The process driver unless a test asks for a container engine
+            // (CI runs dockerd, which auto-detection would pick).
+            .env("OPENSHELL_DRIVER", "process")
             .env_remove("OPENSHELL_GATEWAY")
             .env_remove("OPENSHELL_GATEWAY_ENDPOINT")
             .stdin(std::process::Stdio::piped())
@@ -79,7 +82,14 @@ impl Drop for Home {
         let started = self.dir.path().join("state/openshell/gateways");
         for entry in std::fs::read_dir(started).into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let _ = self.openshell(&["gateway", "stop", "--name", &name]);
+            // A container gateway's containers outlive the test otherwise.
+            let driver = std::fs::read_to_string(entry.path().join("driver")).unwrap_or_default();
+            let how = if matches!(driver.trim(), "docker" | "podman") {
+                "destroy"
+            } else {
+                "stop"
+            };
+            let _ = self.openshell(&["gateway", how, "--name", &name]);
         }
         // A test that failed while its gateway was down could not delete
         // its sandboxes: their supervisors name this home on their command
@@ -312,6 +322,7 @@ fn create_via_api(home: &Home, port: &str, names: &[(&str, &[(&str, &str)])]) {
                             .iter()
                             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                             .collect(),
+                        ..Default::default()
                     }),
                 })
                 .await

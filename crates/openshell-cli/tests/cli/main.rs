@@ -2,6 +2,7 @@
 //! gateways, asserting whole outputs and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod containers;
 mod gateway;
 mod live;
 #[path = "../../../openshell-sandbox/tests/escape/netns.rs"]
