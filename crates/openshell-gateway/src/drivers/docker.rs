@@ -37,9 +37,9 @@ use bollard::models::{
     NetworkCreateRequest, ResourcesUlimits,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use tokio_stream::StreamExt;
 
@@ -89,6 +89,9 @@ pub const CAPABILITIES: [&str; 10] = [
 ];
 /// How long `stop` lets the supervisor end the main process.
 const STOP_GRACE_SECS: i32 = 10;
+/// How long a `die` waits for the run's output copy to end before asking
+/// the engine whether the container still runs.
+const FOLLOWER_GRACE: Duration = Duration::from_millis(500);
 /// Output lines recorded with a sandbox that failed before it was ready.
 const ERROR_TAIL_LINES: usize = 5;
 
@@ -181,6 +184,15 @@ impl Live {
         }
     }
 }
+
+/// A container's output stream (attached, or its logs).
+type Output = std::pin::Pin<
+    Box<
+        dyn tokio_stream::Stream<
+                Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
 
 /// The docker driver. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -775,23 +787,12 @@ impl DockerDriver {
         }
     }
 
-    /// Copies the container's output since its start into `output.log`
-    /// (rewritten), until the container stops.
-    fn follow_output(&self, id: &str, since: i32) -> tokio::task::JoinHandle<()> {
-        let driver = self.clone();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let path = driver.output_log(&id);
-            let mut file = match tokio::fs::File::create(&path).await {
-                Ok(file) => file,
-                Err(error) => {
-                    tracing::error!(%error, path = %path.display(), "creating the output log");
-                    return;
-                }
-            };
-            let mut logs = driver.inner.docker.logs(
-                &driver.container_name(&id),
+    /// The container's output since `since` (s since the epoch), followed
+    /// until it stops: for containers this gateway did not start.
+    fn logs_since(&self, id: &str, since: i32) -> Output {
+        Box::pin(
+            self.inner.docker.logs(
+                &self.container_name(id),
                 Some(
                     LogsOptionsBuilder::new()
                         .follow(true)
@@ -800,8 +801,33 @@ impl DockerDriver {
                         .since(since)
                         .build(),
                 ),
-            );
-            while let Some(chunk) = logs.next().await {
+            ),
+        )
+    }
+
+    /// Copies `output` into `output.log` (rewritten) until it ends. An
+    /// attachment made before the start ends exactly when the container's
+    /// process does, so the log is complete when the `die` is handled.
+    fn copy_output(
+        &self,
+        id: &str,
+        mut output: Output,
+        attachment: Option<std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        let path = self.output_log(id);
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // Held open until the output ends.
+            let _attachment = attachment;
+            let mut file = match tokio::fs::File::create(&path).await {
+                Ok(file) => file,
+                Err(error) => {
+                    tracing::error!(%error, path = %path.display(), "creating the output log");
+                    return;
+                }
+            };
+            while let Some(chunk) = output.next().await {
                 match chunk {
                     Ok(output) => {
                         if let Err(error) = file.write_all(&output.into_bytes()).await {
@@ -852,8 +878,21 @@ impl DockerDriver {
                 })?;
         }
         let _transition = self.inner.transitions.lock().await;
-        // Output from this start on (a restarted container keeps the old).
-        let since = i32::try_from(now_secs()).unwrap_or(i32::MAX);
+        // Attached before the start: all of this run's output, none of an
+        // earlier run's.
+        let attached = docker
+            .attach_container(
+                &name,
+                Some(
+                    AttachContainerOptionsBuilder::new()
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(engine_error(engine, format!("attaching to {name}")))?;
         self.live()
             .insert(sandbox.id.clone(), Live::starting(now_nanos()));
         if let Err(e) = docker.start_container(&name, None).await {
@@ -868,7 +907,7 @@ impl DockerDriver {
                 other => engine_error(engine, format!("starting {name}"))(other),
             });
         }
-        let follower = self.follow_output(&sandbox.id, since);
+        let follower = self.copy_output(&sandbox.id, attached.output, Some(attached.input));
         if let Some(live) = self.live().get_mut(&sandbox.id) {
             live.follower = Some(follower);
         }
@@ -895,14 +934,15 @@ impl DockerDriver {
                         if event.action.as_deref() != Some("die") {
                             continue;
                         }
-                        let at = event.time_nano;
-                        let id = event
-                            .actor
-                            .and_then(|a| a.attributes)
-                            .and_then(|mut attrs| attrs.remove(SANDBOX_LABEL));
-                        if let Some(id) = id {
+                        let at = event.time_nano.unwrap_or(i64::MAX);
+                        let mut attributes =
+                            event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                        let code = attributes
+                            .get("exitCode")
+                            .and_then(|c| c.parse::<i32>().ok());
+                        if let Some(id) = attributes.remove(SANDBOX_LABEL) {
                             let driver = self.clone();
-                            tokio::spawn(async move { driver.ended(&id, at).await });
+                            tokio::spawn(async move { driver.ended(&id, Some((at, code))).await });
                         }
                     }
                     Err(error) => {
@@ -920,37 +960,81 @@ impl DockerDriver {
         }
     }
 
-    /// Records the end of the sandbox's current run (at `at`, ns since the
-    /// epoch, when an event says), unless it still runs. An event from an
-    /// earlier run, which Podman may deliver after the next start, changes
-    /// nothing, and neither does one for a run already settled.
-    async fn ended(&self, id: &str, at: Option<i64>) {
+    /// Records the end of the sandbox's current run, unless it still runs.
+    /// `event` is the `die` event's time (ns since the epoch) and exit
+    /// code, when one triggered this. An event from an earlier run, which
+    /// Podman may deliver after the next start, changes nothing, and neither
+    /// does one for a run already settled.
+    ///
+    /// The run's output copy is the first witness: it ends exactly when the
+    /// container's process does (and the log is then complete). Only when it
+    /// does not end promptly, or there is none, is the engine asked (an
+    /// inspect right after a death can take tens of milliseconds).
+    async fn ended(&self, id: &str, event: Option<(i64, Option<i32>)>) {
         let _transition = self.inner.transitions.lock().await;
-        let Some(since) = self.live().get(id).map(|live| live.since_nanos) else {
+        let Some((since, follower)) = self
+            .live()
+            .get_mut(id)
+            .map(|live| (live.since_nanos, live.follower.take()))
+        else {
             return;
         };
-        if at.is_some_and(|at| at < since) {
+        if event.is_some_and(|(at, _)| at < since) {
+            self.restore_follower(id, since, follower);
             return;
         }
-        let (running, code) = self.container_state(id).await;
-        if running != Some(false) {
-            return; // still running, or the engine could not say
+        let mut witnessed = false;
+        let mut follower = follower;
+        if let Some(handle) = follower.as_mut() {
+            witnessed = tokio::time::timeout(FOLLOWER_GRACE, handle).await.is_ok();
         }
+        if witnessed {
+            follower = None; // done (a JoinHandle must not be awaited twice)
+        }
+        let code = match event {
+            Some((_, Some(code))) if witnessed => Some(code),
+            _ => {
+                let (running, code) = self.container_state(id).await;
+                if running != Some(false) {
+                    // Still running (a late event of an earlier run), or the
+                    // engine could not say.
+                    self.restore_follower(id, since, follower.filter(|f| !f.is_finished()));
+                    return;
+                }
+                if let Some(handle) = follower.take() {
+                    // The process ended: its output's end reaches the log
+                    // before the phase says so.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+                }
+                code
+            }
+        };
         // Only this run's entry: a new run may have replaced it meanwhile.
-        let follower = {
+        {
             let mut live = self.live();
             match live.get(id) {
                 Some(current) if current.since_nanos == since => {
-                    live.remove(id).and_then(|live| live.follower)
+                    live.remove(id);
                 }
                 _ => return,
             }
-        };
-        // The output's end reaches the log before the phase says it ended.
-        if let Some(follower) = follower {
-            let _ = tokio::time::timeout(Duration::from_secs(2), follower).await;
         }
         self.finish(id, code).await;
+    }
+
+    /// Puts a run's output copy back after an end that was not its own.
+    fn restore_follower(
+        &self,
+        id: &str,
+        since: i64,
+        follower: Option<tokio::task::JoinHandle<()>>,
+    ) {
+        if let Some(live) = self.live().get_mut(id)
+            && live.since_nanos == since
+            && live.follower.is_none()
+        {
+            live.follower = follower;
+        }
     }
 
     /// Whether the container runs (`None`: the engine did not answer; a
@@ -1035,13 +1119,6 @@ fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
@@ -1207,7 +1284,7 @@ impl Driver for DockerDriver {
                     Err(_) => 0,
                 };
                 self.live().insert(id.clone(), Live::starting(0));
-                let follower = self.follow_output(id, started);
+                let follower = self.copy_output(id, self.logs_since(id, started), None);
                 if let Some(live) = self.live().get_mut(id.as_str()) {
                     live.follower = Some(follower);
                 }
