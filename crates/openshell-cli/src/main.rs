@@ -221,7 +221,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "openshell", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "openshell", &mut script);
+            output::raw(&script)?;
             Ok(Exit::Success)
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
@@ -324,17 +326,6 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 fn main() -> ExitCode {
-    // Output piped into `head` ends quietly, as with any Unix tool (Rust
-    // ignores SIGPIPE, and a print to a closed pipe panics). Sockets are
-    // unaffected: their writes never raise SIGPIPE.
-    // SAFETY: no other thread exists yet, and SIG_DFL installs no handler.
-    #[allow(unsafe_code)]
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(Exit::Success) => ExitCode::SUCCESS,

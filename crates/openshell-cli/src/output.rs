@@ -6,6 +6,19 @@
 
 use std::io::IsTerminal;
 
+/// Writes one line on stdout. A reader that went away (`| head`) ends the
+/// command quietly with 141, as SIGPIPE ends other tools; SIGPIPE itself
+/// stays ignored, because a socket written with `writev` would raise it too.
+fn out(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(error) = writeln!(stdout, "{text}")
+        && error.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
+}
+
 fn colour(stream_is_tty: bool, code: &str, text: &str) -> String {
     if stream_is_tty && std::env::var_os("NO_COLOR").is_none() {
         format!("\x1b[{code}m{text}\x1b[0m")
@@ -16,10 +29,10 @@ fn colour(stream_is_tty: bool, code: &str, text: &str) -> String {
 
 /// `✓ message` on stdout.
 pub fn success(message: &str) {
-    println!(
+    out(format_args!(
         "{} {message}",
         colour(std::io::stdout().is_terminal(), "32", "✓")
-    );
+    ));
 }
 
 /// `✓ message` on stderr (progress of a command whose stdout is data).
@@ -63,15 +76,18 @@ pub fn failure(message: &str) {
 
 /// A plain line on stdout.
 pub fn line(text: &str) {
-    println!("{text}");
+    out(format_args!("{text}"));
 }
 
-/// Bytes as they are on stdout (a followed log), flushed.
+/// Bytes as they are on stdout (a followed log), flushed; a reader that
+/// went away ends the command as [`out`] does.
 pub fn raw(bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(bytes)?;
-    stdout.flush()
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(141),
+        other => other,
+    }
 }
 
 /// A hint line on stderr, after a failure.
@@ -82,7 +98,7 @@ pub fn hint(text: &str) {
 /// One JSON document, pretty-printed, on stdout.
 pub fn json(value: &serde_json::Value) {
     match serde_json::to_string_pretty(value) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => out(format_args!("{text}")),
         Err(e) => failure(&format!("cannot encode JSON output: {e}")),
     }
 }
@@ -111,8 +127,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
         }
         text.trim_end().to_owned()
     };
-    println!("{}", render(headers.to_vec()));
+    out(format_args!("{}", render(headers.to_vec())));
     for row in rows {
-        println!("{}", render(row.iter().map(String::as_str).collect()));
+        out(format_args!(
+            "{}",
+            render(row.iter().map(String::as_str).collect())
+        ));
     }
 }

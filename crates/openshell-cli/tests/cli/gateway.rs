@@ -520,3 +520,23 @@ fn add_registers_a_running_gateway_with_its_bundle_or_as_plaintext() {
             .exists()
     );
 }
+
+#[test]
+fn output_into_a_pipe_closed_early_ends_quietly() {
+    // 120+ KiB of completions into a pipe whose reader takes one line and
+    // goes: 141 (as SIGPIPE would), no panic; the CLI keeps SIGPIPE ignored.
+    let home = Home::new();
+    let mut child = home
+        .command(env!("CARGO_BIN_EXE_openshell"))
+        .args(["completions", "bash"])
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert_eq!(first, "_openshell() {\n");
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(text(&out.stderr), "");
+}
