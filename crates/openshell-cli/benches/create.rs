@@ -64,6 +64,8 @@ fn main() {
         "start",
         "--port",
         &port.to_string(),
+        "--driver",
+        "process",
     ]));
     let run = || {
         let mut c = Command::new(&supervisor);

@@ -110,6 +110,8 @@ fn main() {
         "start",
         "--port",
         &free_port().to_string(),
+        "--driver",
+        "process",
     ]));
     run(&mut openshell(&[
         "sandbox", "create", "--name", "bench", "--detach",

@@ -190,8 +190,39 @@ fn run_exec_and_delete(engine: &str) {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "kept\n");
 
-    assert_eq!(containers_of(engine, &instance).len(), 2);
-    for name in ["once", "box"] {
+    // A container that dies before its sandbox is ready: Error, with the
+    // exit code, and the last output lines among the sandbox's events.
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("hard.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nlandlock:\n  compatibility: hard_requirement\nfilesystem_policy:\n  read_only: [/usr, /nonexistent-dir]\n",
+    )
+    .unwrap();
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "broken",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = home.openshell(&["sandbox", "get", "broken", "-o", "json"]);
+    let got: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(got["phase"], "Error", "{got}");
+    assert_eq!(got["exit_code"], 125, "{got}");
+    let out = home.openshell(&["logs", "broken", "--source", "gateway"]);
+    let events = text(&out.stdout);
+    assert!(
+        events.contains("container exited (125) before ready: openshell-sandbox: error: isolation: cannot open /nonexistent-dir"),
+        "{events}"
+    );
+
+    assert_eq!(containers_of(engine, &instance).len(), 3);
+    for name in ["once", "box", "broken"] {
         let out = home.openshell(&["sandbox", "delete", name]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
