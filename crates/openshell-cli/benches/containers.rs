@@ -8,30 +8,16 @@
 //! `cargo build --release --workspace && cargo bench -p openshell-cli --bench containers`
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{free_port, median, time};
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const ROUNDS: usize = 30;
 const IMAGE: &str = "openshell/sandbox:latest";
-
-fn time(command: &mut Command) -> Duration {
-    let start = Instant::now();
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    let elapsed = start.elapsed();
-    assert!(status.success(), "{command:?}: {status}");
-    elapsed
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -52,11 +38,7 @@ fn main() {
     println!("create -> exit of /bin/true, {ROUNDS} rounds each, alternating, medians");
     for engine in ["docker", "podman"] {
         let home = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let openshell = |args: &[&str]| {
             let mut c = Command::new(cli);
             c.args(args)

@@ -11,29 +11,15 @@
 //! `cargo build --release --workspace && cargo bench -p openshell-cli --bench create`
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{median, time};
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const ROUNDS: usize = 100;
-
-fn time(command: &mut Command) -> Duration {
-    let start = Instant::now();
-    let status = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    let elapsed = start.elapsed();
-    assert!(status.success(), "{command:?}: {status}");
-    elapsed
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {

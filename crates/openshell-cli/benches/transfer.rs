@@ -10,6 +10,10 @@
 //! `cargo build --release --workspace && cargo bench -p openshell-cli --bench transfer`
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{free_port, median, time};
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,39 +21,15 @@ use std::time::{Duration, Instant};
 const ROUNDS: usize = 5;
 const SIZE: usize = 256 * 1024 * 1024;
 
-fn run(command: &mut Command) -> Duration {
-    let start = Instant::now();
-    let out = command.stdin(Stdio::null()).output().unwrap();
-    let elapsed = start.elapsed();
-    assert!(
-        out.status.success(),
-        "{command:?}: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A private sshd on loopback that lets root in with `key`.
 fn sshd(dir: &Path, port: u16) -> (Child, PathBuf) {
     let key = dir.join("client_key");
     for (path, comment) in [(dir.join("host_key"), "host"), (key.clone(), "client")] {
-        run(Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
-            .arg(&path));
+        time(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+                .arg(&path),
+        );
     }
     std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
     std::fs::create_dir_all("/run/sshd").unwrap();
@@ -105,7 +85,7 @@ fn main() {
             .env("XDG_STATE_HOME", home.path().join("state"));
         c
     };
-    run(&mut openshell(&[
+    time(&mut openshell(&[
         "gateway",
         "start",
         "--port",
@@ -113,7 +93,7 @@ fn main() {
         "--driver",
         "process",
     ]));
-    run(&mut openshell(&[
+    time(&mut openshell(&[
         "sandbox", "create", "--name", "bench", "--detach",
     ]));
     let config = home.path().join("ssh_config");
@@ -204,12 +184,12 @@ fn main() {
         ),
     ];
     for (_, command) in &cases {
-        run(&mut command());
+        time(&mut command());
     }
     let mut samples = vec![Vec::new(); cases.len()];
     for _ in 0..ROUNDS {
         for (i, (_, command)) in cases.iter().enumerate() {
-            samples[i].push(run(&mut command()));
+            samples[i].push(time(&mut command()));
         }
     }
     let mib = (SIZE / (1024 * 1024)) as f64;

@@ -10,10 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::gateway::{Home, free_port, text};
-use crate::live::exec;
+use crate::live::{UPSTREAM_PORT, allowing, assert_exec_streams, exec};
 use crate::netns::{ECHO_SERVER, TestNetwork};
-
-const UPSTREAM_PORT: u16 = 8080;
 
 /// Both engines answer and have the default image, or this panics with
 /// what went wrong.
@@ -139,22 +137,7 @@ fn run_exec_and_delete(engine: &str) {
     assert_eq!(got["exit_code"], 3, "{got}");
 
     create_detached(&home, "box", &[]);
-    let out = home.openshell_with_stdin(
-        &[
-            "sandbox",
-            "exec",
-            "-n",
-            "box",
-            "--",
-            "sh",
-            "-c",
-            "cat; echo err >&2; exit 7",
-        ],
-        b"from stdin\n",
-    );
-    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "from stdin\n");
-    assert_eq!(text(&out.stderr), "err\n");
+    assert_exec_streams(&home, "box");
     // The agent's isolation inside the container: the image's `sandbox`
     // user, no capability, no_new_privs, seccomp, loopback only, Landlock.
     let out = exec(
@@ -237,14 +220,6 @@ fn docker_runs_commands_exec_stop_start_and_delete() {
 #[test]
 fn podman_runs_commands_exec_stop_start_and_delete() {
     run_exec_and_delete("podman");
-}
-
-/// A network-only policy letting `binary` reach the test network's peer.
-fn allowing(network: &TestNetwork, binary: &str) -> String {
-    format!(
-        "version: 1\nnetwork_policies:\n  upstream:\n    endpoints:\n      - host: \"{}\"\n        port: {UPSTREAM_PORT}\n    binaries:\n      - path: {binary}\n",
-        network.peer
-    )
 }
 
 fn policy_changes_egress(engine: &str) {
@@ -635,6 +610,30 @@ fn docker_refuses_images_it_cannot_get_and_gpus_it_cannot_pass() {
 #[test]
 fn podman_refuses_images_it_cannot_get_and_gpus_it_cannot_pass() {
     refusals("podman");
+}
+
+#[test]
+fn a_missing_default_image_is_refused_with_how_to_build_it() {
+    engines_ready();
+    let home = Home::new();
+    let port = free_port().to_string();
+    let mut start = home.command(env!("CARGO_BIN_EXE_openshell"));
+    start
+        .args(["gateway", "start", "--port", &port, "--driver", "docker"])
+        .env("OPENSHELL_SANDBOX_IMAGE", "openshell/absent:never");
+    let out = crate::gateway::run_with_stdin(start, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = home.openshell(&["sandbox", "create", "--name", "x", "--", "true"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the default sandbox image 'openshell/absent:never' is not in the docker engine"
+        ) && stderr.contains("hint: build it offline with `images/sandbox/build --engine docker`"),
+        "{stderr}"
+    );
+    let out = home.openshell(&["sandbox", "list", "--names"]);
+    assert_eq!(text(&out.stdout), "");
 }
 
 #[test]

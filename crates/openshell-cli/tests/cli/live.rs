@@ -5,10 +5,10 @@
 use crate::gateway::{Home, free_port, pids_of, start, text};
 use crate::netns::{ECHO_SERVER, TestNetwork};
 
-const UPSTREAM_PORT: u16 = 8080;
+pub(crate) const UPSTREAM_PORT: u16 = 8080;
 
 /// A network-only policy letting `binary` reach the test network's peer.
-fn allowing(network: &TestNetwork, binary: &str) -> String {
+pub(crate) fn allowing(network: &TestNetwork, binary: &str) -> String {
     format!(
         "version: 1\nnetwork_policies:\n  upstream:\n    endpoints:\n      - host: \"{}\"\n        port: {UPSTREAM_PORT}\n    binaries:\n      - path: {binary}\n",
         network.peer
@@ -20,6 +20,27 @@ pub(crate) fn exec(home: &Home, name: &str, args: &[&str]) -> std::process::Outp
     let mut all = vec!["sandbox", "exec", "-n", name, "--"];
     all.extend_from_slice(args);
     home.openshell(&all)
+}
+
+/// `sandbox exec` into `name` keeps stdin, stdout, stderr and the exit code
+/// apart and intact.
+pub(crate) fn assert_exec_streams(home: &Home, name: &str) {
+    let out = home.openshell_with_stdin(
+        &[
+            "sandbox",
+            "exec",
+            "-n",
+            name,
+            "--",
+            "sh",
+            "-c",
+            "cat; echo oops >&2; exit 7",
+        ],
+        b"from stdin\n",
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "from stdin\n");
+    assert_eq!(text(&out.stderr), "oops\n");
 }
 
 /// A detached sandbox whose main process sleeps; returns that process's pid.
@@ -45,23 +66,7 @@ fn exec_runs_inside_the_sandbox_with_separate_streams_stdin_and_the_exit_code() 
     let home = Home::new();
     start(&home);
     let main_pid = create_idle(&home, "box", None);
-
-    let out = home.openshell_with_stdin(
-        &[
-            "sandbox",
-            "exec",
-            "-n",
-            "box",
-            "--",
-            "sh",
-            "-c",
-            "cat; echo oops >&2; exit 7",
-        ],
-        b"from stdin\n",
-    );
-    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "from stdin\n");
-    assert_eq!(text(&out.stderr), "oops\n");
+    assert_exec_streams(&home, "box");
 
     // The agent's namespaces and identity, not the host's.
     let out = exec(

@@ -10,8 +10,8 @@
 //!   where the gateway also listens, on the bridge's address, which the
 //!   container knows as [`HOST_ALIAS`];
 //! - gets its runtime material from `<state>/sandboxes/<id>/` on the host:
-//!   `gateway/` (token, CA, policy; read-only at [`GATEWAY_DIR`]) and
-//!   `status/` (the supervisor's `ready` marker; at [`STATUS_DIR`]). The
+//!   `gateway/` (token, CA, policy; read-only at `/run/openshell/gateway`) and
+//!   `status/` (the supervisor's `ready` marker; at `/run/openshell/status`). The
 //!   supervisor hides `/run/openshell` from the agent whatever the policy.
 //! - is labelled with the gateway's name, its instance id (random, kept in
 //!   its state directory: two gateways of the same name on one engine stay
