@@ -101,6 +101,15 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
     }
     let started = Instant::now();
     if let Some(pid) = read_pid(&state).filter(|pid| alive(*pid)) {
+        if let (Some(wanted), Some(running)) = (&options.driver, recorded_driver(&state))
+            && *wanted != running
+        {
+            bail!(
+                "gateway '{}' is already running with the {running} driver\nhint: stop it first (openshell gateway stop --name {}), then start it with --driver {wanted}",
+                options.name,
+                options.name
+            );
+        }
         let metadata = registry.load(&options.name)?;
         if let Some(metadata) = metadata {
             registry.set_active(&options.name)?;
@@ -138,7 +147,7 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
         .arg("--port")
         .arg(options.port.to_string())
         .arg("--state-dir")
-        .arg(&state)
+        .arg(std::path::absolute(&state).unwrap_or_else(|_| state.clone()))
         .arg("--name")
         .arg(&options.name)
         .arg("--driver")
@@ -152,6 +161,9 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
     if options.disable_gateway_auth {
         command.arg("--disable-gateway-auth");
     }
+    // A daemon's working directory is /: the one this command runs in may
+    // be removed while the gateway (and what it starts) lives on.
+    command.current_dir("/");
     // Its own process group: a Ctrl-C in this terminal does not reach it,
     // and it outlives this command.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);

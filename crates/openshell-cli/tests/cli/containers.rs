@@ -453,6 +453,18 @@ fn restart_and_destroy(engine: &str) {
     let out = exec(&home, "kept", &["cat", "/sandbox/n"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "1\n");
+    // Running: another driver is refused, not silently ignored.
+    let out = home.openshell(&[
+        "gateway", "start", "--name", &name, "--port", &port, "--driver", "process",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "gateway '{name}' is already running with the {engine} driver"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
     let left = containers_of(engine, &instance);
     assert!(
         !left.contains(&orphan),
