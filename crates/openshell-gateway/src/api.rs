@@ -332,6 +332,19 @@ impl Gateway for Api {
                 )
                 .await
         {
+            if let DriverError::Refused(message) = error {
+                // Refused as asked (the image cannot host a supervisor, the
+                // engine would not start it): nothing stays behind.
+                tracing::warn!(sandbox = %created.name, %message, "sandbox refused by the driver");
+                if let Err(cleanup) = driver.delete(&created.id).await {
+                    tracing::error!(error = %chain(cleanup), sandbox = %created.name, "removing a refused sandbox");
+                }
+                self.store
+                    .delete_sandbox(&workspace, &created.name)
+                    .await
+                    .map_err(status)?;
+                return Err(Status::failed_precondition(message));
+            }
             tracing::error!(error = %chain(error), sandbox = %created.name, "starting the sandbox");
             self.store
                 .set_phase(&created.id, Phase::Error, None)

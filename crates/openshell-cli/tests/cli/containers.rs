@@ -578,7 +578,7 @@ fn podman_builds_from_a_directory_and_runs_as_the_images_user() {
 
 fn refusals(engine: &str) {
     let home = Home::new();
-    start_on(&home, engine);
+    let (_, _, instance) = start_on(&home, engine);
     // An image the engine does not have and cannot pull (a registry on a
     // closed loopback port): refused before anything is recorded.
     let out = home.openshell(&[
@@ -598,6 +598,37 @@ fn refusals(engine: &str) {
             && stderr.contains("pulling it failed"),
         "{stderr}"
     );
+    // An image without glibc (busybox) cannot host the host's supervisor
+    // binary: refused with why, nothing left (no sandbox, no container).
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::create_dir(rootfs.path().join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.path().join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.path().join("bin/sh")).unwrap();
+    let image = format!("openshell/test-busybox:{}", std::process::id());
+    let imported = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -c . | {engine} import - {image}",
+            rootfs.path().display()
+        ))
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "bb", "--from", &image, "--", "id",
+    ]);
+    let stderr = text(&out.stderr);
+    let _ = Command::new(engine).args(["rmi", "-f", &image]).output();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the image '{image}' cannot host the sandbox supervisor: it has no glibc"
+        )) && stderr.contains(
+            "hint: the supervisor is the gateway host's binary and needs glibc 2.34 or newer"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(containers_of(engine, &instance), Vec::<String>::new());
     // No GPU support on this host: a clear refusal.
     let out = home.openshell(&["sandbox", "create", "--name", "gpu", "--gpu", "--", "true"]);
     let stderr = text(&out.stderr);

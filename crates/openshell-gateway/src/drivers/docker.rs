@@ -52,6 +52,12 @@ pub const HOST_ALIAS: &str = "host.openshell.internal";
 pub const DEFAULT_IMAGE: &str = "openshell/sandbox:latest";
 /// Where the supervisor binary is mounted.
 const SUPERVISOR: &str = "/opt/openshell/bin/openshell-sandbox";
+/// The dynamic loader the host's supervisor binary asks for: an image
+/// without it (musl, busybox) cannot run it.
+#[cfg(target_arch = "x86_64")]
+const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
+#[cfg(target_arch = "aarch64")]
+const LOADER: &str = "/lib/ld-linux-aarch64.so.1";
 /// Token, CA and policy, read-only.
 const GATEWAY_DIR: &str = "/run/openshell/gateway";
 /// The supervisor's `ready` marker.
@@ -599,6 +605,35 @@ impl DockerDriver {
         }
     }
 
+    /// Refuses an image that cannot run the host's supervisor binary: one
+    /// without glibc's dynamic loader (the engine would start it and the
+    /// entrypoint would fail with a bare "no such file or directory").
+    async fn check_loader(&self, container: &str, image: &str) -> Result<(), DriverError> {
+        match self
+            .inner
+            .docker
+            .get_container_archive_info(
+                container,
+                Some(bollard::query_parameters::ContainerArchiveInfoOptions {
+                    path: LOADER.to_owned(),
+                }),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if not_found(&e) => Err(DriverError::Refused(format!(
+                "the image '{image}' cannot host the sandbox supervisor: it has no glibc ({LOADER} is missing)\n\
+                 hint: the supervisor is the gateway host's binary and needs glibc 2.34 or newer in the image \
+                 (Debian 12, Ubuntu 22.04 or newer); musl images such as Alpine, and busybox, cannot run it"
+            ))),
+            // The engine could not say: the start will tell.
+            Err(error) => {
+                tracing::debug!(error = %engine_message(&error), "checking the image's loader");
+                Ok(())
+            }
+        }
+    }
+
     /// Whether NVIDIA GPUs can be passed through: docker's `nvidia`
     /// runtime, or a CDI spec naming `nvidia.com/gpu`.
     async fn gpu_support(&self) -> Result<bool, DriverError> {
@@ -876,6 +911,10 @@ impl DockerDriver {
                     }
                     other => engine_error(engine, format!("creating {name}"))(other),
                 })?;
+            if let Err(refusal) = self.check_loader(&name, &image).await {
+                remove_container(docker, engine, &name).await?;
+                return Err(refusal);
+            }
         }
         let _transition = self.inner.transitions.lock().await;
         // Attached before the start: all of this run's output, none of an
