@@ -103,8 +103,9 @@ enum Command {
             requires = "gateway"
         )]
         policy_version: i64,
-        /// A file holding --policy-version (a container's arguments are
-        /// fixed at creation; its policy may change while it is stopped)
+        /// A file holding --policy-version; 0 there means the built-in
+        /// default and --policy is not read (a container's arguments are
+        /// fixed at creation, while its policy may change when stopped)
         #[arg(
             long,
             value_name = "FILE",
@@ -205,6 +206,26 @@ fn connection(
     }))
 }
 
+/// The policy to start with and its gateway revision. With a version
+/// file, the file decides: revision 0 is the built-in default, whatever
+/// `--policy` names.
+fn revision(
+    policy: Option<PathBuf>,
+    version: i64,
+    version_file: Option<PathBuf>,
+) -> anyhow::Result<(Option<PathBuf>, i64)> {
+    use anyhow::Context;
+    let Some(path) = version_file else {
+        return Ok((policy, version));
+    };
+    let version: i64 = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading --policy-version-file {}", path.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("--policy-version-file {}", path.display()))?;
+    Ok((policy.filter(|_| version > 0), version))
+}
+
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
@@ -249,22 +270,14 @@ fn main() -> ExitCode {
                     return exit(EXIT_LAUNCH_FAILED);
                 }
             };
-            let policy_version = match policy_version_file.map(|path| {
-                std::fs::read_to_string(&path)
-                    .map_err(|e| format!("reading {}: {e}", path.display()))
-                    .and_then(|text| {
-                        text.trim()
-                            .parse::<i64>()
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                    })
-            }) {
-                None => policy_version,
-                Some(Ok(version)) => version,
-                Some(Err(error)) => {
-                    eprintln!("openshell-sandbox: error: --policy-version-file {error}");
-                    return exit(EXIT_LAUNCH_FAILED);
-                }
-            };
+            let (policy, policy_version) =
+                match revision(policy, policy_version, policy_version_file) {
+                    Ok(revision) => revision,
+                    Err(error) => {
+                        eprintln!("openshell-sandbox: error: {error:#}");
+                        return exit(EXIT_LAUNCH_FAILED);
+                    }
+                };
             let code = match standalone::run(RunOptions {
                 policy,
                 workdir,

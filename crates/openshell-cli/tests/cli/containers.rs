@@ -292,6 +292,38 @@ fn policy_changes_egress(engine: &str) {
     let out = home.openshell(&["sandbox", "get", "live", "-o", "json"]);
     let got: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(got["revision"], 3, "{got}");
+
+    // Likewise for a container created with the default policy: its first
+    // revision, set while stopped, is the policy it starts with.
+    create_detached(&home, "plain", &[]);
+    let out = exec(&home, "plain", &curl);
+    assert_eq!(out.status.code(), Some(22), "the default let curl through");
+    for step in [
+        vec!["sandbox", "stop", "plain"],
+        vec![
+            "policy",
+            "set",
+            "plain",
+            "--policy",
+            curl_too.to_str().unwrap(),
+        ],
+        vec!["sandbox", "start", "plain"],
+    ] {
+        let out = home.openshell(&step);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{step:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = exec(&home, "plain", &curl);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the first revision, set while stopped, was not enforced: {}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

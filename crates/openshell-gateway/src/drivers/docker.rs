@@ -687,7 +687,7 @@ impl DockerDriver {
             std::fs::copy(ca, &target).map_err(io("copying the CA to", &target))?;
         }
         let (version, yaml) = policy.unwrap_or((0, ""));
-        // An empty file: the built-in default policy.
+        // Revision 0 (an empty file): the supervisor takes its built-in default.
         super::process::write_private(&gateway.join("policy.yaml"), yaml)?;
         super::process::write_private(&gateway.join("policy-version"), &version.to_string())?;
         Ok(())
@@ -726,9 +726,9 @@ impl DockerDriver {
         if connect.ca_cert.is_some() {
             cmd.extend(["--gateway-ca".into(), format!("{GATEWAY_DIR}/ca.crt")]);
         }
-        if !sandbox.spec.policy_yaml.is_empty() || sandbox.policy_version > 0 {
-            cmd.extend(["--policy".into(), format!("{GATEWAY_DIR}/policy.yaml")]);
-        }
+        // Always named: a revision set while the container is stopped
+        // applies on its next start (policy-version 0: the default).
+        cmd.extend(["--policy".into(), format!("{GATEWAY_DIR}/policy.yaml")]);
         if let Some(user) = image_user.filter(|u| !u.is_empty()) {
             cmd.extend(["--image-user".into(), user]);
         }
