@@ -68,6 +68,34 @@ pub fn companion_binary(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The socket named by `var` when it holds `unix://PATH`.
+fn unix_socket(env: &dyn Env, var: &str) -> Option<PathBuf> {
+    env.var(var)
+        .and_then(|host| host.strip_prefix("unix://").map(PathBuf::from))
+}
+
+/// The Docker Engine's API socket: `DOCKER_HOST` when it names a unix
+/// socket, else `/var/run/docker.sock`.
+pub fn docker_socket(env: &dyn Env) -> PathBuf {
+    unix_socket(env, "DOCKER_HOST").unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+/// Podman's API socket (`podman system service`): `CONTAINER_HOST` when
+/// it names a unix socket, else root's `/run/podman/podman.sock` or a
+/// user's `$XDG_RUNTIME_DIR/podman/podman.sock`.
+pub fn podman_socket(env: &dyn Env, uid: u32) -> PathBuf {
+    if let Some(socket) = unix_socket(env, "CONTAINER_HOST") {
+        return socket;
+    }
+    if uid == 0 {
+        return PathBuf::from("/run/podman/podman.sock");
+    }
+    let runtime = env
+        .var("XDG_RUNTIME_DIR")
+        .unwrap_or_else(|| format!("/run/user/{uid}"));
+    PathBuf::from(runtime).join("podman/podman.sock")
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -80,6 +108,28 @@ mod tests {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).map(|v| v.to_string())
         }
+    }
+
+    #[test]
+    fn engine_sockets_come_from_their_variables_when_they_name_unix_sockets() {
+        let none = FakeEnv(HashMap::new());
+        assert_eq!(docker_socket(&none), PathBuf::from("/var/run/docker.sock"));
+        assert_eq!(
+            podman_socket(&none, 0),
+            PathBuf::from("/run/podman/podman.sock")
+        );
+        assert_eq!(
+            podman_socket(&none, 1000),
+            PathBuf::from("/run/user/1000/podman/podman.sock")
+        );
+        let set = FakeEnv(HashMap::from([
+            ("DOCKER_HOST", "unix:///tmp/d.sock"),
+            ("CONTAINER_HOST", "unix:///tmp/p.sock"),
+        ]));
+        assert_eq!(docker_socket(&set), PathBuf::from("/tmp/d.sock"));
+        assert_eq!(podman_socket(&set, 1000), PathBuf::from("/tmp/p.sock"));
+        let tcp = FakeEnv(HashMap::from([("DOCKER_HOST", "tcp://10.0.0.1:2375")]));
+        assert_eq!(docker_socket(&tcp), PathBuf::from("/var/run/docker.sock"));
     }
 
     #[test]

@@ -10,9 +10,22 @@ pub mod process;
 use std::path::PathBuf;
 
 pub use docker::{DockerDriver, Engine};
-pub use process::{Connect, ProcessDriver};
+pub use process::ProcessDriver;
 
+use std::path::Path;
+
+use crate::auth::Tokens;
 use crate::store::{Sandbox, Spec};
+
+/// How supervisors reach this gateway.
+#[derive(Debug, Clone)]
+pub struct Connect {
+    /// `https://127.0.0.1:PORT` or `http://…` when plaintext.
+    pub endpoint: String,
+    /// The CA that signed the gateway's certificate (TLS only).
+    pub ca_cert: Option<PathBuf>,
+    pub tokens: Tokens,
+}
 
 /// What the API needs from a compute driver. A driver watches its
 /// workloads itself and records their phases (Ready, Stopped with the exit
@@ -83,4 +96,40 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The `map_err` for a file operation on `path`.
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
+    let path = path.to_owned();
+    move |source| DriverError::Io { op, path, source }
+}
+
+/// Writes a file only its owner (root) can read.
+fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .map_err(io("writing", path))
+}
+
+/// Removes a file (a previous run's marker) that may not exist.
+fn remove_stale(path: &Path) -> Result<(), DriverError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a sandbox's directory, which may be gone already.
+fn remove_dir(dir: &Path) -> Result<(), DriverError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", dir)(e)),
+        _ => Ok(()),
+    }
 }

@@ -51,19 +51,16 @@ pub fn check(port: u16) -> anyhow::Result<Exit> {
         }
     }
     // A container engine is optional: without one the process driver runs sandboxes.
+    let env = openshell_core::paths::ProcessEnv;
     let sockets = [
-        std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(str::to_owned)),
-        Some("/var/run/docker.sock".to_owned()),
-        Some("/run/podman/podman.sock".to_owned()),
+        openshell_core::paths::docker_socket(&env),
+        openshell_core::paths::podman_socket(&env, nix::unistd::Uid::effective().as_raw()),
     ];
     let engine = sockets
         .into_iter()
-        .flatten()
         .find(|path| std::os::unix::net::UnixStream::connect(path).is_ok());
     match engine {
-        Some(socket) => aligned("container engine", &format!("ok ({socket})")),
+        Some(socket) => aligned("container engine", &format!("ok ({})", socket.display())),
         None => aligned(
             "container engine",
             "none (sandboxes use the process driver)",

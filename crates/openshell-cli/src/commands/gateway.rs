@@ -147,7 +147,7 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
         .arg("--port")
         .arg(options.port.to_string())
         .arg("--state-dir")
-        .arg(std::path::absolute(&state).unwrap_or_else(|_| state.clone()))
+        .arg(&state)
         .arg("--name")
         .arg(&options.name)
         .arg("--driver")
@@ -258,10 +258,7 @@ fn default_driver() -> String {
 /// answers `GET /_ping` within a second.
 fn docker_answers() -> bool {
     use std::io::{Read, Write};
-    let path = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
-        .unwrap_or_else(|| "/var/run/docker.sock".to_owned());
+    let path = openshell_core::paths::docker_socket(&openshell_core::paths::ProcessEnv);
     let Ok(mut socket) = std::os::unix::net::UnixStream::connect(path) else {
         return false;
     };

@@ -4,9 +4,10 @@
 //!
 //! Each container:
 //! - runs the host's supervisor binary, bind-mounted read-only, as its
-//!   entrypoint, as root with only [`CAPABILITIES`] and a seccomp profile
-//!   that refuses what the supervisor never needs ([`seccomp_profile`]);
-//! - sits on the gateway's own bridge network (`openshell-<gateway>`),
+//!   entrypoint, as root with only ten capabilities and a seccomp profile
+//!   that refuses what the supervisor never needs (`container.rs`);
+//! - sits on the gateway's own bridge network
+//!   (`openshell-<gateway>-<instance>`),
 //!   where the gateway also listens, on the bridge's address, which the
 //!   container knows as [`HOST_ALIAS`];
 //! - gets its runtime material from `<state>/sandboxes/<id>/` on the host:
@@ -24,6 +25,15 @@
 //! supervisor had reported ready, else Error (with the last output lines in
 //! the sandbox's events). The container's output (the main process's) is
 //! followed into `output.log` for `WatchSandbox`.
+//!
+//! This file holds the driver's lifecycle (runs, output, events, ends);
+//! `engine.rs` the connection, labels, network and `gateway destroy`;
+//! `container.rs` a container's runtime material and definition;
+//! `image.rs` the checks on an image before it is used.
+
+mod container;
+mod engine;
+mod image;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,67 +42,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig,
-    NetworkCreateRequest, ResourcesUlimits,
-};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
-    EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use tokio_stream::StreamExt;
 
-use super::{Connect, Driver, DriverError};
+pub use engine::{Engine, destroy, instance_id};
+
+use super::{Connect, Driver, DriverError, io, remove_dir};
 use crate::store::{Phase, Sandbox, Spec, Store};
+use container::seccomp_profile;
+use engine::{
+    SANDBOX_LABEL, connect_engine, engine_error, engine_message, ensure_network, instance_filter,
+    network_name, not_found, remove_container,
+};
 
 /// The name containers know the gateway's host by.
 pub const HOST_ALIAS: &str = "host.openshell.internal";
 /// The image used when a sandbox names none.
 pub const DEFAULT_IMAGE: &str = "openshell/sandbox:latest";
-/// Where the supervisor binary is mounted.
-const SUPERVISOR: &str = "/opt/openshell/bin/openshell-sandbox";
-/// The dynamic loader the host's supervisor binary asks for: an image
-/// without it (musl, busybox) cannot run it.
-#[cfg(target_arch = "x86_64")]
-const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
-#[cfg(target_arch = "aarch64")]
-const LOADER: &str = "/lib/ld-linux-aarch64.so.1";
-/// Token, CA and policy, read-only.
-const GATEWAY_DIR: &str = "/run/openshell/gateway";
-/// The supervisor's `ready` marker.
-const STATUS_DIR: &str = "/run/openshell/status";
-/// The supervisor's own state (TLS trust files, scratch).
-const STATE_DIR: &str = "/run/openshell/state";
-/// The agent's working directory.
-const WORKDIR: &str = "/sandbox";
-/// Label: the gateway that made the container (its name, for people).
-pub const GATEWAY_LABEL: &str = "openshell.gateway";
-/// Label: the gateway instance that made the container (what filters use).
-pub const INSTANCE_LABEL: &str = "openshell.gateway-instance";
-/// Label: the sandbox's id.
-const SANDBOX_LABEL: &str = "openshell.sandbox-id";
-/// Label: the sandbox's name (for people reading `docker ps`).
-const NAME_LABEL: &str = "openshell.sandbox";
-/// What the supervisor needs: namespaces and mounts (SYS_ADMIN; with
-/// SYS_CHROOT to join the sandbox's mount namespace for exec), the
-/// sandbox's network (NET_ADMIN), the drop to the agent's user (SETUID,
-/// SETGID, SETPCAP for the bounding set), naming the binary behind each
-/// connection from `/proc` (SYS_PTRACE, DAC_READ_SEARCH), handing the
-/// workdir to the agent (CHOWN) and signalling it (KILL). The agent child
-/// keeps none of them.
-pub const CAPABILITIES: [&str; 10] = [
-    "SYS_ADMIN",
-    "SYS_CHROOT",
-    "NET_ADMIN",
-    "SETUID",
-    "SETGID",
-    "SETPCAP",
-    "SYS_PTRACE",
-    "DAC_READ_SEARCH",
-    "CHOWN",
-    "KILL",
-];
 /// How long `stop` lets the supervisor end the main process.
 const STOP_GRACE_SECS: i32 = 10;
 /// How long a `die` waits for the run's output copy to end before asking
@@ -100,56 +69,6 @@ const STOP_GRACE_SECS: i32 = 10;
 const FOLLOWER_GRACE: Duration = Duration::from_millis(500);
 /// Output lines recorded with a sandbox that failed before it was ready.
 const ERROR_TAIL_LINES: usize = 5;
-
-/// Which engine answers on the socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    Docker,
-    Podman,
-}
-
-impl Engine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Docker => "docker",
-            Engine::Podman => "podman",
-        }
-    }
-
-    /// The engine's socket: `DOCKER_HOST` (docker) or `CONTAINER_HOST`
-    /// (podman) when they name a unix socket, else the engine's usual one.
-    pub fn default_socket(self) -> String {
-        let from_env = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| v.starts_with("unix://"))
-        };
-        match self {
-            Engine::Docker => {
-                from_env("DOCKER_HOST").unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
-            }
-            Engine::Podman => from_env("CONTAINER_HOST").unwrap_or_else(|| {
-                if nix::unistd::Uid::effective().is_root() {
-                    "unix:///run/podman/podman.sock".to_owned()
-                } else {
-                    let runtime = std::env::var("XDG_RUNTIME_DIR")
-                        .unwrap_or_else(|_| format!("/run/user/{}", nix::unistd::Uid::effective()));
-                    format!("unix://{runtime}/podman/podman.sock")
-                }
-            }),
-        }
-    }
-
-    /// How to start the engine, for error hints.
-    fn start_hint(self) -> &'static str {
-        match self {
-            Engine::Docker => "start it (`dockerd`, or `systemctl start docker`)",
-            Engine::Podman => {
-                "start its API service (`podman system service --time=0`, or `systemctl start podman.socket`)"
-            }
-        }
-    }
-}
 
 /// How to reach an engine and what to run on it.
 #[derive(Debug, Clone)]
@@ -223,270 +142,6 @@ struct Inner {
     seccomp_path: PathBuf,
 }
 
-fn engine_error(
-    engine: Engine,
-    what: impl Into<String>,
-) -> impl FnOnce(bollard::errors::Error) -> DriverError {
-    let what = what.into();
-    move |source| DriverError::Engine {
-        engine: engine.name(),
-        what,
-        source,
-    }
-}
-
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
-    let path = path.to_owned();
-    move |source| DriverError::Io { op, path, source }
-}
-
-/// True when the engine answered 404.
-fn not_found(error: &bollard::errors::Error) -> bool {
-    matches!(
-        error,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-/// The message an engine error carries, for users.
-fn engine_message(error: &bollard::errors::Error) -> String {
-    match error {
-        bollard::errors::Error::DockerResponseServerError { message, .. } => message.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Connects to the engine named by `engine`/`socket` (API version
-/// negotiated), or says how to start it.
-pub async fn connect_engine(engine: Engine, socket: Option<&str>) -> Result<Docker, DriverError> {
-    let socket = socket
-        .map(str::to_owned)
-        .unwrap_or_else(|| engine.default_socket());
-    let refused = |detail: String| {
-        DriverError::Refused(format!(
-            "cannot reach the {} engine at {socket}: {detail}\nhint: {}, or start the gateway with --driver process",
-            engine.name(),
-            engine.start_hint()
-        ))
-    };
-    let docker = Docker::connect_with_unix(&socket, 120, bollard::API_DEFAULT_VERSION)
-        .map_err(|e| refused(engine_message(&e)))?;
-    let docker = tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version())
-        .await
-        .map_err(|_| refused("no answer within 10s".to_owned()))?
-        .map_err(|e| refused(engine_message(&e)))?;
-    Ok(docker)
-}
-
-/// The gateway instance's id, made on first use and kept in `state`.
-pub fn instance_id(state: &Path) -> std::io::Result<String> {
-    let path = state.join("instance");
-    match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut bytes = [0u8; 4];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| std::io::Error::other("no randomness for the instance id"))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&path, format!("{id}\n"))?;
-    Ok(id)
-}
-
-/// What selects the containers of one gateway instance.
-fn instance_filter(instance: &str) -> HashMap<String, Vec<String>> {
-    HashMap::from([(
-        "label".to_owned(),
-        vec![format!("{INSTANCE_LABEL}={instance}")],
-    )])
-}
-
-/// The gateway's network name.
-fn network_name(gateway: &str, instance: &str) -> String {
-    format!("openshell-{gateway}-{instance}")
-}
-
-/// Removes every container a gateway instance made, and its network
-/// (`gateway destroy`); returns how many containers there were.
-pub async fn destroy(
-    engine: Engine,
-    socket: Option<&str>,
-    gateway: &str,
-    instance: &str,
-) -> Result<usize, DriverError> {
-    let docker = connect_engine(engine, socket).await?;
-    let containers = docker
-        .list_containers(Some(
-            ListContainersOptionsBuilder::new()
-                .all(true)
-                .filters(&instance_filter(instance))
-                .build(),
-        ))
-        .await
-        .map_err(engine_error(engine, "listing containers"))?;
-    for container in &containers {
-        if let Some(id) = &container.id {
-            remove_container(&docker, engine, id).await?;
-        }
-    }
-    match docker
-        .remove_network(&network_name(gateway, instance))
-        .await
-    {
-        Ok(()) => {}
-        Err(e) if not_found(&e) => {}
-        Err(e) => return Err(engine_error(engine, "removing the network")(e)),
-    }
-    Ok(containers.len())
-}
-
-async fn remove_container(docker: &Docker, engine: Engine, id: &str) -> Result<(), DriverError> {
-    match docker
-        .remove_container(
-            id,
-            Some(
-                RemoveContainerOptionsBuilder::new()
-                    .force(true)
-                    .v(true)
-                    .build(),
-            ),
-        )
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e) if not_found(&e) => Ok(()),
-        // Already being removed (a concurrent delete).
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(e) => Err(engine_error(engine, format!("removing container {id}"))(e)),
-    }
-}
-
-/// A seccomp profile for the container (the supervisor's layer; the agent
-/// child installs its own, stricter one): everything is allowed but
-/// kernel-wide or escape-prone calls the supervisor never makes. Docker's
-/// default profile cannot be used: it refuses `pivot_root`, which builds
-/// the agent's root, and Landlock's calls on older engines.
-pub fn seccomp_profile() -> serde_json::Value {
-    const REFUSED: [&str; 50] = [
-        "acct",
-        "add_key",
-        "adjtimex",
-        "bpf",
-        "clock_adjtime",
-        "clock_settime",
-        "create_module",
-        "delete_module",
-        "finit_module",
-        "fsconfig",
-        "fsmount",
-        "fsopen",
-        "fspick",
-        "get_kernel_syms",
-        "init_module",
-        "ioperm",
-        "iopl",
-        "kcmp",
-        "kexec_file_load",
-        "kexec_load",
-        "keyctl",
-        "lookup_dcookie",
-        "mount_setattr",
-        "move_mount",
-        "name_to_handle_at",
-        "nfsservctl",
-        "open_by_handle_at",
-        "open_tree",
-        "perf_event_open",
-        "personality",
-        "process_vm_readv",
-        "process_vm_writev",
-        "ptrace",
-        "query_module",
-        "quotactl",
-        "quotactl_fd",
-        "reboot",
-        "request_key",
-        "settimeofday",
-        "stime",
-        "swapoff",
-        "swapon",
-        "_sysctl",
-        "sysfs",
-        "syslog",
-        "userfaultfd",
-        "uselib",
-        "vhangup",
-        "vm86",
-        "vm86old",
-    ];
-    serde_json::json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{"names": REFUSED.to_vec(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-    })
-}
-
-/// The gateway's address on its network: the bridge's gateway address.
-async fn ensure_network(
-    docker: &Docker,
-    engine: Engine,
-    gateway: &str,
-    instance: &str,
-) -> Result<IpAddr, DriverError> {
-    let name = network_name(gateway, instance);
-    let inspect = match docker.inspect_network(&name, None).await {
-        Ok(network) => network,
-        Err(e) if not_found(&e) => {
-            docker
-                .create_network(NetworkCreateRequest {
-                    name: name.clone(),
-                    driver: Some("bridge".to_owned()),
-                    labels: Some(HashMap::from([
-                        (GATEWAY_LABEL.to_owned(), gateway.to_owned()),
-                        (INSTANCE_LABEL.to_owned(), instance.to_owned()),
-                    ])),
-                    ..Default::default()
-                })
-                .await
-                .map_err(engine_error(engine, format!("creating the network {name}")))?;
-            docker
-                .inspect_network(&name, None)
-                .await
-                .map_err(engine_error(
-                    engine,
-                    format!("inspecting the network {name}"),
-                ))?
-        }
-        Err(e) => {
-            return Err(engine_error(
-                engine,
-                format!("inspecting the network {name}"),
-            )(e));
-        }
-    };
-    inspect
-        .ipam
-        .and_then(|ipam| ipam.config)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|config| config.gateway)
-        .filter_map(|ip| ip.parse::<IpAddr>().ok())
-        .find(IpAddr::is_ipv4)
-        .ok_or_else(|| {
-            DriverError::Refused(format!(
-                "the network {name} has no IPv4 gateway address; remove it (`{} network rm {name}`) and restart the gateway",
-                engine.name()
-            ))
-        })
-}
-
 impl DockerDriver {
     /// Connects, makes sure the gateway's network exists, and starts
     /// following container events.
@@ -547,278 +202,6 @@ impl DockerDriver {
             self.inner.options.image.clone()
         } else {
             spec.image.clone()
-        }
-    }
-
-    /// The image's configured user, when it exists locally (pulled if the
-    /// engine can).
-    async fn ensure_image(
-        &self,
-        image: &str,
-        default: bool,
-    ) -> Result<Option<String>, DriverError> {
-        let engine = self.engine();
-        let docker = &self.inner.docker;
-        match docker.inspect_image(image).await {
-            Ok(found) => return Ok(found.config.and_then(|c| c.user)),
-            Err(e) if not_found(&e) => {}
-            Err(e) => {
-                return Err(engine_error(
-                    engine,
-                    format!("inspecting the image {image}"),
-                )(e));
-            }
-        }
-        if default {
-            return Err(DriverError::Refused(format!(
-                "the default sandbox image '{image}' is not in the {} engine\n\
-                 hint: build it offline with `images/sandbox/build --engine {}` from the OpenShell sources, \
-                 or pass --from IMAGE",
-                engine.name(),
-                engine.name()
-            )));
-        }
-        tracing::info!(image, "pulling");
-        let mut pull = docker.create_image(
-            Some(CreateImageOptionsBuilder::new().from_image(image).build()),
-            None,
-            None,
-        );
-        while let Some(progress) = pull.next().await {
-            if let Err(e) = progress {
-                return Err(DriverError::Refused(format!(
-                    "the image '{image}' is not in the {} engine and pulling it failed: {}\n\
-                     hint: build or load it locally first (`{} build`, `{} load`), or check the name",
-                    engine.name(),
-                    engine_message(&e),
-                    engine.name(),
-                    engine.name()
-                )));
-            }
-        }
-        match docker.inspect_image(image).await {
-            Ok(found) => Ok(found.config.and_then(|c| c.user)),
-            Err(e) => Err(engine_error(
-                engine,
-                format!("inspecting the image {image}"),
-            )(e)),
-        }
-    }
-
-    /// Refuses an image that cannot run the host's supervisor binary: one
-    /// without glibc's dynamic loader (the engine would start it and the
-    /// entrypoint would fail with a bare "no such file or directory").
-    async fn check_loader(&self, container: &str, image: &str) -> Result<(), DriverError> {
-        match self
-            .inner
-            .docker
-            .get_container_archive_info(
-                container,
-                Some(bollard::query_parameters::ContainerArchiveInfoOptions {
-                    path: LOADER.to_owned(),
-                }),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if not_found(&e) => Err(DriverError::Refused(format!(
-                "the image '{image}' cannot host the sandbox supervisor: it has no glibc ({LOADER} is missing)\n\
-                 hint: the supervisor is the gateway host's binary and needs glibc 2.34 or newer in the image \
-                 (Debian 12, Ubuntu 22.04 or newer); musl images such as Alpine, and busybox, cannot run it"
-            ))),
-            // The engine could not say: the start will tell.
-            Err(error) => {
-                tracing::debug!(error = %engine_message(&error), "checking the image's loader");
-                Ok(())
-            }
-        }
-    }
-
-    /// Whether NVIDIA GPUs can be passed through: docker's `nvidia`
-    /// runtime, or a CDI spec naming `nvidia.com/gpu`.
-    async fn gpu_support(&self) -> Result<bool, DriverError> {
-        let info = self
-            .inner
-            .docker
-            .info()
-            .await
-            .map_err(engine_error(self.engine(), "reading the engine's info"))?;
-        if info.runtimes.is_some_and(|r| r.contains_key("nvidia")) {
-            return Ok(true);
-        }
-        let dirs = info
-            .cdi_spec_dirs
-            .unwrap_or_else(|| vec!["/etc/cdi".to_owned(), "/var/run/cdi".to_owned()]);
-        Ok(dirs.iter().any(|dir| {
-            std::fs::read_dir(dir).is_ok_and(|entries| {
-                entries.filter_map(Result::ok).any(|entry| {
-                    std::fs::read_to_string(entry.path())
-                        .is_ok_and(|text| text.contains("nvidia.com/gpu"))
-                })
-            })
-        }))
-    }
-
-    /// Writes the runtime material the container mounts.
-    fn write_material(
-        &self,
-        sandbox: &Sandbox,
-        policy: Option<(i64, &str)>,
-    ) -> Result<(), DriverError> {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = self.dir(&sandbox.id);
-        let gateway = dir.join("gateway");
-        let status = dir.join("status");
-        for sub in [&gateway, &status] {
-            std::fs::create_dir_all(sub).map_err(io("creating", sub))?;
-            std::fs::set_permissions(sub, std::fs::Permissions::from_mode(0o700))
-                .map_err(io("securing", sub))?;
-        }
-        let ready = status.join("ready");
-        if let Err(e) = std::fs::remove_file(&ready)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(io("removing", &ready)(e));
-        }
-        let connect = &self.inner.options.connect;
-        super::process::write_private(&gateway.join("token"), &connect.tokens.mint(&sandbox.id))?;
-        if let Some(ca) = &connect.ca_cert {
-            let target = gateway.join("ca.crt");
-            std::fs::copy(ca, &target).map_err(io("copying the CA to", &target))?;
-        }
-        let (version, yaml) = policy.unwrap_or((0, ""));
-        // Revision 0 (an empty file): the supervisor takes its built-in default.
-        super::process::write_private(&gateway.join("policy.yaml"), yaml)?;
-        super::process::write_private(&gateway.join("policy-version"), &version.to_string())?;
-        Ok(())
-    }
-
-    /// The container's definition.
-    fn container_body(
-        &self,
-        sandbox: &Sandbox,
-        image: &str,
-        image_user: Option<String>,
-    ) -> ContainerCreateBody {
-        let options = &self.inner.options;
-        let connect = &options.connect;
-        let scheme = if connect.ca_cert.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let mut cmd: Vec<String> = vec![
-            "run".into(),
-            "--in-container".into(),
-            "--workdir".into(),
-            WORKDIR.into(),
-            "--gateway".into(),
-            format!("{scheme}://{HOST_ALIAS}:{}", options.port),
-            "--sandbox-id".into(),
-            sandbox.id.clone(),
-            "--token-file".into(),
-            format!("{GATEWAY_DIR}/token"),
-            "--policy-version-file".into(),
-            format!("{GATEWAY_DIR}/policy-version"),
-            "--ready-file".into(),
-            format!("{STATUS_DIR}/ready"),
-        ];
-        if connect.ca_cert.is_some() {
-            cmd.extend(["--gateway-ca".into(), format!("{GATEWAY_DIR}/ca.crt")]);
-        }
-        // Always named: a revision set while the container is stopped
-        // applies on its next start (policy-version 0: the default).
-        cmd.extend(["--policy".into(), format!("{GATEWAY_DIR}/policy.yaml")]);
-        if let Some(user) = image_user.filter(|u| !u.is_empty()) {
-            cmd.extend(["--image-user".into(), user]);
-        }
-        for (key, value) in &sandbox.spec.env {
-            cmd.extend(["--env".into(), format!("{key}={value}")]);
-        }
-        if sandbox.spec.command.is_empty() {
-            cmd.extend([
-                "--idle".into(),
-                "--".into(),
-                "sleep".into(),
-                "infinity".into(),
-            ]);
-        } else {
-            cmd.push("--".into());
-            cmd.extend(sandbox.spec.command.iter().cloned());
-        }
-        let dir = self.dir(&sandbox.id);
-        let engine = options.engine;
-        let seccomp = match engine {
-            Engine::Docker => format!("seccomp={}", seccomp_profile()),
-            Engine::Podman => format!("seccomp={}", self.inner.seccomp_path.display()),
-        };
-        let ulimits = match engine {
-            Engine::Docker => None,
-            // Podman raises nofile and nproc far beyond the host's limits by
-            // default, which fails where root lacks CAP_SYS_RESOURCE.
-            Engine::Podman => Some(podman_ulimits()),
-        };
-        let gpu = i64::from(sandbox.spec.gpu);
-        let (device_requests, devices) = match (gpu, engine) {
-            (0, _) => (None, None),
-            (n, Engine::Docker) => (
-                Some(vec![DeviceRequest {
-                    driver: Some("nvidia".into()),
-                    count: Some(n),
-                    capabilities: Some(vec![vec!["gpu".into()]]),
-                    ..Default::default()
-                }]),
-                None,
-            ),
-            (_, Engine::Podman) => (
-                None,
-                Some(vec![DeviceMapping {
-                    path_on_host: Some("nvidia.com/gpu=all".into()),
-                    path_in_container: Some("nvidia.com/gpu=all".into()),
-                    cgroup_permissions: Some("rwm".into()),
-                }]),
-            ),
-        };
-        ContainerCreateBody {
-            image: Some(image.to_owned()),
-            entrypoint: Some(vec![SUPERVISOR.to_owned()]),
-            cmd: Some(cmd),
-            user: Some("0:0".into()),
-            working_dir: Some(WORKDIR.into()),
-            env: Some(vec![format!("XDG_STATE_HOME={STATE_DIR}")]),
-            labels: Some(HashMap::from([
-                (GATEWAY_LABEL.to_owned(), options.gateway.clone()),
-                (INSTANCE_LABEL.to_owned(), options.instance.clone()),
-                (SANDBOX_LABEL.to_owned(), sandbox.id.clone()),
-                (NAME_LABEL.to_owned(), sandbox.name.clone()),
-            ])),
-            host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{}:{SUPERVISOR}:ro", options.supervisor.display()),
-                    format!("{}:{GATEWAY_DIR}:ro", dir.join("gateway").display()),
-                    format!("{}:{STATUS_DIR}:rw", dir.join("status").display()),
-                ]),
-                cap_drop: Some(vec!["ALL".into()]),
-                cap_add: Some(CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
-                security_opt: Some(vec![seccomp]),
-                network_mode: Some(self.inner.network.clone()),
-                extra_hosts: Some(vec![format!("{HOST_ALIAS}:{}", self.inner.gateway_ip)]),
-                log_config: Some(HostConfigLogConfig {
-                    typ: Some(
-                        match engine {
-                            Engine::Docker => "json-file",
-                            Engine::Podman => "k8s-file",
-                        }
-                        .into(),
-                    ),
-                    config: None,
-                }),
-                ulimits,
-                device_requests,
-                devices,
-                ..Default::default()
-            }),
-            ..Default::default()
         }
     }
 
@@ -1161,25 +544,6 @@ fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-/// This process's own limits for open files and processes (at most 32768
-/// processes), so that the engine never has to raise them.
-fn podman_ulimits() -> Vec<ResourcesUlimits> {
-    use nix::sys::resource::{Resource, getrlimit};
-    let limit = |name: &str, resource, cap: u64| {
-        let (_, hard) = getrlimit(resource).unwrap_or((1024, 1024));
-        let value = i64::try_from(hard.min(cap)).unwrap_or(i64::MAX);
-        ResourcesUlimits {
-            name: Some(name.to_owned()),
-            soft: Some(value),
-            hard: Some(value),
-        }
-    };
-    vec![
-        limit("nofile", Resource::RLIMIT_NOFILE, 1 << 20),
-        limit("nproc", Resource::RLIMIT_NPROC, 32768),
-    ]
-}
-
 #[tonic::async_trait]
 impl Driver for DockerDriver {
     fn name(&self) -> &'static str {
@@ -1244,12 +608,7 @@ impl Driver for DockerDriver {
         if let Some(follower) = follower {
             follower.abort();
         }
-        let dir = self.dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &dir)(e)),
-        }
+        remove_dir(&self.dir(id))
     }
 
     fn running(&self, id: &str) -> bool {
@@ -1318,7 +677,8 @@ impl Driver for DockerDriver {
                     Ok(inspect) => inspect
                         .state
                         .and_then(|s| s.started_at)
-                        .and_then(|t| chrono_secs(&t))
+                        .and_then(|t| openshell_core::time::Utc::parse_rfc3339(&t))
+                        .and_then(|t| i32::try_from(t.to_unix()).ok())
                         .unwrap_or(0),
                     Err(_) => 0,
                 };
@@ -1340,70 +700,5 @@ impl Driver for DockerDriver {
                 self.finish(&sandbox.id, None).await;
             }
         }
-    }
-}
-
-/// Seconds since the epoch of an RFC 3339 time as the engine writes it
-/// (`2026-11-30T06:10:00.123456789Z`).
-fn chrono_secs(text: &str) -> Option<i32> {
-    let (date, time) = text.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let mut t = time.split(':');
-    let (h, min) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let sec: i64 = t.next()?.get(..2)?.parse().ok()?;
-    // Days from civil (Howard Hinnant's algorithm); the engine writes UTC.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    i32::try_from(days * 86_400 + h * 3600 + min * 60 + sec).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn engine_times_become_epoch_seconds() {
-        assert_eq!(chrono_secs("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            chrono_secs("2026-11-30T06:10:05.123456789Z"),
-            Some(1_796_019_005)
-        );
-        assert_eq!(chrono_secs("2000-02-29T12:00:00Z"), Some(951_825_600));
-        assert_eq!(chrono_secs("garbage"), None);
-    }
-
-    #[test]
-    fn the_seccomp_profile_refuses_what_the_supervisor_never_needs() {
-        let profile = seccomp_profile();
-        let refused = profile["syscalls"][0]["names"].as_array().unwrap();
-        for name in [
-            "kexec_load",
-            "init_module",
-            "bpf",
-            "ptrace",
-            "keyctl",
-            "open_by_handle_at",
-        ] {
-            assert!(refused.iter().any(|n| n == name), "{name}");
-        }
-        for needed in [
-            "pivot_root",
-            "mount",
-            "unshare",
-            "setns",
-            "landlock_create_ruleset",
-        ] {
-            assert!(!refused.iter().any(|n| n == needed), "{needed}");
-        }
-        assert_eq!(profile["defaultAction"], "SCMP_ACT_ALLOW");
     }
 }

@@ -22,10 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::auth::Tokens;
 use crate::store::{Phase, Sandbox, Spec, Store};
 
-use super::{Driver, DriverError};
+use super::{Connect, Driver, DriverError, io, remove_dir, remove_stale, write_private};
 
 /// How often a sandbox the gateway did not start itself is checked.
 const POLL: Duration = Duration::from_millis(100);
@@ -39,35 +38,6 @@ pub struct ProcessDriver {
     supervisor: PathBuf,
     store: Store,
     connect: Connect,
-}
-
-/// How supervisors reach this gateway.
-#[derive(Debug, Clone)]
-pub struct Connect {
-    /// `https://127.0.0.1:PORT` or `http://…` when plaintext.
-    pub endpoint: String,
-    /// The CA that signed the gateway's certificate (TLS only).
-    pub ca_cert: Option<PathBuf>,
-    pub tokens: Tokens,
-}
-
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
-    let path = path.to_owned();
-    move |source| DriverError::Io { op, path, source }
-}
-
-/// Writes a file only its owner (root) can read.
-pub(super) fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .map_err(io("writing", path))
 }
 
 /// The number a marker file (`pid`, `exit_code`) holds.
@@ -101,12 +71,7 @@ impl ProcessDriver {
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         // A restart: the previous run's markers must not speak for this one.
         for stale in ["ready", "exit_code", "pid"] {
-            let path = dir.join(stale);
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(io("removing", &path)(e));
-            }
+            remove_stale(&dir.join(stale))?;
         }
         let log_path = self.output_log(&sandbox.id);
         let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
@@ -271,12 +236,7 @@ impl ProcessDriver {
     /// Stops the supervisor and removes the sandbox's files.
     async fn remove(&self, id: &str) -> Result<(), DriverError> {
         self.stop_supervisor(id).await;
-        let dir = self.dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &dir)(e)),
-        }
+        remove_dir(&self.dir(id))
     }
 
     /// At gateway start: picks up sandboxes whose supervisors outlived the
