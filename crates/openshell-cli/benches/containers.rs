@@ -39,17 +39,7 @@ fn main() {
     for engine in ["docker", "podman"] {
         let home = tempfile::tempdir().unwrap();
         let port = free_port();
-        let openshell = |args: &[&str]| {
-            let mut c = Command::new(cli);
-            c.args(args)
-                .env("XDG_CONFIG_HOME", home.path().join("config"))
-                .env("XDG_STATE_HOME", home.path().join("state"))
-                .env(
-                    "OPENSHELL_GATEWAY_BIN",
-                    bin.join("openshell-gateway").as_os_str(),
-                );
-            c
-        };
+        let openshell = |args: &[&str]| support::openshell(home.path(), args);
         let name = format!("bench-{engine}");
         time(&mut openshell(&[
             "gateway",

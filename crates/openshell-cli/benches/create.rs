@@ -13,7 +13,7 @@
 
 mod support;
 
-use support::{median, time};
+use support::{free_port, median, time};
 
 use std::path::Path;
 use std::process::Command;
@@ -33,18 +33,8 @@ fn main() {
         "build every binary first: cargo build --release --workspace"
     );
     let home = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let openshell = |args: &[&str]| {
-        let mut c = Command::new(cli);
-        c.args(args)
-            .env("XDG_CONFIG_HOME", home.path().join("config"))
-            .env("XDG_STATE_HOME", home.path().join("state"));
-        c
-    };
+    let port = free_port();
+    let openshell = |args: &[&str]| support::openshell(home.path(), args);
     time(&mut openshell(&[
         "gateway",
         "start",

@@ -78,13 +78,7 @@ fn main() {
         "build every binary first: cargo build --release --workspace"
     );
     let home = tempfile::tempdir_in("/var/tmp").unwrap();
-    let openshell = |args: &[&str]| {
-        let mut c = Command::new(cli);
-        c.args(args)
-            .env("XDG_CONFIG_HOME", home.path().join("config"))
-            .env("XDG_STATE_HOME", home.path().join("state"));
-        c
-    };
+    let openshell = |args: &[&str]| support::openshell(home.path(), args);
     time(&mut openshell(&[
         "gateway",
         "start",

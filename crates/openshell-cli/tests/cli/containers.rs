@@ -10,8 +10,23 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::gateway::{Home, free_port, text};
-use crate::live::{UPSTREAM_PORT, allowing, assert_exec_streams, exec};
+use crate::live::{UPSTREAM_PORT, allowing, assert_exec_streams, exec, set_policy};
 use crate::netns::{ECHO_SERVER, TestNetwork};
+
+/// One test per engine running `scenario`.
+macro_rules! on_both_engines {
+    ($scenario:ident: $docker:ident, $podman:ident) => {
+        #[test]
+        fn $docker() {
+            $scenario("docker");
+        }
+
+        #[test]
+        fn $podman() {
+            $scenario("podman");
+        }
+    };
+}
 
 /// Both engines answer and have the default image, or this panics with
 /// what went wrong.
@@ -212,15 +227,7 @@ fn run_exec_and_delete(engine: &str) {
     assert_eq!(containers_of(engine, &instance), Vec::<String>::new());
 }
 
-#[test]
-fn docker_runs_commands_exec_stop_start_and_delete() {
-    run_exec_and_delete("docker");
-}
-
-#[test]
-fn podman_runs_commands_exec_stop_start_and_delete() {
-    run_exec_and_delete("podman");
-}
+on_both_engines!(run_exec_and_delete: docker_runs_commands_exec_stop_start_and_delete, podman_runs_commands_exec_stop_start_and_delete);
 
 fn policy_changes_egress(engine: &str) {
     let home = Home::new();
@@ -243,14 +250,7 @@ fn policy_changes_egress(engine: &str) {
         "curl got through: {}",
         text(&out.stdout)
     );
-    let out = home.openshell(&[
-        "policy",
-        "set",
-        "live",
-        "--policy",
-        curl_too.to_str().unwrap(),
-        "--wait",
-    ]);
+    let out = set_policy(&home, "live", &curl_too, true);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("✓ Policy version 2 loaded"), "{stderr}");
@@ -273,13 +273,7 @@ fn policy_changes_egress(engine: &str) {
     // arguments; the revision comes from its runtime material).
     let out = home.openshell(&["sandbox", "stop", "live"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = home.openshell(&[
-        "policy",
-        "set",
-        "live",
-        "--policy",
-        python_only.to_str().unwrap(),
-    ]);
+    let out = set_policy(&home, "live", &python_only, false);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let out = home.openshell(&["sandbox", "start", "live"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -326,15 +320,7 @@ fn policy_changes_egress(engine: &str) {
     );
 }
 
-#[test]
-fn docker_policy_set_wait_changes_egress() {
-    policy_changes_egress("docker");
-}
-
-#[test]
-fn podman_policy_set_wait_changes_egress() {
-    policy_changes_egress("podman");
-}
+on_both_engines!(policy_changes_egress: docker_policy_set_wait_changes_egress, podman_policy_set_wait_changes_egress);
 
 fn escapes_fail(engine: &str) {
     let home = Home::new();
@@ -429,15 +415,7 @@ fn home_gateway(home: &Home) -> String {
         .unwrap()
 }
 
-#[test]
-fn docker_agent_cannot_reach_the_token_the_gateway_or_root() {
-    escapes_fail("docker");
-}
-
-#[test]
-fn podman_agent_cannot_reach_the_token_the_gateway_or_root() {
-    escapes_fail("podman");
-}
+on_both_engines!(escapes_fail: docker_agent_cannot_reach_the_token_the_gateway_or_root, podman_agent_cannot_reach_the_token_the_gateway_or_root);
 
 fn restart_and_destroy(engine: &str) {
     let home = Home::new();
@@ -524,15 +502,7 @@ fn restart_and_destroy(engine: &str) {
     assert_eq!(volumes(engine), volumes_before);
 }
 
-#[test]
-fn docker_gateway_restart_keeps_sandboxes_and_destroy_leaves_nothing() {
-    restart_and_destroy("docker");
-}
-
-#[test]
-fn podman_gateway_restart_keeps_sandboxes_and_destroy_leaves_nothing() {
-    restart_and_destroy("podman");
-}
+on_both_engines!(restart_and_destroy: docker_gateway_restart_keeps_sandboxes_and_destroy_leaves_nothing, podman_gateway_restart_keeps_sandboxes_and_destroy_leaves_nothing);
 
 fn from_dir_and_accounts(engine: &str) {
     let home = Home::new();
@@ -598,15 +568,7 @@ fn from_dir_and_accounts(engine: &str) {
     );
 }
 
-#[test]
-fn docker_builds_from_a_directory_and_runs_as_the_images_user() {
-    from_dir_and_accounts("docker");
-}
-
-#[test]
-fn podman_builds_from_a_directory_and_runs_as_the_images_user() {
-    from_dir_and_accounts("podman");
-}
+on_both_engines!(from_dir_and_accounts: docker_builds_from_a_directory_and_runs_as_the_images_user, podman_builds_from_a_directory_and_runs_as_the_images_user);
 
 fn refusals(engine: &str) {
     let home = Home::new();
@@ -677,15 +639,7 @@ fn refusals(engine: &str) {
     assert_eq!(text(&out.stdout), "", "a refused create left a sandbox");
 }
 
-#[test]
-fn docker_refuses_images_it_cannot_get_and_gpus_it_cannot_pass() {
-    refusals("docker");
-}
-
-#[test]
-fn podman_refuses_images_it_cannot_get_and_gpus_it_cannot_pass() {
-    refusals("podman");
-}
+on_both_engines!(refusals: docker_refuses_images_it_cannot_get_and_gpus_it_cannot_pass, podman_refuses_images_it_cannot_get_and_gpus_it_cannot_pass);
 
 #[test]
 fn a_missing_default_image_is_refused_with_how_to_build_it() {

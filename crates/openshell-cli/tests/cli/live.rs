@@ -22,6 +22,21 @@ pub(crate) fn exec(home: &Home, name: &str, args: &[&str]) -> std::process::Outp
     home.openshell(&all)
 }
 
+/// `policy set NAME --policy FILE [--wait]`.
+pub(crate) fn set_policy(
+    home: &Home,
+    name: &str,
+    file: &std::path::Path,
+    wait: bool,
+) -> std::process::Output {
+    let file = file.to_str().unwrap();
+    let mut args = vec!["policy", "set", name, "--policy", file];
+    if wait {
+        args.push("--wait");
+    }
+    home.openshell(&args)
+}
+
 /// `sandbox exec` into `name` keeps stdin, stdout, stderr and the exit code
 /// apart and intact.
 pub(crate) fn assert_exec_streams(home: &Home, name: &str) {
@@ -203,14 +218,7 @@ fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_n
         text(&out.stdout)
     );
 
-    let out = home.openshell(&[
-        "policy",
-        "set",
-        "live",
-        "--policy",
-        curl_too.to_str().unwrap(),
-        "--wait",
-    ]);
+    let out = set_policy(&home, "live", &curl_too, true);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -232,14 +240,7 @@ fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_n
 
     // A revision that changes a static section: stored, rejected by the
     // supervisor, exit 1; the loaded revision stays in force.
-    let out = home.openshell(&[
-        "policy",
-        "set",
-        "live",
-        "--policy",
-        static_change.to_str().unwrap(),
-        "--wait",
-    ]);
+    let out = set_policy(&home, "live", &static_change, true);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -254,14 +255,7 @@ fn policy_set_wait_changes_what_curl_may_reach_and_a_rejected_revision_changes_n
     );
 
     // An invalid file: refused by the gateway with the validation message.
-    let out = home.openshell(&[
-        "policy",
-        "set",
-        "live",
-        "--policy",
-        invalid.to_str().unwrap(),
-        "--wait",
-    ]);
+    let out = set_policy(&home, "live", &invalid, true);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("overly broad"),
