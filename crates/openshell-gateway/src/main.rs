@@ -160,11 +160,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| openshell_core::paths::companion_binary("openshell-sandbox"));
     let root = args.state_dir.join("sandboxes");
     let address = SocketAddr::new(args.bind, args.port);
+    // (address, listener, whether it serves the user API)
     let mut listeners = vec![(
         address,
         tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address}"))?,
+        true,
     )];
     let sandboxes = store.list_all().await.context("reading sandboxes")?;
     let api = match engine(&args.driver) {
@@ -194,12 +196,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 store.clone(),
             )
             .await?;
-            // Containers reach the gateway on their network's bridge.
+            // Containers reach the gateway on their network's bridge, where
+            // only the supervisors' service is served.
             let bridge = SocketAddr::new(driver.gateway_ip(), args.port);
             if !args.bind.is_unspecified() && bridge != address {
                 listeners.push((
                     bridge,
                     bind_free(bridge).with_context(|| format!("binding {bridge}"))?,
+                    false,
                 ));
             }
             driver.reconcile(sandboxes).await;
@@ -211,13 +215,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         require_client_cert: tls.is_some() && !args.disable_gateway_auth,
         tls,
         tokens,
+        user_api: true,
     };
     let mut serving = Vec::new();
-    for (address, listener) in listeners {
-        tracing::info!(%address, tls = config.tls.is_some(), driver = %args.driver, "gateway listening");
+    for (address, listener, user_api) in listeners {
+        tracing::info!(%address, tls = config.tls.is_some(), user_api, driver = %args.driver, "gateway listening");
         serving.push(tokio::spawn(server::run(
             listener,
-            config.clone(),
+            server::Config {
+                user_api,
+                ..config.clone()
+            },
             api.clone(),
             shutdown.clone(),
         )));

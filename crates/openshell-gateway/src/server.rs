@@ -29,6 +29,10 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a listener without the user API answers to it.
+const NO_USER_API: &str =
+    "this address serves sandbox supervisors only; use the gateway's endpoint";
+
 /// How the server speaks.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -38,15 +42,24 @@ pub struct Config {
     pub require_client_cert: bool,
     /// Checks supervisors' sandbox tokens.
     pub tokens: Tokens,
+    /// Serve the user API and `/metrics`; off on a listener containers can
+    /// reach (the docker driver's bridge address), which serves only the
+    /// supervisors' service and health, whatever the auth mode.
+    pub user_api: bool,
 }
 
-/// The router: both gRPC services plus the HTTP endpoints.
+/// The router: the gRPC services plus the HTTP endpoints (see
+/// [`Config::user_api`]).
 pub fn router(api: Api, config: &Config) -> axum::Router {
     let require_cert = config.require_client_cert;
     let user = GatewayServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let user_api = config.user_api;
     let user = tonic::service::interceptor::InterceptedService::new(user, move |request| {
+        if !user_api {
+            return Err(tonic::Status::permission_denied(NO_USER_API));
+        }
         auth::check_user(request, require_cert)
     });
     let tokens = config.tokens.clone();
@@ -82,7 +95,15 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
             "/metrics",
             get(move |axum::Extension(peer): axum::Extension<Peer>| {
                 let api = http.clone();
-                async move { metrics(&api, peer, require_cert).await }
+                async move {
+                    if !user_api {
+                        return (
+                            axum::http::StatusCode::FORBIDDEN,
+                            format!("{NO_USER_API}\n"),
+                        );
+                    }
+                    metrics(&api, peer, require_cert).await
+                }
             }),
         )
 }

@@ -642,6 +642,78 @@ fn refusals(engine: &str) {
 on_both_engines!(refusals: docker_refuses_images_it_cannot_get_and_gpus_it_cannot_pass, podman_refuses_images_it_cannot_get_and_gpus_it_cannot_pass);
 
 #[test]
+fn the_bridge_address_serves_supervisors_but_not_the_user_api() {
+    // Plaintext, the gateway's weakest mode: containers on the host reach
+    // its bridge address, and find nothing there but the supervisors' service.
+    engines_ready();
+    let home = Home::new();
+    let port = free_port().to_string();
+    let out = home.openshell(&[
+        "gateway",
+        "start",
+        "--name",
+        "plain",
+        "--plaintext",
+        "--port",
+        &port,
+        "--driver",
+        "docker",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "s",
+        "--",
+        "echo",
+        "connected",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("connected\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let instance = std::fs::read_to_string(
+        home.dir
+            .path()
+            .join("state/openshell/gateways/plain/instance"),
+    )
+    .unwrap();
+    let bridge = engine_cmd(
+        "docker",
+        &[
+            "network",
+            "inspect",
+            &format!("openshell-plain-{}", instance.trim()),
+            "--format",
+            "{{(index .IPAM.Config 0).Gateway}}",
+        ],
+    );
+    let out = home.openshell(&[
+        "--gateway-endpoint",
+        &format!("http://{}:{port}", bridge.trim()),
+        "sandbox",
+        "list",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("this address serves sandbox supervisors only"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = home.openshell(&[
+        "--gateway-endpoint",
+        &format!("http://127.0.0.1:{port}"),
+        "sandbox",
+        "list",
+        "--names",
+    ]);
+    assert_eq!(text(&out.stdout), "s\n");
+}
+
+#[test]
 fn a_missing_default_image_is_refused_with_how_to_build_it() {
     engines_ready();
     let home = Home::new();

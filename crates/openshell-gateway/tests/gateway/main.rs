@@ -32,6 +32,11 @@ pub(crate) struct Gateway {
 }
 
 pub(crate) async fn start(state: &Path) -> Gateway {
+    start_serving(state, true).await
+}
+
+/// [`start`], with or without the user API on its listener.
+async fn start_serving(state: &Path, user_api: bool) -> Gateway {
     let store = Store::open(&state.join("gateway.db")).await.unwrap();
     let pki = Pki::load_or_create(&state.join("pki"), &pki::server_names(&[])).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,6 +47,7 @@ pub(crate) async fn start(state: &Path) -> Gateway {
         tls: Some(pki.server_config().unwrap()),
         require_client_cert: true,
         tokens: tokens.clone(),
+        user_api,
     };
     let task = tokio::spawn(server::run(listener, config, Api::new(store), rx));
     Gateway {
@@ -264,6 +270,41 @@ async fn http_get(gateway: &Gateway, path: &str, with_client_cert: bool) -> Stri
     let mut response = String::new();
     tls.read_to_string(&mut response).await.unwrap();
     response
+}
+
+/// The listener containers can reach (the docker driver's bridge address)
+/// serves supervisors and health only: not the user API, not metrics, even
+/// to a client with the CLI's certificate.
+#[tokio::test]
+async fn a_listener_without_the_user_api_serves_supervisors_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start_serving(dir.path(), false).await;
+    let refused = gateway
+        .client()
+        .await
+        .list_sandboxes(pb::ListSandboxesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("serves sandbox supervisors only"),
+        "{refused:?}"
+    );
+    let response = http_get(&gateway, "/metrics", true).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(!response.contains("openshell_sandboxes"), "{response}");
+    let response = http_get(&gateway, "/healthz", false).await;
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    // The supervisors' service is there: a session is judged (this token's
+    // sandbox does not exist), not unknown.
+    let judged = gateway
+        .session(&gateway.tokens.mint("nothing"), "nothing", 0)
+        .await
+        .unwrap_err();
+    assert_eq!(judged.code(), Code::NotFound, "{judged:?}");
+    gateway.stop().await;
 }
 
 /// Plain HTTP on the same port: health and readiness for anyone, metrics
