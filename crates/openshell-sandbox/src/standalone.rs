@@ -459,7 +459,17 @@ fn prepare_container_workdir(
     use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the workdir {}", dir.display()))?;
-    let meta = std::fs::metadata(dir).with_context(|| format!("--workdir {}", dir.display()))?;
+    // Not followed: an image whose workdir links elsewhere (say to /etc)
+    // must not make the agent the owner of that.
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("--workdir {}", dir.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "the workdir {} is not a directory (a symlink?); the image must have a real {} or none",
+            dir.display(),
+            dir.display()
+        );
+    }
     if meta.uid() == 0 {
         nix::unistd::chown(
             dir,
@@ -528,5 +538,42 @@ impl Drop for Workspace {
         if let Err(error) = std::fs::remove_dir_all(&self.root) {
             tracing::warn!(%error, path = %self.root.display(), "cannot remove the sandbox state directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    fn agent() -> isolation::Credentials {
+        isolation::Credentials {
+            uid: 4321,
+            gid: 4321,
+            groups: vec![4321],
+            user: None,
+        }
+    }
+
+    // As root, like the supervisor (CI runs the tests as root).
+    #[test]
+    fn a_container_workdir_is_created_and_handed_over_but_a_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("sandbox");
+        prepare_container_workdir(&made, &agent()).unwrap();
+        assert_eq!(std::fs::metadata(&made).unwrap().uid(), 4321);
+
+        let elsewhere = dir.path().join("etc");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = dir.path().join("linked");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let error = prepare_container_workdir(&link, &agent()).unwrap_err();
+        assert!(error.to_string().contains("is not a directory"), "{error}");
+        assert_eq!(
+            std::fs::metadata(&elsewhere).unwrap().uid(),
+            0,
+            "followed the link"
+        );
     }
 }
