@@ -138,8 +138,9 @@ struct Inner {
     /// Held while a container starts and while an end is settled, so that
     /// settling never sees a container halfway through its next start.
     transitions: tokio::sync::Mutex<()>,
-    /// Podman takes a seccomp profile by path, written here.
-    seccomp_path: PathBuf,
+    /// The containers' `seccomp=` security option, made once: the profile
+    /// itself for Docker, the path of its file for Podman.
+    seccomp_option: String,
 }
 
 impl DockerDriver {
@@ -151,9 +152,15 @@ impl DockerDriver {
         let gateway_ip =
             ensure_network(&docker, engine, &options.gateway, &options.instance).await?;
         std::fs::create_dir_all(&options.root).map_err(io("creating", &options.root))?;
-        let seccomp_path = options.root.join("seccomp.json");
-        std::fs::write(&seccomp_path, seccomp_profile().to_string())
-            .map_err(io("writing", &seccomp_path))?;
+        let profile = seccomp_profile().to_string();
+        let seccomp_option = match engine {
+            Engine::Docker => format!("seccomp={profile}"),
+            Engine::Podman => {
+                let path = options.root.join("seccomp.json");
+                std::fs::write(&path, &profile).map_err(io("writing", &path))?;
+                format!("seccomp={}", path.display())
+            }
+        };
         let driver = DockerDriver {
             inner: Arc::new(Inner {
                 docker,
@@ -163,7 +170,7 @@ impl DockerDriver {
                 gateway_ip,
                 live: Mutex::new(HashMap::new()),
                 transitions: tokio::sync::Mutex::new(()),
-                seccomp_path,
+                seccomp_option,
             }),
         };
         let events = driver.clone();

@@ -129,10 +129,6 @@ impl DockerDriver {
         }
         let dir = self.dir(&sandbox.id);
         let engine = options.engine;
-        let seccomp = match engine {
-            Engine::Docker => format!("seccomp={}", seccomp_profile()),
-            Engine::Podman => format!("seccomp={}", self.inner.seccomp_path.display()),
-        };
         let ulimits = match engine {
             Engine::Docker => None,
             // Podman raises nofile and nproc far beyond the host's limits by
@@ -181,7 +177,7 @@ impl DockerDriver {
                 ]),
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()),
-                security_opt: Some(vec![seccomp]),
+                security_opt: Some(vec![self.inner.seccomp_option.clone()]),
                 network_mode: Some(self.inner.network.clone()),
                 extra_hosts: Some(vec![format!("{HOST_ALIAS}:{}", self.inner.gateway_ip)]),
                 log_config: Some(HostConfigLogConfig {
