@@ -3,8 +3,9 @@
 //!
 //! Order (reference policy §3.1, with Landlock paths opened while still
 //! root, §1.4): inherited descriptors marked close-on-exec → signal mask and
-//! default actions restored → parent-death signal → working directory →
-//! Landlock ruleset built → privilege drop → hardening → Landlock
+//! default actions restored → parent-death signal → Landlock ruleset built
+//! (paths opened as root, links only where root controls them) → privilege
+//! drop → working directory (as the agent) → hardening → Landlock
 //! `restrict_self` → seccomp → report → exec. Any failure is reported and
 //! the child exits without running the program.
 
@@ -45,9 +46,11 @@ fn restrict(plan: &Plan, filters: &seccomp::Filters) -> anyhow::Result<Enforced>
         .context("restoring the signal mask")?;
     sys::reset_signal_dispositions().context("restoring the default signal actions")?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("setting the parent-death signal")?;
-    nix::unistd::chdir(plan.cwd.as_str()).with_context(|| format!("chdir {}", plan.cwd))?;
     let ruleset = landlock::prepare(&plan.landlock)?;
     identity::apply_drop(&plan.credentials)?;
+    // As the agent, not as root: a working directory in the agent's trees
+    // (`exec --workdir`) may be a link the agent planted.
+    nix::unistd::chdir(plan.cwd.as_str()).with_context(|| format!("chdir {}", plan.cwd))?;
     identity::apply_hardening()?;
     let landlock = ruleset.restrict()?;
     seccomp::install_filters(filters)?;

@@ -10,11 +10,21 @@
 //! `best_effort` vs `hard_requirement` follows the reference table exactly:
 //! unavailable kernel, unopenable path, empty ruleset and failed
 //! `restrict_self` are warnings in best effort and fatal in hard mode.
+//!
+//! Rule paths are opened as root, so they are resolved by [`open_rule_path`]:
+//! a symbolic link is followed only when nobody but root can have put it
+//! there. A policy path inside a tree the agent can write (`/sandbox/data`
+//! after `ln -s / /sandbox/data`) is refused, never widened to the link's
+//! target (docs/isolation.md, "Rule paths").
 
-use std::os::fd::AsFd;
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use landlock::{
-    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use serde::{Deserialize, Serialize};
@@ -90,6 +100,122 @@ pub fn build_rules(filesystem: &FilesystemPolicy, workdir: &str) -> Vec<FsRule> 
     rules
 }
 
+/// Why a rule path could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenRuleError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is a symbolic link that a user other than root can replace; \
+         refused (a policy path is never widened to a link's target)"
+    )]
+    UntrustedLink { path: String },
+    #[error("{path}: too many levels of symbolic links")]
+    Loop { path: String },
+}
+
+/// At most this many links are followed for one rule path (as the kernel).
+const MAX_LINKS: usize = 40;
+
+/// True when no user but root can add, remove or rename entries in the
+/// directory `st` describes: owned by root and not writable by group or
+/// others, or sticky (where others cannot replace root's entries).
+fn root_controlled(st: &libc::stat) -> bool {
+    st.st_uid == 0 && (st.st_mode & 0o022 == 0 || st.st_mode & libc::S_ISVTX != 0)
+}
+
+fn fstat_fd(fd: &OwnedFd) -> std::io::Result<libc::stat> {
+    Ok(nix::sys::stat::fstat(fd.as_fd())?)
+}
+
+/// `openat(dir, name, O_PATH | O_NOFOLLOW)`: the entry itself, a link
+/// included, never what a link points to.
+fn open_entry(dir: Option<&OwnedFd>, name: &str) -> std::io::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let dir = dir.map_or(nix::fcntl::AT_FDCWD, |d| d.as_fd());
+    Ok(nix::fcntl::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// The target of the link opened (O_PATH | O_NOFOLLOW) as `fd`.
+fn read_link(fd: &OwnedFd) -> std::io::Result<String> {
+    let target = nix::fcntl::readlinkat(fd.as_fd(), "")?;
+    target
+        .into_string()
+        .map_err(|_| std::io::Error::other("a link target that is not UTF-8"))
+}
+
+/// Opens `path` (absolute) as an `O_PATH` descriptor, one component at a
+/// time without following links, so that what the descriptor names is
+/// decided by root alone. A link is followed only when it is owned by root
+/// and lies in a directory only root controls ([`root_controlled`]): the
+/// host's `/lib -> usr/lib` is followed, a link the agent made (or moved)
+/// into a tree it can write is refused with [`OpenRuleError::UntrustedLink`].
+pub fn open_rule_path(path: &str) -> Result<OwnedFd, OpenRuleError> {
+    let io = |source| OpenRuleError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut pending: VecDeque<String> = split(path);
+    let mut walked: Vec<String> = Vec::new();
+    let mut dir = open_entry(None, "/").map_err(io)?;
+    let mut trusted = root_controlled(&fstat_fd(&dir).map_err(io)?);
+    let mut links = 0usize;
+    while let Some(name) = pending.pop_front() {
+        let entry = open_entry(Some(&dir), &name).map_err(io)?;
+        let st = fstat_fd(&entry).map_err(io)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            let here = format!(
+                "/{}",
+                walked
+                    .iter()
+                    .chain([&name])
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("/")
+            );
+            if !(trusted && st.st_uid == 0) {
+                return Err(OpenRuleError::UntrustedLink { path: here });
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(OpenRuleError::Loop {
+                    path: path.to_owned(),
+                });
+            }
+            let target = read_link(&entry).map_err(io)?;
+            if target.starts_with('/') {
+                dir = open_entry(None, "/").map_err(io)?;
+                trusted = root_controlled(&fstat_fd(&dir).map_err(io)?);
+                walked.clear();
+            }
+            for part in split(&target).into_iter().rev() {
+                pending.push_front(part);
+            }
+            continue;
+        }
+        if name == ".." {
+            walked.pop();
+        } else {
+            walked.push(name);
+        }
+        trusted = root_controlled(&st);
+        dir = entry;
+    }
+    Ok(dir)
+}
+
+/// The components of a path, without empty ones and `.`.
+fn split(path: &str) -> VecDeque<String> {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Why Landlock could not be applied in `hard_requirement` mode (or, for
 /// [`LandlockError::Ruleset`], at all).
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +281,7 @@ pub fn prepare(plan: &super::LandlockPlan) -> Result<Prepared, LandlockError> {
     let mut created = ruleset.create().map_err(LandlockError::Ruleset)?;
     let mut added = 0usize;
     for rule in &plan.rules {
-        let opened = PathFd::new(&rule.path)
+        let opened = open_rule_path(&rule.path)
             .map_err(|e| e.to_string())
             .and_then(|fd| {
                 let is_dir = nix::sys::stat::fstat(fd.as_fd())
@@ -272,6 +398,84 @@ mod tests {
                 FsRule::new("/tmp", FsAccess::ReadWrite),
             ]
         );
+    }
+
+    /// A directory tree made as root (the tests run as root, like the
+    /// supervisor), handed to `owner` where asked.
+    fn lchown(path: &std::path::Path, uid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    }
+
+    fn same_file(fd: &OwnedFd, path: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let st = fstat_fd(fd).unwrap();
+        let meta = std::fs::metadata(path).unwrap();
+        st.st_ino == meta.ino() && st.st_dev == meta.dev()
+    }
+
+    #[test]
+    fn links_only_root_controls_are_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", root.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../lib/..", root.join("usr/up")).unwrap();
+        let path = |p: &str| root.join(p).to_str().unwrap().to_owned();
+
+        let lib = open_rule_path(&path("lib")).unwrap();
+        assert!(same_file(&lib, &root.join("usr/lib")));
+        let up = open_rule_path(&path("usr/up")).unwrap();
+        assert!(same_file(&up, &root.join("usr")));
+    }
+
+    #[test]
+    fn a_link_in_a_tree_another_user_writes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let workspace = dir.path().join("sandbox");
+        std::fs::create_dir(&workspace).unwrap();
+        std::fs::create_dir(workspace.join("real")).unwrap();
+        lchown(&workspace, 4321);
+        // Made by the agent: owned by it.
+        let planted = workspace.join("data");
+        std::os::unix::fs::symlink("/", &planted).unwrap();
+        lchown(&planted, 4321);
+        // Owned by root but in the agent's directory (moved in, say).
+        let moved = workspace.join("moved");
+        std::os::unix::fs::symlink("/", &moved).unwrap();
+
+        for link in [&planted, &moved] {
+            let error = open_rule_path(link.to_str().unwrap()).unwrap_err();
+            assert!(
+                matches!(error, OpenRuleError::UntrustedLink { ref path } if path == link.to_str().unwrap()),
+                "{error}"
+            );
+        }
+        // Through the link to something beneath it: refused all the same.
+        let beneath = format!("{}/etc", planted.display());
+        assert!(matches!(
+            open_rule_path(&beneath),
+            Err(OpenRuleError::UntrustedLink { .. })
+        ));
+        // A real directory the agent made is fine: it grants only itself.
+        let real = open_rule_path(workspace.join("real").to_str().unwrap()).unwrap();
+        assert!(same_file(&real, &workspace.join("real")));
+    }
+
+    #[test]
+    fn link_loops_and_missing_paths_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::os::unix::fs::symlink(dir.path().join("b"), &a).unwrap();
+        std::os::unix::fs::symlink(&a, dir.path().join("b")).unwrap();
+        assert!(matches!(
+            open_rule_path(a.to_str().unwrap()),
+            Err(OpenRuleError::Loop { .. })
+        ));
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            open_rule_path(missing.to_str().unwrap()),
+            Err(OpenRuleError::Io { .. })
+        ));
     }
 
     #[test]

@@ -128,3 +128,37 @@ fn read_only_policy_paths_are_readable_but_not_writable() {
     );
     assert!(!data.path().join("new").exists());
 }
+
+/// Escape: a policy path inside the agent's workspace replaced by a link to
+/// `/` (`ln -s / /sandbox/data`). Rule paths are opened as root at every
+/// launch and exec; following the link granted the whole root.
+#[test]
+fn a_policy_path_the_agent_replaced_by_a_link_is_refused_not_widened() {
+    let dir = shared_dir();
+    // World-readable, outside every policy path: only Landlock keeps it out.
+    let outside = tempfile::Builder::new()
+        .prefix("openshell-escape-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    std::fs::set_permissions(
+        outside.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(outside.path().join("secret"), "TOP-SECRET-VALUE\n").unwrap();
+    // What the agent leaves behind: a link it owns where the policy names a
+    // directory of the workspace.
+    let planted = dir.path().join("data");
+    std::os::unix::fs::symlink("/", &planted).unwrap();
+    std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
+    let policy = "version: 1\nfilesystem_policy:\n  include_workdir: true\n  read_only: [/usr, /lib, /lib64, /bin, /etc, /sandbox/data]\n  read_write: [/tmp]\n";
+    let script = format!("cat {}/secret; echo done", outside.path().display());
+    let outcome = sandbox().policy(policy).workdir(dir.path()).sh(&script);
+    assert!(!outcome.stdout.contains("TOP-SECRET"), "{outcome:#?}");
+    assert_eq!(outcome.stdout.trim(), "done", "{outcome:#?}");
+    assert!(outcome.stderr.contains("Permission denied"), "{outcome:#?}");
+    assert!(
+        outcome.stderr.contains("/sandbox/data is a symbolic link"),
+        "the refusal must be reported: {outcome:#?}"
+    );
+}
