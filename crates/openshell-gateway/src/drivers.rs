@@ -126,10 +126,49 @@ fn remove_stale(path: &Path) -> Result<(), DriverError> {
     }
 }
 
-/// Removes a sandbox's directory, which may be gone already.
+/// What a sandbox directory being removed is renamed to end with.
+const REMOVING: &str = ".removing";
+
+/// Removes a sandbox's directory, which may be gone already. The directory
+/// is renamed aside at once (`<id>.removing`), then removed off the async
+/// workers by [`openshell_core::fs::remove_tree`]: the agent wrote the tree
+/// and may have made it 25,000 directories deep. A removal that fails is
+/// logged and tried again by [`sweep_removed`] at the next gateway start;
+/// it never fails the delete nor takes the gateway down.
 fn remove_dir(dir: &Path) -> Result<(), DriverError> {
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", dir)(e)),
-        _ => Ok(()),
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(REMOVING);
+    let aside = PathBuf::from(aside);
+    match std::fs::rename(dir, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("moving aside", dir)(e)),
+    }
+    remove_in_background(aside);
+    Ok(())
+}
+
+fn remove_in_background(path: PathBuf) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = openshell_core::fs::remove_tree(&path) {
+            tracing::error!(
+                %error,
+                path = %path.display(),
+                "cannot remove a deleted sandbox's files; tried again at the next gateway start"
+            );
+        }
+    });
+}
+
+/// At gateway start: removes what earlier deletes left under `root` (a
+/// removal that failed, or a gateway stopped while removing).
+fn sweep_removed(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(REMOVING) {
+            remove_in_background(entry.path());
+        }
     }
 }

@@ -123,6 +123,11 @@ enum Command {
         /// --workdir is created when missing
         #[arg(long, hide = true)]
         in_container: bool,
+        /// --workdir is created when missing and handed to the agent when
+        /// root owns it (the process driver's workspace, kept across
+        /// stop/start); implied by --in-container
+        #[arg(long, hide = true, requires = "workdir")]
+        create_workdir: bool,
         /// The image's configured user (in a container without a `sandbox`
         /// account, the agent runs as it unless it is root)
         #[arg(
@@ -260,6 +265,7 @@ fn main() -> ExitCode {
             policy_version_file,
             idle,
             in_container,
+            create_workdir,
             image_user,
             command,
         } => {
@@ -287,6 +293,7 @@ fn main() -> ExitCode {
                 gateway: connection,
                 policy_version,
                 idle,
+                create_workdir: create_workdir || in_container,
                 accounts: if in_container {
                     identity::Accounts::Container { image_user }
                 } else {

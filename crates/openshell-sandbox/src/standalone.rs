@@ -56,9 +56,10 @@ pub struct RunOptions {
     /// The command only keeps the sandbox alive: `connect` opens a shell
     /// rather than attaching to it (connected mode).
     pub idle: bool,
-    /// Where the `sandbox` account comes from when missing; in a container
-    /// the `--workdir` is also created, and handed to the agent when root
-    /// owns it.
+    /// The `--workdir` is created when missing and handed to the agent when
+    /// root owns it (a container's; the process driver's persistent one).
+    pub create_workdir: bool,
+    /// Where the `sandbox` account comes from when missing.
     pub accounts: identity::Accounts,
     pub argv: Vec<String>,
 }
@@ -84,9 +85,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         .context("resolving the child's user")?;
     let env_overrides = parse_env(&options.env)?;
     let sandbox_id = sandbox_id();
-    let in_container = matches!(options.accounts, identity::Accounts::Container { .. });
-    if in_container && let Some(dir) = &options.workdir {
-        prepare_container_workdir(dir, &credentials)?;
+    if options.create_workdir
+        && let Some(dir) = &options.workdir
+    {
+        prepare_created_workdir(dir, &credentials)?;
     }
     let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials, &sandbox_id)?;
     let mut policy = policy;
@@ -449,13 +451,11 @@ fn parse_env(values: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// In a container, the workdir is the image's: created when the image has
-/// none, and handed to the agent when root owns it (an image that made it
-/// for another user keeps its choice).
-fn prepare_container_workdir(
-    dir: &Path,
-    credentials: &isolation::Credentials,
-) -> anyhow::Result<()> {
+/// A workdir the supervisor owns the lifecycle of (a container's, the
+/// image's; the process driver's, under the sandbox's directory, kept
+/// across stop/start): created when missing, and handed to the agent when
+/// root owns it (an image that made it for another user keeps its choice).
+fn prepare_created_workdir(dir: &Path, credentials: &isolation::Credentials) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the workdir {}", dir.display()))?;
@@ -535,7 +535,8 @@ impl Workspace {
 
 impl Drop for Workspace {
     fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_dir_all(&self.root) {
+        // The agent wrote the workspace: no recursion, few descriptors.
+        if let Err(error) = openshell_core::fs::remove_tree(&self.root) {
             tracing::warn!(%error, path = %self.root.display(), "cannot remove the sandbox state directory");
         }
     }
@@ -561,14 +562,14 @@ mod tests {
     fn a_container_workdir_is_created_and_handed_over_but_a_symlink_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let made = dir.path().join("sandbox");
-        prepare_container_workdir(&made, &agent()).unwrap();
+        prepare_created_workdir(&made, &agent()).unwrap();
         assert_eq!(std::fs::metadata(&made).unwrap().uid(), 4321);
 
         let elsewhere = dir.path().join("etc");
         std::fs::create_dir(&elsewhere).unwrap();
         let link = dir.path().join("linked");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        let error = prepare_container_workdir(&link, &agent()).unwrap_err();
+        let error = prepare_created_workdir(&link, &agent()).unwrap_err();
         assert!(error.to_string().contains("is not a directory"), "{error}");
         assert_eq!(
             std::fs::metadata(&elsewhere).unwrap().uid(),

@@ -287,3 +287,69 @@ fn an_omitted_name_means_the_last_sandbox_created_and_says_so() {
     let out = home.openshell(&["sandbox", "get", "--workspace", "other"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The sandboxes' directories under a home's gateway state.
+fn sandbox_dirs(home: &Home) -> Vec<std::path::PathBuf> {
+    let root = home
+        .dir
+        .path()
+        .join("state/openshell/gateways/openshell/sandboxes");
+    std::fs::read_dir(&root)
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The workspace lives as long as the sandbox, not its run; and the delete
+/// of a tree the agent made 25,000 directories deep neither crashes the
+/// gateway (it overflowed a worker's stack) nor leaves the tree behind.
+#[test]
+fn the_workspace_survives_stop_and_start_and_a_hostile_tree_is_deleted_safely() {
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "ws", "--detach", "--", "sleep", "infinity",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let deep = "import os\nos.chdir('/sandbox')\nfor _ in range(25000):\n    os.mkdir('d')\n    os.chdir('d')\nopen('f', 'w').write('x')\nprint('deep')\n";
+    let out = home.openshell(&["sandbox", "exec", "-n", "ws", "--", "python3", "-c", deep]);
+    assert_eq!(text(&out.stdout), "deep\n", "{}", text(&out.stderr));
+    let out = home.openshell(&[
+        "sandbox",
+        "exec",
+        "-n",
+        "ws",
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /sandbox/f",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    for step in ["stop", "start"] {
+        let out = home.openshell(&["sandbox", step, "ws"]);
+        assert_eq!(out.status.code(), Some(0), "{step}: {}", text(&out.stderr));
+    }
+    let out = home.openshell(&["sandbox", "exec", "-n", "ws", "--", "cat", "/sandbox/f"]);
+    assert_eq!(text(&out.stdout), "kept\n", "{}", text(&out.stderr));
+
+    let out = home.openshell(&["sandbox", "delete", "ws"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !sandbox_dirs(&home).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted sandbox's files stayed: {:?}",
+            sandbox_dirs(&home)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = home.openshell(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the gateway died: {}",
+        text(&out.stderr)
+    );
+    let out = home.openshell(&["sandbox", "list", "--names"]);
+    assert_eq!(text(&out.stdout), "", "{}", text(&out.stderr));
+}

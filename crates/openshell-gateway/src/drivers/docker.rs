@@ -631,6 +631,7 @@ impl Driver for DockerDriver {
     }
 
     async fn reconcile(&self, sandboxes: Vec<Sandbox>) {
+        super::sweep_removed(&self.inner.options.root);
         let containers = match self
             .inner
             .docker

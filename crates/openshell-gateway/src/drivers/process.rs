@@ -11,6 +11,7 @@
 //! | `ready` | supervisor | every isolation layer is in place |
 //! | `exit_code` | supervisor | how it ended (also after a gateway restart) |
 //! | `pid` | driver | the supervisor's pid |
+//! | `workspace/` | supervisor (created, handed to the agent) | `/sandbox`, kept across stop/start |
 //!
 //! Each supervisor runs in connected mode: it dials the gateway back with
 //! its token ([`Connect`]) for policy updates, event push and exec.
@@ -99,6 +100,12 @@ impl ProcessDriver {
         if let Some(ca) = &self.connect.ca_cert {
             command.arg("--gateway-ca").arg(ca);
         }
+        // The workspace is the sandbox's, not the run's: it survives
+        // stop/start and goes with delete (the whole directory).
+        command
+            .arg("--workdir")
+            .arg(dir.join("workspace"))
+            .arg("--create-workdir");
         command
             .arg("--ready-file")
             .arg(dir.join("ready"))
@@ -242,6 +249,7 @@ impl ProcessDriver {
     /// At gateway start: picks up sandboxes whose supervisors outlived the
     /// previous gateway, and settles those that ended meanwhile.
     async fn reattach(&self, sandboxes: Vec<Sandbox>) {
+        super::sweep_removed(&self.root);
         for sandbox in sandboxes {
             if !matches!(sandbox.phase, Phase::Provisioning | Phase::Ready) {
                 continue;
