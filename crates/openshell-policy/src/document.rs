@@ -73,6 +73,10 @@ pub struct NetworkPolicyDocument {
 #[serde(deny_unknown_fields)]
 pub struct BinaryDocument {
     pub path: String,
+    /// `false`: only the calling executable itself may match, not one of
+    /// its ancestors (default `true`; docs/policy.md, "Binaries").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ancestors: Option<bool>,
     /// Legacy key, accepted and ignored.
     #[serde(default, skip_serializing)]
     pub harness: Option<bool>,

@@ -112,9 +112,10 @@ impl L4Decision<'_> {
 
 fn binary_matches(entry: &NetworkPolicy, request: &L4Request<'_>) -> bool {
     request.ignore_binary
-        || entry.binaries.iter().any(|pattern| {
-            pattern.matches(request.binary) || request.ancestors.iter().any(|a| pattern.matches(a))
-        })
+        || entry
+            .binaries
+            .iter()
+            .any(|binary| binary.matches_caller(request.binary, request.ancestors))
 }
 
 impl CompiledPolicy {

@@ -221,6 +221,7 @@ pub fn apply(
                     if !entry.binaries.iter().any(|b| b.path == path) {
                         entry.binaries.push(BinaryDocument {
                             path,
+                            ancestors: None,
                             harness: None,
                         });
                     }

@@ -85,7 +85,25 @@ pub struct NetworkPolicy {
     /// Display name; defaults to the key.
     pub name: String,
     pub endpoints: Vec<Endpoint>,
-    pub binaries: Vec<BinaryPattern>,
+    pub binaries: Vec<Binary>,
+}
+
+/// One `binaries` entry: which executables it names and whether an
+/// ancestor of the caller may be the one that matches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binary {
+    pub pattern: BinaryPattern,
+    /// The caller matches when one of its ancestors does (a `git` alias
+    /// running `python` is `git`'s). `ancestors: false` turns that off.
+    pub match_ancestors: bool,
+}
+
+impl Binary {
+    /// Whether a caller running `binary`, started by `ancestors`, is named.
+    pub fn matches_caller(&self, binary: &str, ancestors: &[&str]) -> bool {
+        self.pattern.matches(binary)
+            || (self.match_ancestors && ancestors.iter().any(|a| self.pattern.matches(a)))
+    }
 }
 
 /// A binary selector: an exact path, or a `/`-delimited glob.

@@ -16,8 +16,8 @@ use crate::document::{FilesystemDocument, MiddlewareDocument, PolicyDocument};
 use crate::glob::{self, Glob, Syntax};
 use crate::host::HostPattern;
 use crate::policy::{
-    BinaryPattern, Diagnostic, FilesystemPolicy, Identity, LandlockCompatibility, Middleware,
-    NetworkPolicy, POLICY_VERSION, Policy, ProcessPolicy, TlsMode,
+    Binary, BinaryPattern, Diagnostic, FilesystemPolicy, Identity, LandlockCompatibility,
+    Middleware, NetworkPolicy, POLICY_VERSION, Policy, ProcessPolicy, TlsMode,
 };
 use crate::yaml::FieldPath;
 
@@ -172,6 +172,10 @@ pub fn validate(document: &PolicyDocument) -> Result<Validated, Vec<Diagnostic>>
                     &path.key("binaries").index(i).key("path"),
                     &mut findings,
                 )
+                .map(|pattern| Binary {
+                    pattern,
+                    match_ancestors: b.ancestors.unwrap_or(true),
+                })
             })
             .collect();
         network.insert(

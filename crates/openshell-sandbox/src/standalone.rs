@@ -155,6 +155,13 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         sandbox: sandbox_id,
         authority,
         gateway,
+        writable: plan
+            .landlock
+            .rules
+            .iter()
+            .filter(|rule| rule.access == isolation::FsAccess::ReadWrite)
+            .map(|rule| rule.path.clone())
+            .collect(),
     };
     // Connected, the main process's streams are the supervisor's, so that
     // `connect` can attach to it.
@@ -181,6 +188,8 @@ struct Egress {
     sandbox: String,
     authority: Arc<Authority>,
     gateway: Option<Connected>,
+    /// The paths the agent can write (for [`Identifier::with_writable`]).
+    writable: Vec<String>,
 }
 
 /// What connected mode needs besides the proxy's parts.
@@ -266,7 +275,7 @@ fn supervise(
     let shared = Arc::new(proxy::Shared {
         sandbox: egress.sandbox,
         generations,
-        identifier: Arc::new(Identifier::new(pid.as_raw() as u32)),
+        identifier: Arc::new(Identifier::new(pid.as_raw() as u32).with_writable(egress.writable)),
         events: egress.events,
         ignore_binary: relaxed_identity(),
         authority: egress.authority,

@@ -275,3 +275,45 @@ network_policies:
         "wildcards never unlock internal ranges"
     );
 }
+
+#[test]
+fn ancestors_false_lets_only_the_caller_itself_match() {
+    let policy = compile(
+        r#"
+version: 1
+network_policies:
+  git:
+    endpoints: [{ host: github.com, port: 443 }]
+    binaries: [{ path: /usr/bin/git, ancestors: false }, { path: "/usr/lib/git-core/*" }]
+"#,
+    );
+    // git itself, and a helper matched by its own entry: allowed.
+    assert!(
+        policy
+            .decide_l4(&request("github.com", 443, "/usr/bin/git", &[]))
+            .is_allowed()
+    );
+    assert!(
+        policy
+            .decide_l4(&request(
+                "github.com",
+                443,
+                "/usr/lib/git-core/git-remote-https",
+                &["/usr/bin/git"]
+            ))
+            .is_allowed()
+    );
+    // python started by a git alias: git's entry no longer speaks for it.
+    assert!(
+        !policy
+            .decide_l4(&request(
+                "github.com",
+                443,
+                "/usr/bin/python3",
+                &["/usr/bin/git"]
+            ))
+            .is_allowed()
+    );
+    // The key round-trips; an unknown value type is an error.
+    assert!(load_str("version: 1\nnetwork_policies:\n  g:\n    endpoints: [{ host: a.com, port: 1 }]\n    binaries: [{ path: /x, ancestors: maybe }]\n").is_err());
+}

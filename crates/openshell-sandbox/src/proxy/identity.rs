@@ -5,6 +5,12 @@
 //! `/proc/<pid>/exe`, ancestors and argv paths form its identity, and
 //! every executable is pinned by SHA-256 on first use.
 //!
+//! An allowed binary is only itself while it runs its own code: a caller
+//! with code mapped executable from a file the agent can write (an
+//! `LD_PRELOAD` library in the workspace, a `memfd`), or started with a
+//! loader variable pointing there, is refused ([`Identifier::injected`];
+//! docs/policy.md, "Binaries").
+//!
 //! Blocking file I/O: call from `spawn_blocking`.
 
 use std::collections::{BTreeSet, HashMap};
@@ -41,7 +47,13 @@ pub struct Identifier {
     /// sandbox's processes too (they joined its namespaces).
     exec_roots: Mutex<BTreeSet<u32>>,
     hashes: Mutex<HashMap<String, Pinned>>,
+    /// Paths (as the sandbox sees them) the agent can write: code mapped
+    /// from beneath them is the agent's, whatever binary maps it.
+    writable: Vec<String>,
 }
+
+/// The dynamic loader's variables that make a program run other code.
+const LOADER_VARS: [&str; 3] = ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
@@ -64,7 +76,72 @@ impl Identifier {
             anchor,
             exec_roots: Mutex::new(BTreeSet::new()),
             hashes: Mutex::new(HashMap::new()),
+            writable: Vec::new(),
         }
+    }
+
+    /// The paths the agent can write (its `read_write` Landlock rules).
+    pub fn with_writable(mut self, paths: Vec<String>) -> Identifier {
+        self.writable = paths;
+        self
+    }
+
+    /// Whether the agent can write `path` (lexically beneath a writable
+    /// root; `path` is as the kernel reports it, without `..`).
+    fn agent_writes(&self, path: &str) -> bool {
+        self.writable.iter().any(|root| {
+            root == "/"
+                || path
+                    .strip_prefix(root.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Why `pid` (running `binary`) may not be running only its binary's
+    /// code: an executable mapping of a file the agent can write or of a
+    /// memfd, or a loader variable naming such a place.
+    fn injected(&self, pid: u32, binary: &str) -> Option<String> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        for line in maps.lines() {
+            let mut fields = line.splitn(6, ' ');
+            let (Some(_range), Some(perms)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let path = fields.nth(3).map(str::trim_start).unwrap_or("");
+            if !perms.contains('x') || !path.starts_with('/') {
+                continue; // anonymous (a JIT's) or a pseudo mapping ([vdso])
+            }
+            let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+            if path == binary {
+                continue; // the binary itself: pinned by its hash
+            }
+            if path.starts_with("/memfd:") || self.agent_writes(path) {
+                return Some(format!(
+                    "code injection: {binary} has {path} mapped executable, and the agent can write it"
+                ));
+            }
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        for item in environ.split(|b| *b == 0) {
+            let item = String::from_utf8_lossy(item);
+            let Some((name, value)) = item.split_once('=') else {
+                continue;
+            };
+            if !LOADER_VARS.contains(&name) {
+                continue;
+            }
+            let tainted = value
+                .split([':', ' ', ';'])
+                .filter(|p| !p.is_empty())
+                // A relative entry resolves against a directory the agent chose.
+                .find(|p| !p.starts_with('/') || self.agent_writes(p));
+            if let Some(entry) = tainted {
+                return Some(format!(
+                    "code injection: {binary} was started with {name}={value}, and the agent can write {entry}"
+                ));
+            }
+        }
+        None
     }
 
     /// Counts `pid`'s descendants as the sandbox's processes (an exec
@@ -163,6 +240,9 @@ impl Identifier {
         let sha256 = self
             .verify(pid, &binary)
             .map_err(|e| format!("binary integrity check failed: {e}"))?;
+        if let Some(reason) = self.injected(pid, &binary) {
+            return Err(reason);
+        }
         let roots = self.roots();
         let mut ancestors = Vec::new();
         let mut argv_paths = argv_paths(pid);

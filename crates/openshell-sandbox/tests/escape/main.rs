@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail loudly
 
 mod filesystem;
+mod identity;
 mod kernel;
 mod launch;
 #[allow(dead_code)] // shared with the egress binary
