@@ -180,6 +180,16 @@ pub const BLOCKED: &[Block] = &[
         "anonymous executables outside Landlock's execute rules",
     ),
     always(
+        "memfd_secret",
+        libc::SYS_memfd_secret,
+        "memory hidden even from the kernel's own inspection, a hiding place for injected code",
+    ),
+    always(
+        "fanotify_init",
+        libc::SYS_fanotify_init,
+        "filesystem-wide event watches that see past Landlock's view",
+    ),
+    always(
         "keyctl",
         libc::SYS_keyctl,
         "the kernel keyring is shared beyond the sandbox",
@@ -419,6 +429,8 @@ mod tests {
         let names: Vec<&str> = BLOCKED.iter().map(|b| b.syscall).collect();
         for required in [
             "memfd_create",
+            "memfd_secret",
+            "fanotify_init",
             "ptrace",
             "bpf",
             "process_vm_readv",

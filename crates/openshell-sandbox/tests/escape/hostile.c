@@ -161,6 +161,11 @@ int main(int argc, char **argv) {
         return report(n, syscall(SYS_finit_module, -1, "", 0));
     if (!strcmp(n, "kexec_load"))
         return report(n, syscall(SYS_kexec_load, 0, 0, 0, 0));
+    if (!strcmp(n, "memfd_secret"))
+        return report(n, syscall(447 /* SYS_memfd_secret */, 0));
+    if (!strcmp(n, "fanotify_init"))
+        /* FAN_REPORT_FID: allowed to unprivileged users since Linux 5.13 */
+        return report(n, syscall(SYS_fanotify_init, 0x200, 0));
     if (!strcmp(n, "userfaultfd"))
         return report(n, syscall(SYS_userfaultfd, 0));
     if (!strcmp(n, "perf_event_open"))

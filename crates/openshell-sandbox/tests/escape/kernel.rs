@@ -95,6 +95,8 @@ fn kernel_keyring_modules_and_kexec_are_refused() {
 fn exploit_primitives_are_refused() {
     assert_refused("userfaultfd", EPERM);
     assert_refused("perf_event_open", EPERM);
+    assert_refused("memfd_secret", EPERM);
+    assert_refused("fanotify_init", EPERM);
 }
 
 #[test]
