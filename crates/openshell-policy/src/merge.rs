@@ -51,6 +51,25 @@ pub struct NewEndpoint {
     pub request_body_credential_rewrite: bool,
 }
 
+/// `text` split at `:` into at most `n` fields, the first a host that may
+/// be a bracketed IPv6 address (`[::1]:443`, returned without brackets).
+fn fields<'a>(text: &'a str, n: usize, flag: &str) -> Result<Vec<&'a str>, String> {
+    let Some(bracketed) = text.strip_prefix('[') else {
+        return Ok(text.splitn(n, ':').collect());
+    };
+    let Some((host, rest)) = bracketed.split_once(']') else {
+        return Err(format!("{flag} {text}: '[' without its ']'"));
+    };
+    let mut out = vec![host];
+    if !rest.is_empty() {
+        let Some(rest) = rest.strip_prefix(':') else {
+            return Err(format!("{flag} {text}: expected ':' after ']'"));
+        };
+        out.extend(rest.splitn(n.saturating_sub(1).max(1), ':'));
+    }
+    Ok(out)
+}
+
 fn host_port(host: &str, port: &str, flag: &str, text: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err(format!("{flag} {text}: the host is empty"));
@@ -70,7 +89,7 @@ impl NewEndpoint {
     /// `allowed-ip=<CIDR|IP>`.
     pub fn parse(text: &str) -> Result<NewEndpoint, String> {
         let flag = "--add-endpoint";
-        let parts: Vec<&str> = text.splitn(6, ':').collect();
+        let parts = fields(text, 6, flag)?;
         if parts.len() < 2 {
             return Err(format!(
                 "{flag} {text}: expected host:port[:access[:protocol[:enforcement[:options]]]]"
@@ -144,7 +163,7 @@ impl Operation {
     /// starting with `/` or being `**`.
     pub fn parse_rule(text: &str, deny: bool) -> Result<Operation, String> {
         let flag = if deny { "--add-deny" } else { "--add-allow" };
-        let parts: Vec<&str> = text.splitn(4, ':').collect();
+        let parts = fields(text, 4, flag)?;
         let [host, port, method, path] = parts[..] else {
             return Err(format!(
                 "{flag} {text}: expected host:port:METHOD:path_glob"
@@ -171,7 +190,7 @@ impl Operation {
     /// `--remove-endpoint host:port`.
     pub fn parse_removal(text: &str) -> Result<Operation, String> {
         let flag = "--remove-endpoint";
-        let Some((host, port)) = text.rsplit_once(':') else {
+        let [host, port] = fields(text, 2, flag)?[..] else {
             return Err(format!("{flag} {text}: expected host:port"));
         };
         let (host, port) = host_port(host, port, flag, text)?;
@@ -473,6 +492,56 @@ network_policies:
         )
         .unwrap();
         assert_eq!(doc.network_policies["x"].binaries[0].path, "/**");
+    }
+
+    #[test]
+    fn bracketed_ipv6_hosts_parse_in_every_flag() {
+        let endpoint = NewEndpoint::parse("[fd00::7]:8443:read-only").unwrap();
+        assert_eq!((endpoint.host.as_str(), endpoint.port), ("fd00::7", 8443));
+        assert_eq!(endpoint.access, "read-only");
+        let endpoint = NewEndpoint::parse("[::1]:9000").unwrap();
+        assert_eq!((endpoint.host.as_str(), endpoint.port), ("::1", 9000));
+        assert_eq!(
+            Operation::parse_removal("[fd00::7]:8443").unwrap(),
+            Operation::RemoveEndpoint {
+                host: "fd00::7".into(),
+                port: 8443
+            }
+        );
+        let Operation::AddRule { host, port, .. } =
+            Operation::parse_rule("[fd00::7]:80:get:/x", false).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((host.as_str(), port), ("fd00::7", 80));
+        // Host names and IPv4 as before; malformed brackets say why.
+        assert_eq!(NewEndpoint::parse("a.com:1").unwrap().host, "a.com");
+        assert!(
+            NewEndpoint::parse("[::1:80")
+                .unwrap_err()
+                .contains("without its ']'")
+        );
+        assert!(
+            NewEndpoint::parse("[::1]80")
+                .unwrap_err()
+                .contains("expected ':'")
+        );
+        assert!(
+            NewEndpoint::parse("[::1]")
+                .unwrap_err()
+                .contains("expected host:port")
+        );
+        // The result is a policy that loads.
+        let doc = apply(
+            &base(),
+            &[Operation::AddEndpoint {
+                rule: "v6".into(),
+                endpoint: NewEndpoint::parse("[fd00::7]:8443").unwrap(),
+                binaries: vec![],
+            }],
+        )
+        .unwrap();
+        crate::load_str(&to_yaml(&doc)).unwrap();
     }
 
     #[test]
