@@ -148,26 +148,19 @@ pub fn upload(
             .map(|c| c.as_os_str().to_owned())
             .context("the upload source has no name")?,
     );
-    let (remote_dir, entry) = if meta.is_dir() {
-        (dest.unwrap_or(WORKSPACE).to_owned(), base)
-    } else {
-        match dest {
-            None => (WORKSPACE.to_owned(), base),
-            Some(d) if d.ends_with('/') => (d.to_owned(), base),
-            Some(d) => {
-                let path = Path::new(d);
-                let dir = path.parent().map_or(".".into(), |p| {
-                    if p.as_os_str().is_empty() {
-                        ".".into()
-                    } else {
-                        p.to_string_lossy().into_owned()
-                    }
-                });
-                let file = path.file_name().context("DEST has no file name")?;
-                (dir, PathBuf::from(file))
-            }
+    // A directory lands in DEST; so does a file when DEST ends with `/`
+    // or is a directory in the sandbox (which only the sandbox can tell);
+    // otherwise the file becomes DEST.
+    let (script, remote_dest) = match dest {
+        None => (INTO_DIR, WORKSPACE.to_owned()),
+        Some(d) if meta.is_dir() || d.ends_with('/') => (INTO_DIR, d.to_owned()),
+        Some(d) => {
+            Path::new(d).file_name().context("DEST has no file name")?;
+            (INTO_DIR_OR_AS, d.to_owned())
         }
     };
+    let entry = base;
+    let entry_name = entry.to_string_lossy().into_owned();
     let filter = match (meta.is_dir() && git_ignore)
         .then(|| git_files(local))
         .flatten()
@@ -187,13 +180,7 @@ pub fn upload(
     let sent = remote(
         scope,
         name,
-        &[
-            "sh",
-            "-c",
-            "mkdir -p -- \"$1\" && tar xf - -C \"$1\"",
-            "sh",
-            &remote_dir,
-        ],
+        &["sh", "-c", script, "sh", &remote_dest, &entry_name],
         reader,
         &mut std::io::sink(),
     );
@@ -205,6 +192,20 @@ pub fn upload(
     output::success_stderr("Upload complete");
     Ok(Exit::Success)
 }
+
+/// Unpacks the upload into the directory `$1` (made when missing).
+const INTO_DIR: &str = r#"mkdir -p -- "$1" && tar xf - -C "$1""#;
+
+/// Unpacks the upload (one file named `$2`) into `$1` when that is a
+/// directory, else as the file `$1`: unpacked beside it, then renamed.
+const INTO_DIR_OR_AS: &str = r#"set -e
+if [ -d "$1" ]; then exec tar xf - -C "$1"; fi
+parent=$(dirname -- "$1")
+mkdir -p -- "$parent"
+staging=$(mktemp -d -- "$parent/.openshell-upload.XXXXXX")
+trap 'rm -rf -- "$staging"' EXIT
+tar xf - -C "$staging"
+mv -f -- "$staging/$2" "$1""#;
 
 /// Resolves SRC inside the sandbox: prints `missing`, `outside <root>`, or
 /// `dir|file` and the real path.
@@ -281,6 +282,14 @@ pub fn download(scope: &Scope, name: &str, src: &str, dest: &Path) -> anyhow::Re
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
         };
+        let extracted = extracted.map(|skipped| {
+            for link in skipped {
+                output::warning(&format!(
+                    "not created: the link {link} points outside {}",
+                    dest.display()
+                ));
+            }
+        });
         match (fetched, extracted) {
             (Err(error), Ok(())) => return Err(error.context("the download failed")),
             (Err(error), Err(_)) if !broken_pipe(&error) => {
@@ -302,12 +311,128 @@ pub fn download(scope: &Scope, name: &str, src: &str, dest: &Path) -> anyhow::Re
 /// Unpacks the archive `from` into `into`, then reads `from` to its end:
 /// tar pads an archive past its end marker, where unpacking stops, and a
 /// writer still sending the padding must not meet a closed pipe.
-fn unpack_all(from: impl std::io::Read, into: &Path) -> std::io::Result<()> {
+///
+/// Links that lead outside `into` are not left behind, like tar's safe
+/// mode: the archive is the sandbox's, and a link to
+/// `/root/.ssh/authorized_keys` is a trap for the next write. A hard link
+/// is refused when its target resolves outside; symbolic links are checked
+/// once everything is unpacked, through the links then in the tree
+/// (`a/b/c/d -> ../../..` followed by `a/b/c/d/x -> ../../..` escapes
+/// though each looks harmless), and removed when they lead outside. Each
+/// one is returned as `path -> target`. Directories are made last, so that
+/// a read-only one cannot stop its own contents.
+fn unpack_all(from: impl std::io::Read, into: &Path) -> std::io::Result<Vec<String>> {
     let mut archive = tar::Archive::new(from);
     archive.set_preserve_permissions(true);
-    archive.unpack(into)?;
+    let mut skipped = Vec::new();
+    let mut directories = Vec::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            directories.push(entry);
+            continue;
+        }
+        if kind.is_hard_link() {
+            let path = entry.path()?.into_owned();
+            let target = entry.link_name()?.unwrap_or_default().into_owned();
+            if !resolves_inside(into, Path::new(""), &target) {
+                skipped.push(format!("{} -> {}", path.display(), target.display()));
+                continue;
+            }
+        }
+        entry.unpack_in(into)?;
+    }
+    for mut directory in directories.into_iter().rev() {
+        directory.unpack_in(into)?;
+    }
     std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
-    Ok(())
+    // Removing one link can make another lead elsewhere: until stable.
+    loop {
+        let escaping = escaping_links(into)?;
+        if escaping.is_empty() {
+            break;
+        }
+        for (link, target) in escaping {
+            std::fs::remove_file(into.join(&link))?;
+            skipped.push(format!("{} -> {}", link.display(), target.display()));
+        }
+    }
+    Ok(skipped)
+}
+
+/// The symbolic links under `root` (relative paths, with their targets)
+/// that lead outside it.
+fn escaping_links(root: &Path) -> std::io::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut found = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(root.join(&dir))? {
+            let entry = entry?;
+            let path = dir.join(entry.file_name());
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(root.join(&path))?;
+                if !resolves_inside(root, &dir, &target) {
+                    found.push((path, target));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Whether `target`, read from the directory `dir` (relative to `root`),
+/// stays beneath `root` when resolved through the links now under `root`.
+/// A name that does not exist is taken as it is (it cannot be a link).
+fn resolves_inside(root: &Path, dir: &Path, target: &Path) -> bool {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+    const MAX_LINKS: usize = 40;
+    /// One step of a path: up, or into a name. `None`: absolute.
+    fn steps(path: &Path) -> Option<Vec<Option<OsString>>> {
+        let mut out = Vec::new();
+        for component in path.components() {
+            match component {
+                Component::CurDir => {}
+                Component::ParentDir => out.push(None),
+                Component::Normal(name) => out.push(Some(name.to_owned())),
+                Component::RootDir | Component::Prefix(_) => return None,
+            }
+        }
+        Some(out)
+    }
+    let (Some(dir), Some(target)) = (steps(dir), steps(target)) else {
+        return false;
+    };
+    let mut pending: VecDeque<Option<OsString>> = dir.into_iter().chain(target).collect();
+    let mut at = PathBuf::new();
+    let mut links = 0usize;
+    while let Some(step) = pending.pop_front() {
+        let Some(name) = step else {
+            if !at.pop() {
+                return false;
+            }
+            continue;
+        };
+        let next = at.join(&name);
+        match std::fs::read_link(root.join(&next)) {
+            Ok(link) => {
+                links += 1;
+                let Some(link) = steps(&link).filter(|_| links <= MAX_LINKS) else {
+                    return false;
+                };
+                for step in link.into_iter().rev() {
+                    pending.push_front(step);
+                }
+            }
+            Err(_) => at = next,
+        }
+    }
+    true
 }
 
 /// Moves what was extracted into `staging` to its place.
@@ -354,6 +479,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn links_leaving_the_destination_are_not_created() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut link = |path: &str, target: &str, kind: tar::EntryType| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(0);
+            header.set_mode(0o777);
+            builder.append_link(&mut header, path, target).unwrap();
+        };
+        link(
+            "evil",
+            "/root/.ssh/authorized_keys",
+            tar::EntryType::Symlink,
+        );
+        link("sub/up", "../../etc/passwd", tar::EntryType::Symlink);
+        link("sub/rel", "../a.txt", tar::EntryType::Symlink);
+        link("ok", "sub/rel", tar::EntryType::Symlink);
+        link("hard", "../outside", tar::EntryType::Link);
+        // Each harmless alone; together, out by four levels.
+        link("a/b/c/d", "../../..", tar::EntryType::Symlink);
+        link("a/b/c/d/x", "../../..", tar::EntryType::Symlink);
+        let archive = builder.into_inner().unwrap();
+        let into = tempfile::tempdir().unwrap();
+        let mut skipped = unpack_all(&archive[..], into.path()).unwrap();
+        skipped.sort();
+        // tar-rs wrote a/b/c/d/x through d (the root), as x.
+        assert_eq!(
+            skipped,
+            [
+                "evil -> /root/.ssh/authorized_keys",
+                "hard -> ../outside",
+                "sub/up -> ../../etc/passwd",
+                "x -> ../../..",
+            ]
+        );
+        assert!(into.path().join("a/b/c/d").symlink_metadata().is_ok());
+        for gone in ["evil", "sub/up", "hard", "x"] {
+            assert!(into.path().join(gone).symlink_metadata().is_err(), "{gone}");
+        }
+        assert_eq!(
+            std::fs::read_link(into.path().join("sub/rel")).unwrap(),
+            Path::new("../a.txt")
+        );
+        assert!(into.path().join("ok").symlink_metadata().is_ok());
+    }
+
+    #[test]
     fn the_padding_after_the_end_of_an_archive_is_read_not_refused() {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
@@ -374,7 +546,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         writer.write_all(&[0u8; 8704]).unwrap();
         drop(writer);
-        extractor.join().unwrap().unwrap();
+        assert!(extractor.join().unwrap().unwrap().is_empty());
         assert_eq!(
             std::fs::read(into.path().join("hello.txt")).unwrap(),
             b"hello"

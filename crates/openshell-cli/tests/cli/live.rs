@@ -507,6 +507,54 @@ fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
         "hello\n"
     );
 
+    // A file to an existing directory, no trailing slash: into it.
+    for dir in ["/sandbox", "/sandbox/in"] {
+        let out = home.openshell(&[
+            "sandbox",
+            "upload",
+            "files",
+            proj.join("a.txt").to_str().unwrap(),
+            dir,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{dir}: {}", text(&out.stderr));
+        let out = exec(&home, "files", &["cat", &format!("{dir}/a.txt")]);
+        assert_eq!(text(&out.stdout), "hello\n", "{dir}");
+    }
+
+    // Links from the sandbox that lead outside the destination are not
+    // created on the host; the rest of the tree is.
+    exec(
+        &home,
+        "files",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /sandbox/dl/a/b && echo data > /sandbox/dl/f && ln -s /root/.ssh/authorized_keys /sandbox/dl/evil && ln -s ../../f /sandbox/dl/a/b/ok && ln -s ../../../.. /sandbox/dl/a/b/up",
+        ],
+    );
+    let landing = tempfile::tempdir().unwrap();
+    let out = home.openshell(&[
+        "sandbox",
+        "download",
+        "files",
+        "dl",
+        landing.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("evil -> /root/.ssh/authorized_keys")
+            && stderr.contains("a/b/up -> ../../../..")
+            && stderr.contains("points outside"),
+        "{stderr}"
+    );
+    assert!(landing.path().join("evil").symlink_metadata().is_err());
+    assert!(landing.path().join("a/b/up").symlink_metadata().is_err());
+    assert_eq!(
+        std::fs::read_to_string(landing.path().join("a/b/ok")).unwrap(),
+        "data\n"
+    );
+
     // At create: uploaded once Ready; a missing source creates nothing.
     let seed = format!("{}:/sandbox/src", proj.display());
     let out = home.openshell(&["sandbox", "create", "--name", "seeded", "--upload", &seed]);
