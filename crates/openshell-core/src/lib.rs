@@ -1,6 +1,7 @@
 //! What more than one OpenShell crate needs: the product version, where
 //! configuration and state live on disk, the registered runtime settings,
-//! UTC timestamp formatting, and the removal of a tree an agent wrote.
+//! UTC timestamp formatting, private files, and the removal of a tree an
+//! agent wrote.
 //!
 //! Owns: the file layout of spec/cli.md ("Files"). Does not own: reading or
 //! writing those files; each binary does its own I/O.

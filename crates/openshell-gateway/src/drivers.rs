@@ -98,6 +98,12 @@ pub enum DriverError {
     },
 }
 
+/// The `-e` variables as the supervisor's `--env-file` reads them:
+/// `KEY=VALUE` entries, each ended by a NUL (values may hold newlines).
+fn env_file(env: &[(String, String)]) -> String {
+    env.iter().map(|(k, v)| format!("{k}={v}\0")).collect()
+}
+
 /// The `map_err` for a file operation on `path`.
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverError {
     let path = path.to_owned();
@@ -106,16 +112,7 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DriverErr
 
 /// Writes a file only its owner (root) can read.
 fn write_private(path: &Path, contents: &str) -> Result<(), DriverError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let _ = std::fs::remove_file(path);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .map_err(io("writing", path))
+    openshell_core::fs::write_private(path, contents.as_bytes()).map_err(io("writing", path))
 }
 
 /// Removes a file (a previous run's marker) that may not exist.

@@ -125,6 +125,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    secure_state_dir(&args.state_dir)?;
     let store = Store::open(&args.state_dir.join("gateway.db"))
         .await
         .context("opening the gateway database")?;
@@ -243,9 +244,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The state directory mode 0700 and the files an earlier version left
+/// readable to others 0600 (the database held `-e` values in its WAL).
+fn secure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("securing {}", dir.display()))?;
+    for name in [
+        "gateway.db",
+        "gateway.db-wal",
+        "gateway.db-shm",
+        "gateway.log",
+    ] {
+        let path = dir.join(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("securing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::print_stderr)] // the binary's one place for user-facing errors
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Everything the gateway writes (its database and WAL, logs, tokens,
+    // sandboxes' output and events) is root's alone; the supervisors it
+    // starts set their own.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("OPENSHELL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),

@@ -61,6 +61,10 @@ enum Command {
         /// Set a variable in the child (KEY=VALUE), or copy ours (KEY); repeatable
         #[arg(short, long = "env", value_name = "KEY=VALUE")]
         env: Vec<String>,
+        /// Variables for the child from FILE: KEY=VALUE entries, each ended
+        /// by a NUL byte (how drivers pass secrets: never on the command line)
+        #[arg(long, value_name = "FILE", hide_short_help = true)]
+        env_file: Option<PathBuf>,
         /// Append one JSON line per egress decision (allow, audit, deny) to FILE
         /// (`-`: stdout, mixed with the command's own output)
         #[arg(long, value_name = "FILE")]
@@ -236,8 +240,31 @@ fn exit(code: i32) -> ExitCode {
 }
 
 #[allow(clippy::print_stderr, clippy::print_stdout)] // the binary's one place for user-facing output
+/// `--env-file`: NUL-ended `KEY=VALUE` entries.
+fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let raw = std::fs::read(path).with_context(|| format!("--env-file {}", path.display()))?;
+    raw.split(|b| *b == 0)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            let entry = String::from_utf8(entry.to_vec())
+                .with_context(|| format!("--env-file {}: an entry is not UTF-8", path.display()))?;
+            anyhow::ensure!(
+                entry.split_once('=').is_some_and(|(k, _)| !k.is_empty()),
+                "--env-file {}: an entry is not KEY=VALUE",
+                path.display()
+            );
+            Ok(entry)
+        })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The conventional mask for what the supervisor writes (the agent's
+    // trust store, its workspace) and for the agent, whatever the starter's
+    // (the gateway keeps its own files private with 077).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     init_logging(cli.verbose);
     match cli.command {
         Command::Init { plan_fd, report_fd } => exit(init::run(plan_fd, report_fd)),
@@ -253,7 +280,8 @@ fn main() -> ExitCode {
         Command::Run {
             policy,
             workdir,
-            env,
+            mut env,
+            env_file,
             events,
             ready_file,
             exit_code_file,
@@ -269,6 +297,15 @@ fn main() -> ExitCode {
             image_user,
             command,
         } => {
+            if let Some(path) = &env_file {
+                match read_env_file(path) {
+                    Ok(entries) => env.extend(entries),
+                    Err(error) => {
+                        eprintln!("openshell-sandbox: error: {error:#}");
+                        return exit(EXIT_LAUNCH_FAILED);
+                    }
+                }
+            }
             let connection = match connection(gateway, gateway_ca, sandbox_id, token_file) {
                 Ok(connection) => connection,
                 Err(error) => {

@@ -1,5 +1,6 @@
 //! `openshell gateway …` and `openshell status`.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -122,11 +123,16 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
         }
     }
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("securing {}", state.display()))?;
+    }
     let driver = match &options.driver {
         Some(driver) => driver.clone(),
         None => recorded_driver(&state).unwrap_or_else(default_driver),
     };
-    std::fs::write(state.join(DRIVER_FILE), format!("{driver}\n"))
+    openshell_core::fs::write_private(&state.join(DRIVER_FILE), format!("{driver}\n").as_bytes())
         .with_context(|| format!("writing {}", state.join(DRIVER_FILE).display()))?;
     progress(
         started,
@@ -139,6 +145,7 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let binary = companion_binary("OPENSHELL_GATEWAY_BIN", "openshell-gateway");
@@ -170,7 +177,10 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
     let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    std::fs::write(state.join("gateway.pid"), child.id().to_string())?;
+    openshell_core::fs::write_private(
+        &state.join("gateway.pid"),
+        child.id().to_string().as_bytes(),
+    )?;
 
     let metadata = Metadata {
         name: options.name.clone(),

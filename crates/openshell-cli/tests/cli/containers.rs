@@ -127,24 +127,39 @@ fn create_detached(home: &Home, name: &str, extra: &[&str]) {
 
 fn run_exec_and_delete(engine: &str) {
     let home = Home::new();
-    let (_, _, instance) = start_on(&home, engine);
+    let (_, gateway, instance) = start_on(&home, engine);
 
     let out = home.openshell(&[
         "sandbox",
         "create",
         "--name",
         "once",
+        "-e",
+        "API_KEY=container-sekrit",
         "--",
         "sh",
         "-c",
-        "echo hi; id -un; echo oops >&2; exit 3",
+        "echo hi; id -un; echo $API_KEY; echo oops >&2; exit 3",
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.starts_with("Created sandbox: once\n"), "{stdout}");
     // The container's output (stdout and stderr) streams to stdout, as on
-    // the process driver.
-    assert!(stdout.contains("hi\nsandbox\n"), "{stdout}");
+    // the process driver; `-e` reaches it by file, not by its arguments.
+    assert!(
+        stdout.contains("hi\nsandbox\ncontainer-sekrit\n"),
+        "{stdout}"
+    );
+    let args = engine_cmd(
+        engine,
+        &[
+            "inspect",
+            "--format",
+            "{{json .Args}}",
+            &format!("openshell-{gateway}-{}", sandbox_id(&home, "once")),
+        ],
+    );
+    assert!(!args.contains("container-sekrit"), "{args}");
     assert!(stdout.contains("oops\n"), "{stdout}");
     let out = home.openshell(&["sandbox", "get", "once", "-o", "json"]);
     let got: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();

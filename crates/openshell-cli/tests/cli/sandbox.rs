@@ -353,3 +353,105 @@ fn the_workspace_survives_stop_and_start_and_a_hostile_tree_is_deleted_safely() 
     let out = home.openshell(&["sandbox", "list", "--names"]);
     assert_eq!(text(&out.stdout), "", "{}", text(&out.stderr));
 }
+
+/// Files under `dir` (not following links), skipping `skip` directories.
+fn files_under(dir: &std::path::Path, skip: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() && entry.file_name() != skip {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// `-e API_KEY=…` reaches the sandbox but no process's arguments, and no
+/// file on the host that anyone but root can read.
+#[test]
+fn secrets_stay_out_of_argv_and_state_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    start(&home);
+    let secret = format!("sekrit-{}-value", std::process::id());
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "env",
+        "--detach",
+        "-e",
+        &format!("API_KEY={secret}"),
+        "--",
+        "sleep",
+        "infinity",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = home.openshell(&[
+        "sandbox",
+        "exec",
+        "-n",
+        "env",
+        "--",
+        "sh",
+        "-c",
+        "echo $API_KEY",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        format!("{secret}\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&secret),
+            "process {:?} has the secret in its arguments",
+            entry.file_name()
+        );
+    }
+
+    let state = home.dir.path().join("state/openshell/gateways/openshell");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&state), 0o700, "the gateway's state directory");
+    let files = files_under(&state, "workspace");
+    for name in ["gateway.db", "gateway.log", "output.log", "env", "token"] {
+        assert!(
+            files.iter().any(|f| f.file_name().unwrap() == name),
+            "{name} not found in {files:?}"
+        );
+    }
+    let mut holding = 0;
+    for file in &files {
+        let name = file.file_name().unwrap().to_string_lossy();
+        let private = mode(file) & 0o077 == 0;
+        if name.starts_with("gateway.")
+            || ["output.log", "events.jsonl", "env", "token"].contains(&&*name)
+        {
+            assert!(private, "{} is mode {:o}", file.display(), mode(file));
+        }
+        if std::fs::read(file)
+            .is_ok_and(|bytes| bytes.windows(secret.len()).any(|w| w == secret.as_bytes()))
+        {
+            holding += 1;
+            assert!(
+                private,
+                "{} holds the secret with mode {:o}",
+                file.display(),
+                mode(file)
+            );
+        }
+    }
+    assert!(
+        holding > 0,
+        "the secret is stored somewhere (the database, the env file)"
+    );
+}

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `policy.yaml` | driver | the policy it starts with (absent: the default) |
 //! | `token` | driver | the supervisor's sandbox token (0600) |
+//! | `env` | driver | the `-e` variables, NUL-separated (0600; never argv) |
 //! | `output.log` | supervisor's stdout/stderr | the main process's output |
 //! | `events.jsonl` | gateway | egress decisions the supervisor pushed |
 //! | `ready` | supervisor | every isolation layer is in place |
@@ -111,9 +112,10 @@ impl ProcessDriver {
             .arg(dir.join("ready"))
             .arg("--exit-code-file")
             .arg(dir.join("exit_code"));
-        for (key, value) in &sandbox.spec.env {
-            command.arg("--env").arg(format!("{key}={value}"));
-        }
+        // By file, never argv: `-e API_KEY=…` must not show in `ps`.
+        let env_file = dir.join("env");
+        write_private(&env_file, &super::env_file(&sandbox.spec.env))?;
+        command.arg("--env-file").arg(&env_file);
         let argv = if sandbox.spec.command.is_empty() {
             // An idle sandbox: a main process that waits to be stopped.
             command.arg("--idle");

@@ -71,6 +71,10 @@ impl DockerDriver {
         // Revision 0 (an empty file): the supervisor takes its built-in default.
         write_private(&gateway.join("policy.yaml"), yaml)?;
         write_private(&gateway.join("policy-version"), &version.to_string())?;
+        write_private(
+            &gateway.join("env"),
+            &super::super::env_file(&sandbox.spec.env),
+        )?;
         Ok(())
     }
 
@@ -113,9 +117,8 @@ impl DockerDriver {
         if let Some(user) = image_user.filter(|u| !u.is_empty()) {
             cmd.extend(["--image-user".into(), user]);
         }
-        for (key, value) in &sandbox.spec.env {
-            cmd.extend(["--env".into(), format!("{key}={value}")]);
-        }
+        // By file, never the container's arguments (`docker inspect`, `ps`).
+        cmd.extend(["--env-file".into(), format!("{GATEWAY_DIR}/env")]);
         if sandbox.spec.command.is_empty() {
             cmd.extend([
                 "--idle".into(),
