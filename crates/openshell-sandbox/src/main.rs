@@ -239,7 +239,6 @@ fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX))
 }
 
-#[allow(clippy::print_stderr, clippy::print_stdout)] // the binary's one place for user-facing output
 /// `--env-file`: NUL-ended `KEY=VALUE` entries.
 fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
@@ -259,6 +258,7 @@ fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
+#[allow(clippy::print_stderr, clippy::print_stdout)] // the binary's one place for user-facing output
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The conventional mask for what the supervisor writes (the agent's
