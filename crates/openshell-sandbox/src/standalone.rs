@@ -91,15 +91,6 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         prepare_created_workdir(dir, &credentials)?;
     }
     let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials, &sandbox_id)?;
-    let mut policy = policy;
-    if is_default {
-        // The default policy's paths are optional: drop the missing ones
-        // quietly (a user's missing paths are reported instead).
-        let fs = &mut policy.filesystem;
-        let exists = |p: &String| exists_in_sandbox(p, &workspace.path);
-        fs.read_only.retain(exists);
-        fs.read_write.retain(exists);
-    }
     let policy_paths: Vec<String> = policy
         .filesystem
         .read_only
@@ -112,7 +103,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     authority
         .write_trust_files(&workspace.tls_dir())
         .context("setting up TLS")?;
-    let plan = isolation::build_plan(Inputs {
+    let mut plan = isolation::build_plan(Inputs {
         policy: &policy,
         workdir: workspace.path.clone(),
         tls_dir: Some(workspace.tls_dir()),
@@ -123,6 +114,15 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         env_overrides,
         host_env: std::env::vars().collect(),
     });
+    if is_default {
+        // The default policy's paths are optional: the missing ones are
+        // left out of Landlock quietly (a user's are reported instead). The
+        // policy itself stays the default, so that a revision built on it
+        // (`policy update`) changes nothing static.
+        plan.landlock
+            .rules
+            .retain(|rule| exists_in_sandbox(&rule.path, &workspace.path));
+    }
 
     let signals = forwarded_signals();
     signals
@@ -438,8 +438,8 @@ fn exists_in_sandbox(path: &str, workdir: &Path) -> bool {
     if let Some(rest) = path.strip_prefix(SANDBOX_DIR) {
         return rest.is_empty() || workdir.join(rest.trim_start_matches('/')).exists();
     }
-    if path == "/tmp" || path == "/proc" {
-        return true;
+    if path == "/tmp" || path == "/proc" || path == crate::tls::SANDBOX_TLS_DIR {
+        return true; // made in the sandbox's own root
     }
     Path::new(path).exists()
 }

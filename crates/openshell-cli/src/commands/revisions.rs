@@ -191,22 +191,26 @@ pub fn update(scope: &Scope, name: &str, options: &UpdateArgs) -> anyhow::Result
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         for _ in 0..UPDATE_ATTEMPTS {
-            let effective = client
+            // The base is what the sandbox runs: its loaded revision; while
+            // none is loaded, the latest if still pending, else the built-in
+            // default (a failed revision never loaded, and building on it
+            // would fail every later update the same way).
+            let effective = match client
                 .get_policy(scope.request(pb::GetPolicyRequest {
                     name: name.to_owned(),
                     version: 0,
                 })?)
                 .await
-                .map_err(|e| {
-                    if e.code() == tonic::Code::NotFound && e.message().contains("default policy") {
-                        anyhow::anyhow!(
-                            "sandbox '{name}' runs the built-in default policy; give it a policy first with: openshell policy set {name} --policy FILE"
-                        )
-                    } else {
-                        status(e)
-                    }
-                })?
-                .into_inner();
+            {
+                Ok(revision) => Some(revision.into_inner()),
+                Err(e)
+                    if e.code() == tonic::Code::NotFound
+                        && e.message().contains("default policy") =>
+                {
+                    None
+                }
+                Err(e) => return Err(status(e)),
+            };
             let latest = client
                 .list_policies(scope.request(pb::ListPoliciesRequest {
                     name: name.to_owned(),
@@ -217,14 +221,29 @@ pub fn update(scope: &Scope, name: &str, options: &UpdateArgs) -> anyhow::Result
                 .into_inner()
                 .revisions
                 .first()
-                .map_or(effective.version, |r| r.version);
-            let (document, _) = openshell_policy::load::parse_document(&effective.policy_yaml)
-                .map_err(|e| anyhow::anyhow!("the sandbox's policy version {} cannot be read: {e}", effective.version))?;
+                .map_or(0, |r| r.version);
+            let runs = effective.filter(|r| r.active_version != 0 || r.status == "pending");
+            let document = match &runs {
+                Some(revision) => {
+                    openshell_policy::load::parse_document(&revision.policy_yaml)
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "the sandbox's policy version {} cannot be read: {e}",
+                                revision.version
+                            )
+                        })?
+                        .0
+                }
+                None => openshell_policy::defaults::default_document(),
+            };
             let merged = merge::apply(&document, &ops).map_err(anyhow::Error::msg)?;
             let yaml = merge::to_yaml(&merged);
             if let Err(error) = openshell_policy::load_str(&yaml) {
-                let problems: Vec<String> =
-                    error.diagnostics().iter().map(ToString::to_string).collect();
+                let problems: Vec<String> = error
+                    .diagnostics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 bail!("the updated policy is invalid: {}", problems.join("; "));
             }
             if options.dry_run {

@@ -811,3 +811,70 @@ fn a_gateway_going_away_mid_exec_is_a_clear_error_and_exec_works_after() {
     let out = exec(&exec_home, "steady", &["echo", "back"]);
     assert_eq!(text(&out.stdout), "back\n", "{}", text(&out.stderr));
 }
+
+/// A sandbox on the built-in default policy: a `policy set` that cannot
+/// load (it drops the default's filesystem section) fails, and a later
+/// `policy update` builds on what runs (the default), not on that failed
+/// revision, so it loads and takes effect.
+#[test]
+fn policy_update_after_a_failed_set_builds_on_what_the_sandbox_runs() {
+    let home = Home::new();
+    start(&home);
+    let mut network = TestNetwork::new();
+    network.serve(UPSTREAM_PORT, ECHO_SERVER);
+    create_idle(&home, "dflt", None);
+    let url = format!("http://{}:{UPSTREAM_PORT}/x", network.peer);
+    let curl = [
+        "curl",
+        "-sS",
+        "-f",
+        "-m",
+        "10",
+        "--noproxy",
+        "",
+        url.as_str(),
+    ];
+    assert_eq!(
+        exec(&home, "dflt", &curl).status.code(),
+        Some(22),
+        "denied at first"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let network_only = dir.path().join("p.yaml");
+    std::fs::write(&network_only, allowing(&network, "/usr/bin/curl")).unwrap();
+    let out = set_policy(&home, "dflt", &network_only, true);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+
+    let upstream = format!("{}:{UPSTREAM_PORT}", network.peer);
+    let out = home.openshell(&[
+        "policy",
+        "update",
+        "dflt",
+        "--add-endpoint",
+        &upstream,
+        "--binary",
+        "/usr/bin/curl",
+        "--wait",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("✓ Policy version 2 loaded"), "{stderr}");
+    let out = exec(&home, "dflt", &curl);
+    assert_eq!(text(&out.stdout), "GET /x 0\n", "{}", text(&out.stderr));
+    // And the next update builds on that one.
+    let out = home.openshell(&[
+        "policy",
+        "update",
+        "dflt",
+        "--remove-endpoint",
+        &upstream,
+        "--wait",
+    ]);
+    assert!(
+        text(&out.stderr).contains("✓ Policy version 3 loaded"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(exec(&home, "dflt", &curl).status.code(), Some(22));
+}
