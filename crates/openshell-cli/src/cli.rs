@@ -170,8 +170,14 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
         /// The sandbox's id (informational; the token decides the sandbox).
         #[arg(long, value_name = "ID")]
         sandbox_id: Option<String>,
-        /// An ssh session token from the gateway.
-        #[arg(long, conflicts_with = "name")]
+        /// An ssh session token from the gateway (`sandbox connect` passes
+        /// it in the environment, where `ps` does not show it)
+        #[arg(
+            long,
+            env = "OPENSHELL_SSH_TOKEN",
+            hide_env_values = true,
+            conflicts_with = "name"
+        )]
         token: Option<String>,
     },
 }

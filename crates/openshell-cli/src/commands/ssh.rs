@@ -52,16 +52,16 @@ fn quoted(word: &str) -> String {
 }
 
 /// The ProxyCommand line: `openshell ssh-proxy` for this gateway and
-/// workspace, then `select` (`--name N` or `--token T`).
-fn proxy_command(scope: &Scope, select: [&str; 2]) -> anyhow::Result<String> {
+/// workspace, then `select` (`--name N`, or nothing when the token comes
+/// in the environment).
+fn proxy_command(scope: &Scope, select: &[&str]) -> anyhow::Result<String> {
     let mut words = vec![
         own_binary()?.display().to_string(),
         "ssh-proxy".to_owned(),
         "--gateway-name".to_owned(),
         scope.target()?.name.clone(),
-        select[0].to_owned(),
-        select[1].to_owned(),
     ];
+    words.extend(select.iter().map(|w| (*w).to_owned()));
     if scope.workspace != crate::cli::DEFAULT_WORKSPACE {
         words.extend(["--workspace".to_owned(), scope.workspace.clone()]);
     }
@@ -74,7 +74,7 @@ fn proxy_command(scope: &Scope, select: [&str; 2]) -> anyhow::Result<String> {
 
 /// `sandbox ssh-config NAME`: a Host block for `~/.ssh/config`.
 pub fn ssh_config(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
-    let proxy = proxy_command(scope, ["--name", name])?;
+    let proxy = proxy_command(scope, &["--name", name])?;
     let mut block = format!("Host openshell-{name}\n    User sandbox\n");
     for (key, value) in SSH_OPTIONS {
         block.push_str(&format!("    {key} {value}\n"));
@@ -86,6 +86,14 @@ pub fn ssh_config(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
 
 /// `ssh-proxy`: pipes stdin and stdout to the sandbox's SSH server.
 pub fn proxy(scope: &Scope, name: Option<&str>, token: Option<&str>) -> anyhow::Result<Exit> {
+    // ssh is the parent: when it goes, so does the proxy, whatever it is
+    // waiting for (a gateway that stopped answering never ends the relay).
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .context("tying the proxy to its ssh")?;
+    if nix::unistd::getppid() != parent {
+        return Ok(Exit::Success); // ssh ended before the tie was made
+    }
     let runtime = client::runtime()?;
     let relayed = runtime.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
@@ -134,8 +142,10 @@ pub fn connect(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
         let mut client = client::connect(scope.target()?).await?;
         session(&mut client, scope, name).await
     })?;
-    let proxy = proxy_command(scope, ["--token", &session.token])?;
+    let proxy = proxy_command(scope, &[])?;
     let mut ssh = std::process::Command::new("ssh");
+    // ssh hands its environment to the ProxyCommand; argv is world-readable.
+    ssh.env("OPENSHELL_SSH_TOKEN", &session.token);
     ssh.arg("-o").arg(format!("ProxyCommand={proxy}"));
     for (key, value) in SSH_OPTIONS {
         let value = match (key, std::env::var("OPENSHELL_SSH_LOG_LEVEL")) {

@@ -617,3 +617,72 @@ fn create_without_a_command_on_a_terminal_opens_a_shell_in_the_new_sandbox() {
         text(&out.stdout)
     );
 }
+
+/// Pids of processes whose first argument is `subcommand`.
+fn pids_running(subcommand: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let first = cmdline.split(|b| *b == 0).nth(1)?;
+            (first == subcommand.as_bytes()).then_some(pid)
+        })
+        .collect()
+}
+
+/// A killed `sandbox connect` (ssh, which it became) takes its ssh-proxy
+/// with it, even while the gateway does not answer (the proxy then waits
+/// on the gateway and never sees its input end); the session token is in
+/// no process's arguments.
+#[test]
+fn a_killed_connect_leaves_no_proxy_behind_and_no_token_in_argv() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "held", "--detach", "--", "sleep", "infinity",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let attached = Attached::start(&home, "held");
+    let connect = attached.child.id() as i32;
+    let marker = home.dir.path().to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let proxy = loop {
+        let proxies: Vec<i32> = pids_running("ssh-proxy")
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| String::from_utf8_lossy(&env).contains(&marker))
+            })
+            .collect();
+        if let [proxy] = proxies[..] {
+            break proxy;
+        }
+        assert!(std::time::Instant::now() < deadline, "no ssh-proxy started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let cmdline = std::fs::read_to_string(format!("/proc/{proxy}/cmdline")).unwrap();
+    assert!(!cmdline.contains("--token"), "{cmdline:?}");
+    // The gateway stops answering; connect is killed.
+    let gateway = Pid::from_raw(gateway_pid(&home));
+    kill(gateway, Signal::SIGSTOP).unwrap();
+    kill(Pid::from_raw(connect), Signal::SIGKILL).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let gone = loop {
+        let state = std::fs::read_to_string(format!("/proc/{proxy}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting for its (dead) parent's reaper.
+        if state.is_empty() || state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            break true;
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kill(gateway, Signal::SIGCONT).unwrap();
+    assert!(gone, "ssh-proxy {proxy} outlived its connect");
+    drop(attached);
+}
