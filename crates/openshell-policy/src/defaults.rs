@@ -6,7 +6,8 @@ use crate::policy::{FilesystemPolicy, Policy};
 use crate::validate::validate;
 
 /// Read-only paths of the default policy (missing ones are skipped at enforcement).
-pub const DEFAULT_READ_ONLY: [&str; 10] = [
+/// (`/var/log` is not among them: the host's logs are not the agent's.)
+pub const DEFAULT_READ_ONLY: [&str; 9] = [
     "/usr",
     "/lib",
     "/lib64",
@@ -16,20 +17,11 @@ pub const DEFAULT_READ_ONLY: [&str; 10] = [
     "/proc",
     "/dev/urandom",
     "/app",
-    "/var/log",
 ];
 /// Read-write paths of the default policy.
 pub const DEFAULT_READ_WRITE: [&str; 3] = ["/sandbox", "/tmp", "/dev/null"];
 /// Read-only paths every loaded policy is enriched with, when they exist.
-pub const BASELINE_READ_ONLY: [&str; 7] = [
-    "/usr",
-    "/lib",
-    "/etc",
-    "/app",
-    "/var/log",
-    "/proc",
-    "/dev/urandom",
-];
+pub const BASELINE_READ_ONLY: [&str; 6] = ["/usr", "/lib", "/etc", "/app", "/proc", "/dev/urandom"];
 /// Read-write paths every loaded policy is enriched with, when they exist.
 /// `/dev/null` is our addition to the reference's list: every shell
 /// redirection and `curl -o /dev/null` needs it, and writing it is harmless.
@@ -137,14 +129,7 @@ mod tests {
         let added = enrich_filesystem(&mut fs, |p| p != "/app");
         assert_eq!(
             added,
-            [
-                "/lib",
-                "/etc",
-                "/var/log",
-                "/proc",
-                "/dev/urandom",
-                "/dev/null"
-            ]
+            ["/lib", "/etc", "/proc", "/dev/urandom", "/dev/null"]
         );
         assert_eq!(
             fs.read_write,

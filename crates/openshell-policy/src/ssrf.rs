@@ -231,6 +231,7 @@ pub enum DeniedKind {
     InternalAddress,
     ControlPlanePort,
     NoAddresses,
+    HostAddress,
 }
 
 impl DeniedKind {
@@ -241,6 +242,7 @@ impl DeniedKind {
             DeniedKind::DeclaredEndpoint => "declared endpoint check failed",
             DeniedKind::InternalAddress | DeniedKind::NoAddresses => "internal address",
             DeniedKind::ControlPlanePort => "declared endpoint check failed",
+            DeniedKind::HostAddress => "host address",
         }
     }
 }
@@ -256,6 +258,38 @@ impl fmt::Display for DestinationDenied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.reason)
     }
+}
+
+/// Refuses a destination that is one of this host's own addresses (`own`,
+/// those of its interfaces), as loopback is refused: the proxy runs on the
+/// host, and a policy naming `10.0.0.5` should not open the host's own
+/// services. Only an `allowed_ips` entry naming the address exactly (a
+/// single address, or a /32 or /128) lets it through.
+pub fn check_host_addresses(
+    mode: DestinationMode<'_>,
+    host: &str,
+    resolved: &[IpAddr],
+    own: &[IpAddr],
+) -> Result<(), DestinationDenied> {
+    for &ip in resolved {
+        let real = effective(ip);
+        if !own.iter().any(|o| effective(*o) == real) {
+            continue;
+        }
+        let named = matches!(mode, DestinationMode::AllowedIps(nets) if nets.iter().any(|net| {
+            net.prefix_len() == net.max_prefix_len() && effective(net.addr()) == real
+        }));
+        if !named {
+            return Err(DestinationDenied {
+                kind: DeniedKind::HostAddress,
+                reason: format!(
+                    "{host} resolves to {ip}, an address of this host, connection rejected \
+                     (allowed only when allowed_ips names it exactly)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Decides whether every resolved address of `host:port` may be dialed.

@@ -22,7 +22,7 @@ use openshell_policy::policy::LandlockCompatibility;
 
 pub use identity::Credentials;
 pub use landlock::{FsAccess, FsRule};
-pub use mounts::{MountStep, RootEntry};
+pub use mounts::{MountStep, RootLayout};
 
 /// Where the workspace appears inside the sandbox.
 pub const SANDBOX_DIR: &str = "/sandbox";
@@ -74,9 +74,8 @@ pub struct Inputs<'a> {
     pub policy: &'a Policy,
     pub workdir: PathBuf,
     pub credentials: Credentials,
-    pub root_entries: Vec<RootEntry>,
-    /// Host directories to hide ([`mounts::private_dirs`]).
-    pub private_dirs: Vec<String>,
+    /// What of the host the sandbox's root shows ([`mounts::read_layout`]).
+    pub layout: RootLayout,
     /// Host directory with the TLS trust files, bound read-only at
     /// [`crate::tls::SANDBOX_TLS_DIR`] (and trusted through the usual
     /// variables) when set.
@@ -108,8 +107,7 @@ pub fn build_plan(inputs: Inputs<'_>) -> Plan {
     Plan {
         hostname: HOSTNAME.to_owned(),
         mounts: mounts::build_mounts(
-            &inputs.root_entries,
-            &inputs.private_dirs,
+            &inputs.layout,
             mounts::Binds {
                 workdir: &inputs.workdir,
                 tls: inputs.tls_dir.as_deref(),
@@ -214,8 +212,7 @@ mod tests {
             policy: &policy,
             workdir: "/var/lib/w".into(),
             credentials: credentials(),
-            root_entries: vec![RootEntry::dir("usr"), RootEntry::dir("etc")],
-            private_dirs: vec![],
+            layout: RootLayout::default(),
             tls_dir: Some("/state/tls".into()),
             argv: vec!["/bin/true".into()],
             env_overrides: vec![],

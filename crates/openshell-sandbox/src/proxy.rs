@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, watch};
 
 use openshell_policy::l4::{L4Decision, L4Request};
 use openshell_policy::policy::TlsMode;
-use openshell_policy::ssrf::check_destination;
+use openshell_policy::ssrf::{check_destination, check_host_addresses};
 
 use crate::events::{Events, NetworkEvent, now_rfc3339};
 use generation::Generation;
@@ -58,6 +58,51 @@ pub struct Shared {
     pub ignore_binary: bool,
     /// The sandbox CA, for terminating inspected tunnels.
     pub authority: Arc<crate::tls::Authority>,
+    /// This host's own addresses, refused like loopback.
+    pub host_addresses: HostAddresses,
+}
+
+/// The addresses of this host's interfaces (as the proxy's network
+/// namespace has them), read again when a second old: interfaces come and
+/// go, and a fresh read per connection would cost a netlink dump each.
+#[derive(Debug, Default)]
+pub struct HostAddresses {
+    cached: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<IpAddr>>)>>,
+}
+
+impl HostAddresses {
+    const FRESH_FOR: Duration = Duration::from_secs(1);
+
+    pub fn current(&self) -> Arc<Vec<IpAddr>> {
+        let mut cached = self
+            .cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((read_at, addresses)) = cached.as_ref()
+            && read_at.elapsed() < Self::FRESH_FOR
+        {
+            return addresses.clone();
+        }
+        let addresses: Arc<Vec<IpAddr>> = Arc::new(
+            nix::ifaddrs::getifaddrs()
+                .map(|all| {
+                    all.filter_map(|ifa| {
+                        let address = ifa.address?;
+                        address
+                            .as_sockaddr_in()
+                            .map(|a| IpAddr::V4(a.ip()))
+                            .or_else(|| address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+                    })
+                    .collect()
+                })
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot list this host's addresses");
+                    Vec::new()
+                }),
+        );
+        *cached = Some((std::time::Instant::now(), addresses.clone()));
+        addresses
+    }
 }
 
 /// Serves `listener` until `shutdown` turns true. Accept errors are logged
@@ -319,7 +364,10 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
     // Destination: resolve once, check every address, dial only those.
     event.layer = "ssrf";
     let addrs = resolve(host, port).await;
-    if let Err(denied) = check_destination(allow.destination_mode(host), host, port, &addrs) {
+    let mode = allow.destination_mode(host);
+    let checked = check_destination(mode, host, port, &addrs)
+        .and_then(|()| check_host_addresses(mode, host, &addrs, &shared.host_addresses.current()));
+    if let Err(denied) = checked {
         let detail = format!(
             "{} blocked: {}",
             intent.describe(false),

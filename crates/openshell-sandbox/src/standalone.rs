@@ -96,9 +96,9 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         .read_only
         .iter()
         .chain(&policy.filesystem.read_write)
-        .cloned()
+        .map(|p| isolation::landlock::normalize(p))
         .collect();
-    let private_dirs = mounts::private_dirs(&policy_paths, |d| Path::new(d).is_dir());
+    let layout = mounts::read_layout(&policy_paths);
     let authority = Arc::new(Authority::generate(&sandbox_id).context("setting up TLS")?);
     authority
         .write_trust_files(&workspace.tls_dir())
@@ -108,8 +108,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         workdir: workspace.path.clone(),
         tls_dir: Some(workspace.tls_dir()),
         credentials,
-        root_entries: mounts::read_root_entries().context("listing the host's root")?,
-        private_dirs,
+        layout,
         argv: options.argv,
         env_overrides,
         host_env: std::env::vars().collect(),
@@ -279,6 +278,7 @@ fn supervise(
         events: egress.events,
         ignore_binary: relaxed_identity(),
         authority: egress.authority,
+        host_addresses: proxy::HostAddresses::default(),
     });
     let identifier = shared.identifier.clone();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);

@@ -358,7 +358,7 @@ fn escapes_fail(engine: &str) {
         &["exec", &container, "ls", "/run/openshell/gateway"],
     );
     assert_eq!(
-        listing, "ca.crt\npolicy-version\npolicy.yaml\ntoken\n",
+        listing, "ca.crt\nenv\npolicy-version\npolicy.yaml\ntoken\n",
         "no CA key, ever"
     );
     let out = exec(

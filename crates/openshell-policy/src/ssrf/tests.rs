@@ -224,3 +224,25 @@ fn no_addresses_is_a_denial() {
         "DNS resolution returned no addresses for nx.test"
     );
 }
+
+#[test]
+fn the_hosts_own_addresses_need_an_exact_allowed_ips_entry() {
+    let own: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+    let ip: IpAddr = "10.0.0.5".parse().unwrap();
+    let mapped: IpAddr = "::ffff:10.0.0.5".parse().unwrap();
+    for mode in [
+        DestinationMode::IpLiteral(ip),
+        DestinationMode::DeclaredHost,
+        DestinationMode::PublicOnly,
+    ] {
+        let denied = check_host_addresses(mode, "h", &[ip], &own).unwrap_err();
+        assert_eq!(denied.kind, DeniedKind::HostAddress);
+        assert!(check_host_addresses(mode, "h", &[mapped], &own).is_err());
+    }
+    let broad = [parse_allowed_ip("10.0.0.0/8").unwrap()];
+    assert!(check_host_addresses(DestinationMode::AllowedIps(&broad), "h", &[ip], &own).is_err());
+    let exact = [parse_allowed_ip("10.0.0.5").unwrap()];
+    assert!(check_host_addresses(DestinationMode::AllowedIps(&exact), "h", &[ip], &own).is_ok());
+    let other: IpAddr = "10.0.0.6".parse().unwrap();
+    assert!(check_host_addresses(DestinationMode::PublicOnly, "h", &[other], &own).is_ok());
+}

@@ -1,19 +1,20 @@
-//! The child's filesystem view: a new root on a small tmpfs that mirrors the
-//! host's top-level entries (recursive binds and symlinks), plus the
-//! workspace at `/sandbox`, a private `/tmp` and a `/proc` of the child's own
-//! PID namespace. The root itself is then remounted read-only.
+//! The child's filesystem view: a new root on a small tmpfs holding only
+//! what the policy lists (each top-most listed path bound from the host),
+//! the host's top-level symbolic links (`/bin -> usr/bin`), a minimal
+//! `/dev`, the workspace at `/sandbox`, a private `/tmp` and a `/proc` of
+//! the child's own PID namespace. The root itself is then remounted
+//! read-only.
+//!
+//! A path the policy does not list does not exist inside (docs/isolation.md,
+//! "The sandbox's root"): Landlock denied it anyway, but a mirror of the
+//! host's `/` still let the agent `connect(2)` to a host UNIX socket
+//! (Landlock before ABI 9 does not govern that), watch host paths with
+//! inotify and read the sizes and times of files it could not open.
 //!
 //! All of it happens in the child's private mount namespace (propagation set
 //! to private first), so nothing ever appears on the host and everything
 //! disappears with the namespace, even when the child crashes. No directory
 //! is created on the host: the host's root does not need a `/sandbox`.
-//!
-//! Host directories where other programs leave world-connectable UNIX
-//! sockets and shared memory ([`PRIVATE_DIRS`]: `/run`, `/var/tmp`,
-//! `/dev/shm`) are replaced by empty tmpfs, unless the policy names a path
-//! inside them. Landlock before ABI 9 does not govern `connect(2)` to a
-//! pathname socket, so hiding them is what keeps the agent off, say, the
-//! host's D-Bus system bus.
 //!
 //! The staging tmpfs is mounted over `/tmp` of the private namespace; the
 //! host directories bound into the sandbox (the workspace, the TLS trust
@@ -32,81 +33,185 @@ use serde::{Deserialize, Serialize};
 pub const STAGING: &str = "/tmp";
 /// Host top-level entries replaced by the sandbox's own.
 const REPLACED: [&str; 3] = ["proc", "tmp", "sandbox"];
-/// Host directories replaced by an empty tmpfs unless the policy names a
-/// path inside them.
-pub const PRIVATE_DIRS: [&str; 3] = ["/run", "/var/tmp", "/dev/shm"];
+/// Paths the sandbox provides itself: a policy path at or under one of
+/// them is never taken from the host.
+const OWN: [&str; 3] = ["/sandbox", "/tmp", "/proc"];
+/// Where other programs leave world-connectable sockets and shared memory:
+/// under a listed ancestor (`/var`, `/`), still hidden by an empty tmpfs
+/// unless the policy names them or a path inside them.
+const SHARED_DIRS: [&str; 2] = ["/var/tmp", "/dev/shm"];
+/// Device files every sandbox has when the policy does not list `/dev`
+/// (Landlock still decides which of them the agent may open).
+const DEVICES: [&str; 7] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+];
+/// The links of a constructed `/dev`.
+const DEV_LINKS: [(&str, &str); 4] = [
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
 
 /// The supervisor's runtime material in a container (the gateway token and
-/// CA, its state): hidden from the agent whatever the policy names.
+/// CA, its state): never shown to the agent, whatever the policy names.
 pub const RUNTIME_DIR: &str = "/run/openshell";
 
-/// The [`PRIVATE_DIRS`] to hide: those that exist (per `is_dir`) and that no
-/// policy path equals or lies under; plus [`RUNTIME_DIR`] when it exists and
-/// its parent is not hidden already.
-pub fn private_dirs(policy_paths: &[String], is_dir: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut hidden: Vec<String> = PRIVATE_DIRS
-        .iter()
-        .filter(|dir| is_dir(dir))
-        .filter(|dir| {
-            !policy_paths.iter().any(|p| {
-                p.strip_prefix(**dir)
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-        })
-        .map(|dir| (*dir).to_owned())
-        .collect();
-    if is_dir(RUNTIME_DIR) && !hidden.iter().any(|d| d == "/run") {
-        hidden.push(RUNTIME_DIR.to_owned());
-    }
-    hidden
-}
-
-/// One top-level entry of the host's `/`.
+/// What the host has at a path the sandbox shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RootEntry {
-    Dir(String),
-    File(String),
-    Symlink { name: String, target: String },
+pub enum HostKind {
+    Dir,
+    /// Anything bound as a single file: a regular file, a device, a socket.
+    File,
+    /// Recreated as the same link (its target must be shown to be useful).
+    Symlink(String),
 }
 
-impl RootEntry {
-    pub fn dir(name: &str) -> RootEntry {
-        RootEntry::Dir(name.to_owned())
-    }
+/// One host path the sandbox's root shows, at the same place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shown {
+    pub path: String,
+    pub kind: HostKind,
 }
 
-/// Lists the host's `/` (the only I/O in plan building).
-pub fn read_root_entries() -> std::io::Result<Vec<RootEntry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir("/")? {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue; // a non-UTF-8 top-level name cannot be in a policy either
-        };
-        let kind = entry.file_type()?;
-        if kind.is_symlink() {
-            let target = std::fs::read_link(entry.path())?;
-            if let Some(target) = target.to_str() {
-                entries.push(RootEntry::Symlink {
-                    name,
-                    target: target.to_owned(),
-                });
-            }
-        } else if kind.is_dir() {
-            entries.push(RootEntry::Dir(name));
-        } else if kind.is_file() {
-            entries.push(RootEntry::File(name));
+impl Shown {
+    pub fn new(path: &str, kind: HostKind) -> Shown {
+        Shown {
+            path: path.to_owned(),
+            kind,
         }
     }
-    entries.sort_by(|a, b| entry_name(a).cmp(entry_name(b)));
-    Ok(entries)
 }
 
-fn entry_name(entry: &RootEntry) -> &str {
-    match entry {
-        RootEntry::Dir(name) | RootEntry::File(name) => name,
-        RootEntry::Symlink { name, .. } => name,
+/// What the new root is made of, read from the host for a policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootLayout {
+    /// The host's top-level links (`bin` → `usr/bin`).
+    pub top_links: Vec<(String, String)>,
+    /// Host paths bound in, parents before children.
+    pub shown: Vec<Shown>,
+    /// [`SHARED_DIRS`] under a shown ancestor, covered by an empty tmpfs.
+    pub hidden: Vec<String>,
+}
+
+impl RootLayout {
+    fn shows(&self, path: &str) -> bool {
+        self.shown.iter().any(|s| s.path == path)
     }
+}
+
+/// Whether `path` is `ancestor` or lies beneath it.
+fn at_or_under(path: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The layout for `policy_paths` (normalized, absolute), reading the host
+/// through `kind_of` (`None`: missing) and `children_of` (a directory's
+/// entry names). Pure given those two; [`read_layout`] gives the real ones.
+pub fn layout_with(
+    policy_paths: &[String],
+    kind_of: &dyn Fn(&str) -> Option<HostKind>,
+    children_of: &dyn Fn(&str) -> Vec<String>,
+) -> RootLayout {
+    let mut layout = RootLayout::default();
+    for name in children_of("/") {
+        if REPLACED.contains(&name.as_str()) {
+            continue;
+        }
+        if let Some(HostKind::Symlink(target)) = kind_of(&format!("/{name}")) {
+            layout.top_links.push((name, target));
+        }
+    }
+    // Only the top-most listed paths: a child is visible through its parent.
+    let mut topmost: Vec<&String> = policy_paths
+        .iter()
+        .filter(|p| !policy_paths.iter().any(|q| q != *p && at_or_under(p, q)))
+        .collect();
+    topmost.sort();
+    topmost.dedup();
+    let mut pending: Vec<String> = topmost.into_iter().rev().cloned().collect();
+    while let Some(path) = pending.pop() {
+        if OWN.iter().any(|own| at_or_under(&path, own)) || at_or_under(&path, RUNTIME_DIR) {
+            continue;
+        }
+        // The root and /run are shown by their children: the runtime
+        // material under /run is never bound in.
+        if path == "/" || path == "/run" {
+            let mut children: Vec<String> = children_of(&path)
+                .into_iter()
+                .map(|c| format!("{}/{c}", path.trim_end_matches('/')))
+                .collect();
+            children.sort();
+            pending.extend(children.into_iter().rev());
+            continue;
+        }
+        let Some(kind) = kind_of(&path) else {
+            continue; // missing on the host: nothing to show
+        };
+        let top_level = path.rfind('/') == Some(0);
+        if top_level && matches!(kind, HostKind::Symlink(_)) {
+            continue; // recreated with the other top-level links
+        }
+        layout.shown.push(Shown { path, kind });
+    }
+    if !layout.shown.iter().any(|s| s.path == "/dev") {
+        for device in DEVICES {
+            if let Some(kind @ HostKind::File) = kind_of(device)
+                && !layout.shows(device)
+            {
+                layout.shown.push(Shown::new(device, kind));
+            }
+        }
+        if kind_of("/dev/pts") == Some(HostKind::Dir) && !layout.shows("/dev/pts") {
+            layout.shown.push(Shown::new("/dev/pts", HostKind::Dir));
+        }
+    }
+    for dir in SHARED_DIRS {
+        let covered = layout
+            .shown
+            .iter()
+            .any(|s| s.path != dir && at_or_under(dir, &s.path));
+        let named = policy_paths.iter().any(|p| at_or_under(p, dir));
+        if covered && !named && kind_of(dir) == Some(HostKind::Dir) {
+            layout.hidden.push(dir.to_owned());
+        }
+    }
+    layout
+}
+
+/// [`layout_with`] on the real host (the only I/O in plan building).
+pub fn read_layout(policy_paths: &[String]) -> RootLayout {
+    let kind_of = |path: &str| -> Option<HostKind> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        Some(if meta.is_symlink() {
+            HostKind::Symlink(std::fs::read_link(path).ok()?.to_str()?.to_owned())
+        } else if meta.is_dir() {
+            HostKind::Dir
+        } else {
+            HostKind::File
+        })
+    };
+    let children_of = |path: &str| -> Vec<String> {
+        std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    // A non-UTF-8 name cannot be in a policy either.
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    layout_with(policy_paths, &kind_of, &children_of)
 }
 
 /// One step of the mount sequence.
@@ -175,55 +280,81 @@ pub struct Binds<'a> {
     pub tls: Option<&'a Path>,
 }
 
-/// The mount sequence for a host root with `entries`, hiding `private`
-/// (absolute paths, see [`private_dirs`]). Pure.
-pub fn build_mounts(entries: &[RootEntry], private: &[String], binds: Binds<'_>) -> Vec<MountStep> {
+/// The mount sequence for `layout`. Pure.
+pub fn build_mounts(layout: &RootLayout, binds: Binds<'_>) -> Vec<MountStep> {
     let mut steps = vec![
         MountStep::MakeRootPrivate,
         MountStep::Open {
             slot: 0,
             path: binds.workdir.to_owned(),
         },
-        MountStep::Tmpfs {
-            target: STAGING.into(),
-            options: "mode=0755,size=1m".into(),
-        },
     ];
-    for entry in entries {
-        if REPLACED.contains(&entry_name(entry)) {
-            continue;
+    if let Some(tls) = binds.tls {
+        steps.push(MountStep::Open {
+            slot: 1,
+            path: tls.to_owned(),
+        });
+    }
+    steps.push(MountStep::Tmpfs {
+        target: STAGING.into(),
+        options: "mode=0755,size=1m".into(),
+    });
+    for (name, target) in &layout.top_links {
+        steps.push(MountStep::Symlink {
+            target: target.clone(),
+            path: staged(name),
+        });
+    }
+    for shown in &layout.shown {
+        let target = format!("{STAGING}{}", shown.path);
+        if let Some(parent) = Path::new(&target).parent() {
+            steps.push(MountStep::MkdirAll {
+                path: parent.to_string_lossy().into_owned(),
+            });
         }
-        match entry {
-            RootEntry::Dir(name) => {
-                steps.push(MountStep::Mkdir { path: staged(name) });
+        match &shown.kind {
+            HostKind::Dir => {
+                steps.push(MountStep::MkdirAll {
+                    path: target.clone(),
+                });
                 steps.push(MountStep::BindTree {
-                    source: format!("/{name}"),
-                    target: staged(name),
+                    source: shown.path.clone(),
+                    target,
                 });
             }
-            RootEntry::File(name) => {
-                steps.push(MountStep::CreateFile { path: staged(name) });
+            HostKind::File => {
+                steps.push(MountStep::CreateFile {
+                    path: target.clone(),
+                });
                 steps.push(MountStep::BindFile {
-                    source: format!("/{name}"),
-                    target: staged(name),
+                    source: shown.path.clone(),
+                    target,
                 });
             }
-            RootEntry::Symlink { name, target } => steps.push(MountStep::Symlink {
-                target: target.clone(),
-                path: staged(name),
+            HostKind::Symlink(link) => steps.push(MountStep::Symlink {
+                target: link.clone(),
+                path: target,
             }),
         }
     }
-    if let Some(tls) = binds.tls {
-        steps.insert(
-            2,
-            MountStep::Open {
-                slot: 1,
-                path: tls.to_owned(),
-            },
-        );
+    if !layout.shows("/dev") {
+        // A constructed /dev: the devices above, the usual links, and a
+        // private /dev/shm.
+        steps.push(MountStep::MkdirAll {
+            path: staged("dev/shm"),
+        });
+        steps.push(MountStep::Tmpfs {
+            target: staged("dev/shm"),
+            options: "mode=1777".into(),
+        });
+        for (path, target) in DEV_LINKS {
+            steps.push(MountStep::Symlink {
+                target: target.into(),
+                path: format!("{STAGING}{path}"),
+            });
+        }
     }
-    for dir in private {
+    for dir in &layout.hidden {
         steps.push(MountStep::Tmpfs {
             target: format!("{STAGING}{dir}"),
             options: "mode=1777".into(),
@@ -397,41 +528,130 @@ fn apply_step(step: &MountStep, opened: &mut Vec<Option<OwnedFd>>) -> std::io::R
 mod tests {
     use super::*;
 
-    #[test]
-    fn mirrors_host_entries_and_replaces_proc_tmp_and_sandbox() {
-        let entries = vec![
-            RootEntry::Symlink {
-                name: "bin".into(),
-                target: "usr/bin".into(),
-            },
-            RootEntry::dir("etc"),
-            RootEntry::dir("proc"),
-            RootEntry::dir("sandbox"),
-            RootEntry::dir("tmp"),
-            RootEntry::File("swapfile".into()),
+    /// A host: `/bin -> usr/bin`, `/lib64 -> usr/lib64`, directories `usr`,
+    /// `etc`, `var` (with `log`, `lib`, `tmp`), `run` (with `dbus`,
+    /// `openshell`), `dev` (devices, `pts`, `shm`), `work`, `proc`, `tmp`,
+    /// and `/var/lib/data.sock`.
+    fn host(paths: &[String]) -> RootLayout {
+        let dirs = [
+            "/",
+            "/usr",
+            "/usr/lib64",
+            "/etc",
+            "/var",
+            "/var/log",
+            "/var/lib",
+            "/var/tmp",
+            "/run",
+            "/run/dbus",
+            "/run/openshell",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/work",
+            "/proc",
+            "/tmp",
         ];
-        let steps = build_mounts(&entries, &[], binds());
-        assert_eq!(steps[0], MountStep::MakeRootPrivate);
-        assert!(steps.contains(&MountStep::Symlink {
-            target: "usr/bin".into(),
-            path: "/tmp/bin".into()
-        }));
-        assert!(steps.contains(&MountStep::BindTree {
-            source: "/etc".into(),
-            target: "/tmp/etc".into()
-        }));
-        assert!(steps.contains(&MountStep::BindFile {
-            source: "/swapfile".into(),
-            target: "/tmp/swapfile".into()
-        }));
-        for replaced in ["/proc", "/tmp", "/sandbox"] {
-            assert!(
-                !steps
+        let files = [
+            "/var/lib/data.sock",
+            "/dev/null",
+            "/dev/urandom",
+            "/dev/tty",
+            "/dev/ptmx",
+        ];
+        let links = [("/bin", "usr/bin"), ("/lib64", "usr/lib64")];
+        let kind_of = |p: &str| {
+            if dirs.contains(&p) {
+                Some(HostKind::Dir)
+            } else if files.contains(&p) {
+                Some(HostKind::File)
+            } else {
+                links
                     .iter()
-                    .any(|s| matches!(s, MountStep::BindTree { source, .. } if source == replaced)),
-                "{replaced} must not come from the host"
-            );
-        }
+                    .find(|(l, _)| *l == p)
+                    .map(|(_, t)| HostKind::Symlink((*t).to_owned()))
+            }
+        };
+        let children_of = |p: &str| {
+            let all: Vec<&str> = dirs
+                .iter()
+                .chain(files.iter())
+                .copied()
+                .chain(links.iter().map(|(l, _)| *l))
+                .collect();
+            all.into_iter()
+                .filter(|c| *c != "/" && Path::new(c).parent() == Some(Path::new(p)))
+                .map(|c| {
+                    Path::new(c)
+                        .file_name()
+                        .unwrap()
+                        .to_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        layout_with(paths, &kind_of, &children_of)
+    }
+
+    fn paths(list: &[&str]) -> Vec<String> {
+        list.iter().map(|p| (*p).to_owned()).collect()
+    }
+
+    fn shown_paths(layout: &RootLayout) -> Vec<&str> {
+        layout.shown.iter().map(|s| s.path.as_str()).collect()
+    }
+
+    #[test]
+    fn only_listed_paths_are_shown_with_baseline_devices_and_top_level_links() {
+        let layout = host(&paths(&[
+            "/usr",
+            "/usr/lib",
+            "/etc",
+            "/lib64",
+            "/sandbox",
+            "/tmp",
+            "/proc",
+            "/dev/urandom",
+            "/missing",
+        ]));
+        assert_eq!(
+            layout.top_links,
+            [
+                ("bin".to_owned(), "usr/bin".to_owned()),
+                ("lib64".to_owned(), "usr/lib64".to_owned())
+            ]
+        );
+        // /usr/lib through /usr; nothing of /var, /run, /work, /dev/shm.
+        assert_eq!(
+            shown_paths(&layout),
+            [
+                "/dev/urandom",
+                "/etc",
+                "/usr",
+                "/dev/null",
+                "/dev/tty",
+                "/dev/ptmx",
+                "/dev/pts"
+            ]
+        );
+        assert!(layout.hidden.is_empty());
+        let steps = build_mounts(&layout, binds());
+        assert!(steps.contains(&MountStep::BindTree {
+            source: "/usr".into(),
+            target: "/tmp/usr".into()
+        }));
+        assert!(steps.contains(&MountStep::Tmpfs {
+            target: "/tmp/dev/shm".into(),
+            options: "mode=1777".into()
+        }));
+        assert!(steps.contains(&MountStep::Symlink {
+            target: "/proc/self/fd".into(),
+            path: "/tmp/dev/fd".into()
+        }));
+        assert!(!steps.iter().any(|s| matches!(s,
+            MountStep::BindTree { source, .. } | MountStep::BindFile { source, .. }
+                if source.starts_with("/var") || source.starts_with("/run") || source == "/work")));
         assert_eq!(
             steps[steps.len() - 2..],
             [
@@ -444,42 +664,48 @@ mod tests {
     }
 
     #[test]
-    fn private_dirs_are_hidden_unless_the_policy_reaches_into_them() {
-        let all = |_: &str| true;
-        assert_eq!(private_dirs(&[], all), ["/run", "/var/tmp", "/dev/shm"]);
-        let policy = vec!["/run/secrets".to_owned(), "/dev/shmx".to_owned()];
-        assert_eq!(
-            private_dirs(&policy, all),
-            ["/var/tmp", "/dev/shm", RUNTIME_DIR]
-        );
-        assert_eq!(private_dirs(&[], |d| d != "/var/tmp"), ["/run", "/dev/shm"]);
-        let steps = build_mounts(&[RootEntry::dir("run")], &["/run".to_owned()], binds());
-        let hidden = MountStep::Tmpfs {
-            target: "/tmp/run".into(),
-            options: "mode=1777".into(),
-        };
-        let bound = steps
-            .iter()
-            .position(|s| matches!(s, MountStep::BindTree { target, .. } if target == "/tmp/run"));
-        let covered = steps.iter().position(|s| *s == hidden);
-        assert!(
-            bound.unwrap() < covered.unwrap(),
-            "the tmpfs must cover the bind"
-        );
+    fn the_whole_root_is_shown_by_its_children_without_the_runtime_material_or_shared_dirs() {
+        let layout = host(&paths(&["/"]));
+        let shown = shown_paths(&layout);
+        for expected in ["/dev", "/etc", "/usr", "/var", "/work", "/run/dbus"] {
+            assert!(shown.contains(&expected), "{expected} in {shown:?}");
+        }
+        for never in ["/", "/run", "/run/openshell", "/proc", "/tmp", "/bin"] {
+            assert!(!shown.contains(&never), "{never} in {shown:?}");
+        }
+        assert_eq!(layout.hidden, ["/var/tmp", "/dev/shm"]);
+        // Named explicitly: shown.
+        let layout = host(&paths(&["/var", "/var/tmp"]));
+        assert!(layout.hidden.is_empty());
     }
 
     #[test]
-    fn the_runtime_dir_stays_hidden_when_the_policy_opens_run() {
-        let all = |_: &str| true;
-        let policy = vec!["/run".to_owned(), "/run/openshell/token".to_owned()];
-        assert_eq!(
-            private_dirs(&policy, all),
-            ["/var/tmp", "/dev/shm", "/run/openshell"]
+    fn a_listed_socket_is_shown_and_an_unlisted_one_does_not_exist() {
+        let layout = host(&paths(&["/usr"]));
+        assert!(!shown_paths(&layout).iter().any(|p| p.starts_with("/var")));
+        let layout = host(&paths(&["/var/lib/data.sock"]));
+        assert!(
+            layout
+                .shown
+                .contains(&Shown::new("/var/lib/data.sock", HostKind::File))
         );
-        // Hidden with /run by default; absent, nothing to hide.
-        assert!(!private_dirs(&[], all).contains(&RUNTIME_DIR.to_owned()));
-        let no_runtime = |d: &str| d != RUNTIME_DIR;
-        assert_eq!(private_dirs(&policy, no_runtime), ["/var/tmp", "/dev/shm"]);
+        let steps = build_mounts(&layout, binds());
+        assert!(steps.contains(&MountStep::MkdirAll {
+            path: "/tmp/var/lib".into()
+        }));
+        // The runtime material, whatever is listed.
+        let layout = host(&paths(&["/run/openshell", "/run"]));
+        assert_eq!(
+            shown_paths(&layout),
+            [
+                "/run/dbus",
+                "/dev/null",
+                "/dev/urandom",
+                "/dev/tty",
+                "/dev/ptmx",
+                "/dev/pts"
+            ]
+        );
     }
 
     fn binds() -> Binds<'static> {
@@ -491,7 +717,7 @@ mod tests {
 
     #[test]
     fn bind_sources_are_opened_before_the_staging_tmpfs_hides_tmp() {
-        let steps = build_mounts(&[], &[], binds());
+        let steps = build_mounts(&RootLayout::default(), binds());
         let open = steps
             .iter()
             .rposition(|s| matches!(s, MountStep::Open { .. }));

@@ -33,7 +33,12 @@ fn reading_a_secret_outside_the_allowed_paths_fails() {
     let secret = Secret::new("read");
     let outcome = sandbox().run(&["cat", secret.path()]);
     assert_ne!(outcome.code, 0);
-    assert!(outcome.stderr.contains("Permission denied"), "{outcome:#?}");
+    // Unlisted, so absent from the sandbox's root (or, where listed, denied).
+    assert!(
+        outcome.stderr.contains("No such file or directory")
+            || outcome.stderr.contains("Permission denied"),
+        "{outcome:#?}"
+    );
     assert!(!outcome.stdout.contains("TOP-SECRET"));
 }
 
@@ -129,36 +134,88 @@ fn read_only_policy_paths_are_readable_but_not_writable() {
     assert!(!data.path().join("new").exists());
 }
 
-/// Escape: a policy path inside the agent's workspace replaced by a link to
-/// `/` (`ln -s / /sandbox/data`). Rule paths are opened as root at every
-/// launch and exec; following the link granted the whole root.
+/// Escape: a policy path inside the agent's workspace replaced by a link
+/// (`ln -s /elsewhere /sandbox/data`). Rule paths are opened as root at
+/// every launch and exec; following the link gave the link's target the
+/// rule's access: here read-write on a directory the policy lists
+/// read-only.
 #[test]
 fn a_policy_path_the_agent_replaced_by_a_link_is_refused_not_widened() {
+    use std::os::unix::fs::PermissionsExt;
     let dir = shared_dir();
-    // World-readable, outside every policy path: only Landlock keeps it out.
+    // Listed read-only; writable by anyone as far as the mode bits go, so
+    // only Landlock keeps the agent from writing it.
     let outside = tempfile::Builder::new()
         .prefix("openshell-escape-")
         .tempdir_in("/var/lib")
         .unwrap();
-    std::fs::set_permissions(
-        outside.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    std::fs::write(outside.path().join("secret"), "TOP-SECRET-VALUE\n").unwrap();
-    // What the agent leaves behind: a link it owns where the policy names a
-    // directory of the workspace.
+    std::fs::set_permissions(outside.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(outside.path().join("f"), "data\n").unwrap();
+    // What the agent leaves behind: a link it owns where the policy names
+    // a read-write directory of the workspace.
     let planted = dir.path().join("data");
-    std::os::unix::fs::symlink("/", &planted).unwrap();
+    std::os::unix::fs::symlink(outside.path(), &planted).unwrap();
     std::os::unix::fs::lchown(&planted, Some(65534), Some(65534)).unwrap();
-    let policy = "version: 1\nfilesystem_policy:\n  include_workdir: true\n  read_only: [/usr, /lib, /lib64, /bin, /etc, /sandbox/data]\n  read_write: [/tmp]\n";
-    let script = format!("cat {}/secret; echo done", outside.path().display());
-    let outcome = sandbox().policy(policy).workdir(dir.path()).sh(&script);
-    assert!(!outcome.stdout.contains("TOP-SECRET"), "{outcome:#?}");
-    assert_eq!(outcome.stdout.trim(), "done", "{outcome:#?}");
-    assert!(outcome.stderr.contains("Permission denied"), "{outcome:#?}");
+    let policy = format!(
+        "version: 1\nfilesystem_policy:\n  include_workdir: false\n  read_only: [/usr, /lib, /lib64, /bin, /etc, {o}]\n  read_write: [/tmp, /sandbox/data]\n",
+        o = outside.path().display()
+    );
+    let script = format!(
+        "cat {o}/f; echo pwned > /sandbox/data/x; echo pwned > {o}/y; echo done",
+        o = outside.path().display()
+    );
+    let outcome = sandbox().policy(&policy).workdir(dir.path()).sh(&script);
+    assert_eq!(outcome.stdout, "data\ndone\n", "{outcome:#?}");
+    assert!(
+        !outside.path().join("x").exists(),
+        "wrote through the link: {outcome:#?}"
+    );
+    assert!(!outside.path().join("y").exists());
     assert!(
         outcome.stderr.contains("/sandbox/data is a symbolic link"),
         "the refusal must be reported: {outcome:#?}"
+    );
+}
+
+/// Escape: a world-connectable UNIX socket the policy does not list (under
+/// `/var/lib`) was reachable, since Landlock before ABI 9 does not govern
+/// `connect(2)`. The sandbox's root now holds only what the policy lists,
+/// so the socket, its directory and every other unlisted host path do not
+/// exist inside: no connect, no stat, no inotify watch.
+#[test]
+fn unlisted_host_paths_do_not_exist_inside_not_even_a_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("openshell-escape-")
+        .tempdir_in("/var/lib")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(dir.path().join("file"), "12345").unwrap();
+    let script = format!(
+        "import socket, os, ctypes\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         try:\n    s.connect({sock:?}); print('connected')\nexcept OSError as e:\n    print('connect', e.errno)\n\
+         try:\n    print('stat', os.stat({file:?}).st_size)\nexcept OSError as e:\n    print('stat', e.errno)\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         fd = libc.inotify_init()\n\
+         rc = libc.inotify_add_watch(fd, {dir:?}.encode(), 0xfff)\n\
+         print('watch', rc if rc >= 0 else ctypes.get_errno())\n\
+         print('var-log', os.path.exists('/var/log'), 'work', os.path.exists('/var/lib'))\n",
+        sock = socket.to_str().unwrap(),
+        file = dir.path().join("file").to_str().unwrap(),
+        dir = dir.path().to_str().unwrap(),
+    );
+    let outcome = sandbox().python(&script);
+    listener.set_nonblocking(true).unwrap();
+    assert!(
+        listener.accept().is_err(),
+        "the host socket accepted a connection"
+    );
+    assert_eq!(
+        outcome.stdout, "connect 2\nstat 2\nwatch 2\nvar-log False work False\n",
+        "{outcome:#?}"
     );
 }

@@ -39,6 +39,8 @@ pub struct TestNetwork {
     host_if: String,
     servers: Vec<Child>,
     pub peer: Ipv4Addr,
+    /// The host's end of the veth pair: an address of this host.
+    pub host: Ipv4Addr,
 }
 
 fn ip(args: &[&str]) {
@@ -95,6 +97,7 @@ impl TestNetwork {
             host_if,
             servers: Vec::new(),
             peer,
+            host: host_ip,
         }
     }
 

@@ -129,3 +129,47 @@ fn world_connectable_host_unix_sockets_in_run_and_dev_shm_are_out_of_reach() {
         assert_eq!(outcome.stdout.trim(), "ENOENT", "{dir}: {outcome:#?}");
     }
 }
+
+/// Escape: a policy naming one of the host's own addresses (here the host's
+/// end of a test veth) let the agent reach services on the host itself
+/// through the proxy, which runs there. Such addresses are refused like
+/// loopback unless `allowed_ips` names them exactly.
+#[test]
+fn the_hosts_own_addresses_are_refused_unless_allowed_ips_names_them() {
+    use std::io::{Read, Write};
+    let network = TestNetwork::new();
+    let listener = TcpListener::bind((network.host, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(4) {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nhost",
+            );
+        }
+    });
+    let policy = |extra: &str| {
+        format!(
+            "version: 1\nnetwork_policies:\n  own:\n    endpoints:\n      - host: \"{h}\"\n        port: {port}\n{extra}    binaries:\n      - path: /usr/bin/curl\n",
+            h = network.host
+        )
+    };
+    let url = format!("http://{}:{port}/", network.host);
+    let curl = ["curl", "-sS", "-m", "10", "--noproxy", "", &url];
+    let outcome = sandbox().policy(&policy("")).run(&curl);
+    assert!(
+        outcome.stdout.contains("ssrf_denied") && outcome.stdout.contains("host address"),
+        "{outcome:#?}"
+    );
+    let broad = "        allowed_ips: [\"10.213.0.0/16\"]\n";
+    let outcome = sandbox().policy(&policy(broad)).run(&curl);
+    assert!(
+        outcome.stdout.contains("ssrf_denied"),
+        "a range does not name it: {outcome:#?}"
+    );
+    let exact = format!("        allowed_ips: [\"{}\"]\n", network.host);
+    let outcome = sandbox().policy(&policy(&exact)).run(&curl).success();
+    assert_eq!(outcome.stdout, "host");
+}
