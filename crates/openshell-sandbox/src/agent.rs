@@ -11,6 +11,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -25,8 +26,10 @@ use crate::report::{self, Enforced, Report};
 use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, sys};
 
 /// Applies every layer and execs the program; never returns.
-pub fn run(plan: &Plan, filters: &seccomp::Filters, report: File) -> ! {
-    let enforced = match restrict(plan, filters) {
+/// `connects`: where to send the connect filter's listener (the
+/// supervisor records who connects to the proxy, [`crate::proxy::connects`]).
+pub fn run(plan: &Plan, filters: &seccomp::Filters, report: File, connects: Option<OwnedFd>) -> ! {
+    let enforced = match restrict(plan, filters, connects) {
         Ok(enforced) => enforced,
         Err(error) => {
             fail(&report, "isolation", &error);
@@ -39,7 +42,11 @@ pub fn run(plan: &Plan, filters: &seccomp::Filters, report: File) -> ! {
     std::process::exit(code)
 }
 
-fn restrict(plan: &Plan, filters: &seccomp::Filters) -> anyhow::Result<Enforced> {
+fn restrict(
+    plan: &Plan,
+    filters: &seccomp::Filters,
+    connects: Option<OwnedFd>,
+) -> anyhow::Result<Enforced> {
     sys::cloexec_all_from(3).context("closing inherited descriptors at exec")?;
     SigSet::empty()
         .thread_set_mask()
@@ -53,6 +60,13 @@ fn restrict(plan: &Plan, filters: &seccomp::Filters) -> anyhow::Result<Enforced>
     nix::unistd::chdir(plan.cwd.as_str()).with_context(|| format!("chdir {}", plan.cwd))?;
     identity::apply_hardening()?;
     let landlock = ruleset.restrict()?;
+    if let Some(channel) = connects {
+        // Before the main filter, which refuses seccomp(2) itself.
+        let listener = sys::install_listener_filter(&seccomp::connect_notify_program())
+            .context("installing the connect filter")?;
+        crate::proxy::connects::send_listener(&channel, &listener)
+            .context("handing the connect filter to the supervisor")?;
+    }
     seccomp::install_filters(filters)?;
     Ok(Enforced {
         uid: nix::unistd::geteuid().as_raw(),

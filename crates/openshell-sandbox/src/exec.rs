@@ -27,6 +27,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::isolation::{Plan, SANDBOX_DIR, seccomp};
+use crate::proxy::connects;
 use crate::proxy::identity::Identifier;
 use crate::report::{self, Report};
 use crate::{EXIT_LAUNCH_FAILED, agent, sys};
@@ -122,6 +123,9 @@ impl Helper {
 
 static PLAN_SERIAL: AtomicU64 = AtomicU64::new(1);
 
+/// The descriptor number the helper finds its connect filter channel at.
+const CONNECTS_FD: i32 = 3;
+
 impl Spawner {
     /// The plan for `argv` ([`plan_for`]).
     pub fn plan(
@@ -140,18 +144,24 @@ impl Spawner {
         write_private(&plan_file, &serde_json::to_vec(plan)?)
             .with_context(|| format!("writing {}", plan_file.display()))?;
         let [stdin, stdout, stderr] = stdio;
-        let spawned = tokio::process::Command::new("/proc/self/exe")
+        let (ours, theirs) = connects::channel().context("creating the connect filter channel")?;
+        let mut command = tokio::process::Command::new("/proc/self/exe");
+        command
             .arg0("openshell-exec")
             .arg("__exec")
             .arg("--target")
             .arg(self.init_pid.to_string())
             .arg("--plan-file")
             .arg(&plan_file)
+            .arg("--connects-fd")
+            .arg(CONNECTS_FD.to_string())
             .stdin(stdin)
             .stdout(stdout)
             .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn();
+            .kill_on_drop(true);
+        sys::inherit_as(&mut command, &theirs, CONNECTS_FD);
+        let spawned = command.spawn();
+        drop(theirs);
         let child = match spawned {
             Ok(child) => child,
             Err(error) => {
@@ -161,6 +171,7 @@ impl Spawner {
         };
         let pid = child.id().unwrap_or(0);
         self.identifier.add_exec_root(pid);
+        connects::serve_from(ours, self.identifier.clone());
         Ok(Helper {
             child,
             pid,
@@ -180,9 +191,20 @@ fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 }
 
 /// The `__exec` helper; returns its exit code (the command's).
-pub fn run(target: i32, plan_file: &Path) -> i32 {
+pub fn run(target: i32, plan_file: &Path, connects_fd: Option<i32>) -> i32 {
+    let connects = match connects_fd.map(sys::take_inherited_fd).transpose() {
+        Ok(connects) => connects,
+        Err(error) => {
+            say(&format!(
+                "cannot enter the sandbox: the connect filter channel: {error}"
+            ));
+            return EXIT_LAUNCH_FAILED;
+        }
+    };
     match prepare(target, plan_file) {
-        Ok((plan, mount_ns, filters, signals)) => supervise(&plan, &mount_ns, &filters, &signals),
+        Ok((plan, mount_ns, filters, signals)) => {
+            supervise(&plan, &mount_ns, &filters, &signals, connects)
+        }
         Err(error) => {
             say(&format!("cannot enter the sandbox: {error:#}"));
             EXIT_LAUNCH_FAILED
@@ -234,7 +256,13 @@ fn prepare(
 }
 
 /// Forks the command and waits for it.
-fn supervise(plan: &Plan, mount_ns: &File, filters: &seccomp::Filters, signals: &SigSet) -> i32 {
+fn supervise(
+    plan: &Plan,
+    mount_ns: &File,
+    filters: &seccomp::Filters,
+    signals: &SigSet,
+    connects: Option<std::os::fd::OwnedFd>,
+) -> i32 {
     let (read, write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(pipe) => pipe,
         Err(error) => {
@@ -262,9 +290,12 @@ fn supervise(plan: &Plan, mount_ns: &File, filters: &seccomp::Filters, signals: 
             {
                 say(&format!("cannot take the terminal: {error}"));
             }
-            agent::run(plan, filters, report)
+            agent::run(plan, filters, report, connects)
         }
-        Ok(ForkResult::Parent { child }) => child,
+        Ok(ForkResult::Parent { child }) => {
+            drop(connects);
+            child
+        }
         Err(error) => {
             say(&format!("starting the command: {error}"));
             return EXIT_LAUNCH_FAILED;

@@ -39,11 +39,22 @@ pub const FORWARDED: [Signal; 7] = [
 ];
 
 /// Runs init; returns the exit code for the process.
-pub fn run(plan_fd: RawFd, report_fd: RawFd) -> i32 {
+pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 {
     let report = match sys::take_inherited_fd(report_fd) {
         Ok(fd) => File::from(fd),
         Err(error) => {
             tracing::error!(%error, "init started without a report channel");
+            return EXIT_LAUNCH_FAILED;
+        }
+    };
+    let connects = match connects_fd.map(sys::take_inherited_fd).transpose() {
+        Ok(connects) => connects,
+        Err(error) => {
+            fail(
+                &report,
+                "init",
+                &anyhow::Error::from(error).context("the connect filter channel"),
+            );
             return EXIT_LAUNCH_FAILED;
         }
     };
@@ -69,7 +80,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd) -> i32 {
         return EXIT_LAUNCH_FAILED;
     }
     let agent_pid = match sys::fork() {
-        Ok(ForkResult::Child) => agent::run(&plan, &filters, report),
+        Ok(ForkResult::Child) => agent::run(&plan, &filters, report, connects),
         Ok(ForkResult::Parent { child }) => child,
         Err(error) => {
             fail(
@@ -81,6 +92,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd) -> i32 {
         }
     };
     drop(report);
+    drop(connects);
     supervise(agent_pid, &signals)
 }
 

@@ -57,6 +57,9 @@ pub struct Running {
     pub pid: Pid,
     listener: Option<TcpListener>,
     pub reports: Vec<Report>,
+    /// The supervisor's end of the connect filter channel (the agent sends
+    /// its listener over it before exec).
+    pub connects: Option<OwnedFd>,
     exit: mpsc::Receiver<std::io::Result<ExitStatus>>,
 }
 
@@ -107,19 +110,21 @@ pub fn spawn(plan: &Plan, stdio: Option<[OwnedFd; 3]>) -> Result<Running, SpawnE
             Err(error) => {
                 let _ = started_tx.send(Err(error));
             }
-            Ok((mut child, listener, reports)) => {
+            Ok((mut child, listener, reports, connects)) => {
                 let pid = Pid::from_raw(child.id() as i32);
-                let _ = started_tx.send(Ok((pid, listener, reports)));
+                let _ = started_tx.send(Ok((pid, listener, reports, connects)));
                 let _ = exit_tx.send(child.wait());
             }
         })
         .map_err(|e| SpawnError::Init("spawning the launch thread".into(), e))?;
-    let (pid, listener, reports) = started_rx.recv().map_err(|_| SpawnError::ThreadLost)??;
+    let (pid, listener, reports, connects) =
+        started_rx.recv().map_err(|_| SpawnError::ThreadLost)??;
     let reports = report::receive(File::from(reports));
     Ok(Running {
         pid,
         listener: Some(listener),
         reports,
+        connects: Some(connects),
         exit: exit_rx,
     })
 }
@@ -128,7 +133,7 @@ pub fn spawn(plan: &Plan, stdio: Option<[OwnedFd; 3]>) -> Result<Running, SpawnE
 fn start(
     plan_json: &[u8],
     stdio: Option<[OwnedFd; 3]>,
-) -> Result<(std::process::Child, TcpListener, OwnedFd), SpawnError> {
+) -> Result<(std::process::Child, TcpListener, OwnedFd, OwnedFd), SpawnError> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(SpawnError::NetworkNamespace)?;
     sys::set_loopback_up().map_err(SpawnError::Loopback)?;
     let listener = TcpListener::bind(PROXY_ADDR).map_err(SpawnError::Listener)?;
@@ -139,6 +144,13 @@ fn start(
     // launch thread, immediately before the one spawn that inherits them.
     let (plan_read, plan_write) = inheritable_pipe(End::Read)?;
     let (report_read, report_write) = inheritable_pipe(End::Write)?;
+    let (connects, connects_child) = crate::proxy::connects::channel()
+        .map_err(|e| SpawnError::Init("the connect filter channel".into(), e))?;
+    nix::fcntl::fcntl(
+        &connects_child,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(SpawnError::Pipe)?;
     let exe = std::env::current_exe()
         .map_err(|e| SpawnError::Init("locating our own binary".into(), e))?;
     let mut command = Command::new("/proc/self/exe");
@@ -153,15 +165,18 @@ fn start(
             &plan_read.as_raw_fd().to_string(),
             "--report-fd",
             &report_write.as_raw_fd().to_string(),
+            "--connects-fd",
+            &connects_child.as_raw_fd().to_string(),
         ])
         .spawn()
         .map_err(|e| SpawnError::Init(exe.display().to_string(), e))?;
     drop(plan_read);
     drop(report_write);
+    drop(connects_child);
     File::from(plan_write)
         .write_all(plan_json)
         .map_err(SpawnError::SendPlan)?;
-    Ok((child, listener, report_read))
+    Ok((child, listener, report_read, connects))
 }
 
 #[derive(Clone, Copy, PartialEq)]

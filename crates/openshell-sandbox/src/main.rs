@@ -157,6 +157,8 @@ enum Command {
         target: i32,
         #[arg(long)]
         plan_file: PathBuf,
+        #[arg(long)]
+        connects_fd: Option<i32>,
     },
     /// Internal: the sandbox's init process (started by `run`)
     #[command(name = "__init", hide = true)]
@@ -165,6 +167,8 @@ enum Command {
         plan_fd: i32,
         #[arg(long)]
         report_fd: i32,
+        #[arg(long)]
+        connects_fd: Option<i32>,
     },
 }
 
@@ -267,8 +271,16 @@ fn main() -> ExitCode {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     init_logging(cli.verbose);
     match cli.command {
-        Command::Init { plan_fd, report_fd } => exit(init::run(plan_fd, report_fd)),
-        Command::Exec { target, plan_file } => exit(exec::run(target, &plan_file)),
+        Command::Init {
+            plan_fd,
+            report_fd,
+            connects_fd,
+        } => exit(init::run(plan_fd, report_fd, connects_fd)),
+        Command::Exec {
+            target,
+            plan_file,
+            connects_fd,
+        } => exit(exec::run(target, &plan_file, connects_fd)),
         Command::Check => {
             let checks = check::run();
             match serde_json::to_string_pretty(&checks) {

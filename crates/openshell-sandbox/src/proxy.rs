@@ -13,6 +13,7 @@
 //! ([`tunnel::passthrough`]) unless the endpoint says `tls: skip`, and
 //! everything that is not TLS is relayed as bytes ([`splice`]).
 
+pub mod connects;
 pub mod generation;
 pub mod identity;
 pub mod inspect;

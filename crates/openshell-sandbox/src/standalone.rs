@@ -281,6 +281,22 @@ fn supervise(
         host_addresses: proxy::HostAddresses::default(),
     });
     let identifier = shared.identifier.clone();
+    // Who connects to the proxy is recorded at connect(2) (the agent sent
+    // its filter's listener before exec); a connection without a record is
+    // refused from the first one on.
+    let channel = running
+        .connects
+        .take()
+        .context("the connect filter channel was already taken")?;
+    let filter = proxy::connects::receive_listener(&channel, false)
+        .context("receiving the connect filter")?
+        .context("the sandbox started without its connect filter")?;
+    identifier.require_recorded_connects();
+    let serving = identifier.clone();
+    std::thread::Builder::new()
+        .name("connect-filter".into())
+        .spawn(move || proxy::connects::serve(filter, serving))
+        .context("starting the connect filter thread")?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let _guard = runtime.enter();
     let listener =

@@ -10,6 +10,9 @@
 //! | [`cloexec_all_from`] | `close_range(2)` has no wrapper in nix 0.32 |
 //! | [`async_fd`] | tokio's `AsyncFd::register` is `unsafe` (the descriptor must stay the same open file) |
 //! | [`set_window_size`], [`set_controlling_terminal`] | `TIOCSWINSZ` and `TIOCSCTTY` are plain ioctls nix only offers through `unsafe` macros |
+//! | [`install_listener_filter`], [`notif_recv`], [`notif_respond`], [`notif_id_valid`] | seccomp user notification: `seccomp(2)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and its ioctls have no wrapper in nix or seccompiler |
+//! | [`pidfd_open`], [`pidfd_getfd`] | no wrapper in nix 0.32 |
+//! | [`inherit_as`] | moving a descriptor to a fixed number in a child is a `pre_exec` hook |
 #![allow(unsafe_code)]
 
 use std::io;
@@ -178,4 +181,132 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // number, so the number keeps referring to the same open file until the
     // `AsyncFd` (which takes the `OwnedFd`) drops it.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
+
+/// Installs `program` as a seccomp filter of the calling thread with a
+/// user-notification listener, and returns the listener. `no_new_privs`
+/// must be set.
+pub fn install_listener_filter(program: &[libc::sock_filter]) -> io::Result<OwnedFd> {
+    let len = u16::try_from(program.len()).map_err(|_| io::Error::other("filter too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `len` valid instructions that outlive the call;
+    // the kernel copies them.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The next notification on `listener` (blocks).
+pub fn notif_recv(listener: std::os::fd::BorrowedFd<'_>) -> io::Result<libc::seccomp_notif> {
+    // SAFETY: plain old data; the kernel requires it zeroed.
+    let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: `notif` is a valid, writable `seccomp_notif`.
+    if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut notif) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(notif)
+}
+
+/// How a notified syscall ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifAnswer {
+    /// The kernel runs the syscall as the caller asked.
+    Continue,
+    /// It returns this value.
+    Return(i64),
+    /// It fails with this errno.
+    Fail(i32),
+}
+
+/// Answers notification `id`.
+pub fn notif_respond(
+    listener: std::os::fd::BorrowedFd<'_>,
+    id: u64,
+    answer: NotifAnswer,
+) -> io::Result<()> {
+    let (val, error, flags) = match answer {
+        NotifAnswer::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+        NotifAnswer::Return(val) => (val, 0, 0),
+        NotifAnswer::Fail(errno) => (0, -errno, 0),
+    };
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error,
+        flags,
+    };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: `resp` is a valid `seccomp_notif_resp`.
+    if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether notification `id` is still pending (its caller has not died or
+/// been interrupted): checked after reading the caller's memory, so that
+/// what was read belongs to that caller.
+pub fn notif_id_valid(listener: std::os::fd::BorrowedFd<'_>, id: u64) -> bool {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    let mut id = id;
+    // SAFETY: `id` is a valid u64.
+    unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) == 0 }
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd(pidfd, fd, 0)`: a duplicate of another process's descriptor.
+pub fn pidfd_getfd(pidfd: std::os::fd::BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
+    let pidfd = std::os::fd::AsRawFd::as_raw_fd(&pidfd);
+    // SAFETY: plain integer arguments.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor the kernel just gave us.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as RawFd) })
+}
+
+/// Makes `fd` descriptor number `target` in the child `command` starts
+/// (inherited across its exec), without ever making it inheritable here:
+/// other threads' children never see it.
+pub fn inherit_as(command: &mut tokio::process::Command, fd: &OwnedFd, target: RawFd) {
+    let source = std::os::fd::AsRawFd::as_raw_fd(fd);
+    // SAFETY: the hook runs between fork and exec and calls only dup2 (or
+    // fcntl when the numbers already match), both async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if source == target {
+                if libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(source, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }

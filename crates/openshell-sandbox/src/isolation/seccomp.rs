@@ -413,6 +413,36 @@ fn prelude() -> BpfProgram {
     ]
 }
 
+/// The filter that hands every `connect(2)` to the supervisor (a
+/// user-notification listener, [`crate::proxy::connects`]): it records who
+/// connects to the proxy, which the kernel cannot let another process
+/// fake by handing the socket on. Everything else is allowed here (the
+/// other filters decide).
+pub fn connect_notify_program() -> Vec<libc::sock_filter> {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW};
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    vec![
+        stmt(BPF_LD | BPF_W | BPF_ABS, DATA_ARCH),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_NATIVE, 1, 0),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW), // the prelude kills it
+        stmt(BPF_LD | BPF_W | BPF_ABS, DATA_NR),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_connect as u32, 0, 1),
+        stmt(BPF_RET | BPF_K, libc::SECCOMP_RET_USER_NOTIF),
+        stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,21 @@ pub struct Identifier {
     /// Paths (as the sandbox sees them) the agent can write: code mapped
     /// from beneath them is the agent's, whatever binary maps it.
     writable: Vec<String>,
+    /// Who connected, by the connection's local port ([`super::connects`]).
+    connects: Mutex<HashMap<u16, ConnectRecord>>,
+    /// Every connection must have a recorded connect (set once the
+    /// sandbox's processes run under the connect filter).
+    require_connects: std::sync::atomic::AtomicBool,
 }
+
+/// When a connect was recorded, and who made it (or why that is refused).
+type ConnectRecord = (std::time::Instant, Result<Caller, String>);
+
+/// Records older than this are dropped when the table grows (a connect
+/// whose request never came).
+const CONNECT_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// The table size at which stale records are swept.
+const CONNECT_RECORDS_SWEEP: usize = 4096;
 
 /// The dynamic loader's variables that make a program run other code.
 const LOADER_VARS: [&str; 3] = ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT"];
@@ -77,7 +91,64 @@ impl Identifier {
             exec_roots: Mutex::new(BTreeSet::new()),
             hashes: Mutex::new(HashMap::new()),
             writable: Vec::new(),
+            connects: Mutex::new(HashMap::new()),
+            require_connects: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// From now on a connection without a recorded connect is refused.
+    pub fn require_recorded_connects(&self) {
+        self.require_connects
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Records who connected from local `port` (before the connection
+    /// exists, so the proxy always finds it).
+    pub fn record_connect(&self, port: u16, caller: Result<Caller, String>) {
+        let mut connects = self.connects_lock();
+        if connects.len() >= CONNECT_RECORDS_SWEEP {
+            connects.retain(|_, (at, _)| at.elapsed() < CONNECT_RECORD_TTL);
+        }
+        connects.insert(port, (std::time::Instant::now(), caller));
+    }
+
+    fn connects_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, ConnectRecord>> {
+        self.connects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The identity of `pid`, which is calling connect(2) now.
+    pub fn describe_connector(&self, pid: u32) -> Result<Caller, String> {
+        self.describe(pid)
+    }
+
+    /// Checks the holders' identity `held` against whoever connected from
+    /// `port`: they must be the same program, or it was handed on.
+    fn check_connector(&self, port: u16, held: Caller) -> Result<Caller, String> {
+        if !self
+            .require_connects
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(held);
+        }
+        let Some((_, connector)) = self.connects_lock().remove(&port) else {
+            return Err(
+                "no connect() was recorded for this connection: it was not made by a process of the sandbox"
+                    .to_owned(),
+            );
+        };
+        let connector = connector?;
+        let same = connector.binary == held.binary
+            && connector.ancestors == held.ancestors
+            && connector.sha256 == held.sha256;
+        if !same {
+            return Err(format!(
+                "socket handed on: {} (pid {}) connected to the proxy, {} (pid {}) holds the connection",
+                connector.binary, connector.pid, held.binary, held.pid
+            ));
+        }
+        Ok(held)
     }
 
     /// The paths the agent can write (its `read_write` Landlock rules).
@@ -198,7 +269,7 @@ impl Identifier {
                 pids.join(",")
             ));
         }
-        Ok(callers.swap_remove(0))
+        self.check_connector(peer.port(), callers.swap_remove(0))
     }
 
     fn socket_inode(&self, peer: SocketAddr, local: SocketAddr) -> Option<u64> {

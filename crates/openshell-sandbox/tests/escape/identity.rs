@@ -97,3 +97,72 @@ fn a_library_path_into_the_workspace_is_refused() {
     );
     assert!(!outcome.stdout.contains("GET /hello"), "{outcome:#?}");
 }
+
+/// The egress decisions a sandbox recorded: (decision, binary, reason).
+fn decisions(events: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+            (text("decision"), text("binary"), text("reason"))
+        })
+        .collect()
+}
+
+/// Escape: python (not allowed) connects to the proxy, hands the socket to
+/// `/usr/bin/curl` (allowed) and closes its own copy; curl then writes the
+/// request. The proxy looked only at who held the socket when the request
+/// came, saw curl, and allowed it. Who connected is now recorded at
+/// connect(2), and the connector and the holders must agree.
+#[test]
+fn a_socket_handed_from_a_denied_binary_to_an_allowed_one_is_refused() {
+    let network = upstream();
+    let dir = shared_dir();
+    let request = format!(
+        "GET http://{p}:{PORT}/handoff HTTP/1.1\r\nHost: {p}:{PORT}\r\nConnection: close\r\n\r\n",
+        p = network.peer
+    );
+    std::fs::write(dir.path().join("req"), &request).unwrap();
+    // curl's stdout is the socket: it writes the request once python let
+    // go, then holds the connection while it waits on a FIFO.
+    let script = "import os, socket, subprocess, time\n\
+        os.mkfifo('/sandbox/fifo')\n\
+        s = socket.create_connection(('127.0.0.1', 3128))\n\
+        p = subprocess.Popen(['/bin/sh', '-c', 'sleep 0.3; exec /usr/bin/curl -sN file:///sandbox/req file:///sandbox/fifo'], stdout=s.fileno())\n\
+        s.close()\n\
+        time.sleep(1.5)\n\
+        open('/sandbox/fifo', 'w').close()\n\
+        print('curl', p.wait())\n";
+    let sandbox = sandbox()
+        .policy(&curl_only(&network))
+        .workdir(dir.path())
+        .with_events();
+    let outcome = sandbox.python(script);
+    assert_eq!(outcome.stdout, "curl 0\n", "{outcome:#?}");
+    let seen = decisions(&sandbox.events_file());
+    assert!(
+        !seen.iter().any(|(d, _, _)| d == "allow"),
+        "allowed: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|(d, _, reason)| d == "deny"
+            && reason.contains("socket handed on")
+            && reason.contains("/usr/bin/python3")),
+        "{seen:#?}"
+    );
+}
+
+/// The same program connecting and writing is unaffected, also when it
+/// forks after connecting (both hold the socket and agree).
+#[test]
+fn a_connection_used_by_the_process_that_made_it_is_allowed() {
+    let network = upstream();
+    let url = format!("http://{}:{PORT}/own", network.peer);
+    let outcome = sandbox()
+        .policy(&curl_only(&network))
+        .run(&["curl", "-sS", "-m", "10", "--noproxy", "", &url])
+        .success();
+    assert_eq!(outcome.stdout, "GET /own 0\n");
+}
