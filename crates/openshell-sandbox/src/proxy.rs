@@ -240,6 +240,23 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             }
         },
     };
+    if let Target::Forward { host, port, .. } = &target
+        && let Err(request::HostMismatch(given)) = request::check_host(&head, host, *port)
+    {
+        tracing::warn!(
+            host,
+            port,
+            given,
+            "forward request refused: Host does not match the URL"
+        );
+        let body = response::error(
+            403,
+            "request_authority_mismatch",
+            "HTTP request authority does not match the authorized tunnel endpoint",
+        );
+        let _ = client.write_all(&body).await;
+        return;
+    }
     let buffered = buf.split_off(head_len);
     // Blocking /proc reads and hashing.
     let caller = tokio::task::block_in_place(|| shared.identifier.identify(peer, local));
@@ -285,7 +302,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let generations = shared.generations.clone();
     match route {
         Route::Forward { target } => {
-            let head_bytes = relay::upstream_head(&head, &target);
+            let head_bytes = relay::upstream_head(&head, &target, intent.target);
             relay::forward(
                 client,
                 upstream,

@@ -143,36 +143,6 @@ fn json_response(
     response
 }
 
-/// Whether the request's authority names the tunnel's endpoint; the port
-/// may be omitted only when it is the scheme's default.
-fn authority_matches(authority: &str, host: &str, port: u16, default_port: u16) -> bool {
-    let parse_port = |p: &str| p.parse::<u16>().ok();
-    let (name, given_port) = if let Some(rest) = authority.strip_prefix('[') {
-        let Some((name, after)) = rest.split_once(']') else {
-            return false;
-        };
-        match after.strip_prefix(':') {
-            Some(p) => match parse_port(p) {
-                Some(p) => (name, Some(p)),
-                None => return false,
-            },
-            None if after.is_empty() => (name, None),
-            None => return false,
-        }
-    } else {
-        match authority.rsplit_once(':') {
-            Some((name, p)) => match parse_port(p) {
-                Some(p) => (name, Some(p)),
-                None => return false,
-            },
-            None => (authority, None),
-        }
-    };
-    !name.is_empty()
-        && name.eq_ignore_ascii_case(host)
-        && given_port.unwrap_or(default_port) == port
-}
-
 async fn judge(
     mut request: Request<Incoming>,
     tunnel: &Tunnel,
@@ -209,7 +179,7 @@ async fn judge(
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    if !authority_matches(&authority, &tunnel.host, tunnel.port, default_port) {
+    if !super::request::authority_matches(&authority, &tunnel.host, tunnel.port, default_port) {
         event.reason = Some(format!(
             "request authority '{authority}' does not match the tunnel"
         ));
@@ -323,22 +293,4 @@ async fn judge(
         });
     }
     response.map(BodyExt::boxed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authority_must_name_the_tunnel_endpoint() {
-        assert!(authority_matches("api.test", "api.test", 443, 443));
-        assert!(authority_matches("API.test:443", "api.test", 443, 443));
-        assert!(!authority_matches("api.test", "api.test", 8443, 443));
-        assert!(authority_matches("api.test:8443", "api.test", 8443, 443));
-        assert!(!authority_matches("evil.test", "api.test", 443, 443));
-        assert!(!authority_matches("api.test:x", "api.test", 443, 443));
-        assert!(authority_matches("[::1]:8080", "::1", 8080, 80));
-        assert!(authority_matches("10.0.0.1", "10.0.0.1", 80, 80));
-        assert!(!authority_matches("", "api.test", 443, 443));
-    }
 }

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::generation::{Generation, replaced};
-use super::request::{Framing, Head};
+use super::request::{Framing, Head, Target};
 
 /// Longest chunk-size or trailer line accepted in a chunked body.
 const MAX_CHUNK_LINE: u64 = 4096;
@@ -40,9 +40,23 @@ pub async fn tunnel(
 }
 
 /// The origin-form request head sent upstream: same method and headers,
-/// minus hop-by-hop ones, with `Connection: close`.
-pub fn upstream_head(head: &Head, path: &str) -> Vec<u8> {
+/// minus hop-by-hop ones, with `Connection: close`, and a `Host` naming the
+/// URL's authority when the request had none.
+pub fn upstream_head(head: &Head, path: &str, target: &Target) -> Vec<u8> {
     let mut out = format!("{} {path} HTTP/1.1\r\n", head.method).into_bytes();
+    if head.header("host").is_none() {
+        let host = target.host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        let host = match target.port() {
+            80 => host,
+            port => format!("{host}:{port}"),
+        };
+        out.extend_from_slice(format!("Host: {host}\r\n").as_bytes());
+    }
     for (name, value) in &head.headers {
         if DROPPED_HEADERS.iter().any(|d| name.eq_ignore_ascii_case(d)) {
             continue;
@@ -79,13 +93,88 @@ pub async fn forward(
     };
     let response = async move {
         let mut upstream_read = upstream_read;
-        let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
+        let _ = relay_response(&mut upstream_read, &mut client_write).await;
         let _ = client_write.shutdown().await;
     };
     tokio::select! {
         _ = async { tokio::join!(body, response) } => {}
         _ = replaced(&mut generations, pinned) => {}
     }
+}
+
+/// Largest response head rewritten; a larger one is relayed as it is.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Response headers replaced by `Connection: close`.
+const RESPONSE_CONNECTION_HEADERS: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
+
+/// Relays the upstream's response with `Connection: close` in its final
+/// head: the proxy serves one request per connection and then closes it,
+/// and a client told nothing would send its next request into the closed
+/// connection. Interim (1xx) heads pass as they are.
+async fn relay_response<R, W>(upstream: &mut R, client: &mut W) -> std::io::Result<()>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let head_len = loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break Some(end + 4);
+            }
+            if buf.len() > MAX_RESPONSE_HEAD {
+                break None;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = upstream.read(&mut chunk).await?;
+            if n == 0 {
+                client.write_all(&buf).await?;
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let Some(head_len) = head_len else {
+            client.write_all(&buf).await?;
+            break;
+        };
+        let status = buf.get(9..12).unwrap_or_default();
+        if status.starts_with(b"1") && status != b"101" {
+            client.write_all(&buf[..head_len]).await?;
+            buf.drain(..head_len);
+            continue;
+        }
+        client.write_all(&closing_head(&buf[..head_len])).await?;
+        client.write_all(&buf[head_len..]).await?;
+        break;
+    }
+    tokio::io::copy(upstream, client).await?;
+    Ok(())
+}
+
+/// `head` (ending with the blank line) with its connection headers
+/// replaced by `Connection: close`.
+fn closing_head(head: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len() + 19);
+    let lines = head
+        .strip_suffix(b"\r\n\r\n")
+        .unwrap_or(head)
+        .split(|b| *b == b'\n');
+    for (i, line) in lines.enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let name = line.split(|b| *b == b':').next().unwrap_or_default();
+        let name = String::from_utf8_lossy(name);
+        if i > 0
+            && RESPONSE_CONNECTION_HEADERS
+                .iter()
+                .any(|h| name.trim().eq_ignore_ascii_case(h))
+        {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out
 }
 
 /// Copies exactly one body as framed; a malformed chunked body ends the copy.
@@ -103,42 +192,58 @@ where
             }
             Ok(())
         }
+        // Strictly (RFC 9112 §7.1): every line ends with CRLF, the size is
+        // hex digits only (no `+`, no spaces), the data is followed by CRLF.
+        // Each part is checked before it is forwarded, so a shape the
+        // upstream could read otherwise never reaches it.
         Framing::Chunked => loop {
             let line = read_line(reader).await?;
+            let size = chunk_size(&line).ok_or(std::io::ErrorKind::InvalidData)?;
             writer.write_all(&line).await?;
-            let size_text = std::str::from_utf8(&line)
-                .ok()
-                .and_then(|l| l.trim_end().split(';').next())
-                .map(str::trim)
-                .ok_or(std::io::ErrorKind::InvalidData)?;
-            let size = u64::from_str_radix(size_text, 16)
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
             if size == 0 {
                 // Trailers, up to the empty line.
                 loop {
                     let trailer = read_line(reader).await?;
                     writer.write_all(&trailer).await?;
-                    if trailer == b"\r\n" || trailer == b"\n" {
+                    if trailer == b"\r\n" {
                         return Ok(());
                     }
                 }
             }
-            let want = size + 2; // data and its CRLF
-            let copied = tokio::io::copy(&mut reader.take(want), writer).await?;
-            if copied < want {
+            let copied = tokio::io::copy(&mut reader.take(size), writer).await?;
+            if copied < size {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
+            let mut end = [0u8; 2];
+            reader.read_exact(&mut end).await?;
+            if &end != b"\r\n" {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+            writer.write_all(&end).await?;
         },
     }
 }
 
+/// The size of a chunk-size line (`1a;ext=x\r\n`): hex digits only, at
+/// most 15 of them, optionally followed by extensions.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let digits = line.split(|b| *b == b';').next()?;
+    if digits.is_empty() || digits.len() > 15 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// A line ending with CRLF (a bare LF is refused), at most
+/// [`MAX_CHUNK_LINE`] long.
 async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Result<Vec<u8>> {
     let mut line = Vec::new();
     let n = reader
         .take(MAX_CHUNK_LINE)
         .read_until(b'\n', &mut line)
         .await?;
-    if n == 0 || !line.ends_with(b"\n") {
+    if n == 0 || !line.ends_with(b"\r\n") {
         return Err(std::io::ErrorKind::InvalidData.into());
     }
     Ok(line)
@@ -167,10 +272,46 @@ mod tests {
         assert!(result.is_ok());
         assert_eq!(out, b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n");
 
-        let (result, _) = body(b"zz\r\n", Framing::Chunked).await;
+        for bad in [
+            &b"zz\r\n"[..],
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            let (result, out) = body(bad, Framing::Chunked).await;
+            assert!(result.is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                !out.ends_with(b"\r\n\r\n"),
+                "a malformed body was forwarded whole: {:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let (result, out) = body(b"+5\r\nhello\r\n", Framing::Chunked).await;
         assert!(result.is_err());
+        assert!(out.is_empty(), "the bad size line itself was forwarded");
         let (result, _) = body(b"abc", Framing::Length(5)).await;
         assert!(result.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_response_says_the_connection_closes() {
+        let upstream = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok";
+        let mut reader = &upstream[..];
+        let mut out = Vec::new();
+        relay_response(&mut reader, &mut out).await.unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        );
+        // No head at all (the upstream closed): relayed as it came.
+        let mut reader = &b"HTTP/1.1 2"[..];
+        let mut out = Vec::new();
+        relay_response(&mut reader, &mut out).await.unwrap();
+        assert_eq!(out, b"HTTP/1.1 2");
     }
 
     #[test]
@@ -180,8 +321,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            String::from_utf8(upstream_head(&head, "/x?y")).unwrap(),
+            String::from_utf8(upstream_head(
+                &head,
+                "/x?y",
+                &Target::Forward {
+                    host: "h.test".into(),
+                    port: 80,
+                    path: "/x?y".into()
+                }
+            ))
+            .unwrap(),
             "GET /x?y HTTP/1.1\r\nHost: h.test\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        // Without a Host header the URL's authority is sent.
+        let bare =
+            super::super::request::parse_head(b"GET http://h.test:8080/ HTTP/1.1\r\n\r\n").unwrap();
+        let target = Target::Forward {
+            host: "h.test".into(),
+            port: 8080,
+            path: "/".into(),
+        };
+        assert!(
+            String::from_utf8(upstream_head(&bare, "/", &target))
+                .unwrap()
+                .starts_with("GET / HTTP/1.1\r\nHost: h.test:8080\r\n")
         );
     }
 }

@@ -178,6 +178,33 @@ impl Target {
     }
 }
 
+/// Why a forward request's `Host` does not go with its absolute-form URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostMismatch(pub String);
+
+/// A forward request's `Host` headers against its URL's authority: none
+/// (the proxy adds it) or one naming the same host and port.
+pub fn check_host(head: &Head, host: &str, port: u16) -> Result<(), HostMismatch> {
+    let hosts: Vec<&[u8]> = head
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    match hosts.as_slice() {
+        [] => Ok(()),
+        [one] => {
+            let text = String::from_utf8_lossy(one);
+            if authority_matches(text.trim(), host, port, 80) {
+                Ok(())
+            } else {
+                Err(HostMismatch(text.into_owned()))
+            }
+        }
+        _ => Err(HostMismatch("several Host headers".to_owned())),
+    }
+}
+
 /// Why a request is not something the proxy forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetError {
@@ -206,8 +233,42 @@ pub fn parse_target(method: &str, target: &str) -> Result<Target, TargetError> {
     if authority.contains('@') {
         return Err(TargetError::Malformed); // userinfo in a proxy URL
     }
+    if path.contains('\\') {
+        // Some servers read it as `/`; policy saw something else.
+        return Err(TargetError::Malformed);
+    }
     let (host, port) = split_authority(authority, Some(80)).ok_or(TargetError::Malformed)?;
     Ok(Target::Forward { host, port, path })
+}
+
+/// Whether the request's authority names the tunnel's endpoint; the port
+/// may be omitted only when it is the scheme's default.
+pub fn authority_matches(authority: &str, host: &str, port: u16, default_port: u16) -> bool {
+    let parse_port = |p: &str| p.parse::<u16>().ok();
+    let (name, given_port) = if let Some(rest) = authority.strip_prefix('[') {
+        let Some((name, after)) = rest.split_once(']') else {
+            return false;
+        };
+        match after.strip_prefix(':') {
+            Some(p) => match parse_port(p) {
+                Some(p) => (name, Some(p)),
+                None => return false,
+            },
+            None if after.is_empty() => (name, None),
+            None => return false,
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((name, p)) => match parse_port(p) {
+                Some(p) => (name, Some(p)),
+                None => return false,
+            },
+            None => (authority, None),
+        }
+    };
+    !name.is_empty()
+        && name.eq_ignore_ascii_case(host)
+        && given_port.unwrap_or(default_port) == port
 }
 
 /// `host:port`, `[v6]:port`, or (with a default) a bare host. The host is
@@ -336,6 +397,44 @@ mod tests {
         assert_eq!(framed("Transfer-Encoding: gzip, chunked\r\n"), None);
         assert_eq!(framed("Content-Length: -1\r\n"), None);
         assert_eq!(framed("Content-Length: 1e3\r\n"), None);
+    }
+
+    #[test]
+    fn authority_must_name_the_tunnel_endpoint() {
+        assert!(authority_matches("api.test", "api.test", 443, 443));
+        assert!(authority_matches("API.test:443", "api.test", 443, 443));
+        assert!(!authority_matches("api.test", "api.test", 8443, 443));
+        assert!(authority_matches("api.test:8443", "api.test", 8443, 443));
+        assert!(!authority_matches("evil.test", "api.test", 443, 443));
+        assert!(!authority_matches("api.test:x", "api.test", 443, 443));
+        assert!(authority_matches("[::1]:8080", "::1", 8080, 80));
+        assert!(authority_matches("10.0.0.1", "10.0.0.1", 80, 80));
+        assert!(!authority_matches("", "api.test", 443, 443));
+    }
+
+    #[test]
+    fn a_forward_requests_host_must_name_its_url_authority() {
+        let with = |host: &str| head(&format!("GET http://a.test:8080/ HTTP/1.1\r\n{host}\r\n"));
+        assert_eq!(check_host(&with(""), "a.test", 8080), Ok(()));
+        assert_eq!(
+            check_host(&with("Host: A.test:8080\r\n"), "a.test", 8080),
+            Ok(())
+        );
+        assert!(check_host(&with("Host: a.test\r\n"), "a.test", 8080).is_err());
+        assert_eq!(check_host(&with("Host: a.test\r\n"), "a.test", 80), Ok(()));
+        assert!(check_host(&with("Host: evil.test:8080\r\n"), "a.test", 8080).is_err());
+        assert!(
+            check_host(
+                &with("Host: a.test:8080\r\nHost: a.test:8080\r\n"),
+                "a.test",
+                8080
+            )
+            .is_err()
+        );
+        assert_eq!(
+            parse_target("GET", "http://a.test/x\\..\\admin"),
+            Err(TargetError::Malformed)
+        );
     }
 
     #[test]

@@ -63,3 +63,64 @@ fn silent_and_half_open_clients_do_not_stop_others() {
     let outcome = sandbox().policy(&policy).python(&script).success();
     assert_eq!(outcome.stdout, "b''\nGET /still-serving 0\n");
 }
+
+/// A server that keeps connections alive (it never says close).
+const KEEP_ALIVE_SERVER: &str = r#"
+import http.server, os, socketserver
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        text = f'{self.path} host={self.headers.get("Host")}\n'.encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+    def log_message(self, *args):
+        pass
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+Server((os.environ['ADDR'], int(os.environ['PORT'])), Echo).serve_forever()
+"#;
+
+/// Forward requests: the response says `Connection: close` (the proxy
+/// closes after one request, and a client reusing the connection failed);
+/// a `Host` naming another server than the URL is refused; a backslash in
+/// the path is refused rather than forwarded raw.
+#[test]
+fn forward_requests_keep_their_host_and_say_when_the_connection_closes() {
+    let mut network = crate::netns::TestNetwork::new();
+    network.serve(PORT, KEEP_ALIVE_SERVER);
+    let peer = network.peer;
+    let script = format!(
+        "import http.client\n\
+         c = http.client.HTTPConnection('127.0.0.1', 3128, timeout=10)\n\
+         for path in ('/a', '/b'):\n    c.request('GET', 'http://{peer}:{PORT}' + path)\n    r = c.getresponse()\n    print(r.status, r.getheader('Connection'), r.read().decode().strip())\n\
+         c = http.client.HTTPConnection('127.0.0.1', 3128, timeout=10)\n\
+         c.request('GET', 'http://{peer}:{PORT}/c', headers={{'Host': 'evil.test'}})\n\
+         r = c.getresponse(); print(r.status, r.read().decode())\n\
+         c = http.client.HTTPConnection('127.0.0.1', 3128, timeout=10)\n\
+         c.request('GET', 'http://{peer}:{PORT}/x\\\\..\\\\admin')\n\
+         print(c.getresponse().status)\n"
+    );
+    let outcome = sandbox()
+        .policy(&allow(&network, &["/usr/bin/python3*"], ""))
+        .python(&script)
+        .success();
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("200 close /a host={peer}:{PORT}"),
+        "{outcome:#?}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("200 close /b host={peer}:{PORT}"),
+        "{outcome:#?}"
+    );
+    assert!(
+        lines[2].starts_with("403 ") && lines[2].contains("request_authority_mismatch"),
+        "{outcome:#?}"
+    );
+    assert_eq!(lines[3], "400", "{outcome:#?}");
+}
