@@ -10,6 +10,7 @@
 
 pub mod fs;
 pub mod paths;
+pub mod resources;
 pub mod settings;
 pub mod time;
 

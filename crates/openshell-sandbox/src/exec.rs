@@ -226,6 +226,9 @@ fn prepare(
     let json = std::fs::read(plan_file).context("reading the exec plan")?;
     let _ = std::fs::remove_file(plan_file);
     let plan: Plan = serde_json::from_slice(&json).context("decoding the exec plan")?;
+    // Before anything is forked: the command counts against the sandbox's
+    // resource limits.
+    crate::isolation::limits::join_cgroups_of(target).context("joining the sandbox's cgroup")?;
     let mount_path = format!("/proc/{target}/ns/mnt");
     let mount_ns = File::open(&mount_path).with_context(|| format!("opening {mount_path}"))?;
     let namespaces = NAMESPACES

@@ -10,6 +10,7 @@
 
 pub mod identity;
 pub mod landlock;
+pub mod limits;
 pub mod mounts;
 pub mod seccomp;
 
@@ -76,6 +77,8 @@ pub struct Inputs<'a> {
     pub credentials: Credentials,
     /// What of the host the sandbox's root shows ([`mounts::read_layout`]).
     pub layout: RootLayout,
+    /// The size cap of the sandbox's `/tmp`.
+    pub tmp_size: Option<u64>,
     /// Host directory with the TLS trust files, bound read-only at
     /// [`crate::tls::SANDBOX_TLS_DIR`] (and trusted through the usual
     /// variables) when set.
@@ -111,6 +114,7 @@ pub fn build_plan(inputs: Inputs<'_>) -> Plan {
             mounts::Binds {
                 workdir: &inputs.workdir,
                 tls: inputs.tls_dir.as_deref(),
+                tmp_size: inputs.tmp_size,
             },
         ),
         landlock,
@@ -213,6 +217,7 @@ mod tests {
             workdir: "/var/lib/w".into(),
             credentials: credentials(),
             layout: RootLayout::default(),
+            tmp_size: None,
             tls_dir: Some("/state/tls".into()),
             argv: vec!["/bin/true".into()],
             env_overrides: vec![],

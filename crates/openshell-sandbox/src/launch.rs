@@ -100,13 +100,19 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 /// Starts the sandbox described by `plan`; returns once the agent's
 /// program has been exec'd (or the launch failed: see [`Running::failure`]).
 /// `stdio`: the agent's stdin, stdout and stderr (default: ours).
-pub fn spawn(plan: &Plan, stdio: Option<[OwnedFd; 3]>) -> Result<Running, SpawnError> {
+/// `cgroup`: the `cgroup.procs` files the init is put into before it reads
+/// its plan (so before it forks anything).
+pub fn spawn(
+    plan: &Plan,
+    stdio: Option<[OwnedFd; 3]>,
+    cgroup: Vec<std::path::PathBuf>,
+) -> Result<Running, SpawnError> {
     let plan_json = serde_json::to_vec(plan).map_err(SpawnError::EncodePlan)?;
     let (started_tx, started_rx) = mpsc::channel();
     let (exit_tx, exit_rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("sandbox-launch".into())
-        .spawn(move || match start(&plan_json, stdio) {
+        .spawn(move || match start(&plan_json, stdio, &cgroup) {
             Err(error) => {
                 let _ = started_tx.send(Err(error));
             }
@@ -133,6 +139,7 @@ pub fn spawn(plan: &Plan, stdio: Option<[OwnedFd; 3]>) -> Result<Running, SpawnE
 fn start(
     plan_json: &[u8],
     stdio: Option<[OwnedFd; 3]>,
+    cgroup: &[std::path::PathBuf],
 ) -> Result<(std::process::Child, TcpListener, OwnedFd, OwnedFd), SpawnError> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(SpawnError::NetworkNamespace)?;
     sys::set_loopback_up().map_err(SpawnError::Loopback)?;
@@ -173,6 +180,17 @@ fn start(
     drop(plan_read);
     drop(report_write);
     drop(connects_child);
+    // Into the sandbox's cgroup while it waits for its plan: everything it
+    // forks counts against the limits.
+    if let Err(error) = crate::isolation::limits::enter(cgroup, child.id()) {
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(SpawnError::Init(
+            "entering the sandbox's cgroup".into(),
+            error,
+        ));
+    }
     File::from(plan_write)
         .write_all(plan_json)
         .map_err(SpawnError::SendPlan)?;

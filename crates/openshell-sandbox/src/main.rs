@@ -65,6 +65,15 @@ enum Command {
         /// by a NUL byte (how drivers pass secrets: never on the command line)
         #[arg(long, value_name = "FILE", hide_short_help = true)]
         env_file: Option<PathBuf>,
+        /// CPU limit: 500m, 2, 1.5 [default: none]
+        #[arg(long, value_name = "CPUS", value_parser = openshell_core::resources::parse_cpu)]
+        cpu: Option<u64>,
+        /// Memory limit (swap included): 512Mi, 4Gi, 1G [default: half of the host's]
+        #[arg(long, value_name = "SIZE", value_parser = openshell_core::resources::parse_memory)]
+        memory: Option<u64>,
+        /// Most processes at once [default: 4096]
+        #[arg(long, value_name = "N", value_parser = openshell_core::resources::parse_pids)]
+        pids: Option<u64>,
         /// Append one JSON line per egress decision (allow, audit, deny) to FILE
         /// (`-`: stdout, mixed with the command's own output)
         #[arg(long, value_name = "FILE")]
@@ -294,6 +303,9 @@ fn main() -> ExitCode {
             workdir,
             mut env,
             env_file,
+            cpu,
+            memory,
+            pids,
             events,
             ready_file,
             exit_code_file,
@@ -343,6 +355,7 @@ fn main() -> ExitCode {
                 policy_version,
                 idle,
                 create_workdir: create_workdir || in_container,
+                limits: (cpu, memory, pids),
                 accounts: if in_container {
                     identity::Accounts::Container { image_user }
                 } else {

@@ -26,6 +26,7 @@ use crate::EXIT_LAUNCH_FAILED;
 use crate::events::Events;
 use crate::exec::Spawner;
 use crate::init::FORWARDED;
+use crate::isolation::limits::{Cgroup, Limits};
 use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
 use crate::launch::{self, Running};
 use crate::main_process::MainProcess;
@@ -59,6 +60,8 @@ pub struct RunOptions {
     /// The `--workdir` is created when missing and handed to the agent when
     /// root owns it (a container's; the process driver's persistent one).
     pub create_workdir: bool,
+    /// `--cpu` (thousandths), `--memory` (bytes), `--pids`, as given.
+    pub limits: (Option<u64>, Option<u64>, Option<u64>),
     /// Where the `sandbox` account comes from when missing.
     pub accounts: identity::Accounts,
     pub argv: Vec<String>,
@@ -91,6 +94,27 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         prepare_created_workdir(dir, &credentials)?;
     }
     let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials, &sandbox_id)?;
+    let (cpu, memory, pids) = options.limits;
+    let limits = Limits::with_defaults(cpu, memory, pids);
+    let in_container = matches!(options.accounts, identity::Accounts::Container { .. });
+    let cgroup = match Cgroup::create(&sandbox_id, &limits) {
+        Ok(cgroup) => Some(cgroup),
+        Err(error) if in_container => {
+            tracing::info!(%error, "no cgroup of the sandbox's own in the container: the container's limits apply");
+            None
+        }
+        Err(error) if cpu.is_some() || memory.is_some() || pids.is_some() => {
+            return Err(error).context("setting the sandbox's resource limits");
+        }
+        Err(error) => {
+            tracing::error!(
+                finding = "limits-unavailable",
+                %error,
+                "resource limits are NOT enforced: the sandbox can use every process, byte and CPU of the host"
+            );
+            None
+        }
+    };
     let policy_paths: Vec<String> = policy
         .filesystem
         .read_only
@@ -109,6 +133,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         tls_dir: Some(workspace.tls_dir()),
         credentials,
         layout,
+        tmp_size: Some(limits.memory_bytes / 2),
         argv: options.argv,
         env_overrides,
         host_env: std::env::vars().collect(),
@@ -172,8 +197,19 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         }
         _ => (None, None),
     };
-    let running = launch::spawn(&plan, stdio).context("starting the sandbox")?;
-    supervise(running, signals, egress, main)
+    let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
+    let running = launch::spawn(&plan, stdio, procs).context("starting the sandbox")?;
+    let result = supervise(running, signals, egress, main);
+    if let Some(kills) = cgroup.as_ref().map(Cgroup::oom_kills).filter(|k| *k > 0) {
+        tracing::warn!(
+            finding = "oom-kill",
+            kills,
+            limit = %openshell_core::resources::format_memory(limits.memory_bytes),
+            "processes of the sandbox were killed: out of memory"
+        );
+    }
+    drop(cgroup);
+    result
     // `workspace` is dropped here, after the child exited: a workspace we
     // created is removed.
 }

@@ -278,6 +278,9 @@ pub struct Binds<'a> {
     pub workdir: &'a Path,
     /// Bound read-only at [`crate::tls::SANDBOX_TLS_DIR`].
     pub tls: Option<&'a Path>,
+    /// The size cap of the private `/tmp`, in bytes (`None`: the kernel's
+    /// default, half of the host's memory).
+    pub tmp_size: Option<u64>,
 }
 
 /// The mount sequence for `layout`. Pure.
@@ -385,7 +388,10 @@ pub fn build_mounts(layout: &RootLayout, binds: Binds<'_>) -> Vec<MountStep> {
         },
         MountStep::Tmpfs {
             target: staged("tmp"),
-            options: "mode=1777".into(),
+            options: match binds.tmp_size {
+                Some(bytes) => format!("mode=1777,size={bytes}"),
+                None => "mode=1777".into(),
+            },
         },
         MountStep::Mkdir {
             path: staged("proc"),
@@ -712,6 +718,7 @@ mod tests {
         Binds {
             workdir: Path::new("/w"),
             tls: Some(Path::new("/state/tls")),
+            tmp_size: Some(1 << 30),
         }
     }
 
@@ -729,6 +736,10 @@ mod tests {
             slot: 1,
             target: "/tmp/run/openshell/tls".into(),
             read_only: true
+        }));
+        assert!(steps.contains(&MountStep::Tmpfs {
+            target: "/tmp/tmp".into(),
+            options: format!("mode=1777,size={}", 1u64 << 30)
         }));
     }
 }

@@ -14,5 +14,6 @@ mod netns;
 mod network;
 mod positive;
 mod process;
+mod resources;
 #[allow(dead_code)] // shared with the egress binary, which uses more of it
 mod support;

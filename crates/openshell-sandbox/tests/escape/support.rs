@@ -45,6 +45,7 @@ pub struct Sandbox {
     events: bool,
     supervisor_env: Vec<(String, String)>,
     netns: Option<String>,
+    run_args: Vec<String>,
     state: tempfile::TempDir,
 }
 
@@ -58,6 +59,7 @@ pub fn sandbox() -> Sandbox {
         events: false,
         supervisor_env: Vec::new(),
         netns: None,
+        run_args: Vec::new(),
         state: tempfile::tempdir().unwrap(),
     }
 }
@@ -73,6 +75,12 @@ impl Sandbox {
 
     pub fn workdir(mut self, dir: &Path) -> Sandbox {
         self.workdir = Some(dir.to_owned());
+        self
+    }
+
+    /// Passes `args` to `openshell-sandbox run` (before `--`).
+    pub fn run_args(mut self, args: &[&str]) -> Sandbox {
+        self.run_args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -140,6 +148,7 @@ impl Sandbox {
         if self.events {
             command.arg("--events").arg(self.events_file());
         }
+        command.args(&self.run_args);
         command.arg("--").args(argv);
         command
     }

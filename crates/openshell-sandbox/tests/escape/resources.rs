@@ -1,0 +1,70 @@
+//! Resource limits: a fork bomb or a memory hog in one sandbox stays in its
+//! cgroup, and the host and other sandboxes go on working. Bounded: each
+//! hostile sandbox ends by itself within seconds.
+
+use crate::support::sandbox;
+
+/// Host processes can still be started (the host's pid table is not full).
+fn host_can_fork() -> bool {
+    std::process::Command::new("true")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn a_fork_bomb_is_held_to_the_process_limit_and_others_keep_working() {
+    let bomb = std::thread::spawn(|| {
+        sandbox()
+            .run_args(&["--pids", "128"])
+            .sh("f() { f | f & }; f 2>/dev/null; sleep 2; \
+             n=$(ls /proc | grep -c '^[0-9]'); echo \"procs=$n\"")
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(host_can_fork(), "the host could not fork during the bomb");
+    let other = sandbox().run(&["echo", "still here"]).success();
+    assert_eq!(other.stdout, "still here\n");
+    let outcome = bomb.join().unwrap();
+    let procs: usize = outcome
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("procs="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{outcome:#?}"));
+    assert!(
+        procs <= 128,
+        "the sandbox had {procs} processes: {outcome:#?}"
+    );
+}
+
+#[test]
+fn a_memory_hog_is_killed_at_its_limit_and_reported() {
+    let outcome = sandbox()
+        .run_args(&["--memory", "64Mi"])
+        .python("x = bytearray(512 * 1024 * 1024)\nprint('allocated')\n");
+    assert_eq!(outcome.code, 137, "{outcome:#?}");
+    assert!(!outcome.stdout.contains("allocated"));
+    assert!(
+        outcome.stderr.contains("out of memory") && outcome.stderr.contains("64Mi"),
+        "{outcome:#?}"
+    );
+    // /tmp is a tmpfs capped at half the memory limit.
+    let outcome = sandbox()
+        .run_args(&["--memory", "64Mi"])
+        .sh("dd if=/dev/urandom of=/tmp/fill bs=1M count=100 2>&1 | tail -1; df -k /tmp | tail -1")
+        .success();
+    assert!(
+        outcome.stdout.contains("(34 MB, 32 MiB) copied")
+            && outcome.stdout.contains(" 32768 32768 "),
+        "a 32 MiB /tmp, full: {outcome:#?}"
+    );
+}
+
+#[test]
+fn bad_limits_are_refused_before_anything_runs() {
+    for (flag, value) in [("--cpu", "0"), ("--memory", "12x"), ("--pids", "2")] {
+        let outcome = sandbox().run_args(&[flag, value]).run(&["echo", "ran"]);
+        assert_eq!(outcome.code, 2, "{flag} {value}: {outcome:#?}");
+        assert!(outcome.stdout.is_empty());
+        assert!(outcome.stderr.contains(value), "{outcome:#?}");
+    }
+}
