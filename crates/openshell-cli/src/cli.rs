@@ -530,6 +530,15 @@ pub struct CreateArgs {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub gpu: Option<u32>,
+    /// CPU limit: 500m, 2, 1.5 [default: none]
+    #[arg(long, value_name = "CPUS", value_parser = openshell_core::resources::parse_cpu)]
+    pub cpu: Option<u64>,
+    /// Memory limit, swap included: 512Mi, 4Gi, 1G [default: half of the host's]
+    #[arg(long, value_name = "SIZE", value_parser = openshell_core::resources::parse_memory)]
+    pub memory: Option<u64>,
+    /// Most processes at once [default: 4096]
+    #[arg(long, value_name = "N", value_parser = openshell_core::resources::parse_pids)]
+    pub pids: Option<u64>,
     /// Return once Ready; CMD keeps running as the sandbox's main process
     #[arg(long)]
     pub detach: bool,

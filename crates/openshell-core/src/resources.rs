@@ -63,6 +63,26 @@ pub fn parse_memory(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Processes a sandbox may have unless told otherwise.
+pub const DEFAULT_PIDS: u64 = 4096;
+
+/// The memory a sandbox may use unless told otherwise: half of the host's.
+pub fn default_memory() -> u64 {
+    host_memory() / 2
+}
+
+/// The host's memory (`MemTotal`), or 4 GiB when it cannot be read.
+pub fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4 << 30, |kib| kib * 1024)
+}
+
 /// Below this a sandbox cannot start its tools.
 pub const MIN_MEMORY: u64 = 16 << 20;
 

@@ -230,6 +230,9 @@ fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {
             labels: sandbox.spec.labels.into_iter().collect(),
             image: sandbox.spec.image,
             gpu: sandbox.spec.gpu,
+            cpu_millis: sandbox.spec.cpu_millis,
+            memory_bytes: sandbox.spec.memory_bytes,
+            pids: sandbox.spec.pids,
         }),
         created_at_ms: sandbox.created_at_ms,
         exit_code: sandbox.exit_code,
@@ -295,6 +298,13 @@ impl Gateway for Api {
         if !spec.policy_yaml.is_empty() {
             validate_policy(&spec.policy_yaml)?;
         }
+        if spec.memory_bytes != 0 && spec.memory_bytes < openshell_core::resources::MIN_MEMORY
+            || spec.pids != 0 && spec.pids < 16
+        {
+            return Err(Status::invalid_argument(
+                "resource limits too small: memory at least 16 MiB, processes at least 16",
+            ));
+        }
         let mut env: Vec<(String, String)> = spec.env.into_iter().collect();
         env.sort();
         let mut labels: Vec<(String, String)> = spec.labels.into_iter().collect();
@@ -306,6 +316,9 @@ impl Gateway for Api {
             labels,
             image: spec.image,
             gpu: spec.gpu,
+            cpu_millis: spec.cpu_millis,
+            memory_bytes: spec.memory_bytes,
+            pids: spec.pids,
         };
         if let Some(driver) = &self.driver {
             driver.validate(&spec).await.map_err(|error| match error {

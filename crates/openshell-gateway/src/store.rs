@@ -28,6 +28,13 @@ pub struct Spec {
     /// GPUs to pass through.
     #[serde(default)]
     pub gpu: u32,
+    /// Resource limits (0: the default).
+    #[serde(default)]
+    pub cpu_millis: u64,
+    #[serde(default)]
+    pub memory_bytes: u64,
+    #[serde(default)]
+    pub pids: u64,
 }
 
 /// Lifecycle phases, as the CLI prints them.

@@ -171,8 +171,11 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
         Some(revision) => (revision.policy_yaml.clone(), revision.version, "sandbox"),
         None => ("# the built-in default policy\n".to_owned(), 0, "default"),
     };
+    let spec = sandbox.spec.clone().unwrap_or_default();
+    let (cpu, memory, pids) = limits_shown(&spec);
     if matches!(format, OutputFormat::Json) {
         let mut value = to_json(&sandbox, &scope.workspace);
+        value["resources"] = json!({"cpu": cpu, "memory": memory, "pids": pids});
         value["policy_source"] = json!(source);
         value["revision"] = json!(revision);
         value["policy"] = json!(policy);
@@ -183,7 +186,9 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
     output::line(&format!("  Id: {}", sandbox.id));
     output::line(&format!("  Name: {}", sandbox.name));
     output::line(&format!("  Phase: {}", sandbox.phase));
-    let spec = sandbox.spec.clone().unwrap_or_default();
+    output::line(&format!(
+        "  Resources: cpu {cpu}, memory {memory}, processes {pids}"
+    ));
     if !spec.labels.is_empty() {
         output::line("  Labels:");
         let mut labels: Vec<_> = spec.labels.iter().collect();
@@ -199,6 +204,23 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
         output::line(&format!("  {line}"));
     }
     Ok(Exit::Success)
+}
+
+/// The spec's limits as `get` shows them (`default` where none was given).
+fn limits_shown(spec: &pb::SandboxSpec) -> (String, String, String) {
+    use openshell_core::resources::{format_cpu, format_memory};
+    let or_default = |value: u64, show: &dyn Fn(u64) -> String| {
+        if value == 0 {
+            "default".to_owned()
+        } else {
+            show(value)
+        }
+    };
+    (
+        or_default(spec.cpu_millis, &format_cpu),
+        or_default(spec.memory_bytes, &format_memory),
+        or_default(spec.pids, &|n| n.to_string()),
+    )
 }
 
 pub fn delete(scope: &Scope, names: &[String], all: bool) -> anyhow::Result<Exit> {
@@ -473,6 +495,9 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             labels,
             image,
             gpu: options.gpu.unwrap_or(0),
+            cpu_millis: options.cpu.unwrap_or(0),
+            memory_bytes: options.memory.unwrap_or(0),
+            pids: options.pids.unwrap_or(0),
         }),
     })?;
     let started = std::time::Instant::now();

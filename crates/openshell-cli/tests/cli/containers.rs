@@ -166,6 +166,33 @@ fn run_exec_and_delete(engine: &str) {
     assert_eq!(got["phase"], "Stopped", "{got}");
     assert_eq!(got["exit_code"], 3, "{got}");
 
+    // Resource limits are the container's: a memory hog dies at its limit.
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "tiny",
+        "--memory",
+        "64Mi",
+        "--pids",
+        "64",
+        "--",
+        "python3",
+        "-c",
+        "x = bytearray(512 * 1024 * 1024)",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let limits = engine_cmd(
+        engine,
+        &[
+            "inspect",
+            "--format",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}",
+            &format!("openshell-{gateway}-{}", sandbox_id(&home, "tiny")),
+        ],
+    );
+    assert_eq!(limits.trim(), "67108864 64");
+
     create_detached(&home, "box", &[]);
     assert_exec_streams(&home, "box");
     // The agent's isolation inside the container: the image's `sandbox`
@@ -234,8 +261,8 @@ fn run_exec_and_delete(engine: &str) {
         "{events}"
     );
 
-    assert_eq!(containers_of(engine, &instance).len(), 3);
-    for name in ["once", "box", "broken"] {
+    assert_eq!(containers_of(engine, &instance).len(), 4);
+    for name in ["once", "tiny", "box", "broken"] {
         let out = home.openshell(&["sandbox", "delete", name]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }

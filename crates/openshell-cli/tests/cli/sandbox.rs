@@ -455,3 +455,52 @@ fn secrets_stay_out_of_argv_and_state_files_are_private() {
         "the secret is stored somewhere (the database, the env file)"
     );
 }
+
+/// `sandbox create --cpu --memory --pids`: the sandbox runs under them (a
+/// memory hog is killed at its limit), `get` shows them, and bad values are
+/// refused before anything is created.
+#[test]
+fn resource_limits_given_at_create_are_enforced_and_shown() {
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "small",
+        "--cpu",
+        "500m",
+        "--memory",
+        "64Mi",
+        "--pids",
+        "100",
+        "--",
+        "python3",
+        "-c",
+        "x = bytearray(512 * 1024 * 1024)",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let out = home.openshell(&["sandbox", "get", "small", "-o", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(
+        value["resources"],
+        serde_json::json!({"cpu": "500m", "memory": "64Mi", "pids": "100"})
+    );
+    let out = home.openshell(&["sandbox", "get", "small"]);
+    assert!(
+        text(&out.stdout).contains("  Resources: cpu 500m, memory 64Mi, processes 100\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = home.openshell(&[
+        "sandbox", "create", "--name", "bad", "--memory", "4GB", "--", "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("invalid memory size '4GB'"),
+        "{}",
+        text(&out.stderr)
+    );
+    let listed = text(&home.openshell(&["sandbox", "list", "--names"]).stdout);
+    assert!(!listed.contains("bad"), "{listed}");
+}

@@ -116,6 +116,18 @@ impl ProcessDriver {
         let env_file = dir.join("env");
         write_private(&env_file, &super::env_file(&sandbox.spec.env))?;
         command.arg("--env-file").arg(&env_file);
+        let spec = &sandbox.spec;
+        if spec.cpu_millis > 0 {
+            command
+                .arg("--cpu")
+                .arg(openshell_core::resources::format_cpu(spec.cpu_millis));
+        }
+        if spec.memory_bytes > 0 {
+            command.arg("--memory").arg(spec.memory_bytes.to_string());
+        }
+        if spec.pids > 0 {
+            command.arg("--pids").arg(spec.pids.to_string());
+        }
         let argv = if sandbox.spec.command.is_empty() {
             // An idle sandbox: a main process that waits to be stopped.
             command.arg("--idle");

@@ -12,8 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Processes a sandbox may have unless told otherwise.
-pub const DEFAULT_PIDS: u64 = 4096;
+pub use openshell_core::resources::{DEFAULT_PIDS, host_memory};
 /// The parent cgroup of every sandbox's.
 const PARENT: &str = "openshell";
 const ROOT: &str = "/sys/fs/cgroup";
@@ -39,22 +38,10 @@ impl Limits {
     ) -> Limits {
         Limits {
             cpu_millis,
-            memory_bytes: memory.unwrap_or_else(|| host_memory() / 2),
+            memory_bytes: memory.unwrap_or_else(openshell_core::resources::default_memory),
             pids: pids.unwrap_or(DEFAULT_PIDS),
         }
     }
-}
-
-/// The host's memory (`MemTotal`), or 4 GiB when it cannot be read.
-pub fn host_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(4 << 30, |kib| kib * 1024)
 }
 
 /// Why the cgroup could not be made.

@@ -159,6 +159,13 @@ impl DockerDriver {
                 }]),
             ),
         };
+        let resources = |given: u64, default: u64| if given > 0 { given } else { default };
+        let memory = i64::try_from(resources(
+            sandbox.spec.memory_bytes,
+            openshell_core::resources::default_memory(),
+        ))
+        .unwrap_or(i64::MAX);
+        let pids = resources(sandbox.spec.pids, openshell_core::resources::DEFAULT_PIDS);
         ContainerCreateBody {
             image: Some(image.to_owned()),
             entrypoint: Some(vec![SUPERVISOR.to_owned()]),
@@ -196,6 +203,14 @@ impl DockerDriver {
                 ulimits,
                 device_requests,
                 devices,
+                // The sandbox's limits are the container's (as on a host:
+                // 4096 processes and half of the host's memory unless given).
+                nano_cpus: (sandbox.spec.cpu_millis > 0).then(|| {
+                    i64::try_from(sandbox.spec.cpu_millis * 1_000_000).unwrap_or(i64::MAX)
+                }),
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                pids_limit: Some(i64::try_from(pids).unwrap_or(i64::MAX)),
                 ..Default::default()
             }),
             ..Default::default()
