@@ -41,6 +41,34 @@ pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
         .write_all(contents)
 }
 
+/// The largest a sandbox's log (`output.log`, `events.jsonl`) grows before
+/// it is rotated: the current file becomes `<name>.1` (replacing the
+/// previous one) and a new one starts, so each log takes at most twice this.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+
+/// `<path>.1`, where a rotated log goes.
+pub fn rotated(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    std::path::PathBuf::from(name)
+}
+
+/// Rotates the log at `path` when writing `adding` more bytes would take it
+/// past `max`: renamed to [`rotated`]. Returns whether it was rotated (the
+/// writer must then open a new file).
+pub fn rotate_if_full(path: &Path, adding: u64, max: u64) -> io::Result<bool> {
+    let size = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if size == 0 || size.saturating_add(adding) <= max {
+        return Ok(false);
+    }
+    std::fs::rename(path, rotated(path))?;
+    Ok(true)
+}
+
 /// The prefix of the names directories are moved up under.
 const MOVED: &str = ".openshell-removing-";
 
@@ -212,6 +240,23 @@ mod tests {
         assert!(outside.join("keep").exists());
         // Missing: nothing to do.
         remove_tree(&dir.path().join("missing")).unwrap();
+    }
+
+    #[test]
+    fn a_full_log_is_rotated_once_it_would_pass_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("events.jsonl");
+        assert!(
+            !rotate_if_full(&log, 10, 100).unwrap(),
+            "missing: nothing to do"
+        );
+        std::fs::write(&log, vec![b'x'; 95]).unwrap();
+        assert!(!rotate_if_full(&log, 5, 100).unwrap());
+        assert!(rotate_if_full(&log, 6, 100).unwrap());
+        assert!(!log.exists());
+        assert_eq!(std::fs::read(rotated(&log)).unwrap().len(), 95);
+        // A line larger than the cap still goes somewhere: into a new file.
+        assert!(!rotate_if_full(&log, 1000, 100).unwrap());
     }
 
     #[test]

@@ -645,6 +645,11 @@ impl Gateway for Api {
                     _ => true,
                 };
                 if let Ok(mut file) = tokio::fs::File::open(&log).await
+                    // A rotated (or truncated) log starts again from its top.
+                    && (file.metadata().await.is_ok_and(|m| m.len() >= offset) || {
+                        offset = 0;
+                        true
+                    })
                     && file.seek(std::io::SeekFrom::Start(offset)).await.is_ok()
                 {
                     loop {

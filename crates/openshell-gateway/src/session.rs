@@ -442,6 +442,29 @@ async fn append_event(
     }
     let mut line = event.replace(['\n', '\r'], " ");
     line.push('\n');
+    match openshell_core::fs::rotate_if_full(
+        &path,
+        line.len() as u64,
+        openshell_core::fs::MAX_LOG_BYTES,
+    ) {
+        Ok(true) => {
+            *file = None;
+            match tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .await
+            {
+                Ok(opened) => *file = Some(opened),
+                Err(error) => {
+                    tracing::warn!(%error, path = %path.display(), "cannot open the event log");
+                    return;
+                }
+            }
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, path = %path.display(), "cannot rotate the event log"),
+    }
     if let Some(f) = file
         && let Err(error) = f.write_all(line.as_bytes()).await
     {

@@ -31,6 +31,7 @@ pub mod init;
 pub mod isolation;
 pub mod launch;
 pub mod main_process;
+pub mod output_log;
 pub mod proxy;
 pub mod pty;
 pub mod report;

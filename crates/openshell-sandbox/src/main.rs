@@ -65,6 +65,10 @@ enum Command {
         /// by a NUL byte (how drivers pass secrets: never on the command line)
         #[arg(long, value_name = "FILE", hide_short_help = true)]
         env_file: Option<PathBuf>,
+        /// When stdout is a file (appended to), keep it under BYTES: copied to
+        /// `<file>.1` and truncated once it grows past (for drivers)
+        #[arg(long, value_name = "BYTES", hide = true)]
+        rotate_output: Option<u64>,
         /// CPU limit: 500m, 2, 1.5 [default: none]
         #[arg(long, value_name = "CPUS", value_parser = openshell_core::resources::parse_cpu)]
         cpu: Option<u64>,
@@ -303,6 +307,7 @@ fn main() -> ExitCode {
             workdir,
             mut env,
             env_file,
+            rotate_output,
             cpu,
             memory,
             pids,
@@ -329,6 +334,9 @@ fn main() -> ExitCode {
                         return exit(EXIT_LAUNCH_FAILED);
                     }
                 }
+            }
+            if let Some(max) = rotate_output {
+                openshell_sandbox::output_log::rotate_stdout(max);
             }
             let connection = match connection(gateway, gateway_ca, sandbox_id, token_file) {
                 Ok(connection) => connection,

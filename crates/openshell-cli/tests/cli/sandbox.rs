@@ -504,3 +504,46 @@ fn resource_limits_given_at_create_are_enforced_and_shown() {
     let listed = text(&home.openshell(&["sandbox", "list", "--names"]).stdout);
     assert!(!listed.contains("bad"), "{listed}");
 }
+
+/// The sandbox's output log is kept under its cap (64 MiB, one rotated
+/// copy beside it) however much the main process writes.
+#[test]
+fn the_output_log_is_rotated_at_its_cap() {
+    let home = Home::new();
+    start(&home);
+    let out = home.openshell(&[
+        "sandbox",
+        "create",
+        "--name",
+        "loud",
+        "--detach",
+        "--",
+        "sh",
+        "-c",
+        "yes 0123456789abcdef | head -c 80000000; echo; echo tail-marker; sleep infinity",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = sandbox_dirs(&home).pop().unwrap();
+    let (log, rotated) = (dir.join("output.log"), dir.join("output.log.1"));
+    let cap = 64 << 20;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        // The marker is the last line written: in the log, or in the copy
+        // when the rotation came after it.
+        let ends =
+            |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| b.ends_with(b"tail-marker\n"));
+        let size = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+        if (ends(&log) || ends(&rotated)) && size <= cap {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log {size} bytes, rotated copy: {}",
+            rotated.exists()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(std::fs::metadata(&rotated).unwrap().len() > cap);
+    let out = home.openshell(&["sandbox", "delete", "loud"]);
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -255,7 +255,22 @@ impl DockerDriver {
             while let Some(chunk) = output.next().await {
                 match chunk {
                     Ok(output) => {
-                        if let Err(error) = file.write_all(&output.into_bytes()).await {
+                        let bytes = output.into_bytes();
+                        let full = openshell_core::fs::rotate_if_full(
+                            &path,
+                            bytes.len() as u64,
+                            openshell_core::fs::MAX_LOG_BYTES,
+                        );
+                        if matches!(full, Ok(true)) {
+                            file = match tokio::fs::File::create(&path).await {
+                                Ok(file) => file,
+                                Err(error) => {
+                                    tracing::error!(%error, path = %path.display(), "creating the output log");
+                                    return;
+                                }
+                            };
+                        }
+                        if let Err(error) = file.write_all(&bytes).await {
                             tracing::error!(%error, path = %path.display(), "writing the output log");
                             return;
                         }

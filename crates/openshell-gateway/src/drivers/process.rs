@@ -76,7 +76,14 @@ impl ProcessDriver {
             remove_stale(&dir.join(stale))?;
         }
         let log_path = self.output_log(&sandbox.id);
-        let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;
+        // Appended to (by the supervisor's stdout and stderr alike), so that
+        // the supervisor can truncate it when it rotates it.
+        remove_stale(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io("creating", &log_path))?;
         let log_err = log.try_clone().map_err(io("duplicating", &log_path))?;
         let mut command = tokio::process::Command::new(&self.supervisor);
         command.arg("run");
@@ -116,6 +123,9 @@ impl ProcessDriver {
         let env_file = dir.join("env");
         write_private(&env_file, &super::env_file(&sandbox.spec.env))?;
         command.arg("--env-file").arg(&env_file);
+        command
+            .arg("--rotate-output")
+            .arg(openshell_core::fs::MAX_LOG_BYTES.to_string());
         let spec = &sandbox.spec;
         if spec.cpu_millis > 0 {
             command
