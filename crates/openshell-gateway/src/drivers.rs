@@ -123,6 +123,21 @@ fn remove_stale(path: &Path) -> Result<(), DriverError> {
     }
 }
 
+/// Records, as a sandbox event, that the kernel killed `kills` of its
+/// processes (`None`: some) at its memory limit.
+async fn record_oom(store: &crate::store::Store, id: &str, kills: Option<u64>) {
+    let message = match kills {
+        Some(1) => "a process of the sandbox was killed: out of memory (raise --memory)".to_owned(),
+        Some(n) => {
+            format!("{n} processes of the sandbox were killed: out of memory (raise --memory)")
+        }
+        None => "a process of the sandbox was killed: out of memory (raise --memory)".to_owned(),
+    };
+    if let Err(error) = store.add_event(id, &message).await {
+        tracing::error!(%error, sandbox = id, "recording an out-of-memory kill");
+    }
+}
+
 /// What a sandbox directory being removed is renamed to end with.
 const REMOVING: &str = ".removing";
 

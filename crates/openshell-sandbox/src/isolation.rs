@@ -79,6 +79,8 @@ pub struct Inputs<'a> {
     pub layout: RootLayout,
     /// The size cap of the sandbox's `/tmp`.
     pub tmp_size: Option<u64>,
+    /// `passwd` and `group` naming the sandbox's own id ([`mounts::Binds`]).
+    pub accounts_dir: Option<PathBuf>,
     /// Host directory with the TLS trust files, bound read-only at
     /// [`crate::tls::SANDBOX_TLS_DIR`] (and trusted through the usual
     /// variables) when set.
@@ -115,6 +117,7 @@ pub fn build_plan(inputs: Inputs<'_>) -> Plan {
                 workdir: &inputs.workdir,
                 tls: inputs.tls_dir.as_deref(),
                 tmp_size: inputs.tmp_size,
+                accounts: inputs.accounts_dir.as_deref(),
             },
         ),
         landlock,
@@ -218,6 +221,7 @@ mod tests {
             credentials: credentials(),
             layout: RootLayout::default(),
             tmp_size: None,
+            accounts_dir: None,
             tls_dir: Some("/state/tls".into()),
             argv: vec!["/bin/true".into()],
             env_overrides: vec![],

@@ -65,6 +65,10 @@ enum Command {
         /// by a NUL byte (how drivers pass secrets: never on the command line)
         #[arg(long, value_name = "FILE", hide_short_help = true)]
         env_file: Option<PathBuf>,
+        /// Write the number of processes killed at the memory limit to FILE
+        /// when there were any (for drivers)
+        #[arg(long, value_name = "FILE", hide = true)]
+        oom_file: Option<PathBuf>,
         /// When stdout is a file (appended to), keep it under BYTES: copied to
         /// `<file>.1` and truncated once it grows past (for drivers)
         #[arg(long, value_name = "BYTES", hide = true)]
@@ -308,6 +312,7 @@ fn main() -> ExitCode {
             mut env,
             env_file,
             rotate_output,
+            oom_file,
             cpu,
             memory,
             pids,
@@ -364,6 +369,7 @@ fn main() -> ExitCode {
                 idle,
                 create_workdir: create_workdir || in_container,
                 limits: (cpu, memory, pids),
+                oom_file,
                 accounts: if in_container {
                     identity::Accounts::Container { image_user }
                 } else {

@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub create_workdir: bool,
     /// `--cpu` (thousandths), `--memory` (bytes), `--pids`, as given.
     pub limits: (Option<u64>, Option<u64>, Option<u64>),
+    /// Where to write how many processes were killed at the memory limit.
+    pub oom_file: Option<PathBuf>,
     /// Where the `sandbox` account comes from when missing.
     pub accounts: identity::Accounts,
     pub argv: Vec<String>,
@@ -84,10 +86,44 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         );
     }
     let (policy, is_default) = load_policy(options.policy.as_deref())?;
-    let credentials = identity::resolve(&policy.process, &options.accounts)
+    let mut credentials = identity::resolve(&policy.process, &options.accounts)
         .context("resolving the child's user")?;
     let env_overrides = parse_env(&options.env)?;
     let sandbox_id = sandbox_id();
+    // On a host, the default `sandbox` account gets the sandbox's own id
+    // (a container is isolated by its engine and keeps its image's).
+    let in_container = matches!(options.accounts, identity::Accounts::Container { .. });
+    let own_id = (!in_container
+        && credentials.user.as_deref() == Some(identity::SANDBOX_ACCOUNT)
+        && matches!(
+            policy.process.run_as_user,
+            None | Some(openshell_policy::policy::Identity::Sandbox)
+        )
+        && matches!(
+            policy.process.run_as_group,
+            None | Some(openshell_policy::policy::Identity::Sandbox)
+        ))
+    .then(|| {
+        use std::os::unix::fs::MetadataExt;
+        let previous = options
+            .workdir
+            .as_deref()
+            .and_then(|dir| std::fs::metadata(dir).ok())
+            .map(|meta| meta.uid());
+        let seed = options
+            .gateway
+            .as_ref()
+            .map_or(sandbox_id.as_str(), |c| c.sandbox_id.as_str());
+        identity::own_id(seed, previous)
+    });
+    if let Some(id) = own_id {
+        credentials = isolation::Credentials {
+            uid: id,
+            gid: id,
+            groups: vec![id],
+            user: Some(identity::SANDBOX_ACCOUNT.to_owned()),
+        };
+    }
     if options.create_workdir
         && let Some(dir) = &options.workdir
     {
@@ -96,7 +132,10 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
     let workspace = Workspace::prepare(options.workdir.as_deref(), &credentials, &sandbox_id)?;
     let (cpu, memory, pids) = options.limits;
     let limits = Limits::with_defaults(cpu, memory, pids);
-    let in_container = matches!(options.accounts, identity::Accounts::Container { .. });
+    let accounts_dir = match own_id {
+        Some(id) => Some(write_accounts(&workspace.root, id)?),
+        None => None,
+    };
     let cgroup = match Cgroup::create(&sandbox_id, &limits) {
         Ok(cgroup) => Some(cgroup),
         Err(error) if in_container => {
@@ -134,6 +173,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         credentials,
         layout,
         tmp_size: Some(limits.memory_bytes / 2),
+        accounts_dir,
         argv: options.argv,
         env_overrides,
         host_env: std::env::vars().collect(),
@@ -197,16 +237,33 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         }
         _ => (None, None),
     };
+    // Without a cgroup of its own (in a container), the kills counted are
+    // the container's, from now on.
+    let oom_baseline = cgroup
+        .is_none()
+        .then(crate::isolation::limits::own_oom_kills);
     let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
     let running = launch::spawn(&plan, stdio, procs).context("starting the sandbox")?;
     let result = supervise(running, signals, egress, main);
-    if let Some(kills) = cgroup.as_ref().map(Cgroup::oom_kills).filter(|k| *k > 0) {
+    let kills = match (&cgroup, oom_baseline) {
+        (Some(cgroup), _) => cgroup.oom_kills(),
+        (None, Some(baseline)) => {
+            crate::isolation::limits::own_oom_kills().saturating_sub(baseline)
+        }
+        (None, None) => 0,
+    };
+    if kills > 0 {
         tracing::warn!(
             finding = "oom-kill",
             kills,
             limit = %openshell_core::resources::format_memory(limits.memory_bytes),
             "processes of the sandbox were killed: out of memory"
         );
+        if let Some(path) = &options.oom_file
+            && let Err(error) = std::fs::write(path, format!("{kills}\n"))
+        {
+            tracing::warn!(%error, path = %path.display(), "cannot record the out-of-memory kills");
+        }
     }
     drop(cgroup);
     result
@@ -476,6 +533,20 @@ fn enrich(mut policy: Policy) -> Policy {
 
 /// A name for this sandbox, unique on the host: events carry it, and a
 /// generated workspace lives under it.
+/// Writes the sandbox's `passwd` and `group` (the host's, with `sandbox`
+/// as `id`) into `<root>/accounts`, bound over its `/etc` files.
+fn write_accounts(root: &Path, id: u32) -> anyhow::Result<PathBuf> {
+    let dir = root.join("accounts");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let (passwd, group) = identity::account_files(&read("/etc/passwd"), &read("/etc/group"), id);
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(dir)
+}
+
 fn sandbox_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)

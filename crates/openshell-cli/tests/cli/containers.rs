@@ -192,6 +192,19 @@ fn run_exec_and_delete(engine: &str) {
         ],
     );
     assert_eq!(limits.trim(), "67108864 64");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = home.openshell(&["logs", "tiny", "--source", "gateway"]);
+        if text(&out.stdout).contains("killed: out of memory") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the OOM kill is a sandbox event: {}",
+            text(&out.stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 
     create_detached(&home, "box", &[]);
     assert_exec_streams(&home, "box");

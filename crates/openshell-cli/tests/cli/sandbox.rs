@@ -480,6 +480,12 @@ fn resource_limits_given_at_create_are_enforced_and_shown() {
         "x = bytearray(512 * 1024 * 1024)",
     ]);
     assert_eq!(out.status.code(), Some(137), "{}", text(&out.stderr));
+    let out = home.openshell(&["logs", "small", "--source", "gateway"]);
+    assert!(
+        text(&out.stdout).contains("a process of the sandbox was killed: out of memory"),
+        "the OOM kill is a sandbox event: {}",
+        text(&out.stdout)
+    );
     let out = home.openshell(&["sandbox", "get", "small", "-o", "json"]);
     let value: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(

@@ -524,7 +524,15 @@ impl DockerDriver {
         ) {
             return;
         }
-        let ready = self.dir(id).join("status").join("ready").exists();
+        let status = self.dir(id).join("status");
+        if let Some(kills) = std::fs::read_to_string(status.join("oom_kills"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            let _ = std::fs::remove_file(status.join("oom_kills"));
+            super::record_oom(store, id, Some(kills)).await;
+        }
+        let ready = status.join("ready").exists();
         if ready && let Err(error) = store.mark_ready(id).await {
             tracing::error!(%error, sandbox = id, "recording phase Ready");
         }

@@ -12,6 +12,7 @@
 //! | `ready` | supervisor | every isolation layer is in place |
 //! | `exit_code` | supervisor | how it ended (also after a gateway restart) |
 //! | `pid` | driver | the supervisor's pid |
+//! | `oom_kills` | supervisor | processes killed at the memory limit (a sandbox event) |
 //! | `workspace/` | supervisor (created, handed to the agent) | `/sandbox`, kept across stop/start |
 //!
 //! Each supervisor runs in connected mode: it dials the gateway back with
@@ -72,7 +73,7 @@ impl ProcessDriver {
         let dir = self.dir(&sandbox.id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         // A restart: the previous run's markers must not speak for this one.
-        for stale in ["ready", "exit_code", "pid"] {
+        for stale in ["ready", "exit_code", "pid", "oom_kills"] {
             remove_stale(&dir.join(stale))?;
         }
         let log_path = self.output_log(&sandbox.id);
@@ -123,6 +124,7 @@ impl ProcessDriver {
         let env_file = dir.join("env");
         write_private(&env_file, &super::env_file(&sandbox.spec.env))?;
         command.arg("--env-file").arg(&env_file);
+        command.arg("--oom-file").arg(dir.join("oom_kills"));
         command
             .arg("--rotate-output")
             .arg(openshell_core::fs::MAX_LOG_BYTES.to_string());
@@ -221,6 +223,9 @@ impl ProcessDriver {
     }
 
     async fn finish(&self, id: &str, ready: bool, code: Option<i32>) {
+        if let Some(kills) = read_number(&self.dir(id).join("oom_kills")) {
+            super::record_oom(&self.store, id, u64::try_from(kills).ok()).await;
+        }
         let phase = if ready { Phase::Stopped } else { Phase::Error };
         if let Err(error) = self.store.set_phase(id, phase, code).await {
             tracing::error!(%error, sandbox = id, "recording the end of a sandbox");

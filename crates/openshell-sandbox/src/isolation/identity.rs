@@ -258,6 +258,93 @@ pub fn resolve(
     })
 }
 
+/// The first id of the range sandboxes' own uids and gids come from.
+pub const OWN_ID_BASE: u32 = 0x6000_0000;
+/// How many ids the range holds.
+pub const OWN_ID_COUNT: u32 = 1 << 16;
+
+/// Whether `id` is one of the sandboxes' own.
+pub fn is_own_id(id: u32) -> bool {
+    (OWN_ID_BASE..OWN_ID_BASE + OWN_ID_COUNT).contains(&id)
+}
+
+/// The uid (and gid) a sandbox's agent runs as on a host, its own: per-user
+/// kernel limits (inotify instances, processes, locked memory) are then not
+/// shared between sandboxes. `previous` (the owner of a workspace kept
+/// across stop/start) is kept when it is one; else derived from `seed`
+/// (the sandbox's id), past the ids processes on the host run as now.
+pub fn own_id(seed: &str, previous: Option<u32>) -> u32 {
+    if let Some(id) = previous.filter(|id| is_own_id(*id)) {
+        return id;
+    }
+    // FNV-1a: stable across runs and versions.
+    let hash = seed.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let busy = ids_in_use();
+    let start = hash % OWN_ID_COUNT;
+    (0..OWN_ID_COUNT)
+        .map(|i| OWN_ID_BASE + (start + i) % OWN_ID_COUNT)
+        .find(|id| !busy.contains(id))
+        .unwrap_or(OWN_ID_BASE + start)
+}
+
+/// The uids processes on this host run as.
+fn ids_in_use() -> std::collections::BTreeSet<u32> {
+    std::fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+                .filter_map(|status| {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|ids| ids.split_whitespace().next()?.parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The host's `/etc/passwd` and `/etc/group` texts with the `sandbox`
+/// account and group given `id` (added when missing), for the sandbox's
+/// `/etc`: inside, `sandbox` names the sandbox's own id.
+pub fn account_files(passwd: &str, group: &str, id: u32) -> (String, String) {
+    let prefix = format!("{SANDBOX_ACCOUNT}:");
+    let with_id = |text: &str, fields: &[usize], fallback: String| -> String {
+        let mut found = false;
+        let mut lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if !line.starts_with(&prefix) || found {
+                    return line.to_owned();
+                }
+                found = true;
+                let mut parts: Vec<String> = line.split(':').map(str::to_owned).collect();
+                for i in fields {
+                    if let Some(part) = parts.get_mut(*i) {
+                        *part = id.to_string();
+                    }
+                }
+                parts.join(":")
+            })
+            .collect();
+        if !found {
+            lines.push(fallback);
+        }
+        lines.join("\n") + "\n"
+    };
+    (
+        with_id(
+            passwd,
+            &[2, 3],
+            format!("{SANDBOX_ACCOUNT}:x:{id}:{id}::/sandbox:/usr/sbin/nologin"),
+        ),
+        with_id(group, &[2], format!("{SANDBOX_ACCOUNT}:x:{id}:")),
+    )
+}
+
 /// Why the privilege drop or hardening failed; the child aborts.
 #[derive(Debug, thiserror::Error)]
 pub enum DropError {
@@ -371,4 +458,43 @@ pub fn apply_hardening() -> Result<(), DropError> {
         return Err(DropError::Verify("no_new_privs is not set".into()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_ids_are_in_their_range_stable_and_kept() {
+        let id = own_id("a1b2c3", None);
+        assert!(is_own_id(id));
+        assert_eq!(own_id("a1b2c3", Some(OWN_ID_BASE + 7)), OWN_ID_BASE + 7);
+        assert_ne!(own_id("a1b2c3", Some(1000)), 1000, "not one of ours");
+        assert_ne!(own_id("a1b2c3", None), own_id("d4e5f6", None));
+    }
+
+    #[test]
+    fn account_files_name_the_sandbox_by_its_own_id() {
+        let (passwd, group) = account_files(
+            "root:x:0:0:root:/root:/bin/bash\nsandbox:x:999:995::/nonexistent:/usr/sbin/nologin\n",
+            "root:x:0:\nsandbox:x:995:\nstaff:x:50:sandbox\n",
+            OWN_ID_BASE,
+        );
+        let id = OWN_ID_BASE;
+        assert_eq!(
+            passwd,
+            format!(
+                "root:x:0:0:root:/root:/bin/bash\nsandbox:x:{id}:{id}::/nonexistent:/usr/sbin/nologin\n"
+            )
+        );
+        assert_eq!(
+            group,
+            format!("root:x:0:\nsandbox:x:{id}:\nstaff:x:50:sandbox\n")
+        );
+        // No sandbox account on the host: one is added.
+        let (passwd, _) = account_files("root:x:0:0::/root:/bin/sh\n", "", id);
+        assert!(passwd.ends_with(&format!(
+            "sandbox:x:{id}:{id}::/sandbox:/usr/sbin/nologin\n"
+        )));
+    }
 }

@@ -197,6 +197,21 @@ impl Drop for Cgroup {
     }
 }
 
+/// Processes killed at the memory limit of the cgroup the calling process
+/// is in (a container's own, seen through its cgroup namespace), v1 or v2.
+pub fn own_oom_kills() -> u64 {
+    ["memory/memory.oom_control", "memory.events"]
+        .iter()
+        .filter_map(|file| std::fs::read_to_string(Path::new(ROOT).join(file)).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("oom_kill "))
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// Puts `pid` into every cgroup file in `procs`.
 pub fn enter(procs: &[PathBuf], pid: u32) -> std::io::Result<()> {
     for file in procs {

@@ -258,6 +258,12 @@ pub enum MountStep {
         target: String,
         read_only: bool,
     },
+    /// Bind the file `name` of the directory opened into `slot`.
+    BindOpenedFile {
+        slot: usize,
+        name: String,
+        target: String,
+    },
     Proc {
         target: String,
     },
@@ -281,6 +287,10 @@ pub struct Binds<'a> {
     /// The size cap of the private `/tmp`, in bytes (`None`: the kernel's
     /// default, half of the host's memory).
     pub tmp_size: Option<u64>,
+    /// A directory with the `passwd` and `group` bound over the sandbox's
+    /// `/etc/passwd` and `/etc/group` (where it shows them): the sandbox's
+    /// own id for the `sandbox` account.
+    pub accounts: Option<&'a Path>,
 }
 
 /// The mount sequence for `layout`. Pure.
@@ -296,6 +306,12 @@ pub fn build_mounts(layout: &RootLayout, binds: Binds<'_>) -> Vec<MountStep> {
         steps.push(MountStep::Open {
             slot: 1,
             path: tls.to_owned(),
+        });
+    }
+    if let Some(accounts) = binds.accounts {
+        steps.push(MountStep::Open {
+            slot: 2,
+            path: accounts.to_owned(),
         });
     }
     steps.push(MountStep::Tmpfs {
@@ -355,6 +371,18 @@ pub fn build_mounts(layout: &RootLayout, binds: Binds<'_>) -> Vec<MountStep> {
                 target: target.into(),
                 path: format!("{STAGING}{path}"),
             });
+        }
+    }
+    if binds.accounts.is_some() {
+        for name in ["passwd", "group"] {
+            let path = format!("/etc/{name}");
+            if layout.shown.iter().any(|s| at_or_under(&path, &s.path)) {
+                steps.push(MountStep::BindOpenedFile {
+                    slot: 2,
+                    name: name.to_owned(),
+                    target: format!("{STAGING}{path}"),
+                });
+            }
         }
     }
     for dir in &layout.hidden {
@@ -468,6 +496,14 @@ fn apply_step(step: &MountStep, opened: &mut Vec<Option<OwnedFd>>) -> std::io::R
                     | MsFlags::MS_NOEXEC;
                 mount(NONE, target.as_str(), NONE, flags, NONE)?;
             }
+        }
+        MountStep::BindOpenedFile { slot, name, target } => {
+            let fd = opened
+                .get(*slot)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| std::io::Error::other("the bind source was not opened"))?;
+            let source = PathBuf::from(format!("/proc/self/fd/{}/{name}", fd.as_raw_fd()));
+            mount(Some(&source), target.as_str(), NONE, MsFlags::MS_BIND, NONE)?;
         }
         MountStep::Tmpfs { target, options } => {
             mount(
@@ -719,6 +755,7 @@ mod tests {
             workdir: Path::new("/w"),
             tls: Some(Path::new("/state/tls")),
             tmp_size: Some(1 << 30),
+            accounts: Some(Path::new("/state/accounts")),
         }
     }
 
@@ -741,5 +778,28 @@ mod tests {
             target: "/tmp/tmp".into(),
             options: format!("mode=1777,size={}", 1u64 << 30)
         }));
+        // /etc not shown: no accounts bound over it.
+        assert!(
+            !steps
+                .iter()
+                .any(|s| matches!(s, MountStep::BindOpenedFile { .. }))
+        );
+        let layout = host(&paths(&["/etc"]));
+        let steps = build_mounts(&layout, binds());
+        let bound = steps
+            .iter()
+            .position(|s| {
+                *s == MountStep::BindOpenedFile {
+                    slot: 2,
+                    name: "passwd".into(),
+                    target: "/tmp/etc/passwd".into(),
+                }
+            })
+            .expect("passwd bound");
+        let etc = steps
+            .iter()
+            .position(|s| matches!(s, MountStep::BindTree { source, .. } if source == "/etc"))
+            .unwrap();
+        assert!(etc < bound, "over the host's /etc, not under it");
     }
 }

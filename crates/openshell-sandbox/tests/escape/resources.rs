@@ -68,3 +68,41 @@ fn bad_limits_are_refused_before_anything_runs() {
         assert!(outcome.stderr.contains(value), "{outcome:#?}");
     }
 }
+
+/// Each sandbox runs as its own uid (named `sandbox` inside), so per-user
+/// kernel limits are not shared: one sandbox holding every inotify instance
+/// its user may have leaves another's `inotify_init` working.
+#[test]
+fn per_user_kernel_limits_are_not_shared_between_sandboxes() {
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hog = std::thread::spawn(move || {
+        sandbox().python(&format!(
+            "import ctypes, time, os\n\
+             libc = ctypes.CDLL(None, use_errno=True)\n\
+             fds = [libc.inotify_init() for _ in range({max})]\n\
+             print('held', sum(1 for f in fds if f >= 0), 'then', libc.inotify_init(), os.getuid())\n\
+             time.sleep(3)\n"
+        ))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let other = sandbox()
+        .python(
+            "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nprint(libc.inotify_init() >= 0, os.getuid())\n",
+        )
+        .success();
+    let hog = hog.join().unwrap().success();
+    let held: Vec<&str> = hog.stdout.split_whitespace().collect();
+    assert_eq!(
+        held[..4],
+        ["held", &max.to_string(), "then", "-1"],
+        "{hog:#?}"
+    );
+    let (ok, uid) = other.stdout.trim().split_once(' ').unwrap();
+    assert_eq!(ok, "True", "{other:#?}");
+    assert_ne!(uid, held[4], "two sandboxes shared a uid");
+    assert_eq!(sandbox().run(&["id", "-un"]).success().stdout, "sandbox\n");
+}

@@ -107,6 +107,8 @@ impl DockerDriver {
             format!("{GATEWAY_DIR}/policy-version"),
             "--ready-file".into(),
             format!("{STATUS_DIR}/ready"),
+            "--oom-file".into(),
+            format!("{STATUS_DIR}/oom_kills"),
         ];
         if connect.ca_cert.is_some() {
             cmd.extend(["--gateway-ca".into(), format!("{GATEWAY_DIR}/ca.crt")]);
