@@ -69,7 +69,7 @@ async fn classify_and_serve(
     let tunnel = Arc::new(tunnel);
     if first.starts_with(&[0x16, 0x03]) {
         if let Some((client, upstream)) = terminate(client, upstream, &tunnel).await {
-            serve(client, upstream, tunnel, 443).await;
+            serve(client, upstream, tunnel, 443, Rules::L7).await;
         }
     } else if first.starts_with(b"PRI * HTTP/2") {
         let body = response::error(
@@ -79,7 +79,7 @@ async fn classify_and_serve(
         );
         let _ = client.write_all(&body).await;
     } else if first[0].is_ascii_uppercase() {
-        serve(client, upstream, tunnel, 80).await;
+        serve(client, upstream, tunnel, 80, Rules::L7).await;
     } else {
         let body = response::error(
             403,
@@ -90,10 +90,25 @@ async fn classify_and_serve(
     }
 }
 
+/// What each request of a served tunnel is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// Its authority, then the endpoint's L7 rules (an inspected endpoint).
+    L7,
+    /// Its authority only: an L4 endpoint whose TLS the proxy terminated,
+    /// where a request naming another host would reach it unjudged.
+    AuthorityOnly,
+}
+
 /// One hyper server on the client side, one hyper client connection
 /// upstream; requests are judged one by one.
-async fn serve<C, U>(client: C, upstream: U, tunnel: Arc<Tunnel>, default_port: u16)
-where
+pub async fn serve<C, U>(
+    client: C,
+    upstream: U,
+    tunnel: Arc<Tunnel>,
+    default_port: u16,
+    rules: Rules,
+) where
     C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -112,7 +127,7 @@ where
     let service = hyper::service::service_fn(move |request| {
         let tunnel = tunnel.clone();
         let sender = sender.clone();
-        async move { Ok::<_, Infallible>(judge(request, &tunnel, &sender, default_port).await) }
+        async move { Ok::<_, Infallible>(judge(request, &tunnel, &sender, default_port, rules).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .max_buf_size(MAX_L7_HEAD)
@@ -148,6 +163,7 @@ async fn judge(
     tunnel: &Tunnel,
     sender: &Mutex<Option<SendRequest<Incoming>>>,
     default_port: u16,
+    rules: Rules,
 ) -> Response<Body> {
     let shared = &tunnel.shared;
     let method = request.method().as_str().to_owned();
@@ -190,51 +206,17 @@ async fn judge(
             None,
         );
     }
-    let ancestors: Vec<&str> = tunnel.caller.ancestors.iter().map(String::as_str).collect();
-    let cmdline: Vec<&str> = tunnel.caller.cmdline.iter().map(String::as_str).collect();
-    let allow = match tunnel.generation.policy.decide_l4(&L4Request {
-        host: &tunnel.host,
-        port: tunnel.port,
-        binary: &tunnel.caller.binary,
-        ancestors: &ancestors,
-        cmdline: &cmdline,
-        ignore_binary: shared.ignore_binary,
-    }) {
-        L4Decision::Allow(allow) => allow,
-        L4Decision::Deny(deny) => {
-            event.reason = Some(deny.reason.clone());
-            shared.events.emit(&event);
-            return json_response(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({"error": "policy_denied", "detail": deny.reason}),
-                None,
-            );
-        }
-    };
     let target = request
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let incoming = super::l7::Incoming {
-        method: &method,
-        target: &target,
-        host: &tunnel.host,
-        port: tunnel.port,
-        binary: &tunnel.caller.binary,
-    };
-    let judgement = super::l7::judge(&allow, &incoming, &mut event);
-    shared.events.emit(&event);
-    let forwarded_target = match judgement {
-        Judgement::Refuse {
-            status,
-            body,
-            policy,
-        } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            return json_response(status, &body, policy.as_deref());
-        }
-        Judgement::Forward { target } => target,
+    let forwarded_target = match rules {
+        Rules::AuthorityOnly => target,
+        Rules::L7 => match judge_l7(tunnel, &method, &target, &mut event) {
+            Ok(forwarded) => forwarded,
+            Err(refusal) => return refusal,
+        },
     };
 
     let wants_upgrade = request.headers().contains_key(UPGRADE);
@@ -293,4 +275,57 @@ async fn judge(
         });
     }
     response.map(BodyExt::boxed)
+}
+
+/// The L4 decision again (the policy may have changed since the tunnel
+/// opened) and the endpoint's L7 rules for one request: the target to
+/// forward (canonical), or the refusal to answer.
+fn judge_l7(
+    tunnel: &Tunnel,
+    method: &str,
+    target: &str,
+    event: &mut NetworkEvent,
+) -> Result<String, Response<Body>> {
+    let shared = &tunnel.shared;
+    let ancestors: Vec<&str> = tunnel.caller.ancestors.iter().map(String::as_str).collect();
+    let cmdline: Vec<&str> = tunnel.caller.cmdline.iter().map(String::as_str).collect();
+    let allow = match tunnel.generation.policy.decide_l4(&L4Request {
+        host: &tunnel.host,
+        port: tunnel.port,
+        binary: &tunnel.caller.binary,
+        ancestors: &ancestors,
+        cmdline: &cmdline,
+        ignore_binary: shared.ignore_binary,
+    }) {
+        L4Decision::Allow(allow) => allow,
+        L4Decision::Deny(deny) => {
+            event.reason = Some(deny.reason.clone());
+            shared.events.emit(event);
+            return Err(json_response(
+                StatusCode::FORBIDDEN,
+                &serde_json::json!({"error": "policy_denied", "detail": deny.reason}),
+                None,
+            ));
+        }
+    };
+    let incoming = super::l7::Incoming {
+        method,
+        target,
+        host: &tunnel.host,
+        port: tunnel.port,
+        binary: &tunnel.caller.binary,
+    };
+    let judgement = super::l7::judge(&allow, &incoming, event);
+    shared.events.emit(event);
+    match judgement {
+        Judgement::Refuse {
+            status,
+            body,
+            policy,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            Err(json_response(status, &body, policy.as_deref()))
+        }
+        Judgement::Forward { target } => Ok(target),
+    }
 }

@@ -63,6 +63,23 @@ pub async fn passthrough(
         else {
             return;
         };
+        // HTTP/1 inside: each request's authority must name this tunnel's
+        // endpoint (as in inspected tunnels), or a request for another
+        // virtual host on the same address would pass unjudged. Anything
+        // else (a server-speaks-first protocol, another one) relays as is.
+        let first = decrypted_start(&mut client).await;
+        let mut client = Rewind::new(first.clone(), client);
+        if looks_like_http1(&first) {
+            super::inspect::serve(
+                client,
+                upstream,
+                Arc::new(tunnel),
+                443,
+                super::inspect::Rules::AuthorityOnly,
+            )
+            .await;
+            return;
+        }
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     };
     tokio::select! {
@@ -71,6 +88,29 @@ pub async fn passthrough(
             tracing::info!(generation = pinned, "closing a tunnel: the policy generation was replaced");
         }
     }
+}
+
+/// Up to 16 bytes of what the client sends first inside TLS, waiting at
+/// most the classification window (nothing: the server speaks first).
+async fn decrypted_start<S: AsyncRead + Unpin>(client: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut first = Vec::with_capacity(16);
+    let deadline = tokio::time::Instant::now() + CLASSIFY_WINDOW;
+    while first.len() < 16 {
+        let mut chunk = [0u8; 16];
+        let want = 16 - first.len();
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
+            Ok(Ok(n)) if n > 0 => first.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    first
+}
+
+/// An HTTP/1 request line's start: an upper-case method and a space.
+fn looks_like_http1(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=7).contains(&method) && first.get(method) == Some(&b' ')
 }
 
 /// Accepts the client's TLS with a leaf for the tunnel's host and opens

@@ -255,3 +255,26 @@ fn an_l4_https_endpoint_is_terminated_and_re_encrypted_without_request_rules() {
         .success();
     assert_eq!(outcome.stdout, "OpenShell sandbox CA\nGET /l4 0\n");
 }
+
+/// In a terminated L4 tunnel, each HTTP/1 request must still name the
+/// tunnel's endpoint: a `Host` for another virtual host on the same
+/// address is refused, as in inspected tunnels.
+#[test]
+fn a_terminated_l4_tunnel_refuses_a_request_for_another_host() {
+    let https = Https::new();
+    let policy = crate::policy(&https.host(), &[TLS_PORT], &["/usr/bin/curl"], "");
+    let url = format!("https://{}:{TLS_PORT}/l4", https.host());
+    let outcome = https
+        .sandbox(&policy)
+        .sh(&format!(
+            "curl -sS -m 10 --noproxy '' {url}; \
+             curl -sS -m 10 --noproxy '' -H 'Host: other.test' {url}"
+        ))
+        .success();
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(lines[0], "GET /l4 0", "{outcome:#?}");
+    assert!(
+        lines[1].contains("request_authority_mismatch"),
+        "{outcome:#?}"
+    );
+}
