@@ -215,7 +215,7 @@ async fn judge(
         Rules::AuthorityOnly => target,
         Rules::L7 => match judge_l7(tunnel, &method, &target, &mut event) {
             Ok(forwarded) => forwarded,
-            Err(refusal) => return refusal,
+            Err(refusal) => return *refusal,
         },
     };
 
@@ -285,7 +285,7 @@ fn judge_l7(
     method: &str,
     target: &str,
     event: &mut NetworkEvent,
-) -> Result<String, Response<Body>> {
+) -> Result<String, Box<Response<Body>>> {
     let shared = &tunnel.shared;
     let ancestors: Vec<&str> = tunnel.caller.ancestors.iter().map(String::as_str).collect();
     let cmdline: Vec<&str> = tunnel.caller.cmdline.iter().map(String::as_str).collect();
@@ -301,11 +301,11 @@ fn judge_l7(
         L4Decision::Deny(deny) => {
             event.reason = Some(deny.reason.clone());
             shared.events.emit(event);
-            return Err(json_response(
+            return Err(Box::new(json_response(
                 StatusCode::FORBIDDEN,
                 &serde_json::json!({"error": "policy_denied", "detail": deny.reason}),
                 None,
-            ));
+            )));
         }
     };
     let incoming = super::l7::Incoming {
@@ -324,7 +324,7 @@ fn judge_l7(
             policy,
         } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            Err(json_response(status, &body, policy.as_deref()))
+            Err(Box::new(json_response(status, &body, policy.as_deref())))
         }
         Judgement::Forward { target } => Ok(target),
     }
