@@ -3,6 +3,8 @@
 //!   CONNECT tunnel from inside `openshell-sandbox run`;
 //! - latency: sequential keep-alive requests (p50, p99), direct vs through an
 //!   L4 tunnel vs through an L7-inspected tunnel;
+//! - fresh connections: a new connection per request (p50, p99), direct vs
+//!   through an L4 tunnel (what package installs and git do);
 //! - throughput: requests per second with 64 concurrent keep-alive clients
 //!   through the L7 path vs direct.
 //!
@@ -30,6 +32,7 @@ const PORT: u16 = 9090;
 const BULK_BYTES: u64 = 1 << 30;
 const LATENCY_REQUESTS: usize = 5000;
 const RPS_CLIENTS: usize = 64;
+const FRESH_CONNECTIONS: usize = 500;
 const RPS_SECONDS: u64 = 5;
 
 fn main() {
@@ -142,6 +145,20 @@ fn main() {
         "| L7 tunnel (inspected, plain HTTP) | {l750:.0} | {l799:.0} | {:.0} |",
         l750 - d50
     );
+
+    // Fresh connections: every sample opens its own (through the proxy:
+    // connect filter, CONNECT, caller identity, policy) and sends one GET.
+    let fresh = FRESH_CONNECTIONS.to_string();
+    let direct_fresh = host(&[me.to_str().unwrap(), "--client", "fresh", "direct", &fresh]);
+    let l4_fresh = sandboxed(&l4, &[me_in, "--client", "fresh", "connect", &fresh]);
+    let (fd50, fd99) = parse(&direct_fresh);
+    let (fl50, fl99) = parse(&l4_fresh);
+    println!(
+        "\n| {FRESH_CONNECTIONS} fresh connections, one GET each | p50 µs | p99 µs | added p50 µs |"
+    );
+    println!("|---|---|---|---|");
+    println!("| direct | {fd50:.0} | {fd99:.0} | — |");
+    println!("| L4 tunnel | {fl50:.0} | {fl99:.0} | {:.0} |", fl50 - fd50);
 
     let clients = RPS_CLIENTS.to_string();
     let secs = RPS_SECONDS.to_string();
@@ -323,8 +340,9 @@ impl Client {
     }
 }
 
-/// `--client latency VIA N` prints "p50 p99" in µs; `--client rps VIA C S`
-/// prints requests per second.
+/// `--client latency VIA N` and `--client fresh VIA N` (a new connection
+/// per request) print "p50 p99" in µs; `--client rps VIA C S` prints
+/// requests per second.
 fn client(args: &[String]) {
     match args[0].as_str() {
         "latency" => {
@@ -336,6 +354,19 @@ fn client(args: &[String]) {
             let mut samples: Vec<f64> = (0..n)
                 .map(|_| {
                     let start = Instant::now();
+                    client.get();
+                    start.elapsed().as_secs_f64() * 1e6
+                })
+                .collect();
+            samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!("{} {}", samples[n / 2], samples[n * 99 / 100]);
+        }
+        "fresh" => {
+            let n: usize = args[2].parse().unwrap();
+            let mut samples: Vec<f64> = (0..n)
+                .map(|_| {
+                    let start = Instant::now();
+                    let mut client = Client::open(&args[1]);
                     client.get();
                     start.elapsed().as_secs_f64() * 1e6
                 })
