@@ -426,6 +426,17 @@ async fn append_event(
     let Some(path) = api.events_log(sandbox_id) else {
         return;
     };
+    let mut line = event.replace(['\n', '\r'], " ");
+    line.push('\n');
+    match openshell_core::fs::rotate_if_full(
+        &path,
+        line.len() as u64,
+        openshell_core::fs::MAX_LOG_BYTES,
+    ) {
+        Ok(true) => *file = None, // a new file from here
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, path = %path.display(), "cannot rotate the event log"),
+    }
     if file.is_none() {
         match tokio::fs::OpenOptions::new()
             .create(true)
@@ -439,31 +450,6 @@ async fn append_event(
                 return;
             }
         }
-    }
-    let mut line = event.replace(['\n', '\r'], " ");
-    line.push('\n');
-    match openshell_core::fs::rotate_if_full(
-        &path,
-        line.len() as u64,
-        openshell_core::fs::MAX_LOG_BYTES,
-    ) {
-        Ok(true) => {
-            *file = None;
-            match tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await
-            {
-                Ok(opened) => *file = Some(opened),
-                Err(error) => {
-                    tracing::warn!(%error, path = %path.display(), "cannot open the event log");
-                    return;
-                }
-            }
-        }
-        Ok(false) => {}
-        Err(error) => tracing::warn!(%error, path = %path.display(), "cannot rotate the event log"),
     }
     if let Some(f) = file
         && let Err(error) = f.write_all(line.as_bytes()).await

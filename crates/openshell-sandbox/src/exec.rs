@@ -141,7 +141,7 @@ impl Spawner {
     pub fn spawn(&self, plan: &Plan, stdio: [Stdio; 3]) -> anyhow::Result<Helper> {
         let serial = PLAN_SERIAL.fetch_add(1, Ordering::Relaxed);
         let plan_file = self.scratch.join(format!("exec-{serial}.json"));
-        write_private(&plan_file, &serde_json::to_vec(plan)?)
+        openshell_core::fs::write_private(&plan_file, &serde_json::to_vec(plan)?)
             .with_context(|| format!("writing {}", plan_file.display()))?;
         let [stdin, stdout, stderr] = stdio;
         let (ours, theirs) = connects::channel().context("creating the connect filter channel")?;
@@ -178,16 +178,6 @@ impl Spawner {
             identifier: self.identifier.clone(),
         })
     }
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(contents)
 }
 
 /// The `__exec` helper; returns its exit code (the command's).

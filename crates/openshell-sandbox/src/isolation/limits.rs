@@ -168,16 +168,7 @@ impl Cgroup {
         } else {
             "memory.oom_control"
         };
-        self.dirs
-            .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join(file)).ok())
-            .flat_map(|text| {
-                text.lines()
-                    .filter_map(|l| l.strip_prefix("oom_kill "))
-                    .filter_map(|v| v.trim().parse::<u64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum()
+        oom_kills_in(self.dirs.iter().map(|d| d.join(file)))
     }
 }
 
@@ -200,9 +191,18 @@ impl Drop for Cgroup {
 /// Processes killed at the memory limit of the cgroup the calling process
 /// is in (a container's own, seen through its cgroup namespace), v1 or v2.
 pub fn own_oom_kills() -> u64 {
-    ["memory/memory.oom_control", "memory.events"]
-        .iter()
-        .filter_map(|file| std::fs::read_to_string(Path::new(ROOT).join(file)).ok())
+    oom_kills_in(
+        ["memory/memory.oom_control", "memory.events"]
+            .iter()
+            .map(|file| Path::new(ROOT).join(file)),
+    )
+}
+
+/// The `oom_kill N` counts of the cgroup files `files` (v1's
+/// `memory.oom_control`, v2's `memory.events`), added up.
+fn oom_kills_in(files: impl Iterator<Item = PathBuf>) -> u64 {
+    files
+        .filter_map(|file| std::fs::read_to_string(file).ok())
         .flat_map(|text| {
             text.lines()
                 .filter_map(|l| l.strip_prefix("oom_kill "))
