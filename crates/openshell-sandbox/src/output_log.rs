@@ -1,6 +1,6 @@
 //! Keeping the sandbox's output log under a size cap when the driver made
 //! the supervisor's stdout that log (`--rotate-output`, the process
-//! driver): checked every second, the file is copied to `<file>.1` and
+//! driver): checked every 100 ms, the file is copied to `<file>.1` and
 //! truncated once past the cap. The driver opens it for appending, so every
 //! writer (the supervisor's stdout and stderr, the main process through
 //! them) continues at the new end. Lines written between the copy and the
@@ -10,7 +10,7 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 /// How often the log's size is checked.
-const EVERY: Duration = Duration::from_secs(1);
+const EVERY: Duration = Duration::from_millis(100);
 
 /// Starts the watcher when stdout is a regular file.
 pub fn rotate_stdout(max: u64) {
