@@ -151,7 +151,7 @@ fn read_link(fd: &OwnedFd) -> std::io::Result<String> {
 /// Opens `path` (absolute) as an `O_PATH` descriptor, one component at a
 /// time without following links, so that what the descriptor names is
 /// decided by root alone. A link is followed only when it is owned by root
-/// and lies in a directory only root controls ([`root_controlled`]): the
+/// and lies in a directory only root controls (`root_controlled`): the
 /// host's `/lib -> usr/lib` is followed, a link the agent made (or moved)
 /// into a tree it can write is refused with [`OpenRuleError::UntrustedLink`].
 pub fn open_rule_path(path: &str) -> Result<OwnedFd, OpenRuleError> {

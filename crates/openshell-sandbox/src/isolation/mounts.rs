@@ -96,7 +96,7 @@ pub struct RootLayout {
     pub top_links: Vec<(String, String)>,
     /// Host paths bound in, parents before children.
     pub shown: Vec<Shown>,
-    /// [`SHARED_DIRS`] under a shown ancestor, covered by an empty tmpfs.
+    /// `SHARED_DIRS` (`/var/tmp`, `/dev/shm`) under a shown ancestor, covered by an empty tmpfs.
     pub hidden: Vec<String>,
 }
 

@@ -8,7 +8,7 @@
 //! An allowed binary is only itself while it runs its own code: a caller
 //! with code mapped executable from a file the agent can write (an
 //! `LD_PRELOAD` library in the workspace, a `memfd`), or started with a
-//! loader variable pointing there, is refused ([`Identifier::injected`];
+//! loader variable pointing there, is refused (`Identifier::injected`;
 //! docs/policy.md, "Binaries").
 //!
 //! Blocking file I/O: call from `spawn_blocking`.
