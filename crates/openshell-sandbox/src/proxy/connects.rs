@@ -135,7 +135,11 @@ fn answer(notif: &libc::seccomp_notif, listener: &OwnedFd, identifier: &Identifi
     if i64::from(notif.data.nr) != libc::SYS_connect {
         return NotifAnswer::Continue;
     }
-    let pid = notif.pid as i32;
+    // The notification names the calling thread; pidfds and the identity
+    // are the process's (its thread-group leader).
+    let Some(pid) = thread_group_of(notif.pid) else {
+        return NotifAnswer::Continue;
+    };
     let [fd, address, length, ..] = notif.data.args;
     let Some(target) = read_sockaddr(pid, address, length as usize) else {
         // Not an address we can read: the kernel does what it would. A
@@ -153,6 +157,15 @@ fn answer(notif: &libc::seccomp_notif, listener: &OwnedFd, identifier: &Identifi
         Ok(()) => NotifAnswer::Return(0),
         Err(errno) => NotifAnswer::Fail(errno as i32),
     }
+}
+
+/// The process (thread group) the thread `tid` belongs to.
+fn thread_group_of(tid: u32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The socket address `pid` passed to connect, for IPv4 and IPv6.

@@ -166,3 +166,23 @@ fn a_connection_used_by_the_process_that_made_it_is_allowed() {
         .success();
     assert_eq!(outcome.stdout, "GET /own 0\n");
 }
+
+/// A connect from a thread other than the main one (Go programs, Java,
+/// thread pools) goes through like any other: the filter's notification
+/// names the thread, the record is the process's.
+#[test]
+fn a_connection_made_from_a_second_thread_is_allowed() {
+    let network = upstream();
+    let script = format!(
+        "import threading, urllib.request\n\
+         out = []\n\
+         def fetch():\n    out.append(urllib.request.urlopen('http://{p}:{PORT}/thread', timeout=10).read().decode())\n\
+         threads = [threading.Thread(target=fetch) for _ in range(4)]\n\
+         [t.start() for t in threads]; [t.join() for t in threads]\n\
+         print(''.join(out), end='')\n",
+        p = network.peer
+    );
+    let policy = curl_only(&network).replace("/usr/bin/curl", "\"/usr/bin/python3*\"");
+    let outcome = sandbox().policy(&policy).python(&script).success();
+    assert_eq!(outcome.stdout, "GET /thread 0\n".repeat(4), "{outcome:#?}");
+}
