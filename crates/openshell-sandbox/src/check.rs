@@ -72,5 +72,17 @@ pub fn run() -> Vec<Check> {
         },
         required: true,
     });
+    let limits = crate::isolation::limits::availability();
+    checks.push(Check {
+        name: "limits",
+        ok: limits.is_ok(),
+        detail: match limits {
+            Ok(what) => what,
+            Err(why) => format!(
+                "{why}: sandboxes run without process, memory and CPU limits (--pids/--memory/--cpu are refused)"
+            ),
+        },
+        required: false,
+    });
     checks
 }

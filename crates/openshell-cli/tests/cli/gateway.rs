@@ -434,6 +434,12 @@ fn info_destroy_and_doctor_describe_and_clean_up_a_local_gateway() {
         report.contains("  landlock .......... ok (ABI "),
         "{report}"
     );
+    // This host (and CI's) has cgroup v1 pids and memory controllers.
+    assert!(report.contains("  limits "), "{report}");
+    assert!(
+        report.contains("ok (cgroup v1: pids, memory, cpu)") || report.contains("ok (cgroup v2"),
+        "{report}"
+    );
     assert!(report.contains(&format!("  port {port} ")), "{report}");
     assert!(report.contains("in use"), "{report}");
     assert!(report.ends_with("All checks passed.\n"), "{report}");

@@ -212,6 +212,45 @@ fn oom_kills_in(files: impl Iterator<Item = PathBuf>) -> u64 {
         .sum()
 }
 
+/// Whether sandboxes get resource limits on this host: the hierarchy and
+/// controllers [`Cgroup::create`] uses, present and writable. `Ok` says
+/// which; `Err` why not.
+pub fn availability() -> Result<String, String> {
+    let root = Path::new(ROOT);
+    let writable = |dir: &Path| nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).is_ok();
+    if root.join("cgroup.controllers").exists() {
+        let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
+            .map_err(|e| format!("reading {ROOT}/cgroup.controllers: {e}"))?;
+        let missing: Vec<&str> = ["pids", "memory"]
+            .into_iter()
+            .filter(|c| !controllers.split_whitespace().any(|have| have == *c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "cgroup v2 without the {} controller",
+                missing.join(" and ")
+            ));
+        }
+        if !writable(root) {
+            return Err(format!("{ROOT} is not writable"));
+        }
+        return Ok("cgroup v2: pids, memory, cpu".to_owned());
+    }
+    for controller in ["pids", "memory"] {
+        let dir = root.join(controller);
+        if !dir.is_dir() {
+            return Err(format!(
+                "no cgroup v1 {controller} hierarchy at {}",
+                dir.display()
+            ));
+        }
+        if !writable(&dir) {
+            return Err(format!("{} is not writable", dir.display()));
+        }
+    }
+    Ok("cgroup v1: pids, memory, cpu".to_owned())
+}
+
 /// Puts `pid` into every cgroup file in `procs`.
 pub fn enter(procs: &[PathBuf], pid: u32) -> std::io::Result<()> {
     for file in procs {
