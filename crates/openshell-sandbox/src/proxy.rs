@@ -34,7 +34,9 @@ use tokio::sync::{Semaphore, watch};
 
 use openshell_policy::l4::{L4Decision, L4Request};
 use openshell_policy::policy::TlsMode;
-use openshell_policy::ssrf::{check_destination, check_host_addresses};
+use openshell_policy::ssrf::{
+    DeniedKind, DestinationDenied, check_destination, check_host_addresses,
+};
 
 use crate::events::{Events, NetworkEvent, now_rfc3339};
 use generation::Generation;
@@ -74,7 +76,9 @@ pub struct HostAddresses {
 impl HostAddresses {
     const FRESH_FOR: Duration = Duration::from_secs(1);
 
-    pub fn current(&self) -> Arc<Vec<IpAddr>> {
+    /// The addresses; on a failed read the last ones read, and when none
+    /// ever was, an error: the check fails closed, never to "no addresses".
+    pub fn current(&self) -> Result<Arc<Vec<IpAddr>>, String> {
         let mut cached = self
             .cached
             .lock()
@@ -82,27 +86,30 @@ impl HostAddresses {
         if let Some((read_at, addresses)) = cached.as_ref()
             && read_at.elapsed() < Self::FRESH_FOR
         {
-            return addresses.clone();
+            return Ok(addresses.clone());
         }
-        let addresses: Arc<Vec<IpAddr>> = Arc::new(
-            nix::ifaddrs::getifaddrs()
-                .map(|all| {
-                    all.filter_map(|ifa| {
-                        let address = ifa.address?;
-                        address
-                            .as_sockaddr_in()
-                            .map(|a| IpAddr::V4(a.ip()))
-                            .or_else(|| address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
-                    })
-                    .collect()
-                })
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "cannot list this host's addresses");
-                    Vec::new()
-                }),
-        );
+        let read = nix::ifaddrs::getifaddrs().map(|all| {
+            all.filter_map(|ifa| {
+                let address = ifa.address?;
+                address
+                    .as_sockaddr_in()
+                    .map(|a| IpAddr::V4(a.ip()))
+                    .or_else(|| address.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip())))
+            })
+            .collect::<Vec<IpAddr>>()
+        });
+        let addresses = match (read, cached.as_ref()) {
+            (Ok(addresses), _) => Arc::new(addresses),
+            (Err(error), Some((_, last))) => {
+                tracing::warn!(%error, "cannot list this host's addresses; using the last ones read");
+                last.clone()
+            }
+            (Err(error), None) => {
+                return Err(format!("cannot list this host's addresses: {error}"));
+            }
+        };
         *cached = Some((std::time::Instant::now(), addresses.clone()));
-        addresses
+        Ok(addresses)
     }
 }
 
@@ -383,8 +390,16 @@ async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, Str
     event.layer = "ssrf";
     let addrs = resolve(host, port).await;
     let mode = allow.destination_mode(host);
-    let checked = check_destination(mode, host, port, &addrs)
-        .and_then(|()| check_host_addresses(mode, host, &addrs, &shared.host_addresses.current()));
+    let checked = check_destination(mode, host, port, &addrs).and_then(|()| {
+        let own = shared
+            .host_addresses
+            .current()
+            .map_err(|reason| DestinationDenied {
+                kind: DeniedKind::HostAddress,
+                reason,
+            })?;
+        check_host_addresses(mode, host, &addrs, &own)
+    });
     if let Err(denied) = checked {
         let detail = format!(
             "{} blocked: {}",

@@ -172,7 +172,15 @@ impl Identifier {
     /// code: an executable mapping of a file the agent can write or of a
     /// memfd, or a loader variable naming such a place.
     fn injected(&self, pid: u32, binary: &str) -> Option<String> {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        // Unreadable maps prove nothing: refused, not waved through.
+        let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            Ok(maps) => maps,
+            Err(error) => {
+                return Some(format!(
+                    "code injection check failed: cannot read the mappings of {binary} (pid {pid}): {error}"
+                ));
+            }
+        };
         for line in maps.lines() {
             let mut fields = line.splitn(6, ' ');
             let (Some(_range), Some(perms)) = (fields.next(), fields.next()) else {
@@ -192,7 +200,14 @@ impl Identifier {
                 ));
             }
         }
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let environ = match std::fs::read(format!("/proc/{pid}/environ")) {
+            Ok(environ) => environ,
+            Err(error) => {
+                return Some(format!(
+                    "code injection check failed: cannot read the environment of {binary} (pid {pid}): {error}"
+                ));
+            }
+        };
         for item in environ.split(|b| *b == 0) {
             let item = String::from_utf8_lossy(item);
             let Some((name, value)) = item.split_once('=') else {
