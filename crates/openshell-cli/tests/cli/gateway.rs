@@ -141,16 +141,29 @@ pub fn start(home: &Home) -> String {
     port
 }
 
+/// Every process's pid and command line (arguments NUL-terminated).
+pub fn cmdlines() -> impl Iterator<Item = (String, Vec<u8>)> {
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| {
+        let pid = e.ok()?.file_name().to_string_lossy().into_owned();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        Some((pid, cmdline))
+    })
+}
+
 /// Pids whose whole command line is `cmdline` (arguments NUL-separated).
 pub fn pids_of(cmdline: &str) -> Vec<String> {
     let wanted = format!("{cmdline}\u{0}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| {
-            let pid = e.ok()?.file_name().to_string_lossy().into_owned();
-            let actual = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            (actual == wanted.as_bytes()).then_some(pid)
-        })
+    cmdlines()
+        .filter(|(_, actual)| *actual == wanted.as_bytes())
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Pids of processes whose first argument is `subcommand`.
+pub fn pids_running(subcommand: &str) -> Vec<i32> {
+    cmdlines()
+        .filter(|(_, cmdline)| cmdline.split(|b| *b == 0).nth(1) == Some(subcommand.as_bytes()))
+        .filter_map(|(pid, _)| pid.parse().ok())
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::gateway::{Home, free_port, run_with_stdin, start, text};
+use crate::gateway::{Home, free_port, pids_running, run_with_stdin, start, text};
 use crate::live::{create_idle, exec, http_get};
 
 /// Writes the sandbox's printed Host block to a file for `ssh -F`.
@@ -616,20 +616,6 @@ fn create_without_a_command_on_a_terminal_opens_a_shell_in_the_new_sandbox() {
         "{}",
         text(&out.stdout)
     );
-}
-
-/// Pids of processes whose first argument is `subcommand`.
-fn pids_running(subcommand: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let first = cmdline.split(|b| *b == 0).nth(1)?;
-            (first == subcommand.as_bytes()).then_some(pid)
-        })
-        .collect()
 }
 
 /// A killed `sandbox connect` (ssh, which it became) takes its ssh-proxy
