@@ -10,6 +10,7 @@
 
 pub mod identity;
 pub mod landlock;
+pub mod layout;
 pub mod limits;
 pub mod mounts;
 pub mod seccomp;
@@ -75,7 +76,7 @@ pub struct Inputs<'a> {
     pub policy: &'a Policy,
     pub workdir: PathBuf,
     pub credentials: Credentials,
-    /// What of the host the sandbox's root shows ([`mounts::read_layout`]).
+    /// What of the host the sandbox's root shows ([`layout::read_layout`]).
     pub layout: RootLayout,
     /// The size cap of the sandbox's `/tmp`.
     pub tmp_size: Option<u64>,

@@ -27,7 +27,7 @@ use crate::events::Events;
 use crate::exec::Spawner;
 use crate::init::FORWARDED;
 use crate::isolation::limits::{Cgroup, Limits};
-use crate::isolation::{self, Inputs, SANDBOX_DIR, identity, mounts};
+use crate::isolation::{self, Inputs, SANDBOX_DIR, identity};
 use crate::launch::{self, Running};
 use crate::main_process::MainProcess;
 use crate::proxy::generation::{self, Reloader, Updater};
@@ -161,7 +161,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         .chain(&policy.filesystem.read_write)
         .map(|p| isolation::landlock::normalize(p))
         .collect();
-    let layout = mounts::read_layout(&policy_paths);
+    let layout = isolation::layout::read_layout(&policy_paths);
     let authority = Arc::new(Authority::generate(&sandbox_id).context("setting up TLS")?);
     authority
         .write_trust_files(&workspace.tls_dir())
