@@ -35,8 +35,11 @@ fn a_fork_bomb_is_held_to_the_process_limit_and_others_keep_working() {
         .find_map(|l| l.strip_prefix("procs="))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("{outcome:#?}"));
+    // A listing of /proc is not a snapshot: while the bomb churns, a pid
+    // that exited and one that replaced it can both appear. Unlimited, the
+    // bomb reaches thousands within the same two seconds.
     assert!(
-        procs <= 128,
+        procs <= 128 + 16,
         "the sandbox had {procs} processes: {outcome:#?}"
     );
     assert!(procs >= 100, "the bomb did not run: {procs} processes");
