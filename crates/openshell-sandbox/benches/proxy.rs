@@ -12,7 +12,10 @@
 //! benchmark creates (veth pair, 10.213.250.0/30); the client for latency and
 //! throughput is this same binary, copied into the sandbox's workspace.
 //!
-//! Run as root: `cargo bench -p openshell-sandbox --bench proxy`.
+//! Run as root: `cargo bench -p openshell-sandbox --bench proxy`; name
+//! groups after `--` to run only those (`bulk`, `forward`, `latency`,
+//! `fresh`, `rps`), e.g. `cargo bench -p openshell-sandbox --bench proxy --
+//! fresh`.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,6 +47,12 @@ fn main() {
         client(&args[2..]);
         return;
     }
+    let named: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |group: &str| named.is_empty() || named.contains(&group);
     assert!(
         nix::unistd::Uid::effective().is_root(),
         "the proxy benchmark needs root"
@@ -103,85 +112,131 @@ fn main() {
         "-w",
         "%{speed_download}",
     ];
-    let mut direct_bulk = Vec::new();
-    let mut tunnel_bulk = Vec::new();
-    for _ in 0..3 {
-        direct_bulk.push(
-            host(&[&curl[..], &[url.as_str()]].concat())
-                .parse::<f64>()
-                .unwrap(),
-        );
-        tunnel_bulk.push(
-            sandboxed(&l4, &[&curl[..], &["-p", url.as_str()]].concat())
-                .parse::<f64>()
-                .unwrap(),
-        );
-    }
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-    let (direct, tunnel) = (best(&direct_bulk), best(&tunnel_bulk));
-    println!("| bulk 1 GiB (curl, best of 3) | MB/s |");
-    println!("|---|---|");
-    println!("| direct | {:.0} |", direct / 1e6);
-    println!("| CONNECT tunnel (L4) | {:.0} |", tunnel / 1e6);
-    println!("\ntunnel / direct: {:.1}%\n", 100.0 * tunnel / direct);
+    // Best of 3 per path, the paths interleaved.
+    let bulk = |paths: &[(&str, &dyn Fn() -> String)]| {
+        let mut speeds = vec![Vec::new(); paths.len()];
+        for _ in 0..3 {
+            for (i, (_, path)) in paths.iter().enumerate() {
+                speeds[i].push(path().parse::<f64>().unwrap());
+            }
+        }
+        println!("| bulk 1 GiB (curl, best of 3) | MB/s | of direct |");
+        println!("|---|---|---|");
+        let direct = best(&speeds[0]);
+        for (i, (name, _)) in paths.iter().enumerate() {
+            let speed = best(&speeds[i]);
+            println!(
+                "| {name} | {:.0} | {:.1}% |",
+                speed / 1e6,
+                100.0 * speed / direct
+            );
+        }
+        println!();
+    };
+    let direct_curl = || host(&[&curl[..], &[url.as_str()]].concat());
+    if run("bulk") {
+        bulk(&[
+            ("direct", &direct_curl),
+            ("CONNECT tunnel (L4, splice relay)", &|| {
+                sandboxed(&l4, &[&curl[..], &["-p", url.as_str()]].concat())
+            }),
+        ]);
+    }
+    if run("forward") {
+        // Plain HTTP through the forward proxy: curl's absolute-form
+        // request, judged and relayed by the proxy.
+        bulk(&[
+            ("direct", &direct_curl),
+            ("forward proxy (plain HTTP, L4 endpoint)", &|| {
+                sandboxed(
+                    &l4,
+                    &[&curl[..], &["-x", "http://127.0.0.1:3128", url.as_str()]].concat(),
+                )
+            }),
+            ("forward proxy (plain HTTP, L7 endpoint)", &|| {
+                sandboxed(
+                    &l7,
+                    &[&curl[..], &["-x", "http://127.0.0.1:3128", url.as_str()]].concat(),
+                )
+            }),
+        ]);
+    }
 
-    let n = LATENCY_REQUESTS.to_string();
-    let me_in = "/sandbox/bench";
-    let direct_lat = host(&[me.to_str().unwrap(), "--client", "latency", "direct", &n]);
-    let l4_lat = sandboxed(&l4, &[me_in, "--client", "latency", "connect", &n]);
-    let l7_lat = sandboxed(&l7, &[me_in, "--client", "latency", "connect", &n]);
     let parse = |s: &str| -> (f64, f64) {
         let mut it = s.split_whitespace().map(|v| v.parse::<f64>().unwrap());
         (it.next().unwrap(), it.next().unwrap())
     };
-    let (d50, d99) = parse(&direct_lat);
-    let (l450, l499) = parse(&l4_lat);
-    let (l750, l799) = parse(&l7_lat);
-    println!("| {LATENCY_REQUESTS} sequential keep-alive GETs | p50 µs | p99 µs | added p50 µs |");
-    println!("|---|---|---|---|");
-    println!("| direct | {d50:.0} | {d99:.0} | — |");
-    println!("| L4 tunnel | {l450:.0} | {l499:.0} | {:.0} |", l450 - d50);
-    println!(
-        "| L7 tunnel (inspected, plain HTTP) | {l750:.0} | {l799:.0} | {:.0} |",
-        l750 - d50
-    );
-
-    // Fresh connections: every sample opens its own (through the proxy:
-    // connect filter, CONNECT, caller identity, policy) and sends one GET.
-    let fresh = FRESH_CONNECTIONS.to_string();
-    let direct_fresh = host(&[me.to_str().unwrap(), "--client", "fresh", "direct", &fresh]);
-    let l4_fresh = sandboxed(&l4, &[me_in, "--client", "fresh", "connect", &fresh]);
-    let (fd50, fd99) = parse(&direct_fresh);
-    let (fl50, fl99) = parse(&l4_fresh);
-    println!(
-        "\n| {FRESH_CONNECTIONS} fresh connections, one GET each | p50 µs | p99 µs | added p50 µs |"
-    );
-    println!("|---|---|---|---|");
-    println!("| direct | {fd50:.0} | {fd99:.0} | — |");
-    println!("| L4 tunnel | {fl50:.0} | {fl99:.0} | {:.0} |", fl50 - fd50);
-
-    let clients = RPS_CLIENTS.to_string();
-    let secs = RPS_SECONDS.to_string();
-    let direct_rps: f64 = host(&[
-        me.to_str().unwrap(),
-        "--client",
-        "rps",
-        "direct",
-        &clients,
-        &secs,
-    ])
-    .trim()
-    .parse()
-    .unwrap();
-    let l7_rps: f64 = sandboxed(&l7, &[me_in, "--client", "rps", "connect", &clients, &secs])
-        .trim()
-        .parse()
-        .unwrap();
-    println!("\n| {RPS_CLIENTS} concurrent keep-alive clients, {RPS_SECONDS} s | requests/s |");
-    println!("|---|---|");
-    println!("| direct | {direct_rps:.0} |");
-    println!("| L7 tunnel | {l7_rps:.0} |");
-    println!("\nL7 / direct: {:.1}%", 100.0 * l7_rps / direct_rps);
+    let me_in = "/sandbox/bench";
+    let me_out = me.to_str().unwrap();
+    let table = |title: &str, rows: &[(&str, String)]| {
+        println!("| {title} | p50 µs | p99 µs | added p50 µs |");
+        println!("|---|---|---|---|");
+        let (base, _) = parse(&rows[0].1);
+        for (i, (name, out)) in rows.iter().enumerate() {
+            let (p50, p99) = parse(out);
+            let added = if i == 0 {
+                "—".to_owned()
+            } else {
+                format!("{:.0}", p50 - base)
+            };
+            println!("| {name} | {p50:.0} | {p99:.0} | {added} |");
+        }
+        println!();
+    };
+    if run("latency") {
+        let n = LATENCY_REQUESTS.to_string();
+        table(
+            &format!("{LATENCY_REQUESTS} sequential keep-alive GETs"),
+            &[
+                ("direct", host(&[me_out, "--client", "latency", "direct", &n])),
+                (
+                    "L4 tunnel",
+                    sandboxed(&l4, &[me_in, "--client", "latency", "connect", &n]),
+                ),
+                (
+                    "L7 tunnel (inspected, plain HTTP)",
+                    sandboxed(&l7, &[me_in, "--client", "latency", "connect", &n]),
+                ),
+            ],
+        );
+    }
+    if run("fresh") {
+        // Every sample opens its own connection (through the proxy: connect
+        // filter, request, caller identity, policy) and sends one GET.
+        let n = FRESH_CONNECTIONS.to_string();
+        table(
+            &format!("{FRESH_CONNECTIONS} fresh connections, one GET each"),
+            &[
+                ("direct", host(&[me_out, "--client", "fresh", "direct", &n])),
+                (
+                    "L4 tunnel (CONNECT)",
+                    sandboxed(&l4, &[me_in, "--client", "fresh", "connect", &n]),
+                ),
+                (
+                    "forward proxy (plain HTTP)",
+                    sandboxed(&l4, &[me_in, "--client", "fresh", "forward", &n]),
+                ),
+            ],
+        );
+    }
+    if run("rps") {
+        let clients = RPS_CLIENTS.to_string();
+        let secs = RPS_SECONDS.to_string();
+        let direct_rps: f64 = host(&[me_out, "--client", "rps", "direct", &clients, &secs])
+            .trim()
+            .parse()
+            .unwrap();
+        let l7_rps: f64 = sandboxed(&l7, &[me_in, "--client", "rps", "connect", &clients, &secs])
+            .trim()
+            .parse()
+            .unwrap();
+        println!("| {RPS_CLIENTS} concurrent keep-alive clients, {RPS_SECONDS} s | requests/s |");
+        println!("|---|---|");
+        println!("| direct | {direct_rps:.0} |");
+        println!("| L7 tunnel | {l7_rps:.0} |");
+        println!("\nL7 / direct: {:.1}%", 100.0 * l7_rps / direct_rps);
+    }
 }
 
 /// The test network; removed on drop.
@@ -292,12 +347,15 @@ fn serve_connection(stream: TcpStream) {
 struct Client {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// Requests in absolute form (to the forward proxy).
+    absolute: bool,
 }
 
 impl Client {
     fn open(via: &str) -> Client {
         let stream = match via {
             "direct" => TcpStream::connect((PEER, PORT)).unwrap(),
+            "forward" => TcpStream::connect("127.0.0.1:3128").unwrap(),
             _ => {
                 let mut s = TcpStream::connect("127.0.0.1:3128").unwrap();
                 write!(
@@ -315,13 +373,19 @@ impl Client {
         Client {
             writer: stream.try_clone().unwrap(),
             reader: BufReader::new(stream),
+            absolute: via == "forward",
         }
     }
 
     fn get(&mut self) {
+        let origin = if self.absolute {
+            format!("http://{PEER}:{PORT}")
+        } else {
+            String::new()
+        };
         write!(
             self.writer,
-            "GET /small HTTP/1.1\r\nHost: {PEER}:{PORT}\r\n\r\n"
+            "GET {origin}/small HTTP/1.1\r\nHost: {PEER}:{PORT}\r\n\r\n"
         )
         .unwrap();
         let mut length = 0usize;

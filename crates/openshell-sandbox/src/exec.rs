@@ -28,7 +28,7 @@ use nix::unistd::{ForkResult, Pid};
 
 use crate::isolation::{Plan, SANDBOX_DIR, seccomp};
 use crate::proxy::connects;
-use crate::proxy::identity::Identifier;
+use crate::proxy::caller::Identifier;
 use crate::report::{self, Report};
 use crate::{EXIT_LAUNCH_FAILED, agent, sys};
 

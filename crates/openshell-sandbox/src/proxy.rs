@@ -2,7 +2,7 @@
 //!
 //! Both front doors — `CONNECT host:port` and absolute-form `http://`
 //! requests — become one `Intent` and go through one pipeline
-//! (`decide`): who is calling ([`identity`]) → L4 policy → destination
+//! (`decide`): who is calling ([`caller`]) → L4 policy → destination
 //! (SSRF, resolved once, the validated address dialed) → L7 for inspected
 //! endpoints → relay ([`relay`]). Every decision is one event
 //! ([`crate::events`]). A denial is an ordinary response, never an error.
@@ -10,12 +10,12 @@
 //! CONNECT tunnels to endpoints that ask for L7 inspection are terminated
 //! and judged per request ([`inspect::inspect`]); other tunnels have TLS
 //! terminated and re-encrypted without request rules
-//! ([`tunnel::passthrough`]) unless the endpoint says `tls: skip`, and
+//! ([`tunnel::terminate_or_splice`]) unless the endpoint says `tls: skip`, and
 //! everything that is not TLS is relayed as bytes ([`splice`]).
 
 pub mod connects;
 pub mod generation;
-pub mod identity;
+pub mod caller;
 pub mod inspect;
 pub mod l7;
 pub mod relay;
@@ -40,7 +40,7 @@ use openshell_policy::ssrf::{
 
 use crate::events::{Events, NetworkEvent, now_rfc3339};
 use generation::Generation;
-use identity::{Caller, Identifier};
+use caller::{Caller, Identifier};
 use l7::Judgement;
 use request::{Framing, ReadHeadError, Target, TargetError};
 
@@ -325,7 +325,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             inspect::inspect(client, buffered, upstream, tunnel(caller)).await
         }
         Route::Terminate(caller) => {
-            tunnel::passthrough(client, buffered, upstream, tunnel(caller)).await;
+            tunnel::terminate_or_splice(client, buffered, upstream, tunnel(caller)).await;
         }
         Route::Raw => {
             let mut upstream = upstream;

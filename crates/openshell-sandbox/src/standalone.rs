@@ -31,7 +31,7 @@ use crate::isolation::{self, Inputs, SANDBOX_DIR, identity};
 use crate::launch::{self, Running};
 use crate::main_process::MainProcess;
 use crate::proxy::generation::{self, Reloader, Updater};
-use crate::proxy::{self, identity::Identifier};
+use crate::proxy::{self, caller::Identifier};
 use crate::report::{LandlockReport, Report};
 use crate::session::{self, Connection};
 use crate::tls::Authority;

@@ -12,7 +12,7 @@
 //!
 //! The proxy then requires the process that connected and the processes
 //! that hold the socket when the request arrives to agree
-//! ([`crate::proxy::identity::Identifier::identify`]): a socket opened by
+//! ([`crate::proxy::caller::Identifier::identify`]): a socket opened by
 //! python and handed to curl over `SCM_RIGHTS` is python's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -25,7 +25,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use crate::isolation::PROXY_ADDR;
-use crate::proxy::identity::Identifier;
+use crate::proxy::caller::Identifier;
 use crate::sys::{self, NotifAnswer};
 
 /// The agent's side: sends the filter's `listener` to the supervisor over

@@ -1,7 +1,7 @@
 //! Serving an allowed CONNECT tunnel that is not inspected request by
 //! request: what the tunnel was allowed as ([`Tunnel`]), classifying its
 //! first bytes, terminating TLS with a minted leaf and re-encrypting
-//! upstream, and the L4 passthrough (reference §4.5, §4.8 "Peek", §4.9).
+//! upstream, and the L4 tunnel that does both (reference §4.5, §4.8 "Peek", §4.9).
 //! [`super::inspect`] builds on the same pieces for L7 tunnels.
 
 use std::pin::Pin;
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use super::generation::{Generation, replaced};
-use super::identity::Caller;
+use super::caller::Caller;
 use super::response;
 
 /// How long a tunnel may stay silent before its first byte.
@@ -37,7 +37,7 @@ pub struct Tunnel {
 /// substituted; anything else is relayed raw. A client that says nothing
 /// within the classification window (a server-speaks-first protocol) is
 /// relayed raw too.
-pub async fn passthrough(
+pub async fn terminate_or_splice(
     client: TcpStream,
     buffered: Vec<u8>,
     upstream: TcpStream,
