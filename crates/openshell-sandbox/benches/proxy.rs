@@ -189,7 +189,10 @@ fn main() {
         table(
             &format!("{LATENCY_REQUESTS} sequential keep-alive GETs"),
             &[
-                ("direct", host(&[me_out, "--client", "latency", "direct", &n])),
+                (
+                    "direct",
+                    host(&[me_out, "--client", "latency", "direct", &n]),
+                ),
                 (
                     "L4 tunnel",
                     sandboxed(&l4, &[me_in, "--client", "latency", "connect", &n]),

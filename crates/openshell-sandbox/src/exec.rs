@@ -27,8 +27,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::isolation::{Plan, SANDBOX_DIR, seccomp};
-use crate::proxy::connects;
 use crate::proxy::caller::Identifier;
+use crate::proxy::connects;
 use crate::report::{self, Report};
 use crate::{EXIT_LAUNCH_FAILED, agent, sys};
 

@@ -24,6 +24,7 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
 use crate::isolation::{PROXY_ADDR, Plan};
+use crate::proxy::caller::SocketTable;
 use crate::report::{self, Report};
 use crate::sys;
 
@@ -36,6 +37,8 @@ pub enum SpawnError {
     Loopback(#[source] std::io::Error),
     #[error("binding the proxy listener on {PROXY_ADDR} inside the sandbox")]
     Listener(#[source] std::io::Error),
+    #[error("opening the socket table (sock_diag) of the sandbox's network namespace")]
+    SocketTable(#[source] std::io::Error),
     #[error("creating the PID namespace")]
     PidNamespace(#[source] nix::Error),
     #[error("creating the plan and report pipes")]
@@ -50,12 +53,20 @@ pub enum SpawnError {
     ThreadLost,
 }
 
-/// A started sandbox: the init's host pid, the proxy listener (in the
+/// What the proxy serves the sandbox with, made in its network namespace.
+#[derive(Debug)]
+pub struct ProxyEnds {
+    pub listener: TcpListener,
+    /// Finds the agent's socket behind each accepted connection.
+    pub sockets: SocketTable,
+}
+
+/// A started sandbox: the init's host pid, the proxy's ends (in the
 /// child's network namespace), and what the child reported before exec.
 #[derive(Debug)]
 pub struct Running {
     pub pid: Pid,
-    listener: Option<TcpListener>,
+    proxy: Option<ProxyEnds>,
     pub reports: Vec<Report>,
     /// The supervisor's end of the connect filter channel (the agent sends
     /// its listener over it before exec).
@@ -64,10 +75,10 @@ pub struct Running {
 }
 
 impl Running {
-    /// The proxy listener, bound inside the child's network namespace
-    /// (once: the proxy takes it).
-    pub fn take_listener(&mut self) -> Option<TcpListener> {
-        self.listener.take()
+    /// The proxy listener and socket table, made inside the child's
+    /// network namespace (once: the proxy takes them).
+    pub fn take_proxy(&mut self) -> Option<ProxyEnds> {
+        self.proxy.take()
     }
 
     /// The first failure the child reported, if any.
@@ -128,7 +139,7 @@ pub fn spawn(
     let reports = report::receive(File::from(reports));
     Ok(Running {
         pid,
-        listener: Some(listener),
+        proxy: Some(listener),
         reports,
         connects: Some(connects),
         exit: exit_rx,
@@ -140,10 +151,13 @@ fn start(
     plan_json: &[u8],
     stdio: Option<[OwnedFd; 3]>,
     cgroup: &[std::path::PathBuf],
-) -> Result<(std::process::Child, TcpListener, OwnedFd, OwnedFd), SpawnError> {
+) -> Result<(std::process::Child, ProxyEnds, OwnedFd, OwnedFd), SpawnError> {
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(SpawnError::NetworkNamespace)?;
     sys::set_loopback_up().map_err(SpawnError::Loopback)?;
-    let listener = TcpListener::bind(PROXY_ADDR).map_err(SpawnError::Listener)?;
+    let listener = ProxyEnds {
+        listener: TcpListener::bind(PROXY_ADDR).map_err(SpawnError::Listener)?,
+        sockets: SocketTable::open().map_err(SpawnError::SocketTable)?,
+    };
     nix::sched::unshare(CloneFlags::CLONE_NEWPID).map_err(SpawnError::PidNamespace)?;
 
     // The init inherits the plan's read end and the report's write end; the

@@ -13,9 +13,9 @@
 //! ([`tunnel::terminate_or_splice`]) unless the endpoint says `tls: skip`, and
 //! everything that is not TLS is relayed as bytes ([`splice`]).
 
+pub mod caller;
 pub mod connects;
 pub mod generation;
-pub mod caller;
 pub mod inspect;
 pub mod l7;
 pub mod relay;
@@ -39,8 +39,8 @@ use openshell_policy::ssrf::{
 };
 
 use crate::events::{Events, NetworkEvent, now_rfc3339};
-use generation::Generation;
 use caller::{Caller, Identifier};
+use generation::Generation;
 use l7::Judgement;
 use request::{Framing, ReadHeadError, Target, TargetError};
 
@@ -265,8 +265,11 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         return;
     }
     let buffered = buf.split_off(head_len);
-    // Blocking /proc reads and hashing.
-    let caller = tokio::task::block_in_place(|| shared.identifier.identify(peer, local));
+    // Two syscalls and a readlink: no worth moving off the runtime.
+    let caller = shared
+        .identifier
+        .identify(peer, local)
+        .map_err(|error| error.to_string());
     let intent = Intent {
         target: &target,
         method: &head.method,

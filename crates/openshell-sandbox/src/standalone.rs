@@ -358,8 +358,8 @@ fn supervise(
         .name("signals".into())
         .spawn(move || forward_signals(&signals, pid, reload_on_hup.as_ref()))
         .context("starting the signal forwarder")?;
-    let listener = running
-        .take_listener()
+    let launch::ProxyEnds { listener, sockets } = running
+        .take_proxy()
         .context("the proxy listener was already taken")?;
     listener
         .set_nonblocking(true)
@@ -367,7 +367,9 @@ fn supervise(
     let shared = Arc::new(proxy::Shared {
         sandbox: egress.sandbox,
         generations,
-        identifier: Arc::new(Identifier::new(pid.as_raw() as u32).with_writable(egress.writable)),
+        identifier: Arc::new(
+            Identifier::new(pid.as_raw() as u32, sockets).with_writable(egress.writable),
+        ),
         events: egress.events,
         ignore_binary: relaxed_identity(),
         authority: egress.authority,
@@ -376,7 +378,7 @@ fn supervise(
     let identifier = shared.identifier.clone();
     // Who connects to the proxy is recorded at connect(2) (the agent sent
     // its filter's listener before exec); a connection without a record is
-    // refused from the first one on.
+    // refused.
     let channel = running
         .connects
         .take()
@@ -384,7 +386,6 @@ fn supervise(
     let filter = proxy::connects::receive_listener(&channel, false)
         .context("receiving the connect filter")?
         .context("the sandbox started without its connect filter")?;
-    identifier.require_recorded_connects();
     let serving = identifier.clone();
     std::thread::Builder::new()
         .name("connect-filter".into())

@@ -1,21 +1,32 @@
-//! Who is calling (policy reference §4.3–§4.4): the accepted socket's
-//! 4-tuple is looked up in the child namespace's `/proc/<init>/net/tcp{,6}`
-//! to get the client socket's inode; the sandbox's processes (descendants
-//! of init, or of an exec helper that joined its namespaces) holding `socket:[inode]` are its owners; each owner's
-//! `/proc/<pid>/exe`, ancestors and argv paths form its identity, and
-//! every executable is pinned by SHA-256 on first use.
+//! Who is calling (docs/policy.md, "Binaries"). Every connect(2) to the
+//! proxy is made through the supervisor ([`super::connects`]), which
+//! describes the process making it and records that with the socket's
+//! local port, inode and descriptor number. When a connection's request
+//! arrives, its socket is found by an exact kernel lookup of the
+//! 4-tuple ([`SocketTable`]); the record for it names the caller, provided
+//! it is of the same socket and the process that connected still holds it
+//! (otherwise the socket was handed on). That is a handful of syscalls
+//! whatever the number of processes and sockets in the sandbox.
 //!
-//! An allowed binary is only itself while it runs its own code: a caller
-//! with code mapped executable from a file the agent can write (an
-//! `LD_PRELOAD` library in the workspace, a `memfd`), or started with a
-//! loader variable pointing there, is refused (`Identifier::injected`;
-//! docs/policy.md, "Binaries").
+//! A caller's identity is its `/proc/<pid>/exe`, the executables of its
+//! ancestors and its argv paths; every executable is pinned by SHA-256 on
+//! first use. An allowed binary is only itself while it runs its own code:
+//! a caller with code mapped executable from a file the agent can write
+//! (an `LD_PRELOAD` library in the workspace, a `memfd`), or started with
+//! a loader variable pointing there, is refused (`Identifier::injected`).
 //!
-//! Blocking file I/O: call from `spawn_blocking`.
+//! Describing a connector is blocking file I/O (a few `/proc` reads;
+//! hashing on a binary's first use) and runs on the connect filter's
+//! thread; identifying a connection is a lookup, two syscalls and a
+//! `readlink`, cheap enough for the proxy's async tasks.
+
+mod sockets;
+
+pub use sockets::SocketTable;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
@@ -41,24 +52,61 @@ pub struct Caller {
 /// Identifies callers of one sandbox; holds the trust-on-first-use cache.
 #[derive(Debug)]
 pub struct Identifier {
-    /// Host pid of the sandbox's init, the `/proc` anchor.
+    /// Host pid of the sandbox's init, where ancestor walks stop.
     anchor: u32,
-    /// Host pids of running exec helpers: their descendants are the
-    /// sandbox's processes too (they joined its namespaces).
+    /// Host pids of running exec helpers: ancestor walks stop there too.
     exec_roots: Mutex<BTreeSet<u32>>,
+    /// The sockets of the sandbox's network namespace.
+    sockets: SocketTable,
     hashes: Mutex<HashMap<String, Pinned>>,
     /// Paths (as the sandbox sees them) the agent can write: code mapped
     /// from beneath them is the agent's, whatever binary maps it.
     writable: Vec<String>,
     /// Who connected, by the connection's local port ([`super::connects`]).
-    connects: Mutex<HashMap<u16, ConnectRecord>>,
-    /// Every connection must have a recorded connect (set once the
-    /// sandbox's processes run under the connect filter).
-    require_connects: std::sync::atomic::AtomicBool,
+    connects: Mutex<HashMap<u16, (std::time::Instant, Connect)>>,
 }
 
-/// When a connect was recorded, and who made it (or why that is refused).
-type ConnectRecord = (std::time::Instant, Result<Caller, String>);
+/// A connect to the proxy, as the connect filter saw it.
+#[derive(Debug)]
+pub struct Connect {
+    /// The connecting socket's inode.
+    pub inode: u64,
+    /// Its descriptor number in the connecting process.
+    pub fd: i32,
+    /// Who connected, or why that is refused.
+    pub connector: Result<Caller, IdentifyError>,
+}
+
+/// Why a connection has no caller the policy can judge. The text is the
+/// deny reason events and responses carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifyError {
+    #[error("failed to resolve peer binary: looking up the connection's socket: {0}")]
+    SocketLookup(String),
+    #[error("failed to resolve peer binary: socket not found in the sandbox's connection table")]
+    SocketNotFound,
+    #[error(
+        "no connect() was recorded for this connection: it was not made by a process of the sandbox"
+    )]
+    NoConnectRecord,
+    #[error(
+        "no connect() was recorded for this connection: the record for its port is of socket inode {recorded}, the connection's is {actual}"
+    )]
+    OtherSocket { recorded: u64, actual: u64 },
+    #[error(
+        "socket handed on: {binary} (pid {pid}) connected to the proxy and no longer holds the connection"
+    )]
+    HandedOn { binary: String, pid: u32 },
+    #[error("failed to resolve peer binary: {0}")]
+    Binary(String),
+    #[error("binary integrity check failed: {0}")]
+    Integrity(String),
+    #[error("ancestor integrity check failed for {path}: {reason}")]
+    AncestorIntegrity { path: String, reason: String },
+    /// Code the agent can write runs in the caller (the reason says where).
+    #[error("{0}")]
+    Injected(String),
+}
 
 /// Records older than this are dropped when the table grows (a connect
 /// whose request never came).
@@ -85,70 +133,43 @@ struct Pinned {
 }
 
 impl Identifier {
-    pub fn new(anchor: u32) -> Identifier {
+    pub fn new(anchor: u32, sockets: SocketTable) -> Identifier {
         Identifier {
             anchor,
             exec_roots: Mutex::new(BTreeSet::new()),
+            sockets,
             hashes: Mutex::new(HashMap::new()),
             writable: Vec::new(),
             connects: Mutex::new(HashMap::new()),
-            require_connects: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// From now on a connection without a recorded connect is refused.
-    pub fn require_recorded_connects(&self) {
-        self.require_connects
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// Records who connected from local `port` (before the connection
-    /// exists, so the proxy always finds it).
-    pub fn record_connect(&self, port: u16, caller: Result<Caller, String>) {
+    /// Records a connect from local `port` (before the connection exists,
+    /// so the proxy always finds it).
+    pub fn record_connect(&self, port: u16, connect: Connect) {
         let mut connects = self.connects_lock();
         if connects.len() >= CONNECT_RECORDS_SWEEP {
             connects.retain(|_, (at, _)| at.elapsed() < CONNECT_RECORD_TTL);
         }
-        connects.insert(port, (std::time::Instant::now(), caller));
+        connects.insert(port, (std::time::Instant::now(), connect));
     }
 
-    fn connects_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u16, ConnectRecord>> {
+    fn connects_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u16, (std::time::Instant, Connect)>> {
         self.connects
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The identity of `pid`, which is calling connect(2) now.
-    pub fn describe_connector(&self, pid: u32) -> Result<Caller, String> {
-        self.describe(pid)
-    }
-
-    /// Checks the holders' identity `held` against whoever connected from
-    /// `port`: they must be the same program, or it was handed on.
-    fn check_connector(&self, port: u16, held: Caller) -> Result<Caller, String> {
-        if !self
-            .require_connects
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return Ok(held);
-        }
-        let Some((_, connector)) = self.connects_lock().remove(&port) else {
-            return Err(
-                "no connect() was recorded for this connection: it was not made by a process of the sandbox"
-                    .to_owned(),
-            );
-        };
-        let connector = connector?;
-        let same = connector.binary == held.binary
-            && connector.ancestors == held.ancestors
-            && connector.sha256 == held.sha256;
-        if !same {
-            return Err(format!(
-                "socket handed on: {} (pid {}) connected to the proxy, {} (pid {}) holds the connection",
-                connector.binary, connector.pid, held.binary, held.pid
-            ));
-        }
-        Ok(held)
+    /// The identity of `pid`, which is calling connect(2) now; `parent`:
+    /// its parent, when the caller already read it.
+    pub fn describe_connector(
+        &self,
+        pid: u32,
+        parent: Option<u32>,
+    ) -> Result<Caller, IdentifyError> {
+        self.describe(pid, parent)
     }
 
     /// The paths the agent can write (its `read_write` Landlock rules).
@@ -253,94 +274,60 @@ impl Identifier {
         roots
     }
 
-    /// The identity behind the connection from `peer` to the proxy's
-    /// `local` address, or the reference's deny reason.
-    pub fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Caller, String> {
-        let inode = self.socket_inode(peer, local).ok_or_else(|| {
-            "failed to resolve peer binary: socket not found in the sandbox's connection table"
-                .to_owned()
-        })?;
-        let owners = self.owners(inode);
-        if owners.is_empty() {
-            return Err(format!(
-                "failed to resolve peer binary: no process found owning socket inode {inode}"
-            ));
+    /// The caller behind the connection from `peer` to the proxy's `local`
+    /// address: who connected its socket, if they still hold it.
+    pub fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Result<Caller, IdentifyError> {
+        let inode = match self.sockets.inode(peer, local) {
+            Ok(Some(inode)) => inode,
+            Ok(None) => return Err(IdentifyError::SocketNotFound),
+            Err(error) => return Err(IdentifyError::SocketLookup(error.to_string())),
+        };
+        let (_, connect) = self
+            .connects_lock()
+            .remove(&peer.port())
+            .ok_or(IdentifyError::NoConnectRecord)?;
+        if connect.inode != inode {
+            return Err(IdentifyError::OtherSocket {
+                recorded: connect.inode,
+                actual: inode,
+            });
         }
-        let mut callers = Vec::with_capacity(owners.len());
-        for pid in &owners {
-            callers.push(self.describe(*pid)?);
+        let connector = connect.connector?;
+        if !holds(connector.pid, connect.fd, inode) {
+            return Err(IdentifyError::HandedOn {
+                binary: connector.binary,
+                pid: connector.pid,
+            });
         }
-        let first = &callers[0];
-        let agree = callers.iter().all(|c| {
-            c.binary == first.binary
-                && c.ancestors == first.ancestors
-                && c.cmdline == first.cmdline
-                && c.sha256 == first.sha256
-        });
-        if !agree {
-            let pids: Vec<String> = owners.iter().map(u32::to_string).collect();
-            return Err(format!(
-                "ambiguous shared socket ownership: inode {inode} is held by PIDs [{}] with different policy identities",
-                pids.join(",")
-            ));
-        }
-        self.check_connector(peer.port(), callers.swap_remove(0))
+        Ok(connector)
     }
 
-    fn socket_inode(&self, peer: SocketAddr, local: SocketAddr) -> Option<u64> {
-        ["tcp", "tcp6"].iter().find_map(|table| {
-            let text =
-                std::fs::read_to_string(format!("/proc/{}/net/{table}", self.anchor)).ok()?;
-            text.lines().skip(1).find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let (own, remote, inode) = (fields.get(1)?, fields.get(2)?, fields.get(9)?);
-                let matches = parse_proc_addr(own).is_some_and(|a| same_endpoint(a, peer))
-                    && parse_proc_addr(remote).is_some_and(|a| same_endpoint(a, local));
-                matches.then(|| inode.parse().ok()).flatten()
-            })
-        })
-    }
-
-    /// Processes of the sandbox (init's descendants) holding the socket,
-    /// ascending.
-    fn owners(&self, inode: u64) -> Vec<u32> {
-        let needle = format!("socket:[{inode}]");
-        self.roots()
-            .into_iter()
-            .flat_map(descendants)
-            .filter(|pid| {
-                std::fs::read_dir(format!("/proc/{pid}/fd"))
-                    .map(|fds| {
-                        fds.filter_map(Result::ok).any(|fd| {
-                            std::fs::read_link(fd.path())
-                                .is_ok_and(|target| target.as_os_str() == needle.as_str())
-                        })
-                    })
-                    .unwrap_or(false)
-            })
-            .collect()
-    }
-
-    fn describe(&self, pid: u32) -> Result<Caller, String> {
-        let binary = exe(pid).map_err(|e| format!("failed to resolve peer binary: {e}"))?;
+    fn describe(&self, pid: u32, parent: Option<u32>) -> Result<Caller, IdentifyError> {
+        let binary = exe(pid).map_err(|e| IdentifyError::Binary(e.to_string()))?;
         let sha256 = self
             .verify(pid, &binary)
-            .map_err(|e| format!("binary integrity check failed: {e}"))?;
+            .map_err(IdentifyError::Integrity)?;
         if let Some(reason) = self.injected(pid, &binary) {
-            return Err(reason);
+            return Err(IdentifyError::Injected(reason));
         }
         let roots = self.roots();
         let mut ancestors = Vec::new();
         let mut argv_paths = argv_paths(pid);
         let mut current = pid;
+        let mut next = parent;
         while ancestors.len() < MAX_ANCESTORS {
-            let Some(parent) = parent(current) else { break };
+            let Some(parent) = next.take().or_else(|| self::parent(current)) else {
+                break;
+            };
             if roots.contains(&parent) || parent <= 1 {
                 break;
             }
-            let path = exe(parent).map_err(|e| format!("failed to resolve peer binary: {e}"))?;
+            let path = exe(parent).map_err(|e| IdentifyError::Binary(e.to_string()))?;
             self.verify(parent, &path)
-                .map_err(|e| format!("ancestor integrity check failed for {path}: {e}"))?;
+                .map_err(|reason| IdentifyError::AncestorIntegrity {
+                    path: path.clone(),
+                    reason,
+                })?;
             argv_paths.extend(self::argv_paths(parent));
             ancestors.push(path);
             current = parent;
@@ -431,12 +418,27 @@ fn exe(pid: u32) -> std::io::Result<String> {
     Ok(text.strip_suffix(" (deleted)").unwrap_or(&text).to_owned())
 }
 
+/// The parent of `pid`, from `/proc/<pid>/stat` (its fourth field, after
+/// the command name in parentheses, which may itself hold spaces and `)`).
 fn parent(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` holds the socket `inode`: at descriptor `fd` (where it
+/// connected it), or, when it moved it, at any descriptor.
+fn holds(pid: u32, fd: i32, inode: u64) -> bool {
+    let needle = format!("socket:[{inode}]");
+    let is_it = |path: &std::path::Path| {
+        std::fs::read_link(path).is_ok_and(|target| target.as_os_str() == needle.as_str())
+    };
+    if is_it(std::path::Path::new(&format!("/proc/{pid}/fd/{fd}"))) {
+        return true;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| fds.filter_map(Result::ok).any(|entry| is_it(&entry.path())))
+        .unwrap_or(false)
 }
 
 fn argv_paths(pid: u32) -> Vec<String> {
@@ -450,110 +452,147 @@ fn argv_paths(pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every descendant of `root` (breadth first, through each thread's
-/// `children` list), ascending.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut found = BTreeSet::new();
-    let mut queue = vec![root];
-    while let Some(pid) = queue.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.filter_map(Result::ok) {
-            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
-                continue;
-            };
-            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
-                if found.insert(child) {
-                    queue.push(child);
-                }
-            }
-        }
-    }
-    found.into_iter().collect()
-}
-
-/// Parses `0100007F:0C38` (IPv4) or the 32-digit IPv6 form of
-/// `/proc/net/tcp{,6}`: each 32-bit word in host (little-endian) order.
-pub fn parse_proc_addr(text: &str) -> Option<SocketAddr> {
-    let (ip, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| -> Option<[u8; 4]> {
-        let hex = ip.get(i * 8..i * 8 + 8)?;
-        Some(u32::from_str_radix(hex, 16).ok()?.to_le_bytes())
-    };
-    let ip = match ip.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Equal addresses, treating IPv4-mapped IPv6 as its IPv4 address.
-fn same_endpoint(a: SocketAddr, b: SocketAddr) -> bool {
-    let canonical = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_proc_net_addresses() {
-        assert_eq!(
-            parse_proc_addr("0100007F:0C38"),
-            Some("127.0.0.1:3128".parse().unwrap())
-        );
-        assert_eq!(
-            parse_proc_addr("0000000000000000FFFF00000100007F:C350"),
-            Some("[::ffff:127.0.0.1]:50000".parse().unwrap())
-        );
-        assert_eq!(
-            parse_proc_addr("00000000000000000000000001000000:0050"),
-            Some("[::1]:80".parse().unwrap())
-        );
-        assert_eq!(parse_proc_addr("zz:1"), None);
-        assert!(same_endpoint(
-            "[::ffff:127.0.0.1]:5".parse().unwrap(),
-            "127.0.0.1:5".parse().unwrap()
-        ));
+    use std::os::fd::AsRawFd;
+
+    /// A loopback connection from this process, as the proxy would see
+    /// it: (client, server, the client's address, the server's).
+    fn connection() -> (
+        std::net::TcpStream,
+        std::net::TcpStream,
+        SocketAddr,
+        SocketAddr,
+    ) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let local = server.local_addr().unwrap();
+        (client, server, peer, local)
+    }
+
+    fn inode_of(stream: &std::net::TcpStream) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{}", stream.as_raw_fd()))
+            .unwrap()
+            .ino()
+    }
+
+    /// An identifier whose anchor is our parent: we are its "agent".
+    fn identifier() -> Identifier {
+        let anchor = parent(std::process::id()).unwrap();
+        Identifier::new(anchor, SocketTable::open().unwrap())
+    }
+
+    fn record(identifier: &Identifier, client: &std::net::TcpStream, peer: SocketAddr) {
+        let me = std::process::id();
+        let connect = Connect {
+            inode: inode_of(client),
+            fd: client.as_raw_fd(),
+            connector: identifier.describe_connector(me, None),
+        };
+        identifier.record_connect(peer.port(), connect);
     }
 
     #[test]
-    fn identifies_a_process_of_our_own_and_pins_its_hash() {
-        // The test process is the anchor's "descendant" here: use our parent
-        // as the anchor, ourselves as the caller.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (_server, peer) = listener.accept().unwrap();
-        let me = std::process::id();
-        let anchor = parent(me).unwrap();
-        let identifier = Identifier::new(anchor);
-        let caller = identifier
-            .identify(peer, listener.local_addr().unwrap())
-            .unwrap();
-        assert_eq!(caller.pid, me);
+    fn the_recorded_connector_holding_its_socket_is_the_caller_and_its_hash_is_pinned() {
+        let identifier = identifier();
+        let (client, _server, peer, local) = connection();
+        record(&identifier, &client, peer);
+        let caller = identifier.identify(peer, local).unwrap();
+        assert_eq!(caller.pid, std::process::id());
         assert_eq!(
             caller.binary,
             std::env::current_exe().unwrap().to_string_lossy()
         );
         assert_eq!(caller.sha256.len(), 64);
-        // Second lookup: served from the pinned hash.
-        let again = identifier
-            .identify(peer, listener.local_addr().unwrap())
-            .unwrap();
-        assert_eq!(again.sha256, caller.sha256);
+        // A record serves one connection: a second request without a new
+        // connect has none.
+        assert_eq!(
+            identifier.identify(peer, local),
+            Err(IdentifyError::NoConnectRecord)
+        );
+        // The next connect is served from the pinned hash.
+        let (client, _server, peer, local) = connection();
+        record(&identifier, &client, peer);
+        assert_eq!(
+            identifier.identify(peer, local).unwrap().sha256,
+            caller.sha256
+        );
+    }
+
+    #[test]
+    fn a_connection_without_its_own_record_is_refused() {
+        let identifier = identifier();
+        let (first, _server, peer, local) = connection();
+        // No record at all.
+        assert_eq!(
+            identifier.identify(peer, local),
+            Err(IdentifyError::NoConnectRecord)
+        );
+        // A record for this port, but of another socket (a stale record
+        // whose port came round again).
+        let (other, _other_server, _, _) = connection();
+        identifier.record_connect(
+            peer.port(),
+            Connect {
+                inode: inode_of(&other),
+                fd: other.as_raw_fd(),
+                connector: identifier.describe_connector(std::process::id(), None),
+            },
+        );
+        assert!(matches!(
+            identifier.identify(peer, local),
+            Err(IdentifyError::OtherSocket { .. })
+        ));
+        drop(first);
+    }
+
+    #[test]
+    fn a_socket_its_connector_no_longer_holds_was_handed_on() {
+        let identifier = identifier();
+        let (client, _server, peer, local) = connection();
+        record(&identifier, &client, peer);
+        // The connector moved the socket to another descriptor: still its.
+        let moved = client.try_clone().unwrap();
+        let inode = inode_of(&client);
         drop(client);
+        assert!(holds(std::process::id(), -1, inode));
+        assert!(identifier.identify(peer, local).is_ok());
+        // Recorded as held by a process that does not hold it.
+        let (client, _server, peer, local) = connection();
+        identifier.record_connect(
+            peer.port(),
+            Connect {
+                inode: inode_of(&client),
+                fd: client.as_raw_fd(),
+                connector: identifier
+                    .describe_connector(std::process::id(), None)
+                    .map(|caller| Caller {
+                        pid: parent(std::process::id()).unwrap(),
+                        ..caller
+                    }),
+            },
+        );
+        let refused = identifier.identify(peer, local).unwrap_err();
+        assert!(
+            matches!(refused, IdentifyError::HandedOn { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().starts_with("socket handed on: "));
+        drop(moved);
+    }
+
+    #[test]
+    fn the_parent_is_read_past_a_command_name_with_parentheses_and_spaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a) 1 2 (b");
+        std::fs::copy("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd).arg("5").spawn().unwrap();
+        let read = parent(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(read, Some(std::process::id()));
     }
 }

@@ -10,14 +10,13 @@
 //! memory, so a thread rewriting the address after the check gains
 //! nothing. Any other connect continues as the caller asked.
 //!
-//! The proxy then requires the process that connected and the processes
-//! that hold the socket when the request arrives to agree
+//! The proxy then takes the caller from the record of the connection's
+//! socket, provided the process that connected still holds it
 //! ([`crate::proxy::caller::Identifier::identify`]): a socket opened by
 //! python and handed to curl over `SCM_RIGHTS` is python's.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -25,7 +24,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use crate::isolation::PROXY_ADDR;
-use crate::proxy::caller::Identifier;
+use crate::proxy::caller::{Connect, Identifier};
 use crate::sys::{self, NotifAnswer};
 
 /// The agent's side: sends the filter's `listener` to the supervisor over
@@ -137,7 +136,7 @@ fn answer(notif: &libc::seccomp_notif, listener: &OwnedFd, identifier: &Identifi
     }
     // The notification names the calling thread; pidfds and the identity
     // are the process's (its thread-group leader).
-    let Some(pid) = thread_group_of(notif.pid) else {
+    let Some(Process { pid, parent }) = process_of(notif.pid) else {
         return NotifAnswer::Continue;
     };
     let [fd, address, length, ..] = notif.data.args;
@@ -153,27 +152,50 @@ fn answer(notif: &libc::seccomp_notif, listener: &OwnedFd, identifier: &Identifi
     if !is_proxy(target) {
         return NotifAnswer::Continue;
     }
-    match connect_for(pid, fd as i32, target, identifier) {
+    match connect_for(Process { pid, parent }, fd as i32, target, identifier) {
         Ok(()) => NotifAnswer::Return(0),
         Err(errno) => NotifAnswer::Fail(errno as i32),
     }
 }
 
-/// The process (thread group) the thread `tid` belongs to.
-fn thread_group_of(tid: u32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
+/// A process making a connect: its pid and its parent's.
+#[derive(Debug, Clone, Copy)]
+struct Process {
+    pid: i32,
+    parent: u32,
 }
 
-/// The socket address `pid` passed to connect, for IPv4 and IPv6.
+/// The process (thread group) the thread `tid` belongs to, and its parent,
+/// from one read of the thread's status.
+fn process_of(tid: u32) -> Option<Process> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |name: &str| -> Option<u32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(Process {
+        pid: field("Tgid:")? as i32,
+        parent: field("PPid:")?,
+    })
+}
+
+/// The socket address `pid` passed to connect, for IPv4 and IPv6 (one
+/// `process_vm_readv`; the supervisor is root, the caller undumpable
+/// processes included).
 fn read_sockaddr(pid: i32, address: u64, length: usize) -> Option<SocketAddr> {
     let mut buf = [0u8; 28];
     let wanted = length.min(buf.len());
-    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).ok()?;
-    let read = mem.read_at(&mut buf[..wanted], address).ok()?;
+    let read = nix::sys::uio::process_vm_readv(
+        nix::unistd::Pid::from_raw(pid),
+        &mut [std::io::IoSliceMut::new(&mut buf[..wanted])],
+        &[nix::sys::uio::RemoteIoVec {
+            base: usize::try_from(address).ok()?,
+            len: wanted,
+        }],
+    )
+    .ok()?;
     let buf = &buf[..read];
     let family = i32::from(u16::from_ne_bytes(buf.get(0..2)?.try_into().ok()?));
     let port = u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?);
@@ -204,16 +226,17 @@ fn is_proxy(target: SocketAddr) -> bool {
     ip == IpAddr::V4(*PROXY_ADDR.ip()) && target.port() == PROXY_ADDR.port()
 }
 
-/// Connects `pid`'s socket `fd` to `target` on its behalf, recording the
-/// connection's local port with the caller's identity first.
+/// Connects `caller`'s socket `fd` to `target` on its behalf, recording
+/// the connection's local port with the socket and the caller's identity
+/// first.
 fn connect_for(
-    pid: i32,
+    caller: Process,
     fd: i32,
     target: SocketAddr,
     identifier: &Identifier,
 ) -> Result<(), Errno> {
     let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF));
-    let pidfd = sys::pidfd_open(pid).map_err(errno)?;
+    let pidfd = sys::pidfd_open(caller.pid).map_err(errno)?;
     let socket = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(errno)?;
     let raw = socket.as_raw_fd();
     let mut local: SockaddrStorage = nix::sys::socket::getsockname(raw)?;
@@ -229,7 +252,12 @@ fn connect_for(
         local = nix::sys::socket::getsockname(raw)?;
     }
     let port = port_of(&local).ok_or(Errno::EAFNOSUPPORT)?;
-    identifier.record_connect(port, identifier.describe_connector(pid as u32));
+    let connect = Connect {
+        inode: nix::sys::stat::fstat(&socket)?.st_ino,
+        fd,
+        connector: identifier.describe_connector(caller.pid as u32, Some(caller.parent)),
+    };
+    identifier.record_connect(port, connect);
     nix::sys::socket::connect(raw, &SockaddrStorage::from(target))
 }
 

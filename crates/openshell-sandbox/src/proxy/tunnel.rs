@@ -13,8 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::Shared;
-use super::generation::{Generation, replaced};
 use super::caller::Caller;
+use super::generation::{Generation, replaced};
 use super::response;
 
 /// How long a tunnel may stay silent before its first byte.
