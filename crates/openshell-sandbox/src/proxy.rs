@@ -319,6 +319,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
                 head_bytes,
                 framing,
                 buffered,
+                head.method.eq_ignore_ascii_case("HEAD"),
                 generations,
                 pinned,
             )

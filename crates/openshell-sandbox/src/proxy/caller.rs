@@ -5,8 +5,10 @@
 //! arrives, its socket is found by an exact kernel lookup of the
 //! 4-tuple ([`SocketTable`]); the record for it names the caller, provided
 //! it is of the same socket and the process that connected still holds it
-//! (otherwise the socket was handed on). That is a handful of syscalls
-//! whatever the number of processes and sockets in the sandbox.
+//! (otherwise the socket was handed on). Any other process of the sandbox
+//! holding the socket too must be the same program (else the ownership is
+//! ambiguous): that pass reads each process's descriptor table, the one
+//! cost here that grows with the sandbox.
 //!
 //! A caller's identity is its `/proc/<pid>/exe`, the executables of its
 //! ancestors and its argv paths; every executable is pinned by SHA-256 on
@@ -97,6 +99,11 @@ pub enum IdentifyError {
         "socket handed on: {binary} (pid {pid}) connected to the proxy and no longer holds the connection"
     )]
     HandedOn { binary: String, pid: u32 },
+    #[error(
+        "ambiguous shared socket ownership: inode {inode} is held by PIDs [{}] with different policy identities",
+        pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    )]
+    Ambiguous { inode: u64, pids: Vec<u32> },
     #[error("failed to resolve peer binary: {0}")]
     Binary(String),
     #[error("binary integrity check failed: {0}")]
@@ -299,7 +306,37 @@ impl Identifier {
                 pid: connector.pid,
             });
         }
+        self.check_sharers(&connector, connect.fd, inode)?;
         Ok(connector)
+    }
+
+    /// Every other process of the sandbox holding the socket (inherited
+    /// over fork, received over `SCM_RIGHTS`) must be the same program as
+    /// its connector; otherwise who writes on it is ambiguous.
+    fn check_sharers(&self, connector: &Caller, fd: i32, inode: u64) -> Result<(), IdentifyError> {
+        let mut sharers = Vec::new();
+        for pid in self.roots().into_iter().flat_map(descendants) {
+            if pid == connector.pid || !holds(pid, fd, inode) {
+                continue;
+            }
+            let sharer = self.describe(pid, None)?;
+            let same = sharer.binary == connector.binary
+                && sharer.ancestors == connector.ancestors
+                && sharer.cmdline == connector.cmdline
+                && sharer.sha256 == connector.sha256;
+            if !same {
+                sharers.push(pid);
+            }
+        }
+        if sharers.is_empty() {
+            return Ok(());
+        }
+        sharers.push(connector.pid);
+        sharers.sort_unstable();
+        Err(IdentifyError::Ambiguous {
+            inode,
+            pids: sharers,
+        })
     }
 
     fn describe(&self, pid: u32, parent: Option<u32>) -> Result<Caller, IdentifyError> {
@@ -450,6 +487,29 @@ fn argv_paths(pid: u32) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Every descendant of `root` (through each thread's `children` list),
+/// ascending.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut found = BTreeSet::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.filter_map(Result::ok) {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if found.insert(child) {
+                    queue.push(child);
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -70,14 +70,19 @@ pub fn upstream_head(head: &Head, path: &str, target: &Target) -> Vec<u8> {
     out
 }
 
-/// Forwards one request (head, then exactly its body) and relays the
-/// response until the upstream closes.
+/// Forwards one request (head, then exactly its body) and relays exactly
+/// one response: its head rewritten, its body moved in the kernel when its
+/// length is known or runs to the upstream's close. The connection ends
+/// with the response, also when the upstream would keep it open.
+/// `head_request`: the request was `HEAD` (its response has no body).
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     client: TcpStream,
     mut upstream: TcpStream,
     head: Vec<u8>,
     framing: Framing,
     buffered: Vec<u8>,
+    head_request: bool,
     mut generations: watch::Receiver<Arc<Generation>>,
     pinned: u64,
 ) {
@@ -85,33 +90,76 @@ pub async fn forward(
         return;
     }
     let (client_read, mut client_write) = client.into_split();
-    let (upstream_read, mut upstream_write) = upstream.into_split();
+    let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let body = async move {
         let mut reader = BufReader::new(Cursor::new(buffered).chain(client_read));
         let _ = copy_body(&mut reader, &mut upstream_write, framing).await;
-        upstream_write
+        // Kept open until the response is done: a half-close could end
+        // the exchange early on some upstreams.
+        std::future::pending::<()>().await;
+        drop(upstream_write);
     };
     let response = async move {
-        let mut upstream_read = upstream_read;
-        let _ = relay_response(&mut upstream_read, &mut client_write).await;
+        if let Ok((body, rest)) =
+            relay_response_head(&mut upstream_read, &mut client_write, head_request).await
+        {
+            let _ = relay_response_body(&mut upstream_read, &mut client_write, body, rest).await;
+        }
         let _ = client_write.shutdown().await;
     };
     tokio::select! {
-        _ = async { tokio::join!(body, response) } => {}
+        _ = response => {}
+        _ = body => {}
         _ = replaced(&mut generations, pinned) => {}
     }
 }
 
 /// Largest response head rewritten; a larger one is relayed as it is.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most response headers parsed for the body's framing.
+const MAX_RESPONSE_HEADERS: usize = 128;
 /// Response headers replaced by `Connection: close`.
 const RESPONSE_CONNECTION_HEADERS: [&str; 3] = ["connection", "keep-alive", "proxy-connection"];
 
-/// Relays the upstream's response with `Connection: close` in its final
-/// head: the proxy serves one request per connection and then closes it,
-/// and a client told nothing would send its next request into the closed
-/// connection. Interim (1xx) heads pass as they are.
-async fn relay_response<R, W>(upstream: &mut R, client: &mut W) -> std::io::Result<()>
+/// How a response's body ends (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ResponseBody {
+    /// No body: a `HEAD` request's, a 204's or a 304's.
+    None,
+    Length(u64),
+    Chunked,
+    /// No length given (or an unparsable head): until the upstream closes.
+    UntilClose,
+}
+
+/// The body that follows the final response `head`.
+fn response_body(head: &[u8], head_request: bool) -> ResponseBody {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    if !matches!(response.parse(head), Ok(httparse::Status::Complete(_))) {
+        return ResponseBody::UntilClose;
+    }
+    if head_request || matches!(response.code, Some(204 | 304)) {
+        return ResponseBody::None;
+    }
+    let framing = super::request::framing_of(response.headers.iter().map(|h| (h.name, h.value)));
+    match framing {
+        Some(Framing::Length(length)) => ResponseBody::Length(length),
+        Some(Framing::Chunked) => ResponseBody::Chunked,
+        Some(Framing::None) | None => ResponseBody::UntilClose,
+    }
+}
+
+/// Relays the upstream's response head with `Connection: close` in its
+/// final head: the proxy serves one request per connection and then
+/// closes it, and a client told nothing would send its next request into
+/// the closed connection. Interim (1xx) heads pass as they are. Returns
+/// how the body ends and the bytes of it already read.
+async fn relay_response_head<R, W>(
+    upstream: &mut R,
+    client: &mut W,
+    head_request: bool,
+) -> std::io::Result<(ResponseBody, Vec<u8>)>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -128,14 +176,13 @@ where
             let mut chunk = [0u8; 8192];
             let n = upstream.read(&mut chunk).await?;
             if n == 0 {
-                client.write_all(&buf).await?;
-                return Ok(());
+                // Closed before a whole head: what came is all there is.
+                return Ok((ResponseBody::UntilClose, buf));
             }
             buf.extend_from_slice(&chunk[..n]);
         };
         let Some(head_len) = head_len else {
-            client.write_all(&buf).await?;
-            break;
+            return Ok((ResponseBody::UntilClose, buf));
         };
         let status = buf.get(9..12).unwrap_or_default();
         if status.starts_with(b"1") && status != b"101" {
@@ -143,12 +190,44 @@ where
             buf.drain(..head_len);
             continue;
         }
+        let body = match status {
+            b"101" => ResponseBody::UntilClose,
+            _ => response_body(&buf[..head_len], head_request),
+        };
         client.write_all(&closing_head(&buf[..head_len])).await?;
-        client.write_all(&buf[head_len..]).await?;
-        break;
+        return Ok((body, buf.split_off(head_len)));
     }
-    tokio::io::copy(upstream, client).await?;
-    Ok(())
+}
+
+/// Relays the response body after its head, `rest` being what was read of
+/// it already; a body of known length or one that runs to the close moves
+/// in the kernel ([`super::splice::copy`]), a chunked one is checked as
+/// requests are.
+async fn relay_response_body(
+    upstream: &mut tokio::net::tcp::OwnedReadHalf,
+    client: &mut tokio::net::tcp::OwnedWriteHalf,
+    body: ResponseBody,
+    mut rest: Vec<u8>,
+) -> std::io::Result<()> {
+    match body {
+        ResponseBody::None => Ok(()),
+        ResponseBody::Length(length) => {
+            rest.truncate(usize::try_from(length).unwrap_or(usize::MAX));
+            client.write_all(&rest).await?;
+            let left = length - rest.len() as u64;
+            super::splice::copy(upstream.as_ref(), client.as_ref(), Some(left)).await?;
+            Ok(())
+        }
+        ResponseBody::UntilClose => {
+            client.write_all(&rest).await?;
+            super::splice::copy(upstream.as_ref(), client.as_ref(), None).await?;
+            Ok(())
+        }
+        ResponseBody::Chunked => {
+            let mut reader = BufReader::new(Cursor::new(rest).chain(upstream));
+            copy_body(&mut reader, client, Framing::Chunked).await
+        }
+    }
 }
 
 /// `head` (ending with the blank line) with its connection headers
@@ -252,6 +331,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     async fn body(input: &[u8], framing: Framing) -> (std::io::Result<()>, Vec<u8>) {
         let mut reader = BufReader::new(input);
@@ -302,16 +382,164 @@ mod tests {
         let upstream = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok";
         let mut reader = &upstream[..];
         let mut out = Vec::new();
-        relay_response(&mut reader, &mut out).await.unwrap();
+        let (body, rest) = relay_response_head(&mut reader, &mut out, false)
+            .await
+            .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            (body, rest.as_slice()),
+            (ResponseBody::Length(2), &b"ok"[..])
         );
         // No head at all (the upstream closed): relayed as it came.
         let mut reader = &b"HTTP/1.1 2"[..];
         let mut out = Vec::new();
-        relay_response(&mut reader, &mut out).await.unwrap();
-        assert_eq!(out, b"HTTP/1.1 2");
+        let (body, rest) = relay_response_head(&mut reader, &mut out, false)
+            .await
+            .unwrap();
+        assert!(out.is_empty());
+        assert_eq!(
+            (body, rest.as_slice()),
+            (ResponseBody::UntilClose, &b"HTTP/1.1 2"[..])
+        );
+    }
+
+    #[test]
+    fn a_response_body_ends_as_its_head_says() {
+        let body = |head: &str, head_request| response_body(head.as_bytes(), head_request);
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", false),
+            ResponseBody::Length(7)
+        );
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true),
+            ResponseBody::None
+        );
+        assert_eq!(
+            body(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            ResponseBody::Chunked
+        );
+        for no_body in ["204 No Content", "304 Not Modified"] {
+            assert_eq!(
+                body(
+                    &format!("HTTP/1.1 {no_body}\r\nContent-Length: 7\r\n\r\n"),
+                    false
+                ),
+                ResponseBody::None
+            );
+        }
+        // No length, or lengths that disagree: until the upstream closes.
+        assert_eq!(
+            body("HTTP/1.1 200 OK\r\n\r\n", false),
+            ResponseBody::UntilClose
+        );
+        assert_eq!(
+            body(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            ResponseBody::UntilClose
+        );
+    }
+
+    /// An upstream that keeps connections alive whatever the request says
+    /// answers `responses` in turn, each after reading one request head;
+    /// returns its address.
+    async fn keep_alive_upstream(response: &'static [u8]) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if stream.read_exact(&mut byte).await.is_err() {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            stream.write_all(response).await.unwrap();
+            // Never closes: only the proxy ending the exchange does.
+            std::future::pending::<()>().await;
+        });
+        address
+    }
+
+    /// The proxy's side of one forwarded exchange against `response`;
+    /// returns what the client received, which must end (the connection
+    /// closes once the response is whole).
+    async fn exchange(response: &'static [u8], head_request: bool) -> Vec<u8> {
+        let upstream_address = keep_alive_upstream(response).await;
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_address = proxy.local_addr().unwrap();
+        let (_tx, generations) =
+            super::super::generation::channel(openshell_policy::defaults::default_policy());
+        tokio::spawn(async move {
+            let (client, _) = proxy.accept().await.unwrap();
+            let upstream = TcpStream::connect(upstream_address).await.unwrap();
+            let head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+            forward(
+                client,
+                upstream,
+                head,
+                Framing::None,
+                Vec::new(),
+                head_request,
+                generations,
+                1,
+            )
+            .await;
+        });
+        let mut client = TcpStream::connect(proxy_address).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.read_to_end(&mut got),
+        )
+        .await
+        .expect("the proxy kept the connection open after the response")
+        .unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn one_response_is_relayed_whole_and_then_the_connection_closes() {
+        // A long body (several pipe loads through splice) with a length.
+        let long: &'static [u8] = Box::leak(
+            [
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\n\r\n"[..],
+                &vec![b'x'; 3_000_000],
+                b"EXTRA",
+            ]
+            .concat()
+            .into_boxed_slice(),
+        );
+        let got = exchange(long, false).await;
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3000000\r\nConnection: close\r\n\r\n";
+        assert!(got.starts_with(head));
+        assert_eq!(
+            got.len(),
+            head.len() + 3_000_000,
+            "bytes after the body were relayed"
+        );
+
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nEXTRA";
+        let got = exchange(chunked, false).await;
+        assert!(
+            got.ends_with(b"5\r\nhello\r\n0\r\n\r\n"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+
+        let head_only = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n";
+        let got = exchange(head_only, true).await;
+        assert!(got.ends_with(b"Connection: close\r\n\r\n"));
     }
 
     #[test]

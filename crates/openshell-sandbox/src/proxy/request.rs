@@ -117,18 +117,25 @@ pub enum Framing {
 /// (both `Content-Length` and `Transfer-Encoding`, differing lengths, a
 /// coding other than a final `chunked`): the classic smuggling shapes.
 pub fn framing(head: &Head) -> Option<Framing> {
-    let lengths: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.as_slice())
-        .collect();
-    let codings: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    framing_of(
+        head.headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_slice())),
+    )
+}
+
+/// [`framing`] from any list of headers (a response's too; there "no
+/// framing headers" means the body runs until the connection closes).
+pub fn framing_of<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Option<Framing> {
+    let mut lengths: Vec<&[u8]> = Vec::new();
+    let mut codings: Vec<&[u8]> = Vec::new();
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            lengths.push(value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            codings.push(value);
+        }
+    }
     match (lengths.as_slice(), codings.as_slice()) {
         ([], []) => Some(Framing::None),
         ([], [coding]) if coding.trim_ascii().eq_ignore_ascii_case(b"chunked") => {

@@ -27,21 +27,34 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
+    if copy(from, to, None).await? {
+        // End of stream: pass the half-close on.
+        let _ = nix::sys::socket::shutdown(
+            std::os::fd::AsRawFd::as_raw_fd(to),
+            nix::sys::socket::Shutdown::Write,
+        );
+    }
+    Ok(())
+}
+
+/// Moves `limit` bytes (or, with `None`, everything until the end of the
+/// stream) from `from` to `to` in the kernel. `Ok(true)` when `from`
+/// ended; a stream ending before `limit` is `UnexpectedEof`.
+pub async fn copy(from: &TcpStream, to: &TcpStream, limit: Option<u64>) -> io::Result<bool> {
     let (pipe_read, pipe_write) = pipe()?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let mut remaining = limit;
     loop {
+        let want = match remaining {
+            Some(0) => return Ok(false),
+            Some(left) => left.min(PIPE_BYTES as u64) as usize,
+            None => PIPE_BYTES as usize,
+        };
         let moved = loop {
             from.readable().await?;
             match from.try_io(Interest::READABLE, || {
-                splice(
-                    from.as_fd(),
-                    None,
-                    pipe_write.as_fd(),
-                    None,
-                    PIPE_BYTES as usize,
-                    flags,
-                )
-                .map_err(io::Error::from)
+                splice(from.as_fd(), None, pipe_write.as_fd(), None, want, flags)
+                    .map_err(io::Error::from)
             }) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -49,12 +62,13 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<()> {
             }
         };
         if moved == 0 {
-            // End of stream: pass the half-close on.
-            let _ = nix::sys::socket::shutdown(
-                std::os::fd::AsRawFd::as_raw_fd(to),
-                nix::sys::socket::Shutdown::Write,
-            );
-            return Ok(());
+            return match remaining {
+                None => Ok(true),
+                Some(_) => Err(io::ErrorKind::UnexpectedEof.into()),
+            };
+        }
+        if let Some(left) = remaining.as_mut() {
+            *left -= moved as u64;
         }
         let mut left = moved;
         while left > 0 {
