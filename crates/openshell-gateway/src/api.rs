@@ -191,14 +191,9 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), Status> {
 /// INVALID_ARGUMENT with every validation message when `yaml` is not a
 /// valid policy.
 pub(crate) fn validate_policy(yaml: &str) -> Result<(), Status> {
-    openshell_policy::load_str(yaml).map(drop).map_err(|e| {
-        let problems: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
-        Status::invalid_argument(if problems.is_empty() {
-            e.to_string()
-        } else {
-            format!("invalid policy: {}", problems.join("; "))
-        })
-    })
+    openshell_policy::load_str(yaml)
+        .map(drop)
+        .map_err(|e| Status::invalid_argument(format!("invalid policy: {}", e.problems())))
 }
 
 fn new_id() -> String {

@@ -21,7 +21,8 @@ pub struct RestRequest<'a> {
     pub query: &'a [(String, String)],
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allow,
     /// Not allowed, but the endpoint is in audit mode: logged and forwarded.

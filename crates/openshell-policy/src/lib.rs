@@ -17,6 +17,7 @@
 
 pub mod canonical;
 pub mod compile;
+pub mod decision;
 pub mod defaults;
 pub mod document;
 pub mod glob;
@@ -32,6 +33,6 @@ pub mod validate;
 pub mod yaml;
 
 pub use compile::CompiledPolicy;
-pub use load::{LoadPolicyError, load_file, load_str};
+pub use load::{LoadPolicyError, Problems, load_file, load_str};
 pub use policy::{Diagnostic, Policy};
 pub use validate::Validated;

@@ -45,6 +45,35 @@ impl LoadPolicyError {
             LoadPolicyError::Invalid(diagnostics) => diagnostics.clone(),
         }
     }
+
+    /// The problems alone, for a caller that says what was being loaded:
+    /// each located diagnostic, joined by `; ` (with `{:#}`, one per line,
+    /// indented), or for a read error its text.
+    pub fn problems(&self) -> Problems<'_> {
+        Problems(self)
+    }
+}
+
+/// [`LoadPolicyError::problems`].
+#[derive(Debug, Clone, Copy)]
+pub struct Problems<'a>(&'a LoadPolicyError);
+
+impl std::fmt::Display for Problems<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let diagnostics = match self.0 {
+            LoadPolicyError::Read { .. } => return write!(f, "{}", self.0),
+            LoadPolicyError::Parse(diagnostic) => std::slice::from_ref(diagnostic),
+            LoadPolicyError::Invalid(diagnostics) => diagnostics.as_slice(),
+        };
+        for (i, diagnostic) in diagnostics.iter().enumerate() {
+            match (f.alternate(), i) {
+                (true, _) => write!(f, "\n  {diagnostic}")?,
+                (false, 0) => write!(f, "{diagnostic}")?,
+                (false, _) => write!(f, "; {diagnostic}")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Parses YAML into a document without validating it.
@@ -93,4 +122,34 @@ pub fn load_file(path: &Path) -> Result<Validated, LoadPolicyError> {
         source,
     })?;
     load_str(&source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_the_diagnostics_alone() {
+        let error = load_str("version: 1\nnetwork_policies:\n  a:\n    endpoints:\n      - host: ''\n      - port: 0\n")
+            .unwrap_err();
+        let count = error.diagnostics().len();
+        assert!(count >= 1);
+        let text = error.problems().to_string();
+        assert!(!text.starts_with("policy is invalid"), "{text}");
+        let each: Vec<String> = error
+            .diagnostics()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(text, each.join("; "));
+        let lines = format!("{:#}", error.problems());
+        assert_eq!(lines.lines().count(), count + 1, "{lines}");
+        let unread = load_file(Path::new("/nonexistent/policy.yaml")).unwrap_err();
+        assert!(
+            unread
+                .problems()
+                .to_string()
+                .starts_with("failed to read policy file")
+        );
+    }
 }

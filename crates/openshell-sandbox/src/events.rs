@@ -11,14 +11,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::proxy::decide::{Decision, Kind, Layer, Verdict};
+
 /// One egress decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkEvent {
     /// RFC 3339, UTC, milliseconds.
     pub time: String,
+    /// Filled in by [`Events::emit`].
     pub sandbox: String,
-    /// `CONNECT` or `FORWARD` (how the agent asked).
-    pub kind: &'static str,
+    /// How the agent asked: `CONNECT`, `FORWARD` or `CONNECT_L7` (a
+    /// request inside a tunnel).
+    pub kind: Kind,
     pub binary: Option<String>,
     pub pid: Option<u32>,
     pub host: String,
@@ -26,20 +30,42 @@ pub struct NetworkEvent {
     pub method: Option<String>,
     /// Canonical path, no query.
     pub path: Option<String>,
-    /// `allow`, `audit` or `deny`.
-    pub decision: &'static str,
-    /// Which layer decided: `l4`, `ssrf`, `l7`, `identity`, `upstream`.
-    pub layer: &'static str,
+    pub decision: Verdict,
+    pub layer: Layer,
     pub policy: Option<String>,
     pub reason: Option<String>,
     /// Policy generation the decision was made under.
     pub generation: u64,
 }
 
+impl From<&Decision> for NetworkEvent {
+    fn from(decision: &Decision) -> NetworkEvent {
+        let subject = &decision.subject;
+        NetworkEvent {
+            time: now_rfc3339(),
+            sandbox: String::new(),
+            kind: subject.kind,
+            binary: subject.binary.clone(),
+            pid: subject.pid,
+            host: subject.host.clone(),
+            port: subject.port,
+            method: subject.method.clone(),
+            path: subject.path.clone(),
+            decision: decision.verdict,
+            layer: decision.layer,
+            policy: decision.policy.clone(),
+            reason: decision.reason.clone(),
+            generation: subject.generation,
+        }
+    }
+}
+
 /// Where events go: always `tracing`; also a JSON-lines sink and the
 /// gateway session (a bounded queue) when set.
 #[derive(Default)]
 pub struct Events {
+    /// The sandbox's name, written into every event.
+    sandbox: String,
     file: Option<Mutex<Box<dyn Write + Send>>>,
     push: Option<tokio::sync::mpsc::Sender<String>>,
     /// Events the full push queue could not take.
@@ -73,6 +99,12 @@ impl Events {
         })
     }
 
+    /// Names the sandbox in every event.
+    pub fn for_sandbox(mut self, sandbox: String) -> Events {
+        self.sandbox = sandbox;
+        self
+    }
+
     /// Also queues each event (as its JSON line) for the gateway session.
     /// While the gateway is away the queue buffers; when it is full, new
     /// events are dropped and counted rather than blocking the proxy.
@@ -82,23 +114,24 @@ impl Events {
     }
 
     /// Records one decision.
-    pub fn emit(&self, event: &NetworkEvent) {
+    pub fn emit(&self, mut event: NetworkEvent) {
+        event.sandbox.clone_from(&self.sandbox);
         match event.decision {
-            "deny" => tracing::warn!(
+            Verdict::Deny => tracing::warn!(
                 host = %event.host, port = event.port, binary = event.binary.as_deref().unwrap_or("-"),
-                layer = event.layer, reason = event.reason.as_deref().unwrap_or(""),
+                layer = %event.layer, reason = event.reason.as_deref().unwrap_or(""),
                 "egress denied"
             ),
             decision => tracing::info!(
                 host = %event.host, port = event.port, binary = event.binary.as_deref().unwrap_or("-"),
-                policy = event.policy.as_deref().unwrap_or(""), decision,
+                policy = event.policy.as_deref().unwrap_or(""), decision = %decision,
                 "egress allowed"
             ),
         }
         if self.file.is_none() && self.push.is_none() {
             return;
         }
-        let Ok(json) = serde_json::to_string(event) else {
+        let Ok(json) = serde_json::to_string(&event) else {
             return;
         };
         if let Some(push) = &self.push

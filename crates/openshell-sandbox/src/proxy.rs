@@ -1,30 +1,34 @@
 //! The egress proxy: the agent's only way out of its network namespace.
 //!
-//! Both front doors — `CONNECT host:port` and absolute-form `http://`
-//! requests — become one `Intent` and go through one pipeline
-//! (`decide`): who is calling ([`caller`]) → L4 policy → destination
-//! (SSRF, resolved once, the validated address dialed) → L7 for inspected
-//! endpoints → relay ([`relay`]). Every decision is one event
-//! ([`crate::events`]). A denial is an ordinary response, never an error.
+//! Both front doors, `CONNECT host:port` and absolute-form `http://`
+//! requests, and every request inside a terminated tunnel, are judged by
+//! one function ([`decide::decide`]): L4 policy → destination (SSRF,
+//! resolved once, the validated address dialed) → the request's rules. Who
+//! is calling comes first ([`caller`]). Every decision is one event
+//! (`NetworkEvent::from(&Decision)`, [`crate::events`]) and every refusal
+//! one answer ([`response::refusal`]); a denial is an ordinary response,
+//! never an error. Then the bytes move ([`relay`]).
 //!
 //! CONNECT tunnels to endpoints that ask for L7 inspection are terminated
 //! and judged per request ([`inspect::inspect`]); other tunnels have TLS
 //! terminated and re-encrypted without request rules
-//! ([`tunnel::terminate_or_splice`]) unless the endpoint says `tls: skip`, and
-//! everything that is not TLS is relayed as bytes ([`splice`]).
+//! ([`tunnel::terminate_or_splice`]) unless the endpoint says `tls: skip`,
+//! and everything that is not TLS is relayed as bytes ([`splice`]).
 
 pub mod caller;
 pub mod connects;
+pub mod decide;
 pub mod generation;
 pub mod inspect;
-pub mod l7;
 pub mod relay;
 pub mod request;
 pub mod response;
 pub mod splice;
 pub mod tunnel;
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,16 +36,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use openshell_policy::l4::{L4Decision, L4Request};
-use openshell_policy::policy::TlsMode;
-use openshell_policy::ssrf::{
-    DeniedKind, DestinationDenied, check_destination, check_host_addresses,
-};
-
-use crate::events::{Events, NetworkEvent, now_rfc3339};
-use caller::{Caller, Identifier};
+use crate::events::{Events, NetworkEvent};
+use caller::Identifier;
+use decide::{Decision, Endpoint, Intent, Kind, Request, Resolve, Route};
 use generation::Generation;
-use l7::Judgement;
 use request::{Framing, ReadHeadError, Target, TargetError};
 
 /// Most connections served at once; further accepts wait.
@@ -52,8 +50,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// What every connection handler shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The sandbox's name, for events.
-    pub sandbox: String,
     pub generations: watch::Receiver<Arc<Generation>>,
     pub identifier: Arc<Identifier>,
     pub events: Events,
@@ -61,8 +57,8 @@ pub struct Shared {
     pub ignore_binary: bool,
     /// The sandbox CA, for terminating inspected tunnels.
     pub authority: Arc<crate::tls::Authority>,
-    /// This host's own addresses, refused like loopback.
-    pub host_addresses: HostAddresses,
+    /// Names to addresses, and this host's own addresses.
+    pub resolver: Resolver,
 }
 
 /// The addresses of this host's interfaces (as the proxy's network
@@ -113,6 +109,27 @@ impl HostAddresses {
     }
 }
 
+/// The system's resolver, and this host's addresses (refused like
+/// loopback).
+#[derive(Debug, Default)]
+pub struct Resolver {
+    own: HostAddresses,
+}
+
+impl Resolve for Resolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = Vec<IpAddr>> + Send + 'a>> {
+        Box::pin(resolve(host, port))
+    }
+
+    fn own_addresses(&self) -> Result<Arc<Vec<IpAddr>>, String> {
+        self.own.current()
+    }
+}
+
 /// Serves `listener` until `shutdown` turns true. Accept errors are logged
 /// and backed off, never fatal.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -141,68 +158,6 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch
     }
 }
 
-/// One request as the pipeline sees it.
-#[derive(Debug)]
-struct Intent<'a> {
-    target: &'a Target,
-    method: &'a str,
-}
-
-impl Intent<'_> {
-    fn kind(&self) -> &'static str {
-        match self.target {
-            Target::Connect { .. } => "CONNECT",
-            Target::Forward { .. } => "FORWARD",
-        }
-    }
-
-    /// The path without its query, for details and events.
-    fn path(&self) -> Option<&str> {
-        match self.target {
-            Target::Forward { path, .. } => Some(path.split('?').next().unwrap_or(path)),
-            Target::Connect { .. } => None,
-        }
-    }
-
-    /// `CONNECT h:p` or `GET h:p/path` as the reference's details write it.
-    fn describe(&self, with_path: bool) -> String {
-        let (host, port) = (self.target.host(), self.target.port());
-        match (self.target, with_path) {
-            (Target::Forward { .. }, true) => {
-                format!("{} {host}:{port}{}", self.method, self.path().unwrap_or(""))
-            }
-            _ => format!("{} {host}:{port}", self.method),
-        }
-    }
-}
-
-/// What happens to an allowed request.
-#[derive(Debug)]
-enum Route {
-    /// A forward request: send exactly it, with this canonical origin-form
-    /// target, and relay the response.
-    Forward { target: String },
-    /// A tunnel of bytes only (`tls: skip`).
-    Raw,
-    /// An L4 tunnel: TLS terminated and re-encrypted, no request rules.
-    Terminate(Caller),
-    /// An L7 tunnel: every request judged.
-    Inspect(Caller),
-}
-
-/// The outcome of the pipeline for one intent.
-#[derive(Debug)]
-enum Decision {
-    /// Answer with these bytes and close.
-    Refuse(Vec<u8>),
-    /// Dial these validated addresses, then take `route`.
-    Dial {
-        addrs: Vec<IpAddr>,
-        generation: Arc<Generation>,
-        route: Route,
-    },
-}
-
 async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
     let Ok(local) = client.local_addr() else {
@@ -224,12 +179,9 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let target = match request::parse_target(&head.method, &head.target) {
         Ok(target) => target,
         Err(TargetError::UnsupportedScheme) => {
-            let body = response::error(
-                400,
-                "unsupported_proxy_scheme",
-                "Forward proxy requests must use http",
-            );
-            let _ = client.write_all(&body).await;
+            let _ = client
+                .write_all(&response::unsupported_scheme().to_bytes())
+                .await;
             return;
         }
         Err(TargetError::Malformed) => {
@@ -256,44 +208,59 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             given,
             "forward request refused: Host does not match the URL"
         );
-        let body = response::error(
-            403,
-            "request_authority_mismatch",
-            "HTTP request authority does not match the authorized tunnel endpoint",
-        );
-        let _ = client.write_all(&body).await;
+        let _ = client
+            .write_all(&response::authority_mismatch().to_bytes())
+            .await;
         return;
     }
     let buffered = buf.split_off(head_len);
-    // Two syscalls and a readlink: no worth moving off the runtime.
-    let caller = shared
-        .identifier
-        .identify(peer, local)
-        .map_err(|error| error.to_string());
     let intent = Intent {
-        target: &target,
-        method: &head.method,
+        kind: match target {
+            Target::Connect { .. } => Kind::Connect,
+            Target::Forward { .. } => Kind::Forward,
+        },
+        host: target.host(),
+        port: target.port(),
+        request: match &target {
+            Target::Connect { .. } => None,
+            Target::Forward { path, .. } => Some(Request {
+                method: &head.method,
+                target: path,
+                authority: None,
+                rules: true,
+            }),
+        },
     };
-    let (addrs, generation, route) = match decide(&shared, &intent, caller).await {
-        Decision::Refuse(bytes) => {
-            let _ = client.write_all(&bytes).await;
-            let _ = client.shutdown().await;
-            return;
+    let generation = shared.generations.borrow().clone();
+    let (caller, decision) = match shared.identifier.identify(peer, local) {
+        Ok(caller) => {
+            let decision = decide::decide(
+                &generation,
+                &intent,
+                &caller,
+                &shared.resolver,
+                shared.ignore_binary,
+            )
+            .await;
+            (Some(caller), decision)
         }
-        Decision::Dial {
-            addrs,
-            generation,
-            route,
-        } => (addrs, generation, route),
+        Err(error) => (
+            None,
+            Decision::unidentified(&intent, generation.number, &error),
+        ),
     };
-    let upstream = match dial(&addrs, target.port()).await {
+    shared.events.emit(NetworkEvent::from(&decision));
+    let (Some(caller), Some(Endpoint { addresses, route })) = (caller, &decision.endpoint) else {
+        refuse(&mut client, &decision).await;
+        return;
+    };
+    let upstream = match dial(addresses, target.port()).await {
         Ok(upstream) => upstream,
         Err(error) => {
             tracing::warn!(host = target.host(), port = target.port(), %error, "upstream unreachable");
-            let detail = format!("{}: {error}", intent.describe(false));
-            let _ = client
-                .write_all(&response::error(502, "upstream_unreachable", &detail))
-                .await;
+            let failed = decision.unreachable(&error);
+            shared.events.emit(NetworkEvent::from(&failed));
+            refuse(&mut client, &failed).await;
             return;
         }
     };
@@ -311,8 +278,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let generations = shared.generations.clone();
     match route {
-        Route::Forward { target } => {
-            let head_bytes = relay::upstream_head(&head, &target, intent.target);
+        Route::Forward { target: path } => {
+            let head_bytes = relay::upstream_head(&head, path, &target);
             relay::forward(
                 client,
                 upstream,
@@ -325,10 +292,8 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             )
             .await;
         }
-        Route::Inspect(caller) => {
-            inspect::inspect(client, buffered, upstream, tunnel(caller)).await
-        }
-        Route::Terminate(caller) => {
+        Route::Inspect => inspect::inspect(client, buffered, upstream, tunnel(caller)).await,
+        Route::Terminate => {
             tunnel::terminate_or_splice(client, buffered, upstream, tunnel(caller)).await;
         }
         Route::Raw => {
@@ -341,131 +306,14 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-/// The pipeline: identity → L4 → destination → L7 (forward requests).
-async fn decide(shared: &Shared, intent: &Intent<'_>, caller: Result<Caller, String>) -> Decision {
-    let generation = shared.generations.borrow().clone();
-    let (host, port) = (intent.target.host(), intent.target.port());
-    let mut event = NetworkEvent {
-        time: now_rfc3339(),
-        sandbox: shared.sandbox.clone(),
-        kind: intent.kind(),
-        binary: None,
-        pid: None,
-        host: host.to_owned(),
-        port,
-        method: matches!(intent.target, Target::Forward { .. }).then(|| intent.method.to_owned()),
-        path: intent.path().map(str::to_owned),
-        decision: "deny",
-        layer: "identity",
-        policy: None,
-        reason: None,
-        generation: generation.number,
-    };
-    let policy_denied = |event: &mut NetworkEvent, reason: String| {
-        let detail = format!("{} not permitted by policy", intent.describe(true));
-        let bytes = response::policy_denied(&detail, &reason);
-        event.reason = Some(reason);
-        shared.events.emit(event);
-        Decision::Refuse(bytes)
-    };
-    let caller = match caller {
-        Ok(caller) => caller,
-        Err(reason) => return policy_denied(&mut event, reason),
-    };
-    event.binary = Some(caller.binary.clone());
-    event.pid = Some(caller.pid);
-    event.layer = "l4";
-    let ancestors: Vec<&str> = caller.ancestors.iter().map(String::as_str).collect();
-    let cmdline: Vec<&str> = caller.cmdline.iter().map(String::as_str).collect();
-    let allow = match generation.policy.decide_l4(&L4Request {
-        host,
-        port,
-        binary: &caller.binary,
-        ancestors: &ancestors,
-        cmdline: &cmdline,
-        ignore_binary: shared.ignore_binary,
-    }) {
-        L4Decision::Allow(allow) => allow,
-        L4Decision::Deny(deny) => return policy_denied(&mut event, deny.reason),
-    };
-    event.policy = Some(allow.policy.to_owned());
-
-    // Destination: resolve once, check every address, dial only those.
-    event.layer = "ssrf";
-    let addrs = resolve(host, port).await;
-    let mode = allow.destination_mode(host);
-    let checked = check_destination(mode, host, port, &addrs).and_then(|()| {
-        let own = shared
-            .host_addresses
-            .current()
-            .map_err(|reason| DestinationDenied {
-                kind: DeniedKind::HostAddress,
-                reason,
-            })?;
-        check_host_addresses(mode, host, &addrs, &own)
-    });
-    if let Err(denied) = checked {
-        let detail = format!(
-            "{} blocked: {}",
-            intent.describe(false),
-            denied.kind.as_str()
-        );
-        event.reason = Some(denied.reason);
-        shared.events.emit(&event);
-        return Decision::Refuse(response::error(403, "ssrf_denied", &detail));
+/// Answers a refused request and closes.
+async fn refuse(client: &mut TcpStream, decision: &Decision) {
+    if let Some(refusal) = &decision.refusal {
+        let _ = client
+            .write_all(&response::refusal(refusal).to_bytes())
+            .await;
     }
-
-    event.layer = "l7";
-    let forward_target = match intent.target {
-        Target::Connect { .. } => None,
-        Target::Forward { path, .. } => {
-            let incoming = l7::Incoming {
-                method: intent.method,
-                target: path,
-                host,
-                port,
-                binary: &caller.binary,
-            };
-            match l7::judge(&allow, &incoming, &mut event) {
-                Judgement::Refuse {
-                    status,
-                    body,
-                    policy,
-                } => {
-                    shared.events.emit(&event);
-                    let headers: Vec<(&str, &str)> = policy
-                        .as_deref()
-                        .map(|p| ("X-OpenShell-Policy", p))
-                        .into_iter()
-                        .collect();
-                    return Decision::Refuse(response::json(status, &body, &headers));
-                }
-                Judgement::Forward { target } => Some(target),
-            }
-        }
-    };
-    if event.decision != "audit" {
-        event.decision = "allow";
-    }
-    if !allow.is_inspected() {
-        event.layer = "l4";
-    }
-    shared.events.emit(&event);
-    let skip_tls = allow
-        .matched
-        .iter()
-        .any(|m| m.endpoint.tls == TlsMode::Skip);
-    let route = match forward_target {
-        Some(target) => Route::Forward { target },
-        None if allow.is_inspected() => Route::Inspect(caller),
-        None if skip_tls => Route::Raw,
-        None => Route::Terminate(caller),
-    };
-    Decision::Dial {
-        addrs,
-        generation: generation.clone(),
-        route,
-    }
+    let _ = client.shutdown().await;
 }
 
 /// The host's addresses: the literal itself, or a DNS lookup in the

@@ -311,7 +311,7 @@ fn apply(sandbox: &mut Sandbox, update: pb::PolicyUpdate) -> pb::PolicyStatus {
             pb::PolicyStatus {
                 version: update.version,
                 loaded: false,
-                error,
+                error: error.to_string(),
             }
         }
     }

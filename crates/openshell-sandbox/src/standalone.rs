@@ -215,8 +215,7 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         ready_file: options.ready_file.clone(),
         policy,
         policy_path: options.policy.clone(),
-        events,
-        sandbox: sandbox_id,
+        events: events.for_sandbox(sandbox_id),
         authority,
         gateway,
         writable: plan
@@ -277,7 +276,6 @@ struct Egress {
     policy: Policy,
     policy_path: Option<PathBuf>,
     events: Events,
-    sandbox: String,
     authority: Arc<Authority>,
     gateway: Option<Connected>,
     /// The paths the agent can write (for [`Identifier::with_writable`]).
@@ -365,7 +363,6 @@ fn supervise(
         .set_nonblocking(true)
         .context("preparing the proxy listener")?;
     let shared = Arc::new(proxy::Shared {
-        sandbox: egress.sandbox,
         generations,
         identifier: Arc::new(
             Identifier::new(pid.as_raw() as u32, sockets).with_writable(egress.writable),
@@ -373,7 +370,7 @@ fn supervise(
         events: egress.events,
         ignore_binary: relaxed_identity(),
         authority: egress.authority,
-        host_addresses: proxy::HostAddresses::default(),
+        resolver: proxy::Resolver::default(),
     });
     let identifier = shared.identifier.clone();
     // Who connects to the proxy is recorded at connect(2) (the agent sent
@@ -505,17 +502,9 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
     let Some(path) = path else {
         return Ok((default_policy(), true));
     };
-    let validated = openshell_policy::load_file(path).map_err(|error| {
-        let details: Vec<String> = error
-            .diagnostics()
-            .iter()
-            .map(|d| format!("  {}: {d}", path.display()))
-            .collect();
-        if details.is_empty() {
-            anyhow::Error::from(error)
-        } else {
-            anyhow::anyhow!("invalid policy {}:\n{}", path.display(), details.join("\n"))
-        }
+    let validated = openshell_policy::load_file(path).map_err(|error| match error {
+        openshell_policy::LoadPolicyError::Read { .. } => anyhow::Error::from(error),
+        _ => anyhow::anyhow!("invalid policy {}:{:#}", path.display(), error.problems()),
     })?;
     for warning in &validated.warnings {
         tracing::warn!(policy = %path.display(), "{warning}");

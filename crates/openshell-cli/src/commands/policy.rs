@@ -4,8 +4,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use openshell_policy::canonical::canonicalize_target;
+use openshell_policy::decision::{Layer, Verdict};
 use openshell_policy::l4::{L4Decision, L4Request, MatchedEndpoint};
-use openshell_policy::l7::{RestRequest, Verdict};
+use openshell_policy::l7::RestRequest;
 use openshell_policy::ssrf::{self, DestinationMode};
 use openshell_policy::{CompiledPolicy, Diagnostic, LoadPolicyError, Validated, load_file};
 use serde_json::{Value, json};
@@ -97,8 +98,8 @@ pub struct ExplainQuery<'a> {
 
 /// The outcome, as printed.
 struct Explanation {
-    decision: &'static str,
-    layer: &'static str,
+    decision: Verdict,
+    layer: Layer,
     policy: Option<String>,
     endpoint: Option<Value>,
     reason: Option<String>,
@@ -162,8 +163,8 @@ fn decide(compiled: &CompiledPolicy, query: &ExplainQuery<'_>) -> anyhow::Result
     let allow = match compiled.decide_l4(&request) {
         L4Decision::Deny(deny) => {
             return Ok(Explanation {
-                decision: "deny",
-                layer: "l4",
+                decision: Verdict::Deny,
+                layer: Layer::L4,
                 policy: None,
                 endpoint: None,
                 reason: Some(deny.reason),
@@ -179,8 +180,8 @@ fn decide(compiled: &CompiledPolicy, query: &ExplainQuery<'_>) -> anyhow::Result
         .or(allow.matched.first())
         .copied();
     let mut explanation = Explanation {
-        decision: "allow",
-        layer: "l4",
+        decision: Verdict::Allow,
+        layer: Layer::L4,
         policy: Some(allow.policy.to_owned()),
         endpoint: governing.as_ref().map(endpoint_json),
         reason: None,
@@ -190,8 +191,8 @@ fn decide(compiled: &CompiledPolicy, query: &ExplainQuery<'_>) -> anyhow::Result
     if let Some(ip) = openshell_policy::host::parse_ip_literal(query.host) {
         let mode = allow.destination_mode(query.host);
         if let Err(denied) = ssrf::check_destination(mode, query.host, query.port, &[ip]) {
-            explanation.decision = "deny";
-            explanation.layer = "ssrf";
+            explanation.decision = Verdict::Deny;
+            explanation.layer = Layer::Ssrf;
             explanation.reason = Some(format!("{} ({})", denied.reason, denied.kind.as_str()));
             return Ok(explanation);
         }
@@ -224,8 +225,8 @@ fn decide(compiled: &CompiledPolicy, query: &ExplainQuery<'_>) -> anyhow::Result
         path: &target.path,
         query: &target.query,
     });
-    explanation.layer = "l7";
-    explanation.decision = decision.verdict.as_str();
+    explanation.layer = Layer::L7;
+    explanation.decision = decision.verdict;
     explanation.policy = Some(decision.policy.to_owned());
     explanation.endpoint = decision.endpoint.as_ref().map(endpoint_json);
     explanation.reason = decision.reason;

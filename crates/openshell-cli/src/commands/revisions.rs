@@ -239,12 +239,7 @@ pub fn update(scope: &Scope, name: &str, options: &UpdateArgs) -> anyhow::Result
             let merged = merge::apply(&document, &ops).map_err(anyhow::Error::msg)?;
             let yaml = merge::to_yaml(&merged);
             if let Err(error) = openshell_policy::load_str(&yaml) {
-                let problems: Vec<String> = error
-                    .diagnostics()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                bail!("the updated policy is invalid: {}", problems.join("; "));
+                bail!("the updated policy is invalid: {}", error.problems());
             }
             if options.dry_run {
                 output::success_stderr(&format!(

@@ -47,6 +47,17 @@ pub async fn replaced(generations: &mut watch::Receiver<Arc<Generation>>, pinned
     }
 }
 
+/// Why a policy was not applied; the running generation stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyPolicyError {
+    /// It does not load: the validator's problems.
+    #[error("{0}")]
+    Invalid(String),
+    /// It changes what cannot change while the sandbox runs.
+    #[error("{}", .0.join("; "))]
+    Static(Vec<String>),
+}
+
 /// Swaps validated policies in as new generations, refusing changes to
 /// the static sections (policy.md "Static vs dynamic").
 #[derive(Debug, Clone)]
@@ -64,27 +75,20 @@ impl Updater {
 
     /// Validates `yaml` completely, checks that only dynamic sections
     /// changed, and swaps it in. On any error the current generation stays.
-    pub fn apply_yaml(&self, yaml: &str) -> Result<u64, String> {
+    pub fn apply_yaml(&self, yaml: &str) -> Result<u64, ApplyPolicyError> {
         self.apply(openshell_policy::load_str(yaml))
     }
 
     /// [`Updater::apply_yaml`] for a file.
-    pub fn apply_file(&self, path: &Path) -> Result<u64, String> {
+    pub fn apply_file(&self, path: &Path) -> Result<u64, ApplyPolicyError> {
         self.apply(openshell_policy::load_file(path))
     }
 
     fn apply(
         &self,
         loaded: Result<openshell_policy::Validated, openshell_policy::LoadPolicyError>,
-    ) -> Result<u64, String> {
-        let validated = loaded.map_err(|e| {
-            let details: Vec<String> = e.diagnostics().iter().map(ToString::to_string).collect();
-            if details.is_empty() {
-                e.to_string()
-            } else {
-                details.join("; ")
-            }
-        })?;
+    ) -> Result<u64, ApplyPolicyError> {
+        let validated = loaded.map_err(|e| ApplyPolicyError::Invalid(e.problems().to_string()))?;
         let candidate = (self.prepare)(validated.policy);
         let current = self.sender.borrow().clone();
         let running = current.policy.policy();
@@ -95,7 +99,7 @@ impl Updater {
             running, &candidate,
         ));
         if !problems.is_empty() {
-            return Err(problems.join("; "));
+            return Err(ApplyPolicyError::Static(problems));
         }
         let number = current.number + 1;
         self.sender.send_replace(Arc::new(Generation {
@@ -124,7 +128,7 @@ impl Reloader {
     }
 
     /// Applies the file as it is now ([`Updater::apply_yaml`]).
-    pub fn reload(&mut self) -> Result<u64, String> {
+    pub fn reload(&mut self) -> Result<u64, ApplyPolicyError> {
         self.modified = modified(&self.path);
         self.updater.apply_file(&self.path)
     }

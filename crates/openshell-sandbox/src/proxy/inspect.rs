@@ -21,13 +21,11 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use openshell_policy::l4::{L4Decision, L4Request};
-
+use super::decide::{Endpoint, Intent, Kind, Refusal, Request as DecideRequest, Route, decide};
 use super::generation::replaced;
-use super::l7::Judgement;
 use super::response;
 use super::tunnel::{FIRST_BYTE_TIMEOUT, Rewind, Tunnel, first_bytes, terminate};
-use crate::events::{NetworkEvent, now_rfc3339};
+use crate::events::NetworkEvent;
 
 /// Largest request head inside an inspected tunnel (reference §9: 16 KiB).
 pub const MAX_L7_HEAD: usize = 16 * 1024;
@@ -72,20 +70,12 @@ async fn classify_and_serve(
             serve(client, upstream, tunnel, 443, Rules::L7).await;
         }
     } else if first.starts_with(b"PRI * HTTP/2") {
-        let body = response::error(
-            403,
-            "unsupported_l7_protocol",
-            "HTTP/2 prior-knowledge (h2c) is not supported for L7-inspected endpoints",
-        );
+        let body = response::unsupported_l7_protocol(true).to_bytes();
         let _ = client.write_all(&body).await;
     } else if first[0].is_ascii_uppercase() {
         serve(client, upstream, tunnel, 80, Rules::L7).await;
     } else {
-        let body = response::error(
-            403,
-            "unsupported_l7_protocol",
-            "Unsupported tunnel protocol for L7-inspected endpoint",
-        );
+        let body = response::unsupported_l7_protocol(false).to_bytes();
         let _ = client.write_all(&body).await;
     }
 }
@@ -142,17 +132,18 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-fn json_response(
-    status: StatusCode,
-    body: &serde_json::Value,
-    policy: Option<&str>,
-) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
+/// The proxy's own answer ([`response::Answer`]) as a hyper response.
+fn answer(answer: &response::Answer) -> Response<Body> {
+    let mut response = Response::new(full(answer.body.to_string()));
+    *response.status_mut() = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::FORBIDDEN);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
-    if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(p).ok()) {
+    if let Some(policy) = answer
+        .policy
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
         headers.insert("x-openshell-policy", policy);
     }
     response
@@ -167,22 +158,6 @@ async fn judge(
 ) -> Response<Body> {
     let shared = &tunnel.shared;
     let method = request.method().as_str().to_owned();
-    let mut event = NetworkEvent {
-        time: now_rfc3339(),
-        sandbox: shared.sandbox.clone(),
-        kind: "CONNECT_L7",
-        binary: Some(tunnel.caller.binary.clone()),
-        pid: Some(tunnel.caller.pid),
-        host: tunnel.host.clone(),
-        port: tunnel.port,
-        method: Some(method.clone()),
-        path: None,
-        decision: "deny",
-        layer: "l7",
-        policy: None,
-        reason: None,
-        generation: tunnel.generation.number,
-    };
     let authority = request
         .uri()
         .authority()
@@ -195,39 +170,57 @@ async fn judge(
                 .map(str::to_owned)
         })
         .unwrap_or_default();
-    if !super::request::authority_matches(&authority, &tunnel.host, tunnel.port, default_port) {
-        event.reason = Some(format!(
-            "request authority '{authority}' does not match the tunnel"
-        ));
-        shared.events.emit(&event);
-        return json_response(
-            StatusCode::FORBIDDEN,
-            &serde_json::json!({"error": "request_authority_mismatch", "message": "HTTP request authority does not match the authorized tunnel endpoint"}),
-            None,
-        );
-    }
     let target = request
         .uri()
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_owned();
-    let forwarded_target = match rules {
-        Rules::AuthorityOnly => target,
-        Rules::L7 => match judge_l7(tunnel, &method, &target, &mut event) {
-            Ok(forwarded) => forwarded,
-            Err(refusal) => return *refusal,
-        },
+    let intent = Intent {
+        kind: Kind::TunnelRequest,
+        host: &tunnel.host,
+        port: tunnel.port,
+        request: Some(DecideRequest {
+            method: &method,
+            target: &target,
+            authority: Some((&authority, default_port)),
+            rules: rules == Rules::L7,
+        }),
+    };
+    let decision = decide(
+        &tunnel.generation,
+        &intent,
+        &tunnel.caller,
+        &shared.resolver,
+        shared.ignore_binary,
+    )
+    .await;
+    // A terminated L4 tunnel reports only what it refuses.
+    if rules == Rules::L7 || !decision.is_allowed() {
+        shared.events.emit(NetworkEvent::from(&decision));
+    }
+    let forwarded_target = match (&decision.endpoint, &decision.refusal) {
+        (
+            Some(Endpoint {
+                route: Route::Forward { target },
+                ..
+            }),
+            _,
+        ) => target.clone(),
+        (_, Some(refusal)) => return answer(&response::refusal(refusal)),
+        // Allowed, yet nowhere to send it: refused, never waved through.
+        _ => {
+            return answer(&response::refusal(&Refusal::Policy {
+                detail: "the request has no route".to_owned(),
+                reason: String::new(),
+            }));
+        }
     };
 
     let wants_upgrade = request.headers().contains_key(UPGRADE);
     let client_upgrade = wants_upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     let Ok(uri) = forwarded_target.parse() else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            &serde_json::json!({"error": "invalid_request_target", "detail": "the canonical path is not a valid URI"}),
-            None,
-        );
+        return answer(&response::invalid_canonical_target());
     };
     parts.uri = uri;
     for name in HOP_BY_HOP {
@@ -239,11 +232,7 @@ async fn judge(
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     let Some(mut upstream) = sender.lock().ok().and_then(|mut s| s.take()) else {
-        return json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"error": "upstream_busy", "detail": "the upstream connection is in use"}),
-            None,
-        );
+        return answer(&response::upstream_busy());
     };
     let result = upstream
         .send_request(Request::from_parts(parts, body))
@@ -254,12 +243,13 @@ async fn judge(
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
-            let detail = format!("{}:{}: {error}", tunnel.host, tunnel.port);
-            return json_response(
-                StatusCode::BAD_GATEWAY,
-                &serde_json::json!({"error": "upstream_unreachable", "detail": detail}),
-                None,
-            );
+            let failed = decision.unreachable(&std::io::Error::other(error));
+            shared.events.emit(NetworkEvent::from(&failed));
+            let detail = match &failed.refusal {
+                Some(Refusal::Upstream { detail }) => detail.clone(),
+                _ => String::new(),
+            };
+            return answer(&response::upstream_unreachable(&detail));
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -275,57 +265,4 @@ async fn judge(
         });
     }
     response.map(BodyExt::boxed)
-}
-
-/// The L4 decision again (the policy may have changed since the tunnel
-/// opened) and the endpoint's L7 rules for one request: the target to
-/// forward (canonical), or the refusal to answer.
-fn judge_l7(
-    tunnel: &Tunnel,
-    method: &str,
-    target: &str,
-    event: &mut NetworkEvent,
-) -> Result<String, Box<Response<Body>>> {
-    let shared = &tunnel.shared;
-    let ancestors: Vec<&str> = tunnel.caller.ancestors.iter().map(String::as_str).collect();
-    let cmdline: Vec<&str> = tunnel.caller.cmdline.iter().map(String::as_str).collect();
-    let allow = match tunnel.generation.policy.decide_l4(&L4Request {
-        host: &tunnel.host,
-        port: tunnel.port,
-        binary: &tunnel.caller.binary,
-        ancestors: &ancestors,
-        cmdline: &cmdline,
-        ignore_binary: shared.ignore_binary,
-    }) {
-        L4Decision::Allow(allow) => allow,
-        L4Decision::Deny(deny) => {
-            event.reason = Some(deny.reason.clone());
-            shared.events.emit(event);
-            return Err(Box::new(json_response(
-                StatusCode::FORBIDDEN,
-                &serde_json::json!({"error": "policy_denied", "detail": deny.reason}),
-                None,
-            )));
-        }
-    };
-    let incoming = super::l7::Incoming {
-        method,
-        target,
-        host: &tunnel.host,
-        port: tunnel.port,
-        binary: &tunnel.caller.binary,
-    };
-    let judgement = super::l7::judge(&allow, &incoming, event);
-    shared.events.emit(event);
-    match judgement {
-        Judgement::Refuse {
-            status,
-            body,
-            policy,
-        } => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            Err(Box::new(json_response(status, &body, policy.as_deref())))
-        }
-        Judgement::Forward { target } => Ok(target),
-    }
 }

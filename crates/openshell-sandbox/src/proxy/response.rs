@@ -4,6 +4,8 @@
 
 use serde_json::{Map, Value, json};
 
+use super::decide::Refusal;
+
 /// `HTTP/1.1 200 Connection Established`, the CONNECT success line.
 pub const CONNECT_OK: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 /// Head larger than the limit: no body.
@@ -44,15 +46,126 @@ pub fn error(status: u16, code: &str, detail: &str) -> Vec<u8> {
     json(status, &json!({"error": code, "detail": detail}), &[])
 }
 
-/// 403 `policy_denied` for an L4 denial; `reason` is omitted when empty.
-pub fn policy_denied(detail: &str, reason: &str) -> Vec<u8> {
-    let mut body = Map::new();
-    body.insert("error".into(), "policy_denied".into());
-    body.insert("detail".into(), detail.into());
-    if !reason.is_empty() {
-        body.insert("reason".into(), reason.into());
+/// An answer the proxy writes itself: status, JSON body, and the policy
+/// named in `X-OpenShell-Policy` (L7 denials). Raw connections take its
+/// [`Answer::to_bytes`], inspected tunnels hand it to hyper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub policy: Option<String>,
+}
+
+impl Answer {
+    fn new(status: u16, body: Value) -> Answer {
+        Answer {
+            status,
+            body,
+            policy: None,
+        }
     }
-    json(403, &Value::Object(body), &[])
+
+    /// The whole response, `Connection: close`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let headers: Vec<(&str, &str)> = self
+            .policy
+            .as_deref()
+            .map(|p| ("X-OpenShell-Policy", p))
+            .into_iter()
+            .collect();
+        json(self.status, &self.body, &headers)
+    }
+}
+
+/// The answer to a refused request.
+pub fn refusal(refusal: &Refusal) -> Answer {
+    match refusal {
+        Refusal::Policy { detail, reason } => {
+            let mut body = Map::new();
+            body.insert("error".into(), "policy_denied".into());
+            body.insert("detail".into(), detail.as_str().into());
+            if !reason.is_empty() {
+                body.insert("reason".into(), reason.as_str().into());
+            }
+            Answer::new(403, Value::Object(body))
+        }
+        Refusal::Destination { detail } => {
+            Answer::new(403, json!({"error": "ssrf_denied", "detail": detail}))
+        }
+        Refusal::InvalidTarget => Answer::new(
+            400,
+            json!({"error": "invalid_request_target", "detail": "the request path cannot be canonicalised safely"}),
+        ),
+        Refusal::Rule { body, policy } => Answer {
+            status: 403,
+            body: body.clone(),
+            policy: Some(policy.clone()),
+        },
+        Refusal::AuthorityMismatch => authority_mismatch(),
+        Refusal::Upstream { detail } => upstream_unreachable(detail),
+    }
+}
+
+/// 403: a request's authority names another host than its tunnel (or its
+/// `Host` another than its URL).
+pub fn authority_mismatch() -> Answer {
+    Answer::new(
+        403,
+        json!({"error": "request_authority_mismatch", "message": "HTTP request authority does not match the authorized tunnel endpoint"}),
+    )
+}
+
+/// 502: the allowed upstream could not be reached.
+pub fn upstream_unreachable(detail: &str) -> Answer {
+    Answer::new(
+        502,
+        json!({"error": "upstream_unreachable", "detail": detail}),
+    )
+}
+
+/// 502: TLS to the upstream failed.
+pub fn upstream_tls_failed(detail: &str) -> Answer {
+    Answer::new(
+        502,
+        json!({"error": "upstream_tls_failed", "detail": detail}),
+    )
+}
+
+/// 400: a forward request for another scheme than `http`.
+pub fn unsupported_scheme() -> Answer {
+    Answer::new(
+        400,
+        json!({"error": "unsupported_proxy_scheme", "detail": "Forward proxy requests must use http"}),
+    )
+}
+
+/// 403: an inspected tunnel speaking something the proxy cannot judge.
+pub fn unsupported_l7_protocol(h2c: bool) -> Answer {
+    let detail = if h2c {
+        "HTTP/2 prior-knowledge (h2c) is not supported for L7-inspected endpoints"
+    } else {
+        "Unsupported tunnel protocol for L7-inspected endpoint"
+    };
+    Answer::new(
+        403,
+        json!({"error": "unsupported_l7_protocol", "detail": detail}),
+    )
+}
+
+/// 400: the canonical path is not a URI hyper accepts.
+pub fn invalid_canonical_target() -> Answer {
+    Answer::new(
+        400,
+        json!({"error": "invalid_request_target", "detail": "the canonical path is not a valid URI"}),
+    )
+}
+
+/// 503: the tunnel's upstream connection is serving another request.
+pub fn upstream_busy() -> Answer {
+    Answer::new(
+        503,
+        json!({"error": "upstream_busy", "detail": "the upstream connection is in use"}),
+    )
 }
 
 /// What an L7 denial reports about the request.
@@ -113,16 +226,23 @@ mod tests {
     fn policy_denied_matches_the_reference_bytes() {
         let body = r#"{"error":"policy_denied","detail":"CONNECT h.test:443 not permitted by policy","reason":"endpoint h.test:443 is not allowed by any policy"}"#;
         assert_eq!(
-            text(policy_denied(
-                "CONNECT h.test:443 not permitted by policy",
-                "endpoint h.test:443 is not allowed by any policy"
-            )),
+            text(
+                refusal(&Refusal::Policy {
+                    detail: "CONNECT h.test:443 not permitted by policy".into(),
+                    reason: "endpoint h.test:443 is not allowed by any policy".into()
+                })
+                .to_bytes()
+            ),
             format!(
                 "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
         );
-        assert!(!text(policy_denied("d", "")).contains("reason"));
+        let without_reason = refusal(&Refusal::Policy {
+            detail: "d".into(),
+            reason: String::new(),
+        });
+        assert!(!text(without_reason.to_bytes()).contains("reason"));
     }
 
     #[test]

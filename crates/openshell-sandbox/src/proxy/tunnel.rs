@@ -141,7 +141,7 @@ pub async fn terminate(
             tracing::warn!(host = %tunnel.host, port = tunnel.port, %reason, "upstream TLS failed");
             let detail = format!("TLS to {}:{} failed: {reason}", tunnel.host, tunnel.port);
             let _ = client
-                .write_all(&response::error(502, "upstream_tls_failed", &detail))
+                .write_all(&response::upstream_tls_failed(&detail).to_bytes())
                 .await;
             let _ = client.shutdown().await;
             None

@@ -1,0 +1,702 @@
+//! The egress decision: one function ([`decide`]) for every way a request
+//! reaches the proxy: a `CONNECT`, an absolute-form forward request, and
+//! each request inside an inspected (or TLS-terminated) tunnel. It runs the
+//! layers in order, L4 (host, port, binary) → destination (resolved once,
+//! every address checked, docs/policy.md "Destinations") → the request
+//! (its authority inside a tunnel, its canonical path against the
+//! endpoint's rules), and returns a [`Decision`]: what was decided, by which
+//! layer, under which policy, where an allowed request goes, and for a
+//! refusal what to answer. It neither writes to the client nor emits
+//! events: callers emit `NetworkEvent::from(&decision)` and answer with
+//! [`super::response::refusal`], so every front door reports alike.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use openshell_policy::canonical::canonicalize_target;
+use openshell_policy::l4::{L4Allow, L4Decision, L4Request};
+use openshell_policy::l7::RestRequest;
+use openshell_policy::policy::TlsMode;
+use openshell_policy::ssrf::{
+    DeniedKind, DestinationDenied, check_destination, check_host_addresses,
+};
+
+pub use openshell_policy::decision::{Layer, Verdict};
+
+use super::caller::{Caller, IdentifyError};
+use super::generation::Generation;
+use super::request::authority_matches;
+use super::response::L7Denial;
+
+/// How the agent asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Kind {
+    /// `CONNECT host:port`.
+    #[serde(rename = "CONNECT")]
+    Connect,
+    /// An absolute-form `http://` request to the proxy.
+    #[serde(rename = "FORWARD")]
+    Forward,
+    /// A request inside a tunnel the proxy terminated.
+    #[serde(rename = "CONNECT_L7")]
+    TunnelRequest,
+}
+
+/// One request as the decision sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Intent<'a> {
+    pub kind: Kind,
+    pub host: &'a str,
+    pub port: u16,
+    /// For forward requests and requests inside tunnels.
+    pub request: Option<Request<'a>>,
+}
+
+/// An HTTP request's line (and, inside a tunnel, its authority).
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Origin-form target as sent (path and query).
+    pub target: &'a str,
+    /// Inside a tunnel: the request's authority (URI or `Host`) and the
+    /// scheme's default port, checked against the tunnel's endpoint.
+    pub authority: Option<(&'a str, u16)>,
+    /// Inside a tunnel: whether the endpoint's L7 rules apply (an L4
+    /// endpoint whose TLS was terminated checks the authority only).
+    pub rules: bool,
+}
+
+impl Intent<'_> {
+    /// The path without its query, for details and events.
+    fn path(&self) -> Option<&str> {
+        self.request
+            .map(|r| r.target.split('?').next().unwrap_or(r.target))
+    }
+
+    /// `CONNECT h:p`, or `GET h:p` / `GET h:p/path` for requests.
+    fn describe(&self, with_path: bool) -> String {
+        let (host, port) = (self.host, self.port);
+        match (self.request, with_path) {
+            (Some(request), true) => {
+                format!(
+                    "{} {host}:{port}{}",
+                    request.method,
+                    self.path().unwrap_or("")
+                )
+            }
+            (Some(request), false) => format!("{} {host}:{port}", request.method),
+            (None, _) => format!("CONNECT {host}:{port}"),
+        }
+    }
+}
+
+/// What the proxy needs from the outside world to decide: the names'
+/// addresses and its host's own.
+pub trait Resolve: Send + Sync {
+    /// The host's addresses (the literal itself, or a DNS lookup; empty
+    /// when resolution fails).
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = Vec<IpAddr>> + Send + 'a>>;
+
+    /// This host's own addresses; an error when they cannot be listed (the
+    /// destination is then refused).
+    fn own_addresses(&self) -> Result<Arc<Vec<IpAddr>>, String>;
+}
+
+/// The outcome for one intent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub layer: Layer,
+    /// The policy entry that allowed (or whose rules refused) the request.
+    pub policy: Option<String>,
+    /// Where an allowed request goes.
+    pub endpoint: Option<Endpoint>,
+    /// Why (a refusal's reason, an audit's note).
+    pub reason: Option<String>,
+    /// What to answer a refused request.
+    pub refusal: Option<Refusal>,
+    /// Who asked for what, as events report it.
+    pub subject: Subject,
+}
+
+/// Who asked for what, under which generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub kind: Kind,
+    pub host: String,
+    pub port: u16,
+    pub method: Option<String>,
+    /// Canonical when the request was judged by path; never a query.
+    pub path: Option<String>,
+    pub binary: Option<String>,
+    pub pid: Option<u32>,
+    pub generation: u64,
+}
+
+/// Where and how an allowed request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The validated addresses to dial (empty inside a tunnel: its
+    /// upstream is connected).
+    pub addresses: Vec<IpAddr>,
+    pub route: Route,
+}
+
+/// What happens to an allowed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Send exactly this request, with this canonical origin-form target.
+    Forward { target: String },
+    /// A tunnel of bytes only (`tls: skip`).
+    Raw,
+    /// An L4 tunnel: TLS terminated and re-encrypted, no request rules.
+    Terminate,
+    /// An L7 tunnel: every request judged.
+    Inspect,
+}
+
+/// Why a request is refused, as the answer reports it
+/// ([`super::response::refusal`] writes the bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// 403 `policy_denied`: `detail` says what was asked; `reason` (may be
+    /// empty) why not.
+    Policy { detail: String, reason: String },
+    /// 403 `ssrf_denied`.
+    Destination { detail: String },
+    /// 400 `invalid_request_target`: a path that cannot be canonicalised.
+    InvalidTarget,
+    /// 403 by an endpoint rule: the L7 denial body, and the policy for the
+    /// `X-OpenShell-Policy` header.
+    Rule {
+        body: serde_json::Value,
+        policy: String,
+    },
+    /// 403 `request_authority_mismatch`.
+    AuthorityMismatch,
+    /// 502 `upstream_unreachable`.
+    Upstream { detail: String },
+}
+
+impl Decision {
+    fn new(intent: &Intent<'_>, caller: Option<&Caller>, generation: u64) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            layer: Layer::L4,
+            policy: None,
+            endpoint: None,
+            reason: None,
+            refusal: None,
+            subject: Subject {
+                kind: intent.kind,
+                host: intent.host.to_owned(),
+                port: intent.port,
+                method: intent.request.map(|r| r.method.to_owned()),
+                path: intent.path().map(str::to_owned),
+                binary: caller.map(|c| c.binary.clone()),
+                pid: caller.map(|c| c.pid),
+                generation,
+            },
+        }
+    }
+
+    /// The refusal of a request whose caller could not be identified.
+    pub fn unidentified(intent: &Intent<'_>, generation: u64, error: &IdentifyError) -> Decision {
+        let mut decision = Decision::new(intent, None, generation);
+        decision.layer = Layer::Identity;
+        decision.refuse_by_policy(intent, error.to_string());
+        decision
+    }
+
+    /// An allowed request whose upstream could not be reached: refused at
+    /// the `upstream` layer with a 502.
+    pub fn unreachable(&self, error: &std::io::Error) -> Decision {
+        let described = match &self.subject.method {
+            Some(method) if self.subject.kind != Kind::Connect => {
+                format!("{method} {}:{}", self.subject.host, self.subject.port)
+            }
+            _ => format!("CONNECT {}:{}", self.subject.host, self.subject.port),
+        };
+        Decision {
+            verdict: Verdict::Deny,
+            layer: Layer::Upstream,
+            endpoint: None,
+            reason: Some(error.to_string()),
+            refusal: Some(Refusal::Upstream {
+                detail: format!("{described}: {error}"),
+            }),
+            ..self.clone()
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        self.verdict != Verdict::Deny
+    }
+
+    /// An L4-style refusal: inside a tunnel the reason is the detail (as
+    /// the reference answers there), elsewhere the detail names the
+    /// request and the reason follows.
+    fn refuse_by_policy(&mut self, intent: &Intent<'_>, reason: String) {
+        self.refusal = Some(match intent.kind {
+            Kind::TunnelRequest => Refusal::Policy {
+                detail: reason.clone(),
+                reason: String::new(),
+            },
+            Kind::Connect | Kind::Forward => Refusal::Policy {
+                detail: format!("{} not permitted by policy", intent.describe(true)),
+                reason: reason.clone(),
+            },
+        });
+        self.reason = Some(reason);
+    }
+}
+
+/// Decides `intent` by `caller` under `generation`; `ignore_binary`: the
+/// relaxed identity mode (endpoints only, binaries ignored).
+pub async fn decide(
+    generation: &Generation,
+    intent: &Intent<'_>,
+    caller: &Caller,
+    resolve: &dyn Resolve,
+    ignore_binary: bool,
+) -> Decision {
+    let mut decision = Decision::new(intent, Some(caller), generation.number);
+    let (host, port) = (intent.host, intent.port);
+
+    // Inside a tunnel the request must be for the tunnel's endpoint, or a
+    // request for another virtual host on the same address passes unjudged.
+    if let Some(Request {
+        authority: Some((authority, default_port)),
+        ..
+    }) = intent.request
+        && !authority_matches(authority, host, port, default_port)
+    {
+        decision.layer = Layer::L7;
+        decision.reason = Some(format!(
+            "request authority '{authority}' does not match the tunnel"
+        ));
+        decision.refusal = Some(Refusal::AuthorityMismatch);
+        return decision;
+    }
+
+    // A terminated L4 tunnel's requests are judged by their authority only.
+    if let Some(request) = intent.request
+        && intent.kind == Kind::TunnelRequest
+        && !request.rules
+    {
+        decision.verdict = Verdict::Allow;
+        decision.endpoint = Some(Endpoint {
+            addresses: Vec::new(),
+            route: Route::Forward {
+                target: request.target.to_owned(),
+            },
+        });
+        return decision;
+    }
+
+    // L4, again for each request inside an inspected tunnel: the policy
+    // may have changed since the tunnel opened.
+    let ancestors: Vec<&str> = caller.ancestors.iter().map(String::as_str).collect();
+    let cmdline: Vec<&str> = caller.cmdline.iter().map(String::as_str).collect();
+    let allow = match generation.policy.decide_l4(&L4Request {
+        host,
+        port,
+        binary: &caller.binary,
+        ancestors: &ancestors,
+        cmdline: &cmdline,
+        ignore_binary,
+    }) {
+        L4Decision::Allow(allow) => allow,
+        L4Decision::Deny(deny) => {
+            decision.refuse_by_policy(intent, deny.reason);
+            return decision;
+        }
+    };
+    decision.policy = Some(allow.policy.to_owned());
+
+    // Destination: resolve once, check every address, dial only those.
+    let addresses = match intent.kind {
+        Kind::TunnelRequest => Vec::new(),
+        Kind::Connect | Kind::Forward => {
+            let addresses = resolve.resolve(host, port).await;
+            if let Err(denied) = check_addresses(&allow, host, port, &addresses, resolve) {
+                decision.layer = Layer::Ssrf;
+                decision.refusal = Some(Refusal::Destination {
+                    detail: format!(
+                        "{} blocked: {}",
+                        intent.describe(false),
+                        denied.kind.as_str()
+                    ),
+                });
+                decision.reason = Some(denied.reason);
+                return decision;
+            }
+            addresses
+        }
+    };
+
+    // The request against the endpoint's rules.
+    decision.layer = Layer::L7;
+    let route = match intent.request {
+        Some(request) => match judge_request(&allow, intent, request, caller, &mut decision) {
+            Some(target) => Route::Forward { target },
+            None => return decision,
+        },
+        None if allow.is_inspected() => Route::Inspect,
+        None if allow
+            .matched
+            .iter()
+            .any(|m| m.endpoint.tls == TlsMode::Skip) =>
+        {
+            Route::Raw
+        }
+        None => Route::Terminate,
+    };
+    if decision.verdict != Verdict::Audit {
+        decision.verdict = Verdict::Allow;
+    }
+    if !allow.is_inspected() && intent.kind != Kind::TunnelRequest {
+        decision.layer = Layer::L4;
+    }
+    decision.endpoint = Some(Endpoint { addresses, route });
+    decision
+}
+
+/// Every resolved address against the endpoint's destination mode and
+/// this host's own addresses.
+fn check_addresses(
+    allow: &L4Allow<'_>,
+    host: &str,
+    port: u16,
+    addresses: &[IpAddr],
+    resolve: &dyn Resolve,
+) -> Result<(), DestinationDenied> {
+    let mode = allow.destination_mode(host);
+    check_destination(mode, host, port, addresses)?;
+    let own = resolve
+        .own_addresses()
+        .map_err(|reason| DestinationDenied {
+            kind: DeniedKind::HostAddress,
+            reason,
+        })?;
+    check_host_addresses(mode, host, addresses, &own)
+}
+
+/// Canonicalises the request's target and evaluates it against the
+/// endpoint's rules: the canonical target to forward, or `None` with the
+/// refusal filled in. Sets the decision's path, policy and audit verdict.
+fn judge_request(
+    allow: &L4Allow<'_>,
+    intent: &Intent<'_>,
+    request: Request<'_>,
+    caller: &Caller,
+    decision: &mut Decision,
+) -> Option<String> {
+    let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
+    let canonical = match canonicalize_target(request.target, allow_encoded_slash) {
+        Ok(canonical) => canonical,
+        Err(error) => {
+            decision.reason = Some(format!("invalid request target: {error:?}"));
+            decision.refusal = Some(Refusal::InvalidTarget);
+            return None;
+        }
+    };
+    let verdict = allow.evaluate_rest(&RestRequest {
+        method: request.method,
+        path: &canonical.path,
+        query: &canonical.query,
+    });
+    decision.subject.path = Some(canonical.path.clone());
+    decision.policy = Some(verdict.policy.to_owned());
+    match verdict.verdict {
+        Verdict::Deny => {
+            let detail = verdict
+                .reason
+                .unwrap_or_else(|| "request denied by policy".to_owned());
+            let body = super::response::l7_denied_body(&L7Denial {
+                policy: verdict.policy,
+                method: request.method,
+                path: &canonical.path,
+                detail: &detail,
+                host: intent.host,
+                port: intent.port,
+                binary: Some(&caller.binary),
+            });
+            decision.reason = Some(detail);
+            decision.refusal = Some(Refusal::Rule {
+                body,
+                policy: verdict.policy.to_owned(),
+            });
+            return None;
+        }
+        Verdict::Audit => {
+            decision.verdict = Verdict::Audit;
+            decision.reason = verdict.reason;
+        }
+        Verdict::Allow => {}
+    }
+    Some(match &canonical.raw_query {
+        Some(query) => format!("{}?{query}", canonical.path),
+        None => canonical.path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openshell_policy::CompiledPolicy;
+
+    /// Names resolve to fixed addresses; the host's own are fixed too (or
+    /// cannot be listed).
+    struct Fixed {
+        addresses: Vec<IpAddr>,
+        own: Option<Vec<IpAddr>>,
+    }
+
+    impl Resolve for Fixed {
+        fn resolve<'a>(
+            &'a self,
+            _host: &'a str,
+            _port: u16,
+        ) -> Pin<Box<dyn Future<Output = Vec<IpAddr>> + Send + 'a>> {
+            Box::pin(std::future::ready(self.addresses.clone()))
+        }
+
+        fn own_addresses(&self) -> Result<Arc<Vec<IpAddr>>, String> {
+            self.own
+                .clone()
+                .map(Arc::new)
+                .ok_or_else(|| "cannot list this host's addresses".to_owned())
+        }
+    }
+
+    fn public() -> Fixed {
+        Fixed {
+            addresses: vec!["93.184.215.14".parse().unwrap()],
+            own: Some(vec!["10.0.0.5".parse().unwrap()]),
+        }
+    }
+
+    fn generation() -> Generation {
+        let yaml = r#"version: 1
+network_policies:
+  plain:
+    name: plain
+    endpoints:
+      - host: plain.example.com
+        port: 443
+    binaries:
+      - path: /usr/bin/curl
+  api:
+    name: api
+    endpoints:
+      - host: api.example.com
+        port: 80
+        protocol: rest
+        enforcement: enforce
+        access: read-only
+    binaries:
+      - path: /usr/bin/curl
+"#;
+        let validated = openshell_policy::load_str(yaml).unwrap();
+        Generation {
+            number: 7,
+            policy: CompiledPolicy::new(validated.policy),
+        }
+    }
+
+    fn curl() -> Caller {
+        Caller {
+            pid: 42,
+            binary: "/usr/bin/curl".to_owned(),
+            ancestors: vec!["/usr/bin/bash".to_owned()],
+            cmdline: Vec::new(),
+            sha256: "0".repeat(64),
+        }
+    }
+
+    fn connect(host: &str, port: u16) -> Intent<'_> {
+        Intent {
+            kind: Kind::Connect,
+            host,
+            port,
+            request: None,
+        }
+    }
+
+    fn forward<'a>(method: &'a str, target: &'a str) -> Intent<'a> {
+        Intent {
+            kind: Kind::Forward,
+            host: "api.example.com",
+            port: 80,
+            request: Some(Request {
+                method,
+                target,
+                authority: None,
+                rules: true,
+            }),
+        }
+    }
+
+    async fn decided(intent: &Intent<'_>, resolve: &Fixed) -> Decision {
+        decide(&generation(), intent, &curl(), resolve, false).await
+    }
+
+    #[tokio::test]
+    async fn an_allowed_connect_dials_the_checked_addresses_and_says_who_asked() {
+        let decision = decided(&connect("plain.example.com", 443), &public()).await;
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Allow, Layer::L4)
+        );
+        assert_eq!(decision.policy.as_deref(), Some("plain"));
+        assert_eq!(
+            decision.endpoint,
+            Some(Endpoint {
+                addresses: public().addresses,
+                route: Route::Terminate,
+            })
+        );
+        assert_eq!(decision.refusal, None);
+        let subject = &decision.subject;
+        assert_eq!(subject.kind, Kind::Connect);
+        assert_eq!(subject.binary.as_deref(), Some("/usr/bin/curl"));
+        assert_eq!((subject.pid, subject.generation), (Some(42), 7));
+        // An inspected endpoint's tunnel is inspected.
+        let decision = decided(&connect("api.example.com", 80), &public()).await;
+        assert_eq!(decision.endpoint.unwrap().route, Route::Inspect);
+    }
+
+    #[tokio::test]
+    async fn a_host_no_policy_names_is_refused_at_l4() {
+        let decision = decided(&connect("other.example.com", 443), &public()).await;
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Deny, Layer::L4)
+        );
+        assert_eq!(decision.endpoint, None);
+        let Some(Refusal::Policy { detail, reason }) = &decision.refusal else {
+            panic!("{decision:?}");
+        };
+        assert_eq!(
+            detail,
+            "CONNECT other.example.com:443 not permitted by policy"
+        );
+        assert_eq!(decision.reason.as_ref(), Some(reason));
+        assert!(reason.contains("other.example.com:443"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn private_or_own_addresses_are_refused_and_an_unlisted_host_fails_closed() {
+        for addresses in [
+            vec!["127.0.0.1"],
+            vec!["93.184.215.14", "169.254.169.254"],
+            vec!["10.0.0.5"],
+        ] {
+            let resolve = Fixed {
+                addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+                own: Some(vec!["10.0.0.5".parse().unwrap()]),
+            };
+            let decision = decided(&connect("plain.example.com", 443), &resolve).await;
+            assert_eq!(
+                (decision.verdict, decision.layer),
+                (Verdict::Deny, Layer::Ssrf),
+                "{addresses:?}"
+            );
+            let Some(Refusal::Destination { detail }) = &decision.refusal else {
+                panic!("{decision:?}");
+            };
+            assert!(
+                detail.starts_with("CONNECT plain.example.com:443 blocked: "),
+                "{detail}"
+            );
+        }
+        let unlisted = Fixed {
+            own: None,
+            ..public()
+        };
+        let decision = decided(&connect("plain.example.com", 443), &unlisted).await;
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Deny, Layer::Ssrf)
+        );
+    }
+
+    #[tokio::test]
+    async fn forward_requests_are_judged_by_their_canonical_path() {
+        let decision = decided(&forward("GET", "/a/../b?q=1"), &public()).await;
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Allow, Layer::L7)
+        );
+        assert_eq!(decision.subject.path.as_deref(), Some("/b"));
+        assert_eq!(
+            decision.endpoint.unwrap().route,
+            Route::Forward {
+                target: "/b?q=1".to_owned()
+            }
+        );
+        let decision = decided(&forward("POST", "/b"), &public()).await;
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Deny, Layer::L7)
+        );
+        let Some(Refusal::Rule { body, policy }) = &decision.refusal else {
+            panic!("{decision:?}");
+        };
+        assert_eq!(policy, "api");
+        assert_eq!(body["rule"], "POST /b");
+        let decision = decided(&forward("GET", "/%2e%2e/x%00"), &public()).await;
+        assert_eq!(decision.refusal, Some(Refusal::InvalidTarget));
+    }
+
+    #[tokio::test]
+    async fn a_request_inside_a_tunnel_must_name_the_tunnels_endpoint() {
+        let inside = |authority| Intent {
+            kind: Kind::TunnelRequest,
+            host: "api.example.com",
+            port: 80,
+            request: Some(Request {
+                method: "GET",
+                target: "/x",
+                authority: Some((authority, 80)),
+                rules: true,
+            }),
+        };
+        let decision = decided(&inside("evil.example.com"), &public()).await;
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Deny, Layer::L7)
+        );
+        assert_eq!(decision.refusal, Some(Refusal::AuthorityMismatch));
+        let decision = decided(&inside("api.example.com"), &public()).await;
+        assert_eq!(decision.verdict, Verdict::Allow);
+        // No resolution inside a tunnel: its upstream is connected.
+        assert_eq!(decision.endpoint.unwrap().addresses, Vec::<IpAddr>::new());
+    }
+
+    #[test]
+    fn an_unidentified_caller_is_refused_at_the_identity_layer() {
+        let intent = forward("GET", "/x?secret=1");
+        let decision = Decision::unidentified(&intent, 3, &IdentifyError::NoConnectRecord);
+        assert_eq!(
+            (decision.verdict, decision.layer),
+            (Verdict::Deny, Layer::Identity)
+        );
+        assert_eq!(decision.subject.binary, None);
+        assert_eq!(decision.subject.path.as_deref(), Some("/x"));
+        let Some(Refusal::Policy { detail, reason }) = &decision.refusal else {
+            panic!("{decision:?}");
+        };
+        assert_eq!(detail, "GET api.example.com:80/x not permitted by policy");
+        assert!(reason.starts_with("no connect() was recorded"));
+        let failed = decision.unreachable(&std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(failed.layer, Layer::Upstream);
+    }
+}
