@@ -10,7 +10,7 @@
 //! | [`cloexec_all_from`] | `close_range(2)` has no wrapper in nix 0.32 |
 //! | [`async_fd`] | tokio's `AsyncFd::register` is `unsafe` (the descriptor must stay the same open file) |
 //! | [`set_window_size`], [`set_controlling_terminal`] | `TIOCSWINSZ` and `TIOCSCTTY` are plain ioctls nix only offers through `unsafe` macros |
-//! | [`install_listener_filter`], [`notif_recv`], [`notif_respond`], [`notif_id_valid`] | seccomp user notification: `seccomp(2)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and its ioctls have no wrapper in nix or seccompiler |
+//! | [`install_listener_filter`], [`notif_recv`], [`notif_respond`], [`notif_id_valid`], [`notif_sync_wakeup`] | seccomp user notification: `seccomp(2)` with `SECCOMP_FILTER_FLAG_NEW_LISTENER` and its ioctls have no wrapper in nix or seccompiler |
 //! | [`pidfd_open`], [`pidfd_getfd`] | no wrapper in nix 0.32 |
 //! | [`inherit_as`] | moving a descriptor to a fixed number in a child is a `pre_exec` hook |
 #![allow(unsafe_code)]
@@ -252,6 +252,27 @@ pub fn notif_respond(
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     // SAFETY: `resp` is a valid `seccomp_notif_resp`.
     if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Asks the kernel to wake a notifying caller on the CPU that answered
+/// it (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`, Linux 6.6+): the caller and
+/// the supervisor hand the CPU to each other instead of waking across
+/// CPUs. `EINVAL` on older kernels, where answers work as before.
+pub fn notif_sync_wakeup(listener: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+    // SAFETY: the ioctl takes its flags by value.
+    if unsafe {
+        libc::ioctl(
+            fd,
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok(())

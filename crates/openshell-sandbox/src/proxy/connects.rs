@@ -107,6 +107,9 @@ pub fn serve_from(channel: OwnedFd, identifier: Arc<Identifier>) {
 /// Answers `listener`'s notifications until no process uses its filter.
 /// Blocking: run it on a thread of its own.
 pub fn serve(listener: OwnedFd, identifier: Arc<Identifier>) {
+    if let Err(error) = sys::notif_sync_wakeup(listener.as_fd()) {
+        tracing::debug!(%error, "the kernel cannot wake connect callers on the answering CPU");
+    }
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
