@@ -1,4 +1,4 @@
-//! The command-line grammar (spec/cli.md). Parsing only; no behaviour.
+//! The command-line grammar (docs/cli.md; every flag in `--help`). Parsing only; no behaviour.
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! `openshell`: the command line users and scripts touch first.
 //!
-//! Exit codes (spec/cli.md): 0 success, 1 error or negative outcome (with a
+//! Exit codes (docs/cli.md, "Exit codes and output"): 0 success, 1 error or negative outcome (with a
 //! readable diagnostic on stderr), 2 usage error (clap).
 
 mod cli;
@@ -86,7 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             let explicit = cli.global.gateway.is_some() || cli.global.gateway_endpoint.is_some();
             let mut resolved = target(&cli.global)?;
             if resolved.is_none() && !explicit {
-                // Auto-bootstrap (cli.md): a local gateway with the default driver.
+                // Auto-bootstrap (docs/cli.md, "Which gateway"): a local gateway with the default driver.
                 output::warning("No gateway found — starting one automatically.");
                 gateway::start(&gateway::StartOptions {
                     name: "openshell".to_owned(),

@@ -1,4 +1,4 @@
-//! The gateway registry on disk (spec/cli.md "Files"):
+//! The gateway registry on disk (docs/cli.md, "Files"):
 //! `${XDG_CONFIG_HOME:-~/.config}/openshell/active_gateway` and
 //! `gateways/<name>/{metadata.json, mtls/{ca.crt,tls.crt,tls.key}}`. A
 //! registration written by hand works exactly like one written here.
@@ -26,7 +26,7 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// The auth mode, defaulting as cli.md says (from the scheme when unset).
+    /// The auth mode, defaulting as docs/cli.md ("Files") says (from the scheme when unset).
     pub fn auth(&self) -> &str {
         match self.auth_mode.as_deref() {
             Some(mode) => mode,
@@ -206,7 +206,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Resolution order (cli.md): `--gateway-endpoint` → `-g` →
+    /// Resolution order (docs/cli.md, "Which gateway"): `--gateway-endpoint` → `-g` →
     /// `OPENSHELL_GATEWAY` (clap fills `-g` from it) → `active_gateway`.
     pub fn resolve(
         &self,

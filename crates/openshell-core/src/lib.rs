@@ -3,7 +3,7 @@
 //! UTC timestamp formatting, private files, and the removal of a tree an
 //! agent wrote.
 //!
-//! Owns: the file layout of spec/cli.md ("Files"). Does not own: reading or
+//! Owns: the file layout of docs/cli.md ("Files"). Does not own: reading or
 //! writing those files; each binary does its own I/O.
 //!
 //! Invariant: this crate stays small; add to it only what two crates share.

@@ -1,4 +1,4 @@
-//! Where OpenShell keeps configuration and state (spec/cli.md, "Files").
+//! Where OpenShell keeps configuration and state (docs/cli.md, "Files").
 //!
 //! Resolution follows the XDG base directory rules: `$XDG_CONFIG_HOME` or
 //! `~/.config`, `$XDG_STATE_HOME` or `~/.local/state`, with `openshell`

@@ -1,4 +1,4 @@
-//! The registered runtime settings (cli-reference §3.10): their keys and
+//! The registered runtime settings (docs/cli.md, "Policy and settings"): their keys and
 //! the values each accepts. The CLI checks before sending; the gateway
 //! checks again before storing.
 

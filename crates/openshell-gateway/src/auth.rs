@@ -1,4 +1,4 @@
-//! Who may call what (architecture.md "One port, two protocols").
+//! Who may call what (ARCHITECTURE.md, "One port, two protocols").
 //!
 //! - Users call `openshell.v1.Gateway`. With mTLS on, only a connection
 //!   that presented a certificate from the gateway's CA gets through; the

@@ -1,4 +1,4 @@
-//! Compute drivers (architecture.md "Compute drivers"): turn "create
+//! Compute drivers (ARCHITECTURE.md, "Compute drivers"): turn "create
 //! sandbox S with spec X" into a running workload and report its lifecycle
 //! into the store. One trait ([`Driver`]), two implementations: `process`
 //! (supervisors on this host) and `docker` (containers through the Docker

@@ -1,4 +1,4 @@
-//! The gateway's PKI (architecture.md "One port, two protocols"): created
+//! The gateway's PKI (ARCHITECTURE.md, "One port, two protocols"): created
 //! on first start, reused afterwards. A CA, a server certificate for the
 //! loopback names and this host's name, and a client certificate the CLI
 //! presents. Private keys are written 0600 in a 0700 directory.
@@ -19,7 +19,7 @@ pub const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const SERVER_CERT: &str = "server.crt";
 const SERVER_KEY: &str = "server.key";
-/// The client bundle, laid out as the CLI stores it (`mtls/` in cli.md).
+/// The client bundle, laid out as the CLI stores it (`mtls/` in docs/cli.md, "Files").
 pub const CLIENT_DIR: &str = "client";
 pub const CLIENT_CERT: &str = "tls.crt";
 pub const CLIENT_KEY: &str = "tls.key";

@@ -1,4 +1,4 @@
-//! One port, two protocols (architecture.md): gRPC (the API) and plain
+//! One port, two protocols (ARCHITECTURE.md): gRPC (the API) and plain
 //! HTTP (`/healthz`, `/readyz`, `/metrics`) told apart per request by the router, over
 //! TLS (mTLS by default) or, with `--plaintext`, cleartext HTTP/1.1 and h2c.
 //!

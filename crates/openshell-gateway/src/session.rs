@@ -1,4 +1,4 @@
-//! Supervisor sessions (architecture.md "supervisor-initiated"): every
+//! Supervisor sessions (ARCHITECTURE.md, "The supervisor session"): every
 //! supervisor dials out and keeps one live `Supervisor.Session` stream,
 //! over which the gateway delivers policy revisions and exec requests and
 //! receives policy status, decision events and exec output.

@@ -1,4 +1,4 @@
-//! Durable state in SQLite (architecture.md "State"): sandboxes with their
+//! Durable state in SQLite: sandboxes with their
 //! spec, phase and events, and per-sandbox policy revisions. WAL mode,
 //! foreign keys on, every multi-row write in one transaction, schema from
 //! the migrations in `migrations/`.

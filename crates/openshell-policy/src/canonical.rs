@@ -1,4 +1,4 @@
-//! Canonical request targets (reference §4.10 step 1).
+//! Canonical request targets (docs/policy.md, "Requests").
 //!
 //! The canonical path is what policy sees *and* what the proxy forwards, so
 //! the upstream can never interpret a path differently from the policy that

@@ -3,7 +3,7 @@
 //! Compilation indexes endpoints for the hot path: exact hosts in a hash map,
 //! wildcard and hostless endpoints in a short list. Entries keep the key
 //! order of the policy, so the first matching entry is the lexicographically
-//! smallest key (reference §4.2 `matched_policy`).
+//! smallest key (docs/policy.md, "Decisions": the first matching entry by key).
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
-//! The built-in default policy and baseline enrichment (spec/policy.md
-//! "Default policy", reference §2.2–§2.3).
+//! The built-in default policy and baseline enrichment (docs/policy.md,
+//! "Default policy").
 
 use crate::document::{FilesystemDocument, LandlockDocument, PolicyDocument, ProcessDocument};
 use crate::policy::{FilesystemPolicy, Policy};
@@ -23,7 +23,7 @@ pub const DEFAULT_READ_WRITE: [&str; 3] = ["/sandbox", "/tmp", "/dev/null"];
 /// Read-only paths every loaded policy is enriched with, when they exist.
 pub const BASELINE_READ_ONLY: [&str; 6] = ["/usr", "/lib", "/etc", "/app", "/proc", "/dev/urandom"];
 /// Read-write paths every loaded policy is enriched with, when they exist.
-/// `/dev/null` is our addition to the reference's list: every shell
+/// `/dev/null` is our addition to the established list: every shell
 /// redirection and `curl -o /dev/null` needs it, and writing it is harmless.
 pub const BASELINE_READ_WRITE: [&str; 2] = ["/tmp", "/dev/null"];
 

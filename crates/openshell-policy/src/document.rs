@@ -82,7 +82,7 @@ pub struct BinaryDocument {
     pub harness: Option<bool>,
 }
 
-/// One endpoint of a network policy entry (reference §1.7).
+/// One endpoint of a network policy entry (docs/policy.md, "Endpoints").
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointDocument {
@@ -216,7 +216,7 @@ pub struct AllowRuleDocument {
     pub allow: RuleBodyDocument,
 }
 
-/// The body shared by allow and deny rules, for every protocol (reference §1.10).
+/// The body shared by allow and deny rules, for every protocol (docs/policy.md, "Rules").
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleBodyDocument {
@@ -326,7 +326,7 @@ impl MatcherDocument {
     }
 }
 
-/// One `network_middlewares` entry (reference §1.13).
+/// One `network_middlewares` entry (docs/policy.md, "Middlewares and overlap").
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MiddlewareDocument {

@@ -1,6 +1,6 @@
 //! The one glob implementation, shared by validation and matching.
 //!
-//! Three syntaxes, chosen by what is matched (spec/policy.md decision 6):
+//! Three syntaxes, chosen by what is matched (docs/policy.md, "Rules": globs):
 //!
 //! | syntax | `*` | `**` |
 //! |---|---|---|

@@ -1,4 +1,4 @@
-//! Endpoint host selectors (reference §1.9) and request-host normalisation.
+//! Endpoint host selectors (docs/policy.md, "Hosts") and request-host normalisation.
 //!
 //! Matching is case-insensitive: selectors are lower-cased when parsed and
 //! request hosts by [`normalize_request_host`], into a stack buffer so the
@@ -239,7 +239,7 @@ mod tests {
     /// A selector, the error it must raise (if any), hosts it matches, hosts it must not.
     type Row<'a> = (&'a str, Option<&'a str>, &'a [&'a str], &'a [&'a str]);
 
-    /// Every row of reference §1.9.
+    /// Every case of docs/policy.md, "Hosts".
     #[test]
     fn wildcard_table_of_reference() {
         let cases: &[Row<'_>] = &[

@@ -1,4 +1,4 @@
-//! The L4 decision (reference §4.2): host, port and calling binary.
+//! The L4 decision (docs/policy.md, "Decisions"): host, port and calling binary.
 //!
 //! Allowed only when one entry matches the endpoint **and** the binary (the
 //! executable or any ancestor). The allowed path does not allocate.
@@ -30,7 +30,7 @@ pub struct L4Request<'a> {
     pub ancestors: &'a [&'a str],
     /// Absolute paths seen in argv: for diagnostics only, never to grant access.
     pub cmdline: &'a [&'a str],
-    /// Relaxed identity (reference §4.3): match endpoints only, ignore binaries.
+    /// Relaxed identity (docs/policy.md, "Binaries"): match endpoints only, ignore binaries.
     pub ignore_binary: bool,
 }
 
@@ -59,7 +59,7 @@ impl<'p> L4Allow<'p> {
             .filter(|m| m.endpoint.has_extended_config())
     }
 
-    /// How the destination of `host` is checked (reference §4.7, modes 2–5;
+    /// How the destination of `host` is checked (docs/policy.md, "Destinations";
     /// the trusted-gateway alias needs runtime facts and is chosen by the proxy).
     pub fn destination_mode(&self, host: &str) -> DestinationMode<'p> {
         if let Some(m) = self
@@ -68,9 +68,9 @@ impl<'p> L4Allow<'p> {
         {
             return DestinationMode::AllowedIps(&m.endpoint.allowed_ips);
         }
-        // An always-blocked literal is no implicit allowance (reference
-        // §4.7 mode 3); it falls through to the declared-host check, which
-        // refuses it.
+        // An always-blocked literal is no implicit allowance (docs/policy.md,
+        // "Destinations"); it falls through to the declared-host check,
+        // which refuses it.
         if let Some(ip) = self
             .matched
             .iter()
@@ -94,7 +94,7 @@ impl<'p> L4Allow<'p> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct L4Deny {
-    /// The reference's exact deny reason.
+    /// The deny reason (docs/policy.md, "Decisions").
     pub reason: String,
 }
 

@@ -1,4 +1,4 @@
-//! The L7 REST decision (reference §4.10 steps 2 and 6–8).
+//! The L7 REST decision (docs/policy.md, "Requests").
 //!
 //! Input: the L4 allow (which endpoints matched with this binary), and one
 //! request with a canonical path (see [`crate::canonical`]). Deny rules win

@@ -13,7 +13,7 @@
 //! - raw → validated → compiled: only a validated `Policy` can be compiled,
 //!   and the compiled form is what every decision uses;
 //! - one glob implementation ([`glob`]) serves validation and matching;
-//! - a denial is an ordinary value with the reference's exact reason text.
+//! - a denial is an ordinary value with its exact reason text (docs/policy.md, "Decisions").
 
 pub mod canonical;
 pub mod compile;

@@ -1,4 +1,4 @@
-//! Which changes a running sandbox can take (reference §5.1).
+//! Which changes a running sandbox can take (docs/policy.md, "Static and dynamic sections").
 //!
 //! Filesystem, Landlock and process sections are applied once before the
 //! agent starts; the network sections reload live. A candidate that changes

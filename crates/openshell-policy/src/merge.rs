@@ -1,5 +1,5 @@
 //! Incremental changes to a policy's network section (`openshell policy
-//! update`, cli-reference §3.9), applied to the document as written, and
+//! update`, docs/cli.md "Policy and settings"), applied to the document as written, and
 //! the document written back as YAML.
 //!
 //! Operations are parsed from their command-line forms ([`NewEndpoint::parse`],

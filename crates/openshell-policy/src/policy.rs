@@ -247,7 +247,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// True when the endpoint carries config beyond host/port/binary (reference §4.2).
+    /// True when the endpoint carries config beyond host/port/binary (docs/policy.md, "Decisions").
     pub fn has_extended_config(&self) -> bool {
         matches!(self.protocol, Some(p) if p != Protocol::Tcp)
             || !self.allowed_ips.is_empty()

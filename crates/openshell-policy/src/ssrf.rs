@@ -1,4 +1,4 @@
-//! Destination checks against server-side request forgery (reference §4.7).
+//! Destination checks against server-side request forgery (docs/policy.md, "Destinations").
 //!
 //! Pure functions over addresses the proxy has already resolved: the proxy
 //! resolves once, calls [`check_destination`], and dials exactly the
@@ -157,7 +157,7 @@ pub enum AllowedIpError {
 }
 
 /// Parses one `allowed_ips` entry (CIDR or bare IP) and refuses any entry
-/// that overlaps an always-blocked range (spec/policy.md decision 7).
+/// that overlaps an always-blocked range (docs/policy.md, "Destinations").
 pub fn parse_allowed_ip(entry: &str) -> Result<IpNet, AllowedIpError> {
     let trimmed = entry.trim();
     let net = match trimmed.parse::<IpNet>() {

@@ -1,6 +1,6 @@
-//! [`PolicyDocument`] → [`Policy`]: every rule of reference §1, with the
-//! reference's messages where it has them and spec/policy.md's decisions
-//! where the reference is loose (unknown enum values and `version != 1` are
+//! [`PolicyDocument`] → [`Policy`]: every rule of docs/policy.md, with the
+//! messages of the established format where it has them and our stricter
+//! where the established format is loose (unknown enum values and `version != 1` are
 //! errors; `enforcement` defaults to `enforce`; `include_workdir` to `true`).
 //!
 //! All problems are collected, not just the first; warnings never stop a

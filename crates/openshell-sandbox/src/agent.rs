@@ -1,8 +1,8 @@
 //! The agent child, between `fork` (in init) and `exec` of the agent's
 //! program. Init is single-threaded, so this code may allocate.
 //!
-//! Order (reference policy §3.1, with Landlock paths opened while still
-//! root, §1.4): inherited descriptors marked close-on-exec → signal mask and
+//! Order (docs/isolation.md, "Order of application", with Landlock
+//! paths opened while still root): inherited descriptors marked close-on-exec → signal mask and
 //! default actions restored → parent-death signal → Landlock ruleset built
 //! (paths opened as root, links only where root controls them) → privilege
 //! drop → working directory (as the agent) → hardening → Landlock

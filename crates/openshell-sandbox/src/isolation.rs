@@ -3,7 +3,7 @@
 //! short loops in the init process ([`crate::init`]) and the agent child
 //! ([`crate::agent`]).
 //!
-//! Order of application (architecture.md "Isolation of the agent child"):
+//! Order of application (docs/isolation.md, "Order of application"):
 //! namespaces → network (loopback + proxy listener, made by the supervisor)
 //! → mounts (new root with `/sandbox`, private `/tmp`, fresh `/proc`) →
 //! identity drop → hardening → Landlock → seccomp → exec.

@@ -53,7 +53,7 @@ pub struct Shared {
     pub generations: watch::Receiver<Arc<Generation>>,
     pub identifier: Arc<Identifier>,
     pub events: Events,
-    /// Relaxed identity (reference §4.3): endpoints only, binaries ignored.
+    /// Relaxed identity (docs/policy.md, "Binaries"): endpoints only, binaries ignored.
     pub ignore_binary: bool,
     /// The sandbox CA, for terminating inspected tunnels.
     pub authority: Arc<crate::tls::Authority>,

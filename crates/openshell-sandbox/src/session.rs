@@ -1,5 +1,5 @@
 //! Connected mode: the supervisor's one live session with its gateway
-//! (architecture.md "supervisor-initiated").
+//! (ARCHITECTURE.md, "The supervisor session").
 //!
 //! The supervisor dials out with its sandbox token, says hello with the
 //! policy revision it enforces, and then, on one bidirectional stream:

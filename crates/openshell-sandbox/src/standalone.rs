@@ -448,7 +448,7 @@ fn supervise(
 }
 
 /// `OPENSHELL_NETWORK_BINARY_IDENTITY=relaxed|disabled|endpoint-only|false|0`
-/// turns binary matching off (reference §4.3); the default is required.
+/// turns binary matching off (docs/policy.md, "Binaries"); the default is required.
 fn relaxed_identity() -> bool {
     std::env::var("OPENSHELL_NETWORK_BINARY_IDENTITY")
         .is_ok_and(|v| ["relaxed", "disabled", "endpoint-only", "false", "0"].contains(&v.trim()))
@@ -512,7 +512,7 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
     Ok((enrich(validated.policy), false))
 }
 
-/// Baseline enrichment (reference §2.3) with the paths that exist here.
+/// Baseline enrichment (docs/policy.md, "Default policy") with the paths that exist here.
 fn enrich(mut policy: Policy) -> Policy {
     let added = enrich_filesystem(&mut policy.filesystem, |p| Path::new(p).exists());
     if !added.is_empty() {

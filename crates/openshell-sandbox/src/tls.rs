@@ -24,7 +24,7 @@ pub const SANDBOX_TLS_DIR: &str = "/run/openshell/tls";
 /// File names in that directory.
 pub const BUNDLE_FILE: &str = "ca-bundle.pem";
 pub const CA_FILE: &str = "openshell-ca.pem";
-/// Leaf certificates kept; the cache is cleared when full (reference §9).
+/// Leaf certificates kept; the cache is cleared when full (docs/policy.md, "Limits").
 pub const LEAF_CACHE: usize = 256;
 /// System bundles tried, in order, after `$SSL_CERT_FILE`.
 const SYSTEM_BUNDLES: [&str; 3] = [

@@ -2,7 +2,7 @@
 //! so files move over the supervisor's session and are written or read
 //! inside the sandbox as its user, under its Landlock rules.
 //!
-//! Placement (cli-reference §3.5): an uploaded directory lands as
+//! Placement (docs/cli.md, "Sandboxes"): an uploaded directory lands as
 //! `<dest>/<basename>/…` (merged, nothing deleted); a file goes to DEST
 //! exactly unless DEST ends with `/`; inside a git work tree only files git
 //! does not ignore are sent (unless `--no-git-ignore`); symlinks are sent as

@@ -254,7 +254,7 @@ fn recorded_driver(state: &Path) -> Option<String> {
     (!driver.is_empty()).then(|| driver.to_owned())
 }
 
-/// cli.md: `docker` when a Docker socket answers, else `process`.
+/// docs/cli.md ("Which gateway"): `docker` when a Docker socket answers, else `process`.
 fn default_driver() -> String {
     if docker_answers() {
         "docker"

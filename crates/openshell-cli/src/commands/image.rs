@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 
 use crate::output;
 
-/// The registry bare names resolve against (reference: community images).
+/// The registry bare names resolve against (docs/cli.md, "Sandboxes").
 const COMMUNITY_REGISTRY: &str = "ghcr.io/nvidia/openshell-community/sandboxes";
 
 /// What `--from` names.
@@ -23,7 +23,7 @@ pub enum Source {
     },
 }
 
-/// Resolves `--from` (reference §sandbox create): an existing file whose
+/// Resolves `--from` (docs/cli.md, "Sandboxes"): an existing file whose
 /// name contains `dockerfile` is built; an existing directory with a
 /// `Dockerfile` is built; a local-looking path that does not exist is an
 /// error; a name with `/`, `:` or `.` is an image reference; anything else

@@ -564,7 +564,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
         output::step("✓ Files uploaded");
     }
     // No command, not detached, on a terminal: a shell in the new sandbox
-    // (cli.md). ssh replaces this process.
+    // (docs/cli.md, "Sandboxes"). ssh replaces this process.
     let interactive = options.command.is_empty()
         && !options.detach
         && !options.no_keep

@@ -1,4 +1,4 @@
-//! SSH into sandboxes through the gateway's relay (cli-reference §6):
+//! SSH into sandboxes through the gateway's relay (docs/cli.md, "Sandboxes"):
 //! `sandbox connect`, `sandbox ssh-config` and the hidden `ssh-proxy`
 //! that OpenSSH runs as its ProxyCommand.
 //!

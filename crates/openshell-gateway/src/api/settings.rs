@@ -1,4 +1,4 @@
-//! Runtime settings (cli-reference §3.10): registered keys only, per
+//! Runtime settings (docs/cli.md, "Policy and settings"): registered keys only, per
 //! sandbox or global; a sandbox sees the global value unless it sets its own.
 
 use tonic::Status;

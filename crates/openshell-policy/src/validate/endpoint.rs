@@ -1,4 +1,4 @@
-//! One endpoint: host, ports, the protocol matrix (reference §1.7, §1.8);
+//! One endpoint: host, ports, the protocol matrix (docs/policy.md, "Endpoints");
 //! rule bodies and presets are in [`super::rule`].
 
 use crate::document::EndpointDocument;
@@ -283,7 +283,7 @@ fn validate_ports(doc: &EndpointDocument, path: &FieldPath, findings: &mut Findi
     ports
 }
 
-/// The table of reference §1.8; returns the MCP settings when they apply.
+/// The per-protocol rules of docs/policy.md, "Endpoints"; returns the MCP settings when they apply.
 fn check_protocol_matrix(
     doc: &EndpointDocument,
     protocol: Option<Protocol>,

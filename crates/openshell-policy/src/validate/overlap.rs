@@ -1,4 +1,4 @@
-//! Endpoint overlap ("ambiguity") validation, reference §1.14.
+//! Endpoint overlap ("ambiguity") validation (docs/policy.md, "Middlewares and overlap").
 //!
 //! Two endpoints that can see the same connection must agree on how it is
 //! handled, or the outcome would depend on which entry happened to match.

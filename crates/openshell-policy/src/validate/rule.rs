@@ -1,4 +1,5 @@
-//! Rule bodies per protocol (reference §1.10) and access preset expansion (§1.11).
+//! Rule bodies per protocol and access preset expansion (docs/policy.md,
+//! "Rules").
 
 use std::collections::BTreeMap;
 
@@ -344,7 +345,7 @@ pub(super) fn check_rule_combinations(
     }
 }
 
-/// Reference §1.11.
+/// The presets of docs/policy.md, "Rules".
 pub(super) fn expand_access(
     access: Access,
     protocol: Option<Protocol>,

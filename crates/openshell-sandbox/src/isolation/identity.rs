@@ -1,4 +1,4 @@
-//! Who the agent child runs as (reference policy §1.5, §6.3): resolution on
+//! Who the agent child runs as (docs/isolation.md, "Identity"): resolution on
 //! the host, then the verified drop inside the child.
 //!
 //! The child never keeps root: unset fields fall back to the dedicated
@@ -230,7 +230,7 @@ pub fn resolve(
             what: "run_as_group".into(),
         });
     }
-    // initgroups only for the named account (reference §6.3); numeric ids
+    // initgroups only for the named account (docs/isolation.md, "Order of application"); numeric ids
     // get exactly their one group. Root's groups never carry over.
     let groups = match (&name, user_field) {
         (Some(name), Identity::Sandbox) if name == SANDBOX_ACCOUNT => {
@@ -364,7 +364,7 @@ fn step(step: &'static str) -> impl FnOnce(nix::Error) -> DropError {
     move |source| DropError::Syscall { step, source }
 }
 
-/// Drops to `credentials`, in the reference order, verifying each step:
+/// Drops to `credentials`, in the order of docs/isolation.md ("Order of application"), verifying each step:
 /// groups → gid (verified) → capability bounding set cleared (verified) →
 /// uid (verified) → `setuid(0)` must fail → no capability left.
 pub fn apply_drop(credentials: &Credentials) -> Result<(), DropError> {

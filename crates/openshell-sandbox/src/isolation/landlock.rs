@@ -1,4 +1,4 @@
-//! Landlock from `filesystem_policy` (reference policy §1.3–§1.4).
+//! Landlock from `filesystem_policy` (docs/policy.md, "Filesystem, Landlock and process"; docs/isolation.md, "Rule paths").
 //!
 //! The ruleset handles every filesystem right of the highest ABI the kernel
 //! offers; `read_only` paths get read, read-dir and execute, `read_write`
@@ -7,7 +7,7 @@
 //! signal processes outside it (the init and the supervisor) nor connect to
 //! abstract UNIX sockets created outside it.
 //!
-//! `best_effort` vs `hard_requirement` follows the reference table exactly:
+//! `best_effort` vs `hard_requirement` follows docs/policy.md ("Filesystem, Landlock and process"):
 //! unavailable kernel, unopenable path, empty ruleset and failed
 //! `restrict_self` are warnings in best effort and fatal in hard mode.
 //!
@@ -57,7 +57,7 @@ impl FsRule {
     }
 }
 
-/// Lexical normalisation as the reference does it: duplicate slashes
+/// Lexical normalisation as the established implementation does it: duplicate slashes
 /// collapsed, trailing slash removed, symlinks not resolved. (Validation has
 /// already rejected relative paths and `..`.)
 pub fn normalize(path: &str) -> String {
@@ -235,7 +235,7 @@ pub enum LandlockError {
 }
 
 /// A ruleset built while still root (paths are opened before the privilege
-/// drop, reference §1.4), waiting for [`Prepared::restrict`].
+/// drop, docs/isolation.md "Order of application"), waiting for [`Prepared::restrict`].
 #[derive(Debug)]
 pub struct Prepared {
     ruleset: Option<RulesetCreated>,

@@ -1,4 +1,4 @@
-//! The agent child's seccomp filters (reference policy §6.2), as one table.
+//! The agent child's seccomp filters (docs/isolation.md, "Seccomp"), as one table.
 //!
 //! Two filters are installed, in this order, after `no_new_privs`:
 //! 1. the *prelude*, hand-written BPF: kill the process on any architecture

@@ -34,7 +34,7 @@ use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
-/// Deepest ancestor walk (reference §9).
+/// Deepest ancestor walk (docs/policy.md, "Limits").
 const MAX_ANCESTORS: usize = 64;
 
 /// The calling process, as policy sees it.

@@ -240,7 +240,7 @@ impl Decision {
     }
 
     /// An L4-style refusal: inside a tunnel the reason is the detail (as
-    /// the reference answers there), elsewhere the detail names the
+    /// the established proxy answers there), elsewhere the detail names the
     /// request and the reason follows.
     fn refuse_by_policy(&mut self, intent: &Intent<'_>, reason: String) {
         self.refusal = Some(match intent.kind {

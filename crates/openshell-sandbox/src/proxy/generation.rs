@@ -1,7 +1,7 @@
 //! Policy generations: the compiled policy every new connection is decided
 //! by, swapped atomically on reload. Connections remember the generation
-//! they were allowed under and close when it is replaced (policy.md
-//! "Static vs dynamic").
+//! they were allowed under and close when it is replaced (docs/policy.md,
+//! "Static and dynamic sections").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ pub enum ApplyPolicyError {
 }
 
 /// Swaps validated policies in as new generations, refusing changes to
-/// the static sections (policy.md "Static vs dynamic").
+/// the static sections (docs/policy.md, "Static and dynamic sections").
 #[derive(Debug, Clone)]
 pub struct Updater {
     sender: watch::Sender<Arc<Generation>>,

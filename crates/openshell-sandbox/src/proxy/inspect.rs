@@ -1,10 +1,10 @@
-//! L7 inside a CONNECT tunnel to an inspected endpoint (policy reference
-//! §4.8 "Peek", §4.9, §4.10): the first bytes decide between TLS
-//! (terminated as [`super::tunnel`] does) and plain HTTP/1; anything else
-//! is refused.
-//! Each request is then parsed by hyper, its authority checked against the
-//! tunnel, its path canonicalised and judged, and either answered with the
-//! L7 denial or forwarded (canonical path) on one upstream connection.
+//! L7 inside a CONNECT tunnel to an inspected endpoint (docs/policy.md,
+//! "TLS" and "Requests"): the first bytes decide between TLS (terminated as
+//! [`super::tunnel`] does) and plain HTTP/1; anything else is refused.
+//! Each request is then parsed by hyper and judged by
+//! [`super::decide::decide`] (its authority, L4 under the current
+//! generation, the endpoint's rules), and either answered with the
+//! refusal or forwarded (canonical path) on one upstream connection.
 //! An allowed `101 Switching Protocols` (WebSocket) relays raw afterwards.
 
 use std::convert::Infallible;
@@ -27,7 +27,7 @@ use super::response;
 use super::tunnel::{FIRST_BYTE_TIMEOUT, Rewind, Tunnel, first_bytes, terminate};
 use crate::events::NetworkEvent;
 
-/// Largest request head inside an inspected tunnel (reference §9: 16 KiB).
+/// Largest request head inside an inspected tunnel (docs/policy.md, "Limits": 16 KiB).
 pub const MAX_L7_HEAD: usize = 16 * 1024;
 /// Request headers never forwarded.
 const HOP_BY_HOP: [&str; 6] = [

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-/// Largest request head accepted (reference §9: CONNECT headers 8 KiB).
+/// Largest request head accepted (docs/policy.md, "Limits": 8 KiB).
 pub const MAX_HEAD_BYTES: usize = 8192;
 /// Most header lines in one head.
 pub const MAX_HEADERS: usize = 100;

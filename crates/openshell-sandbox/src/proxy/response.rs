@@ -1,6 +1,8 @@
-//! The proxy's own answers, byte for byte as the reference writes them
-//! (policy reference §4.8, §4.11): raw HTTP/1.1 with `Connection: close`;
-//! JSON bodies have `Content-Type: application/json` and a `Content-Length`.
+//! Every answer the proxy writes itself, and only here, byte for byte as
+//! docs/policy.md ("The proxy's answers") states them: raw HTTP/1.1 with
+//! `Connection: close`; JSON bodies have `Content-Type: application/json`
+//! and a `Content-Length`. Refusals come from a decision's
+//! [`Refusal`] ([`refusal`]); the others are protocol errors.
 
 use serde_json::{Map, Value, json};
 
@@ -181,7 +183,7 @@ pub struct L7Denial<'a> {
     pub binary: Option<&'a str>,
 }
 
-/// The JSON body of an L7 denial (§4.11). The policy advisor is not built,
+/// The JSON body of an L7 denial (docs/policy.md, "The proxy's answers"). The policy advisor is not built,
 /// so `next_steps` is empty and there is no `agent_guidance`.
 pub fn l7_denied_body(denial: &L7Denial<'_>) -> Value {
     let rule = format!("{} {}", denial.method, denial.path);

@@ -1,7 +1,7 @@
 //! Serving an allowed CONNECT tunnel that is not inspected request by
 //! request: what the tunnel was allowed as ([`Tunnel`]), classifying its
 //! first bytes, terminating TLS with a minted leaf and re-encrypting
-//! upstream, and the L4 tunnel that does both (reference §4.5, §4.8 "Peek", §4.9).
+//! upstream, and the L4 tunnel that does both (docs/policy.md, "TLS").
 //! [`super::inspect`] builds on the same pieces for L7 tunnels.
 
 use std::pin::Pin;
@@ -19,7 +19,7 @@ use super::response;
 
 /// How long a tunnel may stay silent before its first byte.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long to wait for enough bytes to classify (reference: ≤ 100 ms).
+/// How long to wait for enough bytes to classify (docs/policy.md, "TLS": 100 ms).
 pub const CLASSIFY_WINDOW: Duration = Duration::from_millis(100);
 /// What an allowed CONNECT tunnel was allowed as.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub struct Tunnel {
 
 /// An L4 tunnel (no L7 rules) whose endpoint does not say `tls: skip`: a
 /// TLS client is terminated and re-encrypted upstream (verified against the
-/// system roots), as the reference does so that credentials can be
+/// system roots), so that credentials can be
 /// substituted; anything else is relayed raw. A client that says nothing
 /// within the classification window (a server-speaks-first protocol) is
 /// relayed raw too.

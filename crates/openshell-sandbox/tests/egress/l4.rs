@@ -1,5 +1,5 @@
 //! L4: allowed host:port and binary get through, by CONNECT and by forward
-//! request; anything else gets the reference's 403.
+//! request; anything else gets the 403 of docs/policy.md, "The proxy's answers".
 
 use crate::support::sandbox;
 use crate::{CURL, PORT, allow, policy, upstream};
@@ -77,7 +77,7 @@ fn a_binary_outside_the_policy_is_denied_the_same_host() {
 
 #[test]
 fn an_ancestor_listed_in_the_policy_admits_its_children() {
-    // The policy names the shell, curl runs under it (reference §4.2).
+    // The policy names the shell, curl runs under it (docs/policy.md, "Decisions").
     let network = upstream();
     let url = format!("http://{}:{PORT}/via-parent", network.peer);
     let outcome = sandbox()

@@ -1,5 +1,5 @@
 //! L7 on plain-HTTP forward requests: method and path rules, deny-wins,
-//! the reference's 403 body and header, canonical paths forwarded.
+//! the 403 body and header of docs/policy.md, canonical paths forwarded.
 
 use crate::support::sandbox;
 use crate::{CURL, PORT, allow, policy, upstream};

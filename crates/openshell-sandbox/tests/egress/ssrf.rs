@@ -1,6 +1,6 @@
 //! Destinations: loopback, link-local/metadata and their IPv6 and
 //! IPv4-mapped spellings are refused even when a policy names them exactly
-//! (the reference's "declared endpoint" check).
+//! (docs/policy.md, "Destinations": an exact host).
 //!
 //! Nothing here may leave the machine even if the proxy regressed: the
 //! supervisor runs in a namespace of its own with only loopback, where a

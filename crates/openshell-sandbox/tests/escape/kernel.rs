@@ -1,4 +1,4 @@
-//! The seccomp table (reference policy §6.2), probed with raw syscalls from
+//! The seccomp table (docs/isolation.md, "Seccomp"), probed with raw syscalls from
 //! `hostile.c`. Each probe prints `NAME: errno=N` when the call was refused.
 
 use crate::support::probe;
