@@ -9,6 +9,7 @@ pub mod image;
 pub mod policy;
 pub mod revisions;
 pub mod sandbox;
+pub mod scope;
 pub mod settings;
 pub mod ssh;
 

@@ -18,6 +18,7 @@ use crate::cli::{
     Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, OutputFormat, PolicyCommand,
     SandboxCommand, SettingsCommand,
 };
+use crate::commands::scope::Scope;
 use crate::commands::{
     Exit, doctor, exec, files, forward, gateway, policy, revisions, sandbox, settings, ssh,
 };
@@ -31,8 +32,8 @@ fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> 
 }
 
 /// Where a command that needs an existing gateway goes (no bootstrap).
-fn scope(global: &cli::GlobalArgs) -> anyhow::Result<sandbox::Scope> {
-    Ok(sandbox::Scope {
+fn scope(global: &cli::GlobalArgs) -> anyhow::Result<Scope> {
+    Ok(Scope {
         target: target(global)?,
         workspace: global.workspace.clone(),
     })
@@ -98,7 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 })?;
                 resolved = registry::Registry::for_user()?.resolve(None, None)?;
             }
-            let scope = sandbox::Scope {
+            let scope = Scope {
                 target: resolved,
                 workspace: cli.global.workspace.clone(),
             };

@@ -10,6 +10,7 @@ mod policy;
 mod relay;
 mod settings;
 mod ssh;
+pub mod supervisor;
 
 pub use ssh::SshTokens;
 
@@ -153,8 +154,24 @@ pub fn status(error: StoreError) -> Status {
     }
 }
 
+/// A driver's failure as the API answers it, the one place they map: a
+/// refusal is the user's to fix (FAILED_PRECONDITION with the driver's
+/// words); anything else is logged with its causes and reported as the
+/// driver being unavailable.
+impl From<DriverError> for Status {
+    fn from(error: DriverError) -> Status {
+        match error {
+            DriverError::Refused(message) => Status::failed_precondition(message),
+            other => {
+                tracing::error!(error = %chain(other), "compute driver failure");
+                Status::unavailable("the gateway's compute driver failed; see the gateway log")
+            }
+        }
+    }
+}
+
 /// An error with its causes, `a: b: c`, for the log.
-fn chain(error: impl std::error::Error + Send + Sync + 'static) -> String {
+pub(crate) fn chain(error: impl std::error::Error + Send + Sync + 'static) -> String {
     format!("{:#}", anyhow::Error::new(error))
 }
 
@@ -316,12 +333,9 @@ impl Gateway for Api {
             pids: spec.pids,
         };
         if let Some(driver) = &self.driver {
-            driver.validate(&spec).await.map_err(|error| match error {
-                DriverError::Refused(message) => Status::failed_precondition(message),
-                other => {
-                    tracing::error!(error = %chain(other), sandbox = %name, "checking the spec");
-                    Status::unavailable("the gateway's compute driver failed; see the gateway log")
-                }
+            driver.validate(&spec).await.map_err(|error| {
+                tracing::warn!(sandbox = %name, "the driver refused or failed to check the spec");
+                Status::from(error)
             })?;
         }
         let created = self
@@ -420,10 +434,8 @@ impl Gateway for Api {
             && let Some(sandbox) = &sandbox
             && let Err(error) = driver.delete(&sandbox.id).await
         {
-            tracing::error!(error = %chain(error), sandbox = %name, "stopping the sandbox");
-            return Err(Status::internal(
-                "the sandbox could not be stopped; see the gateway log",
-            ));
+            tracing::error!(sandbox = %name, "the sandbox could not be stopped for deletion");
+            return Err(error.into());
         }
         let deleted = self
             .store

@@ -20,8 +20,8 @@ use openshell_proto::v1::gateway_server::GatewayServer;
 use openshell_proto::v1::supervisor_server::SupervisorServer;
 
 use crate::api::Api;
+use crate::api::supervisor::SupervisorApi;
 use crate::auth::{self, Peer, Tokens};
-use crate::session::SupervisorApi;
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 4096;

@@ -10,7 +10,6 @@
 //! the child exits without running the program.
 
 use std::ffi::CString;
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -20,7 +19,6 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::AccessFlags;
 
-use crate::init::{fail, send_failure};
 use crate::isolation::{Plan, identity, landlock, seccomp};
 use crate::report::{self, Enforced, Report};
 use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, sys};
@@ -28,17 +26,22 @@ use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, sys};
 /// Applies every layer and execs the program; never returns.
 /// `connects`: where to send the connect filter's listener (the
 /// supervisor records who connects to the proxy, [`crate::proxy::connects`]).
-pub fn run(plan: &Plan, filters: &seccomp::Filters, report: File, connects: Option<OwnedFd>) -> ! {
+pub fn run(
+    plan: &Plan,
+    filters: &seccomp::Filters,
+    report: report::Sender,
+    connects: Option<OwnedFd>,
+) -> ! {
     let enforced = match restrict(plan, filters, connects) {
         Ok(enforced) => enforced,
         Err(error) => {
-            fail(&report, "isolation", &error);
+            report.fail("isolation", &error);
             std::process::exit(EXIT_LAUNCH_FAILED);
         }
     };
-    report::send(&report, &Report::Enforced(enforced));
+    report.send(&Report::Enforced(enforced));
     let (code, message) = exec(plan);
-    send_failure(&report, "exec", message, code);
+    report.fail_with("exec", message, code);
     std::process::exit(code)
 }
 

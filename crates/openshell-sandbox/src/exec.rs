@@ -266,10 +266,9 @@ fn supervise(
     let child = match sys::fork() {
         Ok(ForkResult::Child) => {
             drop(read);
-            let report = File::from(write);
+            let report = report::Sender::new(File::from(write));
             if let Err(error) = nix::sched::setns(mount_ns.as_fd(), CloneFlags::CLONE_NEWNS) {
-                crate::init::fail(
-                    &report,
+                report.fail(
                     "joining the sandbox's mount namespace",
                     &anyhow::Error::from(error),
                 );

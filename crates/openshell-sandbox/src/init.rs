@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, RawFd};
+use std::os::fd::RawFd;
 
 use anyhow::Context;
 use nix::sched::CloneFlags;
@@ -24,7 +24,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::isolation::{Plan, mounts, seccomp};
-use crate::report::{self, Report};
+use crate::report;
 use crate::{EXIT_LAUNCH_FAILED, agent, sys};
 
 /// Signals the supervisor forwards, and init forwards on to the agent.
@@ -41,7 +41,7 @@ pub const FORWARDED: [Signal; 7] = [
 /// Runs init; returns the exit code for the process.
 pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 {
     let report = match sys::take_inherited_fd(report_fd) {
-        Ok(fd) => File::from(fd),
+        Ok(fd) => report::Sender::new(File::from(fd)),
         Err(error) => {
             tracing::error!(%error, "init started without a report channel");
             return EXIT_LAUNCH_FAILED;
@@ -50,8 +50,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 
     let connects = match connects_fd.map(sys::take_inherited_fd).transpose() {
         Ok(connects) => connects,
         Err(error) => {
-            fail(
-                &report,
+            report.fail(
                 "init",
                 &anyhow::Error::from(error).context("the connect filter channel"),
             );
@@ -62,7 +61,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 
     let (plan, filters) = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
-            fail(&report, "init", &error);
+            report.fail("init", &error);
             return EXIT_LAUNCH_FAILED;
         }
     };
@@ -72,8 +71,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 
         signals.add(signal);
     }
     if let Err(error) = signals.thread_block() {
-        fail(
-            &report,
+        report.fail(
             "init",
             &anyhow::Error::from(error).context("blocking signals"),
         );
@@ -83,8 +81,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 
         Ok(ForkResult::Child) => agent::run(&plan, &filters, report, connects),
         Ok(ForkResult::Parent { child }) => child,
         Err(error) => {
-            fail(
-                &report,
+            report.fail(
                 "init",
                 &anyhow::Error::from(error).context("forking the agent"),
             );
@@ -96,7 +93,7 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 
     supervise(agent_pid, &signals)
 }
 
-fn prepare(plan_fd: RawFd, report: &File) -> anyhow::Result<(Plan, seccomp::Filters)> {
+fn prepare(plan_fd: RawFd, report: &report::Sender) -> anyhow::Result<(Plan, seccomp::Filters)> {
     nix::fcntl::fcntl(
         report.as_fd(),
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
@@ -121,23 +118,6 @@ fn prepare(plan_fd: RawFd, report: &File) -> anyhow::Result<(Plan, seccomp::Filt
     mounts::apply_mounts(&plan.mounts).context("building the root")?;
     let filters = seccomp::compile_filters()?;
     Ok((plan, filters))
-}
-
-/// Reports a failure to the supervisor.
-pub fn fail(report: &File, stage: &str, error: &anyhow::Error) {
-    send_failure(report, stage, format!("{error:#}"), EXIT_LAUNCH_FAILED);
-}
-
-/// Reports a failure with a specific exit code (126/127 for exec).
-pub fn send_failure(report: &File, stage: &str, message: String, exit_code: i32) {
-    report::send(
-        report,
-        &Report::Failed {
-            stage: stage.to_owned(),
-            message,
-            exit_code,
-        },
-    );
 }
 
 /// Reaps children until the agent exits; forwards signals to it meanwhile.

@@ -12,7 +12,7 @@
 //! CONNECT tunnels to endpoints that ask for L7 inspection are terminated
 //! and judged per request ([`inspect::inspect`]); other tunnels have TLS
 //! terminated and re-encrypted without request rules
-//! ([`tunnel::terminate_or_splice`]) unless the endpoint says `tls: skip`,
+//! ([`inspect::terminate_or_splice`]) unless the endpoint says `tls: skip`,
 //! and everything that is not TLS is relayed as bytes ([`splice`]).
 
 pub mod caller;
@@ -294,7 +294,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         }
         Route::Inspect => inspect::inspect(client, buffered, upstream, tunnel(caller)).await,
         Route::Terminate => {
-            tunnel::terminate_or_splice(client, buffered, upstream, tunnel(caller)).await;
+            inspect::terminate_or_splice(client, buffered, upstream, tunnel(caller)).await;
         }
         Route::Raw => {
             let mut upstream = upstream;

@@ -56,6 +56,40 @@ pub struct SkippedPath {
     pub reason: String,
 }
 
+/// The child's end of the report channel: what it enforced, or why it
+/// failed (before exec; the supervisor reads until end of file).
+#[derive(Debug)]
+pub struct Sender(std::fs::File);
+
+impl Sender {
+    pub fn new(channel: std::fs::File) -> Sender {
+        Sender(channel)
+    }
+
+    /// The channel's descriptor (to mark it close-on-exec).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.0)
+    }
+
+    pub fn send(&self, report: &Report) {
+        send(&self.0, report);
+    }
+
+    /// A failure at `stage` (the launch's exit code).
+    pub fn fail(&self, stage: &str, error: &anyhow::Error) {
+        self.fail_with(stage, format!("{error:#}"), crate::EXIT_LAUNCH_FAILED);
+    }
+
+    /// A failure with a specific exit code (126/127 for exec).
+    pub fn fail_with(&self, stage: &str, message: String, exit_code: i32) {
+        self.send(&Report::Failed {
+            stage: stage.to_owned(),
+            message,
+            exit_code,
+        });
+    }
+}
+
 /// Writes one report line. Errors are ignored: the reader treats a missing
 /// report as a failure of its own kind.
 pub fn send(mut out: impl Write, report: &Report) {

@@ -13,7 +13,7 @@ use pb::exec_output::Kind as Output;
 
 use crate::client;
 use crate::commands::Exit;
-use crate::commands::sandbox::{Scope, status};
+use crate::commands::scope::{Scope, status};
 
 /// What to run.
 #[derive(Debug, Clone)]

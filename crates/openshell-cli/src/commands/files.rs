@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 
 use crate::commands::Exit;
 use crate::commands::exec::{self, ExecOptions};
-use crate::commands::sandbox::Scope;
+use crate::commands::scope::Scope;
 use crate::output;
 
 /// The sandbox's home and workspace.

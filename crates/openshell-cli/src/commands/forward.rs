@@ -16,7 +16,7 @@ use pb::forward_frame::Kind;
 
 use crate::client;
 use crate::commands::Exit;
-use crate::commands::sandbox::{Scope, status};
+use crate::commands::scope::{Scope, status};
 use crate::output;
 use crate::pid::{self, alive};
 

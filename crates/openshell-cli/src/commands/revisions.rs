@@ -13,7 +13,7 @@ use openshell_proto::v1 as pb;
 use crate::cli::{OutputFormat, UpdateArgs};
 use crate::client;
 use crate::commands::Exit;
-use crate::commands::sandbox::{Scope, status};
+use crate::commands::scope::{Scope, status};
 use crate::output;
 
 /// `policy set|update --wait` timed out (as `timeout(1)`).

@@ -8,7 +8,7 @@ use openshell_proto::v1 as pb;
 
 use crate::client;
 use crate::commands::Exit;
-use crate::commands::sandbox::{Scope, status};
+use crate::commands::scope::{Scope, status};
 use crate::output;
 
 /// Which settings a command addresses.

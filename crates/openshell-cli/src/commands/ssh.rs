@@ -20,7 +20,7 @@ use openshell_proto::v1 as pb;
 use crate::client;
 use crate::commands::Exit;
 use crate::commands::forward::relay;
-use crate::commands::sandbox::{Scope, status};
+use crate::commands::scope::{Scope, status};
 
 /// The ssh options every relayed connection uses: the sandbox's host key
 /// is new with each sandbox and the relay has authenticated it already.

@@ -28,7 +28,6 @@ pub use openshell_policy::decision::{Layer, Verdict};
 use super::caller::{Caller, IdentifyError};
 use super::generation::Generation;
 use super::request::authority_matches;
-use super::response::L7Denial;
 
 /// How the agent asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -172,16 +171,27 @@ pub enum Refusal {
     Destination { detail: String },
     /// 400 `invalid_request_target`: a path that cannot be canonicalised.
     InvalidTarget,
-    /// 403 by an endpoint rule: the L7 denial body, and the policy for the
-    /// `X-OpenShell-Policy` header.
-    Rule {
-        body: serde_json::Value,
-        policy: String,
-    },
+    /// 403 by an endpoint rule: what the L7 denial body reports (its
+    /// policy also goes in the `X-OpenShell-Policy` header).
+    Rule(RuleDenial),
     /// 403 `request_authority_mismatch`.
     AuthorityMismatch,
     /// 502 `upstream_unreachable`.
     Upstream { detail: String },
+}
+
+/// What a denial by an endpoint rule reports about the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDenial {
+    /// The entry whose rules refused it.
+    pub policy: String,
+    pub method: String,
+    /// Canonical, without the query.
+    pub path: String,
+    pub detail: String,
+    pub host: String,
+    pub port: u16,
+    pub binary: Option<String>,
 }
 
 impl Decision {
@@ -419,20 +429,16 @@ fn judge_request(
             let detail = verdict
                 .reason
                 .unwrap_or_else(|| "request denied by policy".to_owned());
-            let body = super::response::l7_denied_body(&L7Denial {
-                policy: verdict.policy,
-                method: request.method,
-                path: &canonical.path,
-                detail: &detail,
-                host: intent.host,
-                port: intent.port,
-                binary: Some(&caller.binary),
-            });
-            decision.reason = Some(detail);
-            decision.refusal = Some(Refusal::Rule {
-                body,
+            decision.refusal = Some(Refusal::Rule(RuleDenial {
                 policy: verdict.policy.to_owned(),
-            });
+                method: request.method.to_owned(),
+                path: canonical.path.clone(),
+                detail: detail.clone(),
+                host: intent.host.to_owned(),
+                port: intent.port,
+                binary: Some(caller.binary.clone()),
+            }));
+            decision.reason = Some(detail);
             return None;
         }
         Verdict::Audit => {
@@ -647,11 +653,14 @@ network_policies:
             (decision.verdict, decision.layer),
             (Verdict::Deny, Layer::L7)
         );
-        let Some(Refusal::Rule { body, policy }) = &decision.refusal else {
+        let Some(Refusal::Rule(denial)) = &decision.refusal else {
             panic!("{decision:?}");
         };
-        assert_eq!(policy, "api");
-        assert_eq!(body["rule"], "POST /b");
+        assert_eq!(denial.policy, "api");
+        assert_eq!(
+            (denial.method.as_str(), denial.path.as_str()),
+            ("POST", "/b")
+        );
         let decision = decided(&forward("GET", "/%2e%2e/x%00"), &public()).await;
         assert_eq!(decision.refusal, Some(Refusal::InvalidTarget));
     }

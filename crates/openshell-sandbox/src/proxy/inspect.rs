@@ -1,11 +1,17 @@
-//! L7 inside a CONNECT tunnel to an inspected endpoint (docs/policy.md,
-//! "TLS" and "Requests"): the first bytes decide between TLS (terminated as
-//! [`super::tunnel`] does) and plain HTTP/1; anything else is refused.
-//! Each request is then parsed by hyper and judged by
-//! [`super::decide::decide`] (its authority, L4 under the current
-//! generation, the endpoint's rules), and either answered with the
-//! refusal or forwarded (canonical path) on one upstream connection.
-//! An allowed `101 Switching Protocols` (WebSocket) relays raw afterwards.
+//! Tunnels the proxy terminates and looks inside (docs/policy.md, "TLS"
+//! and "Requests"):
+//! - [`inspect`], an L7 tunnel: the first bytes decide between TLS
+//!   (terminated) and plain HTTP/1; anything else is refused;
+//! - [`terminate_or_splice`], an L4 tunnel whose endpoint does not say
+//!   `tls: skip`: TLS is terminated and re-encrypted, other bytes relayed
+//!   raw.
+//!
+//! Each HTTP/1 request is then parsed by hyper and judged by
+//! [`super::decide::decide`] (its authority; for L7 tunnels also L4 under
+//! the current generation and the endpoint's rules), and either answered
+//! with the refusal or forwarded (canonical path) on one upstream
+//! connection. An allowed `101 Switching Protocols` (WebSocket) relays raw
+//! afterwards.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -24,7 +30,7 @@ use tokio::net::TcpStream;
 use super::decide::{Endpoint, Intent, Kind, Refusal, Request as DecideRequest, Route, decide};
 use super::generation::replaced;
 use super::response;
-use super::tunnel::{FIRST_BYTE_TIMEOUT, Rewind, Tunnel, first_bytes, terminate};
+use super::tunnel::{CLASSIFY_WINDOW, FIRST_BYTE_TIMEOUT, Rewind, Tunnel, first_bytes, terminate};
 use crate::events::NetworkEvent;
 
 /// Largest request head inside an inspected tunnel (docs/policy.md, "Limits": 16 KiB).
@@ -78,6 +84,88 @@ async fn classify_and_serve(
         let body = response::unsupported_l7_protocol(false).to_bytes();
         let _ = client.write_all(&body).await;
     }
+}
+
+/// An L4 tunnel (no L7 rules) whose endpoint does not say `tls: skip`: a
+/// TLS client is terminated and re-encrypted upstream (verified against the
+/// system roots), so that credentials can be
+/// substituted; anything else is relayed raw. A client that says nothing
+/// within the classification window (a server-speaks-first protocol) is
+/// relayed raw too.
+pub async fn terminate_or_splice(
+    client: TcpStream,
+    buffered: Vec<u8>,
+    upstream: TcpStream,
+    tunnel: Tunnel,
+) {
+    let mut generations = tunnel.shared.generations.clone();
+    let pinned = tunnel.generation.number;
+    let relay = async {
+        let first = first_bytes(&client, &buffered, CLASSIFY_WINDOW).await;
+        if !first
+            .as_deref()
+            .is_some_and(|f| f.starts_with(&[0x16, 0x03]))
+        {
+            let mut upstream = upstream;
+            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
+                return;
+            }
+            let _ = super::splice::relay(&client, &upstream).await;
+            return;
+        }
+        let Some((mut client, mut upstream)) =
+            terminate(Rewind::new(buffered, client), upstream, &tunnel).await
+        else {
+            return;
+        };
+        // HTTP/1 inside: each request's authority must name this tunnel's
+        // endpoint (as in inspected tunnels), or a request for another
+        // virtual host on the same address would pass unjudged. Anything
+        // else (a server-speaks-first protocol, another one) relays as is.
+        let first = decrypted_start(&mut client).await;
+        let mut client = Rewind::new(first.clone(), client);
+        if looks_like_http1(&first) {
+            serve(
+                client,
+                upstream,
+                Arc::new(tunnel),
+                443,
+                Rules::AuthorityOnly,
+            )
+            .await;
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    };
+    tokio::select! {
+        _ = relay => {}
+        _ = replaced(&mut generations, pinned) => {
+            tracing::info!(generation = pinned, "closing a tunnel: the policy generation was replaced");
+        }
+    }
+}
+
+/// Up to 16 bytes of what the client sends first inside TLS, waiting at
+/// most the classification window (nothing: the server speaks first).
+async fn decrypted_start<S: AsyncRead + Unpin>(client: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut first = Vec::with_capacity(16);
+    let deadline = tokio::time::Instant::now() + CLASSIFY_WINDOW;
+    while first.len() < 16 {
+        let mut chunk = [0u8; 16];
+        let want = 16 - first.len();
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
+            Ok(Ok(n)) if n > 0 => first.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    first
+}
+
+/// An HTTP/1 request line's start: an upper-case method and a space.
+fn looks_like_http1(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=7).contains(&method) && first.get(method) == Some(&b' ')
 }
 
 /// What each request of a served tunnel is judged by.

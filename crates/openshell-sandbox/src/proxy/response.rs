@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decide::Refusal;
+use super::decide::{Refusal, RuleDenial};
 
 /// `HTTP/1.1 200 Connection Established`, the CONNECT success line.
 pub const CONNECT_OK: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
@@ -98,10 +98,10 @@ pub fn refusal(refusal: &Refusal) -> Answer {
             400,
             json!({"error": "invalid_request_target", "detail": "the request path cannot be canonicalised safely"}),
         ),
-        Refusal::Rule { body, policy } => Answer {
+        Refusal::Rule(denial) => Answer {
             status: 403,
-            body: body.clone(),
-            policy: Some(policy.clone()),
+            body: l7_denied_body(denial),
+            policy: Some(denial.policy.clone()),
         },
         Refusal::AuthorityMismatch => authority_mismatch(),
         Refusal::Upstream { detail } => upstream_unreachable(detail),
@@ -170,46 +170,33 @@ pub fn upstream_busy() -> Answer {
     )
 }
 
-/// What an L7 denial reports about the request.
-#[derive(Debug, Clone)]
-pub struct L7Denial<'a> {
-    pub policy: &'a str,
-    pub method: &'a str,
-    /// Canonical path without the query.
-    pub path: &'a str,
-    pub detail: &'a str,
-    pub host: &'a str,
-    pub port: u16,
-    pub binary: Option<&'a str>,
-}
-
 /// The JSON body of an L7 denial (docs/policy.md, "The proxy's answers"). The policy advisor is not built,
 /// so `next_steps` is empty and there is no `agent_guidance`.
-pub fn l7_denied_body(denial: &L7Denial<'_>) -> Value {
+pub fn l7_denied_body(denial: &RuleDenial) -> Value {
     let rule = format!("{} {}", denial.method, denial.path);
     let mut missing = Map::new();
     missing.insert("type".into(), "rest_allow".into());
     missing.insert("layer".into(), "l7".into());
-    missing.insert("method".into(), denial.method.into());
-    missing.insert("path".into(), denial.path.into());
-    missing.insert("host".into(), denial.host.into());
+    missing.insert("method".into(), denial.method.as_str().into());
+    missing.insert("path".into(), denial.path.as_str().into());
+    missing.insert("host".into(), denial.host.as_str().into());
     missing.insert("port".into(), denial.port.into());
-    if let Some(binary) = denial.binary {
-        missing.insert("binary".into(), binary.into());
+    if let Some(binary) = &denial.binary {
+        missing.insert("binary".into(), binary.as_str().into());
     }
     let mut body = Map::new();
     body.insert("error".into(), "policy_denied".into());
-    body.insert("policy".into(), denial.policy.into());
+    body.insert("policy".into(), denial.policy.as_str().into());
     body.insert("rule".into(), rule.into());
-    body.insert("detail".into(), denial.detail.into());
+    body.insert("detail".into(), denial.detail.as_str().into());
     body.insert("layer".into(), "l7".into());
     body.insert("protocol".into(), "rest".into());
-    body.insert("method".into(), denial.method.into());
-    body.insert("path".into(), denial.path.into());
-    body.insert("host".into(), denial.host.into());
+    body.insert("method".into(), denial.method.as_str().into());
+    body.insert("path".into(), denial.path.as_str().into());
+    body.insert("host".into(), denial.host.as_str().into());
     body.insert("port".into(), denial.port.into());
-    if let Some(binary) = denial.binary {
-        body.insert("binary".into(), binary.into());
+    if let Some(binary) = &denial.binary {
+        body.insert("binary".into(), binary.as_str().into());
     }
     body.insert("rule_missing".into(), Value::Object(missing));
     body.insert("next_steps".into(), Value::Array(Vec::new()));
@@ -249,16 +236,16 @@ mod tests {
 
     #[test]
     fn l7_denial_keeps_the_reference_key_order_and_header() {
-        let body = l7_denied_body(&L7Denial {
-            policy: "github",
-            method: "POST",
-            path: "/repos/o/r/issues",
-            detail: "POST /repos/o/r/issues not permitted by policy",
-            host: "api.github.com",
+        let answer = refusal(&Refusal::Rule(RuleDenial {
+            policy: "github".into(),
+            method: "POST".into(),
+            path: "/repos/o/r/issues".into(),
+            detail: "POST /repos/o/r/issues not permitted by policy".into(),
+            host: "api.github.com".into(),
             port: 443,
-            binary: Some("/usr/bin/curl"),
-        });
-        let response = text(json(403, &body, &[("X-OpenShell-Policy", "github")]));
+            binary: Some("/usr/bin/curl".into()),
+        }));
+        let response = text(answer.to_bytes());
         assert!(response.contains("\r\nX-OpenShell-Policy: github\r\n"));
         let body = response.split("\r\n\r\n").nth(1).unwrap();
         let value: Value = serde_json::from_str(body).unwrap();

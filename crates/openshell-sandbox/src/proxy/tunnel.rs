@@ -1,8 +1,8 @@
-//! Serving an allowed CONNECT tunnel that is not inspected request by
-//! request: what the tunnel was allowed as ([`Tunnel`]), classifying its
-//! first bytes, terminating TLS with a minted leaf and re-encrypting
-//! upstream, and the L4 tunnel that does both (docs/policy.md, "TLS").
-//! [`super::inspect`] builds on the same pieces for L7 tunnels.
+//! The pieces of an allowed CONNECT tunnel: what it was allowed as
+//! ([`Tunnel`]), classifying its first bytes, terminating TLS with a minted
+//! leaf and re-encrypting upstream (docs/policy.md, "TLS"), and replaying
+//! bytes already read ([`Rewind`]). [`super::inspect`] serves terminated
+//! tunnels with them.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::Shared;
 use super::caller::Caller;
-use super::generation::{Generation, replaced};
+use super::generation::Generation;
 use super::response;
 
 /// How long a tunnel may stay silent before its first byte.
@@ -29,88 +29,6 @@ pub struct Tunnel {
     pub port: u16,
     pub caller: Caller,
     pub generation: Arc<Generation>,
-}
-
-/// An L4 tunnel (no L7 rules) whose endpoint does not say `tls: skip`: a
-/// TLS client is terminated and re-encrypted upstream (verified against the
-/// system roots), so that credentials can be
-/// substituted; anything else is relayed raw. A client that says nothing
-/// within the classification window (a server-speaks-first protocol) is
-/// relayed raw too.
-pub async fn terminate_or_splice(
-    client: TcpStream,
-    buffered: Vec<u8>,
-    upstream: TcpStream,
-    tunnel: Tunnel,
-) {
-    let mut generations = tunnel.shared.generations.clone();
-    let pinned = tunnel.generation.number;
-    let relay = async {
-        let first = first_bytes(&client, &buffered, CLASSIFY_WINDOW).await;
-        if !first
-            .as_deref()
-            .is_some_and(|f| f.starts_with(&[0x16, 0x03]))
-        {
-            let mut upstream = upstream;
-            if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
-                return;
-            }
-            let _ = super::splice::relay(&client, &upstream).await;
-            return;
-        }
-        let Some((mut client, mut upstream)) =
-            terminate(Rewind::new(buffered, client), upstream, &tunnel).await
-        else {
-            return;
-        };
-        // HTTP/1 inside: each request's authority must name this tunnel's
-        // endpoint (as in inspected tunnels), or a request for another
-        // virtual host on the same address would pass unjudged. Anything
-        // else (a server-speaks-first protocol, another one) relays as is.
-        let first = decrypted_start(&mut client).await;
-        let mut client = Rewind::new(first.clone(), client);
-        if looks_like_http1(&first) {
-            super::inspect::serve(
-                client,
-                upstream,
-                Arc::new(tunnel),
-                443,
-                super::inspect::Rules::AuthorityOnly,
-            )
-            .await;
-            return;
-        }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    };
-    tokio::select! {
-        _ = relay => {}
-        _ = replaced(&mut generations, pinned) => {
-            tracing::info!(generation = pinned, "closing a tunnel: the policy generation was replaced");
-        }
-    }
-}
-
-/// Up to 16 bytes of what the client sends first inside TLS, waiting at
-/// most the classification window (nothing: the server speaks first).
-async fn decrypted_start<S: AsyncRead + Unpin>(client: &mut S) -> Vec<u8> {
-    use tokio::io::AsyncReadExt;
-    let mut first = Vec::with_capacity(16);
-    let deadline = tokio::time::Instant::now() + CLASSIFY_WINDOW;
-    while first.len() < 16 {
-        let mut chunk = [0u8; 16];
-        let want = 16 - first.len();
-        match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
-            Ok(Ok(n)) if n > 0 => first.extend_from_slice(&chunk[..n]),
-            _ => break,
-        }
-    }
-    first
-}
-
-/// An HTTP/1 request line's start: an upper-case method and a space.
-fn looks_like_http1(first: &[u8]) -> bool {
-    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    (3..=7).contains(&method) && first.get(method) == Some(&b' ')
 }
 
 /// Accepts the client's TLS with a leaf for the tunnel's host and opens
