@@ -1,7 +1,8 @@
 //! What more than one OpenShell crate needs: the product version, where
 //! configuration and state live on disk, the registered runtime settings,
-//! UTC timestamp formatting, private files, and the removal of a tree an
-//! agent wrote.
+//! UTC timestamp formatting, private files, the removal of a tree an agent
+//! wrote, and the arguments a driver starts a supervisor with
+//! ([`launch::SupervisorLaunch`]).
 //!
 //! Owns: the file layout of docs/cli.md ("Files"). Does not own: reading or
 //! writing those files; each binary does its own I/O.
@@ -9,6 +10,7 @@
 //! Invariant: this crate stays small; add to it only what two crates share.
 
 pub mod fs;
+pub mod launch;
 pub mod paths;
 pub mod resources;
 pub mod settings;

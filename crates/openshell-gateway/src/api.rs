@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_server::Gateway;
 
-use crate::drivers::{Driver, DriverError};
+use crate::drivers::{Driver, DriverError, PolicyRevision};
 use crate::session::Sessions;
 use crate::store::{self, Phase, Spec, Store, StoreError};
 
@@ -349,8 +349,10 @@ impl Gateway for Api {
             && let Err(error) = driver
                 .create(
                     &created,
-                    (!created.spec.policy_yaml.is_empty())
-                        .then_some((1, &created.spec.policy_yaml)),
+                    (!created.spec.policy_yaml.is_empty()).then_some(PolicyRevision {
+                        version: 1,
+                        yaml: &created.spec.policy_yaml,
+                    }),
                 )
                 .await
         {
@@ -487,7 +489,10 @@ impl Gateway for Api {
             .map_err(status)?;
         // The latest revision: policy set while stopped applies on start.
         let latest = self.store.revision(&sandbox.id, 0).await.map_err(status)?;
-        let policy = latest.as_ref().map(|r| (r.version, r.yaml.as_str()));
+        let policy = latest.as_ref().map(|r| PolicyRevision {
+            version: r.version,
+            yaml: &r.yaml,
+        });
         if let Err(error) = driver.create(&sandbox, policy).await {
             tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
             self.store

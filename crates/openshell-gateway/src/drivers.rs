@@ -27,6 +27,13 @@ pub struct Connect {
     pub tokens: Tokens,
 }
 
+/// A sandbox's policy revision, as its supervisor starts with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyRevision<'a> {
+    pub version: i64,
+    pub yaml: &'a str,
+}
+
 /// What the API needs from a compute driver. A driver watches its
 /// workloads itself and records their phases (Ready, Stopped with the exit
 /// code, Error) in the store it was given.
@@ -41,12 +48,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     async fn validate(&self, spec: &Spec) -> Result<(), DriverError>;
 
     /// Starts the sandbox's workload, whose supervisor starts with `policy`
-    /// (the latest revision's version and YAML; `None`: the built-in
-    /// default) and dials the gateway back.
+    /// (the latest revision; `None`: the built-in default) and dials the
+    /// gateway back.
     async fn create(
         &self,
         sandbox: &Sandbox,
-        policy: Option<(i64, &str)>,
+        policy: Option<PolicyRevision<'_>>,
     ) -> Result<(), DriverError>;
 
     /// Stops the main process; the sandbox and its files stay. Idempotent.

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use openshell_core::launch::SupervisorLaunch;
 use openshell_sandbox::isolation::identity;
 use openshell_sandbox::session::Connection;
 use openshell_sandbox::standalone::{self, LaunchFailed, RunOptions};
@@ -50,118 +51,7 @@ struct Cli {
 enum Command {
     /// Run one command in a sandbox and exit with its status
     #[command(after_help = RUN_EXAMPLES)]
-    Run {
-        /// Policy YAML; without it, the built-in default policy (no network egress)
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
-        /// Host directory mounted read-write at /sandbox [default: a fresh
-        /// directory under the state dir, removed on exit]
-        #[arg(long, value_name = "DIR")]
-        workdir: Option<PathBuf>,
-        /// Set a variable in the child (KEY=VALUE), or copy ours (KEY); repeatable
-        #[arg(short, long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Variables for the child from FILE: KEY=VALUE entries, each ended
-        /// by a NUL byte (how drivers pass secrets: never on the command line)
-        #[arg(long, value_name = "FILE", hide_short_help = true)]
-        env_file: Option<PathBuf>,
-        /// Write the number of processes killed at the memory limit to FILE
-        /// when there were any (for drivers)
-        #[arg(long, value_name = "FILE", hide = true)]
-        oom_file: Option<PathBuf>,
-        /// When stdout is a file (appended to), keep it under BYTES: copied to
-        /// `<file>.1` and truncated once it grows past (for drivers)
-        #[arg(long, value_name = "BYTES", hide = true)]
-        rotate_output: Option<u64>,
-        /// CPU limit: 500m, 2, 1.5 [default: none]
-        #[arg(long, value_name = "CPUS", value_parser = openshell_core::resources::parse_cpu)]
-        cpu: Option<u64>,
-        /// Memory limit (swap included): 512Mi, 4Gi, 1G [default: half of the host's]
-        #[arg(long, value_name = "SIZE", value_parser = openshell_core::resources::parse_memory)]
-        memory: Option<u64>,
-        /// Most processes at once [default: 4096]
-        #[arg(long, value_name = "N", value_parser = openshell_core::resources::parse_pids)]
-        pids: Option<u64>,
-        /// Append one JSON line per egress decision (allow, audit, deny) to FILE
-        /// (`-`: stdout, mixed with the command's own output)
-        #[arg(long, value_name = "FILE")]
-        events: Option<PathBuf>,
-        /// Write `ready` to FILE once the command runs isolated (for drivers)
-        #[arg(long, value_name = "FILE", hide_short_help = true)]
-        ready_file: Option<PathBuf>,
-        /// Write the exit status to FILE at the end, whatever it is (for drivers)
-        #[arg(long, value_name = "FILE", hide_short_help = true)]
-        exit_code_file: Option<PathBuf>,
-        /// Connected mode: keep a session with this gateway (policy updates,
-        /// event push, exec) — set by the gateway's driver
-        #[arg(long, value_name = "URL", hide_short_help = true, requires_all = ["sandbox_id", "token_file"])]
-        gateway: Option<String>,
-        /// The CA certificate (PEM) of an https gateway
-        #[arg(
-            long,
-            value_name = "FILE",
-            hide_short_help = true,
-            requires = "gateway"
-        )]
-        gateway_ca: Option<PathBuf>,
-        /// This sandbox's id at the gateway
-        #[arg(long, value_name = "ID", hide_short_help = true, requires = "gateway")]
-        sandbox_id: Option<String>,
-        /// File holding this sandbox's gateway token
-        #[arg(
-            long,
-            value_name = "FILE",
-            hide_short_help = true,
-            requires = "gateway"
-        )]
-        token_file: Option<PathBuf>,
-        /// The gateway's revision number of --policy
-        #[arg(
-            long,
-            value_name = "N",
-            default_value_t = 0,
-            hide_short_help = true,
-            requires = "gateway"
-        )]
-        policy_version: i64,
-        /// A file holding --policy-version; 0 there means the built-in
-        /// default and --policy is not read (a container's arguments are
-        /// fixed at creation, while its policy may change when stopped)
-        #[arg(
-            long,
-            value_name = "FILE",
-            hide = true,
-            requires = "gateway",
-            conflicts_with = "policy_version"
-        )]
-        policy_version_file: Option<PathBuf>,
-        /// The command only keeps the sandbox alive: `connect` opens a
-        /// shell instead of attaching to it (connected mode)
-        #[arg(long, hide_short_help = true, requires = "gateway")]
-        idle: bool,
-        /// Running as a container's entrypoint (set by the docker driver):
-        /// the image's accounts are used as they are (no useradd) and the
-        /// --workdir is created when missing
-        #[arg(long, hide = true)]
-        in_container: bool,
-        /// --workdir is created when missing and handed to the agent when
-        /// root owns it (the process driver's workspace, kept across
-        /// stop/start); implied by --in-container
-        #[arg(long, hide = true, requires = "workdir")]
-        create_workdir: bool,
-        /// The image's configured user (in a container without a `sandbox`
-        /// account, the agent runs as it unless it is root)
-        #[arg(
-            long,
-            value_name = "USER[:GROUP]",
-            hide = true,
-            requires = "in_container"
-        )]
-        image_user: Option<String>,
-        /// The command and its arguments
-        #[arg(required = true, last = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
+    Run(SupervisorLaunch),
     /// Check what this host offers sandboxes (root, Landlock, seccomp, namespaces)
     #[command(
         after_help = "Prints one JSON array of {name, ok, detail, required}; exit 1 when a required check fails."
@@ -237,23 +127,31 @@ fn connection(
 }
 
 /// The policy to start with and its gateway revision. With a version
-/// file, the file decides: revision 0 is the built-in default, whatever
-/// `--policy` names.
+/// file, the file decides: when it exists it holds the revision of
+/// `--policy`; when it does not, the sandbox has no revision yet and runs
+/// the built-in default.
 fn revision(
     policy: Option<PathBuf>,
-    version: i64,
+    version: Option<i64>,
     version_file: Option<PathBuf>,
 ) -> anyhow::Result<(Option<PathBuf>, i64)> {
     use anyhow::Context;
     let Some(path) = version_file else {
-        return Ok((policy, version));
+        return Ok((policy, version.unwrap_or(0)));
     };
-    let version: i64 = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading --policy-version-file {}", path.display()))?
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok((None, 0)),
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("reading --policy-version-file {}", path.display()));
+        }
+    };
+    let version: i64 = text
         .trim()
         .parse()
         .with_context(|| format!("--policy-version-file {}", path.display()))?;
-    Ok((policy.filter(|_| version > 0), version))
+    Ok((policy, version))
 }
 
 fn exit(code: i32) -> ExitCode {
@@ -306,7 +204,7 @@ fn main() -> ExitCode {
             }
             exit(i32::from(checks.iter().any(|c| c.required && !c.ok)))
         }
-        Command::Run {
+        Command::Run(SupervisorLaunch {
             policy,
             workdir,
             mut env,
@@ -330,7 +228,7 @@ fn main() -> ExitCode {
             create_workdir,
             image_user,
             command,
-        } => {
+        }) => {
             if let Some(path) = &env_file {
                 match read_env_file(path) {
                     Ok(entries) => env.extend(entries),

@@ -50,7 +50,7 @@ use tokio_stream::StreamExt;
 
 pub use engine::{Engine, destroy, instance_id};
 
-use super::{Connect, Driver, DriverError, io, remove_dir};
+use super::{Connect, Driver, DriverError, PolicyRevision, io, remove_dir};
 use crate::store::{Phase, Sandbox, Spec, Store};
 use container::seccomp_profile;
 use engine::{
@@ -286,7 +286,11 @@ impl DockerDriver {
     }
 
     /// Starts (or restarts) the sandbox's container.
-    async fn run(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError> {
+    async fn run(
+        &self,
+        sandbox: &Sandbox,
+        policy: Option<PolicyRevision<'_>>,
+    ) -> Result<(), DriverError> {
         let engine = self.engine();
         let docker = &self.inner.docker;
         let name = self.container_name(&sandbox.id);
@@ -597,7 +601,7 @@ impl Driver for DockerDriver {
     async fn create(
         &self,
         sandbox: &Sandbox,
-        policy: Option<(i64, &str)>,
+        policy: Option<PolicyRevision<'_>>,
     ) -> Result<(), DriverError> {
         self.run(sandbox, policy).await
     }

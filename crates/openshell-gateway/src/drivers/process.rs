@@ -27,7 +27,11 @@ use std::time::Duration;
 
 use crate::store::{Phase, Sandbox, Spec, Store};
 
-use super::{Connect, Driver, DriverError, io, remove_dir, remove_stale, write_private};
+use openshell_core::launch::SupervisorLaunch;
+
+use super::{
+    Connect, Driver, DriverError, PolicyRevision, io, remove_dir, remove_stale, write_private,
+};
 
 /// How often a sandbox the gateway did not start itself is checked.
 const POLL: Duration = Duration::from_millis(100);
@@ -69,7 +73,11 @@ impl ProcessDriver {
     }
 
     /// Starts the supervisor and a task that records the phase changes.
-    fn spawn(&self, sandbox: &Sandbox, policy: Option<(i64, &str)>) -> Result<(), DriverError> {
+    fn spawn(
+        &self,
+        sandbox: &Sandbox,
+        policy: Option<PolicyRevision<'_>>,
+    ) -> Result<(), DriverError> {
         let dir = self.dir(&sandbox.id);
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
         // A restart: the previous run's markers must not speak for this one.
@@ -86,70 +94,45 @@ impl ProcessDriver {
             .open(&log_path)
             .map_err(io("creating", &log_path))?;
         let log_err = log.try_clone().map_err(io("duplicating", &log_path))?;
-        let mut command = tokio::process::Command::new(&self.supervisor);
-        command.arg("run");
-        if let Some((version, yaml)) = policy {
+        let mut launch = SupervisorLaunch {
+            gateway: Some(self.connect.endpoint.clone()),
+            sandbox_id: Some(sandbox.id.clone()),
+            token_file: Some(dir.join("token")),
+            gateway_ca: self.connect.ca_cert.clone(),
+            // The workspace is the sandbox's, not the run's: it survives
+            // stop/start and goes with delete (the whole directory).
+            workdir: Some(dir.join("workspace")),
+            create_workdir: true,
+            ready_file: Some(dir.join("ready")),
+            exit_code_file: Some(dir.join("exit_code")),
+            // By file, never argv: `-e API_KEY=…` must not show in `ps`.
+            env_file: Some(dir.join("env")),
+            oom_file: Some(dir.join("oom_kills")),
+            rotate_output: Some(openshell_core::fs::MAX_LOG_BYTES),
+            cpu: (sandbox.spec.cpu_millis > 0).then_some(sandbox.spec.cpu_millis),
+            memory: (sandbox.spec.memory_bytes > 0).then_some(sandbox.spec.memory_bytes),
+            pids: (sandbox.spec.pids > 0).then_some(sandbox.spec.pids),
+            ..SupervisorLaunch::default()
+        };
+        if let Some(PolicyRevision { version, yaml }) = policy {
             let path = dir.join("policy.yaml");
             std::fs::write(&path, yaml).map_err(io("writing", &path))?;
-            command
-                .arg("--policy")
-                .arg(&path)
-                .arg("--policy-version")
-                .arg(version.to_string());
+            launch.policy = Some(path);
+            launch.policy_version = Some(version);
         }
-        let token = dir.join("token");
-        write_private(&token, &self.connect.tokens.mint(&sandbox.id))?;
-        command
-            .arg("--gateway")
-            .arg(&self.connect.endpoint)
-            .arg("--sandbox-id")
-            .arg(&sandbox.id)
-            .arg("--token-file")
-            .arg(&token);
-        if let Some(ca) = &self.connect.ca_cert {
-            command.arg("--gateway-ca").arg(ca);
-        }
-        // The workspace is the sandbox's, not the run's: it survives
-        // stop/start and goes with delete (the whole directory).
-        command
-            .arg("--workdir")
-            .arg(dir.join("workspace"))
-            .arg("--create-workdir");
-        command
-            .arg("--ready-file")
-            .arg(dir.join("ready"))
-            .arg("--exit-code-file")
-            .arg(dir.join("exit_code"));
-        // By file, never argv: `-e API_KEY=…` must not show in `ps`.
-        let env_file = dir.join("env");
-        write_private(&env_file, &super::env_file(&sandbox.spec.env))?;
-        command.arg("--env-file").arg(&env_file);
-        command.arg("--oom-file").arg(dir.join("oom_kills"));
-        command
-            .arg("--rotate-output")
-            .arg(openshell_core::fs::MAX_LOG_BYTES.to_string());
-        let spec = &sandbox.spec;
-        if spec.cpu_millis > 0 {
-            command
-                .arg("--cpu")
-                .arg(openshell_core::resources::format_cpu(spec.cpu_millis));
-        }
-        if spec.memory_bytes > 0 {
-            command.arg("--memory").arg(spec.memory_bytes.to_string());
-        }
-        if spec.pids > 0 {
-            command.arg("--pids").arg(spec.pids.to_string());
-        }
-        let argv = if sandbox.spec.command.is_empty() {
+        write_private(&dir.join("token"), &self.connect.tokens.mint(&sandbox.id))?;
+        write_private(&dir.join("env"), &super::env_file(&sandbox.spec.env))?;
+        launch.command = if sandbox.spec.command.is_empty() {
             // An idle sandbox: a main process that waits to be stopped.
-            command.arg("--idle");
+            launch.idle = true;
             vec!["sleep".to_owned(), "infinity".to_owned()]
         } else {
             sandbox.spec.command.clone()
         };
+        let mut command = tokio::process::Command::new(&self.supervisor);
         command
-            .arg("--")
-            .args(&argv)
+            .arg("run")
+            .args(launch.to_args())
             // The supervisor's own state (workspace, TLS trust files) stays
             // inside the sandbox's directory.
             .env("XDG_STATE_HOME", &dir)
@@ -326,7 +309,7 @@ impl Driver for ProcessDriver {
     async fn create(
         &self,
         sandbox: &Sandbox,
-        policy: Option<(i64, &str)>,
+        policy: Option<PolicyRevision<'_>>,
     ) -> Result<(), DriverError> {
         self.spawn(sandbox, policy)
     }

@@ -184,9 +184,9 @@ fn process_of(tid: u32) -> Option<Process> {
     })
 }
 
-/// The socket address `pid` passed to connect, for IPv4 and IPv6 (one
-/// `process_vm_readv`; the supervisor is root, the caller undumpable
-/// processes included).
+/// The socket address `pid` passed to connect, for IPv4 and IPv6: one
+/// `process_vm_readv`, or where a container's seccomp profile refuses that
+/// call (the docker driver's does), a read of `/proc/<pid>/mem`.
 fn read_sockaddr(pid: i32, address: u64, length: usize) -> Option<SocketAddr> {
     let mut buf = [0u8; 28];
     let wanted = length.min(buf.len());
@@ -198,6 +198,11 @@ fn read_sockaddr(pid: i32, address: u64, length: usize) -> Option<SocketAddr> {
             len: wanted,
         }],
     )
+    .or_else(|_| {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem"))?;
+        mem.read_at(&mut buf[..wanted], address)
+    })
     .ok()?;
     let buf = &buf[..read];
     let family = i32::from(u16::from_ne_bytes(buf.get(0..2)?.try_into().ok()?));

@@ -11,7 +11,9 @@ use bollard::models::{
 
 use super::engine::{Engine, GATEWAY_LABEL, INSTANCE_LABEL, NAME_LABEL, SANDBOX_LABEL};
 use super::{DockerDriver, HOST_ALIAS};
-use crate::drivers::{DriverError, io, remove_stale, write_private};
+use openshell_core::launch::SupervisorLaunch;
+
+use crate::drivers::{DriverError, PolicyRevision, io, remove_stale, write_private};
 use crate::store::Sandbox;
 
 /// Where the supervisor binary is mounted.
@@ -49,7 +51,7 @@ impl DockerDriver {
     pub(super) fn write_material(
         &self,
         sandbox: &Sandbox,
-        policy: Option<(i64, &str)>,
+        policy: Option<PolicyRevision<'_>>,
     ) -> Result<(), DriverError> {
         use std::os::unix::fs::PermissionsExt;
         let dir = self.dir(&sandbox.id);
@@ -67,10 +69,18 @@ impl DockerDriver {
             let target = gateway.join("ca.crt");
             std::fs::copy(ca, &target).map_err(io("copying the CA to", &target))?;
         }
-        let (version, yaml) = policy.unwrap_or((0, ""));
-        // Revision 0 (an empty file): the supervisor takes its built-in default.
-        write_private(&gateway.join("policy.yaml"), yaml)?;
-        write_private(&gateway.join("policy-version"), &version.to_string())?;
+        // The revision in force, or none at all: then the supervisor finds
+        // no version file and takes its built-in default.
+        match policy {
+            Some(PolicyRevision { version, yaml }) => {
+                write_private(&gateway.join("policy.yaml"), yaml)?;
+                write_private(&gateway.join("policy-version"), &version.to_string())?;
+            }
+            None => {
+                remove_stale(&gateway.join("policy-version"))?;
+                remove_stale(&gateway.join("policy.yaml"))?;
+            }
+        }
         write_private(
             &gateway.join("env"),
             &super::super::env_file(&sandbox.spec.env),
@@ -92,46 +102,41 @@ impl DockerDriver {
         } else {
             "http"
         };
-        let mut cmd: Vec<String> = vec![
-            "run".into(),
-            "--in-container".into(),
-            "--workdir".into(),
-            WORKDIR.into(),
-            "--gateway".into(),
-            format!("{scheme}://{HOST_ALIAS}:{}", options.port),
-            "--sandbox-id".into(),
-            sandbox.id.clone(),
-            "--token-file".into(),
-            format!("{GATEWAY_DIR}/token"),
-            "--policy-version-file".into(),
-            format!("{GATEWAY_DIR}/policy-version"),
-            "--ready-file".into(),
-            format!("{STATUS_DIR}/ready"),
-            "--oom-file".into(),
-            format!("{STATUS_DIR}/oom_kills"),
-        ];
-        if connect.ca_cert.is_some() {
-            cmd.extend(["--gateway-ca".into(), format!("{GATEWAY_DIR}/ca.crt")]);
-        }
-        // Always named: a revision set while the container is stopped
-        // applies on its next start (policy-version 0: the default).
-        cmd.extend(["--policy".into(), format!("{GATEWAY_DIR}/policy.yaml")]);
-        if let Some(user) = image_user.filter(|u| !u.is_empty()) {
-            cmd.extend(["--image-user".into(), user]);
-        }
-        // By file, never the container's arguments (`docker inspect`, `ps`).
-        cmd.extend(["--env-file".into(), format!("{GATEWAY_DIR}/env")]);
-        if sandbox.spec.command.is_empty() {
-            cmd.extend([
-                "--idle".into(),
-                "--".into(),
-                "sleep".into(),
-                "infinity".into(),
-            ]);
-        } else {
-            cmd.push("--".into());
-            cmd.extend(sandbox.spec.command.iter().cloned());
-        }
+        let idle = sandbox.spec.command.is_empty();
+        let launch = SupervisorLaunch {
+            in_container: true,
+            workdir: Some(WORKDIR.into()),
+            gateway: Some(format!("{scheme}://{HOST_ALIAS}:{}", options.port)),
+            sandbox_id: Some(sandbox.id.clone()),
+            token_file: Some(format!("{GATEWAY_DIR}/token").into()),
+            gateway_ca: connect
+                .ca_cert
+                .is_some()
+                .then(|| format!("{GATEWAY_DIR}/ca.crt").into()),
+            // Always named: a revision set while the container is stopped
+            // applies on its next start (no version file: the default).
+            policy: Some(format!("{GATEWAY_DIR}/policy.yaml").into()),
+            policy_version_file: Some(format!("{GATEWAY_DIR}/policy-version").into()),
+            ready_file: Some(format!("{STATUS_DIR}/ready").into()),
+            oom_file: Some(format!("{STATUS_DIR}/oom_kills").into()),
+            image_user: image_user.filter(|u| !u.is_empty()),
+            // By file, never the container's arguments (`docker inspect`, `ps`).
+            env_file: Some(format!("{GATEWAY_DIR}/env").into()),
+            idle,
+            command: if idle {
+                vec!["sleep".into(), "infinity".into()]
+            } else {
+                sandbox.spec.command.clone()
+            },
+            ..SupervisorLaunch::default()
+        };
+        let mut cmd: Vec<String> = vec!["run".into()];
+        cmd.extend(
+            launch
+                .to_args()
+                .into_iter()
+                .map(|arg| arg.to_string_lossy().into_owned()),
+        );
         let dir = self.dir(&sandbox.id);
         let engine = options.engine;
         let ulimits = match engine {
