@@ -28,7 +28,7 @@ pub fn run() -> Vec<Check> {
         },
         required: true,
     });
-    checks.push(match crate::sys::landlock_abi() {
+    checks.push(match crate::isolation::sys::landlock_abi() {
         Ok(abi) => Check {
             name: "landlock",
             ok: true,

@@ -1,19 +1,25 @@
 //! The isolation of the agent child as data: a [`Plan`] built purely from
 //! the policy and what the supervisor resolved on the host, then applied by
-//! short loops in the init process ([`crate::init`]) and the agent child
-//! ([`crate::agent`]).
+//! short loops in the init process ([`crate::isolation::init`]) and the agent child
+//! ([`crate::isolation::agent`]).
 //!
 //! Order of application (docs/isolation.md, "Order of application"):
 //! namespaces → network (loopback + proxy listener, made by the supervisor)
 //! → mounts (new root with `/sandbox`, private `/tmp`, fresh `/proc`) →
 //! identity drop → hardening → Landlock → seccomp → exec.
 
+pub mod agent;
 pub mod identity;
+pub mod init;
+pub mod join;
 pub mod landlock;
+pub mod launch;
 pub mod layout;
 pub mod limits;
 pub mod mounts;
+pub mod report;
 pub mod seccomp;
+pub mod sys;
 
 use std::path::PathBuf;
 

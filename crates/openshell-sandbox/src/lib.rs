@@ -3,11 +3,12 @@
 //! restricted child.
 //!
 //! Owns: the isolation of the agent child ([`isolation`]: namespaces,
-//! mounts, identity drop, Landlock, seccomp), its launch and supervision
-//! ([`launch`], [`init`], [`agent`]), the `run` command ([`standalone`]),
+//! mounts, identity drop, Landlock, seccomp, and the launch chain that
+//! applies them: [`isolation::launch`], [`isolation::init`],
+//! [`isolation::agent`], [`isolation::report`]), the `run` command ([`run`]),
 //! its gateway session in connected mode ([`session`]) and commands run in
 //! a live sandbox ([`exec`]) and port forwards into it ([`forward`]). The egress proxy plugs into the listener
-//! [`launch`] creates inside the child's network namespace.
+//! [`isolation::launch`] creates inside the child's network namespace.
 //!
 //! Does not own: policy parsing and decisions (`openshell-policy`).
 //!
@@ -18,27 +19,22 @@
 //! - the agent child never runs as root, never with a capability, and never
 //!   without `no_new_privs` and the seccomp filter;
 //! - the isolation is a [`isolation::Plan`] built purely and applied by
-//!   short loops; the only `unsafe` is in [`sys`];
+//!   short loops; the only `unsafe` is in [`isolation::sys`];
 //! - nothing is mounted in the supervisor's own mount namespace, so nothing
 //!   outlives the child, even after a crash.
 
-pub mod agent;
 pub mod check;
 pub mod events;
 pub mod exec;
 pub mod forward;
-pub mod init;
 pub mod isolation;
-pub mod launch;
 pub mod main_process;
 pub mod output_log;
 pub mod proxy;
 pub mod pty;
-pub mod report;
+pub mod run;
 pub mod session;
 pub mod ssh;
-pub mod standalone;
-pub mod sys;
 pub mod tls;
 
 /// The launch itself failed (docker's convention).

@@ -13,9 +13,10 @@ use tracing_subscriber::EnvFilter;
 
 use openshell_core::launch::SupervisorLaunch;
 use openshell_sandbox::isolation::identity;
+use openshell_sandbox::isolation::{init, join};
+use openshell_sandbox::run::{self, LaunchFailed, RunOptions};
 use openshell_sandbox::session::Connection;
-use openshell_sandbox::standalone::{self, LaunchFailed, RunOptions};
-use openshell_sandbox::{EXIT_LAUNCH_FAILED, check, exec, init};
+use openshell_sandbox::{EXIT_LAUNCH_FAILED, check};
 
 const RUN_EXAMPLES: &str = "\
 Examples:
@@ -195,7 +196,7 @@ fn main() -> ExitCode {
             target,
             plan_file,
             connects_fd,
-        } => exit(exec::run(target, &plan_file, connects_fd)),
+        } => exit(join::run(target, &plan_file, connects_fd)),
         Command::Check => {
             let checks = check::run();
             match serde_json::to_string_pretty(&checks) {
@@ -256,7 +257,7 @@ fn main() -> ExitCode {
                         return exit(EXIT_LAUNCH_FAILED);
                     }
                 };
-            let code = match standalone::run(RunOptions {
+            let code = match run::run(RunOptions {
                 policy,
                 workdir,
                 env,

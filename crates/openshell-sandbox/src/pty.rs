@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::unix::AsyncFd;
 
-use crate::sys;
+use crate::isolation::sys;
 
 /// The master side of a pty, usable from several tasks at once (one reads
 /// while another writes).

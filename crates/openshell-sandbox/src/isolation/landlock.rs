@@ -31,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use openshell_policy::policy::FilesystemPolicy;
 
-use crate::report::{LandlockReport, SkippedPath};
-use crate::sys;
+use crate::isolation::report::{LandlockReport, SkippedPath};
+use crate::isolation::sys;
 
 /// How much a rule grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -24,8 +24,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use crate::isolation::PROXY_ADDR;
+use crate::isolation::sys::{self, NotifAnswer};
 use crate::proxy::caller::{Connect, Identifier};
-use crate::sys::{self, NotifAnswer};
 
 /// The agent's side: sends the filter's `listener` to the supervisor over
 /// `channel` (a socket inherited for that alone).

@@ -144,7 +144,7 @@ fn start_exec(
             EXIT_TIMEOUT
         } else {
             status
-                .map(crate::launch::exit_code)
+                .map(crate::isolation::launch::exit_code)
                 .unwrap_or(crate::EXIT_LAUNCH_FAILED)
         };
         tracing::info!(exec = %id, code, "exec ended");

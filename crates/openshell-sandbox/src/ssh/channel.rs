@@ -264,7 +264,7 @@ async fn exited(helper: &mut Helper) -> i32 {
         .child
         .wait()
         .await
-        .map(crate::launch::exit_code)
+        .map(crate::isolation::launch::exit_code)
         .unwrap_or(crate::EXIT_LAUNCH_FAILED)
 }
 

@@ -23,10 +23,10 @@ use std::sync::mpsc;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
+use crate::isolation::report::{self, Report};
+use crate::isolation::sys;
 use crate::isolation::{PROXY_ADDR, Plan};
 use crate::proxy::caller::SocketTable;
-use crate::report::{self, Report};
-use crate::sys;
 
 /// Why the sandbox could not be started.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 //! 1. reads the [`Plan`] from a pipe;
 //! 2. makes its own mount, IPC and UTS namespaces, sets the hostname and
 //!    assembles the child's root ([`mounts`]);
-//! 3. forks the agent child ([`crate::agent`]);
+//! 3. forks the agent child ([`crate::isolation::agent`]);
 //! 4. reaps every process of the namespace, forwards the supervisor's
 //!    signals to the agent, and exits with the agent's status (128+signal
 //!    when it was killed). Its exit kills whatever the agent left behind.
@@ -23,9 +23,10 @@ use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
+use crate::EXIT_LAUNCH_FAILED;
+use crate::isolation::report;
 use crate::isolation::{Plan, mounts, seccomp};
-use crate::report;
-use crate::{EXIT_LAUNCH_FAILED, agent, sys};
+use crate::isolation::{agent, sys};
 
 /// Signals the supervisor forwards, and init forwards on to the agent.
 pub const FORWARDED: [Signal; 7] = [

@@ -19,9 +19,10 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::AccessFlags;
 
+use crate::isolation::report::{self, Enforced, Report};
+use crate::isolation::sys;
 use crate::isolation::{Plan, identity, landlock, seccomp};
-use crate::report::{self, Enforced, Report};
-use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND, sys};
+use crate::{EXIT_CANNOT_EXECUTE, EXIT_LAUNCH_FAILED, EXIT_NOT_FOUND};
 
 /// Applies every layer and execs the program; never returns.
 /// `connects`: where to send the connect filter's listener (the

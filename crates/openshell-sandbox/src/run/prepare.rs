@@ -1,84 +1,29 @@
-//! `openshell-sandbox run`: one sandboxed command, standalone or connected
-//! to a gateway ([`crate::session`]).
-//!
-//! Loads the policy (or the default), resolves the child's identity and
-//! workspace on the host, builds the plan, launches, forwards signals, and
-//! returns the command's exit code. Its state directory (with a generated
-//! workspace and the TLS trust files) is removed afterwards; a `--workdir`
-//! is never touched beyond being mounted.
-//!
-//! Standalone, the policy file is watched (and SIGHUP reloads it);
-//! connected, the gateway delivers policy revisions instead.
+//! Everything before the launch (see [`super`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use nix::sys::signal::{SigSet, kill};
-use nix::unistd::{Gid, Pid, Uid};
+use nix::sys::signal::SigSet;
+use nix::unistd::{Gid, Uid};
 
 use openshell_core::paths::{ProcessEnv, state_dir};
 use openshell_policy::Policy;
 use openshell_policy::defaults::{default_policy, enrich_filesystem};
 
-use crate::EXIT_LAUNCH_FAILED;
 use crate::events::Events;
-use crate::exec::Spawner;
-use crate::init::FORWARDED;
 use crate::isolation::limits::{Cgroup, Limits};
 use crate::isolation::{self, Inputs, SANDBOX_DIR, identity};
-use crate::launch::{self, Running};
 use crate::main_process::MainProcess;
-use crate::proxy::generation::{self, Reloader, Updater};
-use crate::proxy::{self, caller::Identifier};
-use crate::report::{LandlockReport, Report};
-use crate::session::{self, Connection};
 use crate::tls::Authority;
 
-/// Decision events queued for the gateway while it is away.
-const EVENT_QUEUE: usize = 4096;
+use super::supervise::{Connected, Egress, forwarded_signals};
+use super::{EVENT_QUEUE, RunOptions};
 
-/// What `run` was asked to do.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub policy: Option<PathBuf>,
-    pub workdir: Option<PathBuf>,
-    /// `KEY=VALUE`, or `KEY` to copy the supervisor's value.
-    pub env: Vec<String>,
-    /// Append one JSON line per egress decision here.
-    pub events: Option<PathBuf>,
-    /// Written (`ready`) once every isolation layer is verified in place.
-    pub ready_file: Option<PathBuf>,
-    /// Connected mode: the gateway to keep a session with.
-    pub gateway: Option<Connection>,
-    /// The gateway's revision number of `policy` (connected mode).
-    pub policy_version: i64,
-    /// The command only keeps the sandbox alive: `connect` opens a shell
-    /// rather than attaching to it (connected mode).
-    pub idle: bool,
-    /// The `--workdir` is created when missing and handed to the agent when
-    /// root owns it (a container's; the process driver's persistent one).
-    pub create_workdir: bool,
-    /// `--cpu` (thousandths), `--memory` (bytes), `--pids`, as given.
-    pub limits: (Option<u64>, Option<u64>, Option<u64>),
-    /// Where to write how many processes were killed at the memory limit.
-    pub oom_file: Option<PathBuf>,
-    /// Where the `sandbox` account comes from when missing.
-    pub accounts: identity::Accounts,
-    pub argv: Vec<String>,
-}
-
-/// The launch was refused or aborted before the command ran.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct LaunchFailed {
-    pub code: i32,
-    pub message: String,
-}
-
-/// Runs the command in a sandbox; returns its exit code.
-pub fn run(options: RunOptions) -> anyhow::Result<i32> {
+/// Everything before the launch: the policy, the child's identity and
+/// workspace, limits, the plan, the event sinks, what the proxy needs.
+pub(super) fn prepare(options: RunOptions) -> anyhow::Result<Prepared> {
     if !Uid::effective().is_root() {
         bail!(
             "openshell-sandbox must start as root: it creates namespaces and drops privileges for the child\n\
@@ -236,266 +181,32 @@ pub fn run(options: RunOptions) -> anyhow::Result<i32> {
         }
         _ => (None, None),
     };
-    // Without a cgroup of its own (in a container), the kills counted are
-    // the container's, from now on.
-    let oom_baseline = cgroup
-        .is_none()
-        .then(crate::isolation::limits::own_oom_kills);
-    let procs = cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default();
-    let running = launch::spawn(&plan, stdio, procs).context("starting the sandbox")?;
-    let result = supervise(running, signals, egress, main);
-    let kills = match (&cgroup, oom_baseline) {
-        (Some(cgroup), _) => cgroup.oom_kills(),
-        (None, Some(baseline)) => {
-            crate::isolation::limits::own_oom_kills().saturating_sub(baseline)
-        }
-        (None, None) => 0,
-    };
-    if kills > 0 {
-        tracing::warn!(
-            finding = "oom-kill",
-            kills,
-            limit = %openshell_core::resources::format_memory(limits.memory_bytes),
-            "processes of the sandbox were killed: out of memory"
-        );
-        if let Some(path) = &options.oom_file
-            && let Err(error) = std::fs::write(path, format!("{kills}\n"))
-        {
-            tracing::warn!(%error, path = %path.display(), "cannot record the out-of-memory kills");
-        }
-    }
-    drop(cgroup);
-    result
-    // `workspace` is dropped here, after the child exited: a workspace we
-    // created is removed.
+    Ok(Prepared {
+        plan,
+        workspace,
+        cgroup,
+        limits,
+        signals,
+        egress,
+        main,
+        stdio,
+        oom_file: options.oom_file,
+    })
 }
 
-/// What the egress proxy needs from the launch.
-struct Egress {
-    ready_file: Option<PathBuf>,
-    policy: Policy,
-    policy_path: Option<PathBuf>,
-    events: Events,
-    authority: Arc<Authority>,
-    gateway: Option<Connected>,
-    /// The paths the agent can write (for [`Identifier::with_writable`]).
-    writable: Vec<String>,
-}
-
-/// What connected mode needs besides the proxy's parts.
-struct Connected {
-    connection: Connection,
-    events: tokio::sync::mpsc::Receiver<String>,
-    policy_version: i64,
-    plan: isolation::Plan,
-    scratch: PathBuf,
-}
-
-fn supervise(
-    mut running: Running,
-    signals: SigSet,
-    egress: Egress,
-    main: Option<Arc<MainProcess>>,
-) -> anyhow::Result<i32> {
-    if let Some(Report::Failed {
-        stage,
-        message,
-        exit_code,
-    }) = running.failure().cloned()
-    {
-        let _ = running.wait();
-        return Err(LaunchFailed {
-            code: exit_code,
-            message: format!("{stage}: {message}"),
-        }
-        .into());
-    }
-    let enforced = running.reports.iter().find_map(|r| match r {
-        Report::Enforced(enforced) => Some(enforced.clone()),
-        Report::Failed { .. } => None,
-    });
-    let Some(enforced) = enforced else {
-        let code = running.wait().unwrap_or(EXIT_LAUNCH_FAILED);
-        return Err(LaunchFailed {
-            code: EXIT_LAUNCH_FAILED,
-            message: format!("the sandbox exited (status {code}) before reporting its isolation"),
-        }
-        .into());
-    };
-    log_landlock(&enforced.landlock);
-    if let Some(path) = &egress.ready_file {
-        std::fs::write(path, "ready\n")
-            .with_context(|| format!("writing the ready file {}", path.display()))?;
-    }
-    tracing::info!(
-        uid = enforced.uid,
-        gid = enforced.gid,
-        no_new_privs = enforced.no_new_privs,
-        seccomp = enforced.seccomp,
-        "agent child isolated"
-    );
-
-    // The proxy's threads inherit the blocked signal mask of this thread.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("proxy")
-        .enable_all()
-        .build()
-        .context("starting the proxy runtime")?;
-    let (generations_tx, generations) = generation::channel(egress.policy);
-    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    let pid = running.pid;
-    // Connected, policy comes from the gateway; SIGHUP goes to the agent.
-    let watch_file = egress
-        .gateway
-        .is_none()
-        .then_some(egress.policy_path.clone())
-        .flatten();
-    let reload_on_hup = watch_file.is_some().then_some(reload_tx);
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || forward_signals(&signals, pid, reload_on_hup.as_ref()))
-        .context("starting the signal forwarder")?;
-    let launch::ProxyEnds { listener, sockets } = running
-        .take_proxy()
-        .context("the proxy listener was already taken")?;
-    listener
-        .set_nonblocking(true)
-        .context("preparing the proxy listener")?;
-    let shared = Arc::new(proxy::Shared {
-        generations,
-        identifier: Arc::new(
-            Identifier::new(pid.as_raw() as u32, sockets).with_writable(egress.writable),
-        ),
-        events: egress.events,
-        ignore_binary: relaxed_identity(),
-        authority: egress.authority,
-        resolver: proxy::Resolver::default(),
-    });
-    let identifier = shared.identifier.clone();
-    // Who connects to the proxy is recorded at connect(2) (the agent sent
-    // its filter's listener before exec); a connection without a record is
-    // refused.
-    let channel = running
-        .connects
-        .take()
-        .context("the connect filter channel was already taken")?;
-    let filter = proxy::connects::receive_listener(&channel, false)
-        .context("receiving the connect filter")?
-        .context("the sandbox started without its connect filter")?;
-    let serving = identifier.clone();
-    std::thread::Builder::new()
-        .name("connect-filter".into())
-        .spawn(move || proxy::connects::serve(filter, serving))
-        .context("starting the connect filter thread")?;
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let _guard = runtime.enter();
-    let listener =
-        tokio::net::TcpListener::from_std(listener).context("registering the proxy listener")?;
-    runtime.spawn(proxy::run(listener, shared, shutdown_rx.clone()));
-    // The updater holds the generations' sender, which must outlive the
-    // run: a dropped sender ends every tunnel.
-    let updater = Updater::new(generations_tx, enrich);
-    if let Some(path) = &watch_file {
-        runtime.spawn(Reloader::new(path, updater.clone()).watch(reload_rx));
-    }
-    let session = if let Some(connected) = egress.gateway {
-        let sandbox = session::Sandbox {
-            updater: updater.clone(),
-            policy_version: connected.policy_version,
-            spawner: Spawner {
-                plan: connected.plan,
-                init_pid: pid.as_raw(),
-                identifier,
-                scratch: connected.scratch,
-            },
-            main: main.clone(),
-        };
-        Some(runtime.spawn(session::run(
-            connected.connection,
-            sandbox,
-            connected.events,
-            shutdown_rx.clone(),
-        )))
-    } else {
-        None
-    };
-    let code = runtime
-        .block_on(tokio::task::spawn_blocking(move || running.wait()))
-        .context("waiting for the sandbox")?
-        .context("waiting for the sandbox")?;
-    if let Some(main) = &main {
-        // The output's last bytes reach the log before the process ends.
-        main.wait_output_end(std::time::Duration::from_secs(1));
-        main.exited(code);
-        // Attachments following the main process get its last output and
-        // exit status through the session before it goes.
-        if main.wait_detached(std::time::Duration::from_secs(1)) {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-    let _ = shutdown_tx.send(true);
-    if let Some(session) = session {
-        // The last decision events reach the gateway; a gateway that is
-        // away (or still being dialed) is not waited for long.
-        let _ = runtime.block_on(tokio::time::timeout(
-            std::time::Duration::from_secs(3),
-            session,
-        ));
-    }
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    Ok(code)
-}
-
-/// `OPENSHELL_NETWORK_BINARY_IDENTITY=relaxed|disabled|endpoint-only|false|0`
-/// turns binary matching off (docs/policy.md, "Binaries"); the default is required.
-fn relaxed_identity() -> bool {
-    std::env::var("OPENSHELL_NETWORK_BINARY_IDENTITY")
-        .is_ok_and(|v| ["relaxed", "disabled", "endpoint-only", "false", "0"].contains(&v.trim()))
-}
-
-fn log_landlock(report: &LandlockReport) {
-    for skipped in &report.skipped {
-        tracing::warn!(path = %skipped.path, reason = %skipped.reason, "landlock: path skipped");
-    }
-    match &report.unavailable {
-        Some(why) => tracing::error!(
-            finding = "landlock-unavailable",
-            reason = %why,
-            "landlock is NOT enforced (best_effort): the child has no filesystem restrictions"
-        ),
-        None if !report.enforced => tracing::warn!(
-            abi = report.abi,
-            "landlock only partially enforced (best_effort)"
-        ),
-        None => tracing::info!(abi = report.abi, rules = report.rules, "landlock enforced"),
-    }
-}
-
-fn forwarded_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for signal in FORWARDED {
-        set.add(signal);
-    }
-    set
-}
-
-fn forward_signals(
-    signals: &SigSet,
-    pid: Pid,
-    reload: Option<&tokio::sync::mpsc::UnboundedSender<()>>,
-) {
-    while let Ok(signal) = signals.wait() {
-        if signal == nix::sys::signal::Signal::SIGHUP
-            && let Some(reload) = reload
-        {
-            tracing::info!("SIGHUP: reloading the policy");
-            let _ = reload.send(());
-            continue;
-        }
-        tracing::debug!(?signal, "forwarding signal to the sandbox");
-        let _ = kill(pid, signal);
-    }
+/// What [`prepare`] made, for the launch and the supervision.
+pub(super) struct Prepared {
+    pub plan: isolation::Plan,
+    /// Lives until the sandbox has ended (a workspace we created is
+    /// removed when it is dropped).
+    pub workspace: Workspace,
+    pub cgroup: Option<Cgroup>,
+    pub limits: Limits,
+    pub signals: SigSet,
+    pub egress: Egress,
+    pub main: Option<Arc<MainProcess>>,
+    pub stdio: Option<[std::os::fd::OwnedFd; 3]>,
+    pub oom_file: Option<PathBuf>,
 }
 
 fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
@@ -513,7 +224,7 @@ fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
 }
 
 /// Baseline enrichment (docs/policy.md, "Default policy") with the paths that exist here.
-fn enrich(mut policy: Policy) -> Policy {
+pub(super) fn enrich(mut policy: Policy) -> Policy {
     let added = enrich_filesystem(&mut policy.filesystem, |p| Path::new(p).exists());
     if !added.is_empty() {
         tracing::debug!(?added, "baseline paths added to the filesystem policy");
@@ -606,7 +317,7 @@ fn prepare_created_workdir(dir: &Path, credentials: &isolation::Credentials) -> 
 /// The sandbox's state directory (`<state>/sandboxes/<id>`, removed on
 /// exit) and the host directory mounted at `/sandbox`: `--workdir`, or
 /// `workspace/` inside the state directory.
-struct Workspace {
+pub(super) struct Workspace {
     path: PathBuf,
     root: PathBuf,
 }
