@@ -9,17 +9,49 @@ use nix::sys::signal::SigSet;
 use nix::unistd::{Gid, Uid};
 
 use openshell_core::paths::{ProcessEnv, state_dir};
-use openshell_policy::Policy;
-use openshell_policy::defaults::{default_policy, enrich_filesystem};
 
 use crate::events::Events;
 use crate::isolation::limits::{Cgroup, Limits};
 use crate::isolation::{self, Inputs, SANDBOX_DIR, identity};
 use crate::main_process::MainProcess;
+use crate::session::Connection;
 use crate::tls::Authority;
 
+use super::policy::load_policy;
 use super::supervise::{Connected, Egress, forwarded_signals};
-use super::{EVENT_QUEUE, RunOptions};
+
+/// Decision events queued for the gateway while it is away.
+const EVENT_QUEUE: usize = 4096;
+
+/// What `run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: Option<PathBuf>,
+    pub workdir: Option<PathBuf>,
+    /// `KEY=VALUE`, or `KEY` to copy the supervisor's value.
+    pub env: Vec<String>,
+    /// Append one JSON line per egress decision here.
+    pub events: Option<PathBuf>,
+    /// Written (`ready`) once every isolation layer is verified in place.
+    pub ready_file: Option<PathBuf>,
+    /// Connected mode: the gateway to keep a session with.
+    pub gateway: Option<Connection>,
+    /// The gateway's revision number of `policy` (connected mode).
+    pub policy_version: i64,
+    /// The command only keeps the sandbox alive: `connect` opens a shell
+    /// rather than attaching to it (connected mode).
+    pub idle: bool,
+    /// The `--workdir` is created when missing and handed to the agent when
+    /// root owns it (a container's; the process driver's persistent one).
+    pub create_workdir: bool,
+    /// `--cpu` (thousandths), `--memory` (bytes), `--pids`, as given.
+    pub limits: (Option<u64>, Option<u64>, Option<u64>),
+    /// Where to write how many processes were killed at the memory limit.
+    pub oom_file: Option<PathBuf>,
+    /// Where the `sandbox` account comes from when missing.
+    pub accounts: identity::Accounts,
+    pub argv: Vec<String>,
+}
 
 /// Everything before the launch: the policy, the child's identity and
 /// workspace, limits, the plan, the event sinks, what the proxy needs.
@@ -207,29 +239,6 @@ pub(super) struct Prepared {
     pub main: Option<Arc<MainProcess>>,
     pub stdio: Option<[std::os::fd::OwnedFd; 3]>,
     pub oom_file: Option<PathBuf>,
-}
-
-fn load_policy(path: Option<&Path>) -> anyhow::Result<(Policy, bool)> {
-    let Some(path) = path else {
-        return Ok((default_policy(), true));
-    };
-    let validated = openshell_policy::load_file(path).map_err(|error| match error {
-        openshell_policy::LoadPolicyError::Read { .. } => anyhow::Error::from(error),
-        _ => anyhow::anyhow!("invalid policy {}:{:#}", path.display(), error.problems()),
-    })?;
-    for warning in &validated.warnings {
-        tracing::warn!(policy = %path.display(), "{warning}");
-    }
-    Ok((enrich(validated.policy), false))
-}
-
-/// Baseline enrichment (docs/policy.md, "Default policy") with the paths that exist here.
-pub(super) fn enrich(mut policy: Policy) -> Policy {
-    let added = enrich_filesystem(&mut policy.filesystem, |p| Path::new(p).exists());
-    if !added.is_empty() {
-        tracing::debug!(?added, "baseline paths added to the filesystem policy");
-    }
-    policy
 }
 
 /// A name for this sandbox, unique on the host: events carry it, and a

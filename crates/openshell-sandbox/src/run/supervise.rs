@@ -24,8 +24,15 @@ use crate::proxy::{self, caller::Identifier};
 use crate::session::{self, Connection};
 use crate::tls::Authority;
 
-use super::LaunchFailed;
-use super::prepare::enrich;
+use super::policy::enrich;
+
+/// The launch was refused or aborted before the command ran.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchFailed {
+    pub code: i32,
+    pub message: String,
+}
 
 /// What the egress proxy needs from the launch.
 pub(super) struct Egress {
