@@ -9,13 +9,9 @@
 //! see BENCHMARKS.md).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "escape/support.rs"]
-#[allow(dead_code)]
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::sandbox;
+use openshell_test_support::sandbox::sandbox;
 
 const DEFAULT_LAUNCHES: usize = 300;
 

@@ -5,14 +5,8 @@
 mod containers;
 mod gateway;
 mod live;
-#[path = "../../../openshell-sandbox/tests/escape/netns.rs"]
-#[allow(dead_code)]
-mod netns;
 mod policy;
 mod sandbox;
 mod ssh;
 
-/// What the shared test-network module needs from its host crate.
-mod support {
-    pub const PYTHON: &str = "/usr/bin/python3";
-}
+use openshell_test_support::netns;

@@ -3,12 +3,7 @@
 //! test creates (never loopback, never the internet). CI runs it as root.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../escape/netns.rs"]
-#[allow(dead_code)]
-mod netns;
-#[path = "../escape/support.rs"]
-#[allow(dead_code)]
-mod support;
+use openshell_test_support::{netns, sandbox as support};
 
 mod l4;
 mod l7;

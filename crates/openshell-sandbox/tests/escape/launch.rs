@@ -159,7 +159,7 @@ fn the_generated_workspace_is_removed_and_a_given_one_is_kept() {
 #[test]
 fn usage_errors_exit_2_with_help() {
     let outcome = wait_with_deadline(
-        std::process::Command::new(crate::support::BIN)
+        std::process::Command::new(crate::support::supervisor())
             .args(["run"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -179,7 +179,7 @@ fn a_non_root_caller_is_told_to_use_root() {
     // A copy nobody can reach, wherever the checkout lives.
     let dir = shared_dir();
     let binary = dir.path().join("openshell-sandbox");
-    std::fs::copy(crate::support::BIN, &binary).unwrap();
+    std::fs::copy(crate::support::supervisor(), &binary).unwrap();
     let outcome = wait_with_deadline(
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -203,7 +203,7 @@ fn a_non_root_caller_is_told_to_use_root() {
 #[test]
 fn run_help_teaches_usage_examples_and_exit_codes() {
     let outcome = wait_with_deadline(
-        std::process::Command::new(crate::support::BIN)
+        std::process::Command::new(crate::support::supervisor())
             .args(["run", "--help"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -9,11 +9,10 @@ mod filesystem;
 mod identity;
 mod kernel;
 mod launch;
-#[allow(dead_code)] // shared with the egress binary
-mod netns;
 mod network;
 mod positive;
 mod process;
 mod resources;
-#[allow(dead_code)] // shared with the egress binary, which uses more of it
 mod support;
+
+use openshell_test_support::netns;

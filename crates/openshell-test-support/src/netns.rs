@@ -7,7 +7,7 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::support::PYTHON;
+use crate::PYTHON;
 
 /// An HTTP/1.1 server answering every method with
 /// `<METHOD> <path> <body length>` and `Connection: close`.
