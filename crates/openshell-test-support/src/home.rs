@@ -7,23 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-/// The `openshell` binary of this build (next to the test executable's
-/// directory, as for [`crate::sandbox::supervisor`]).
+/// The `openshell` binary of this build.
 pub fn openshell_bin() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
     BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|dir| dir.join("openshell"))
-            .unwrap();
-        assert!(
-            bin.is_file(),
-            "{} is missing: build the workspace's binaries (cargo test --workspace builds them)",
-            bin.display()
-        );
-        bin.to_string_lossy().into_owned()
+        crate::built_binary("openshell")
+            .to_string_lossy()
+            .into_owned()
     })
 }
 

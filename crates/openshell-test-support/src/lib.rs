@@ -17,3 +17,21 @@ pub mod sandbox;
 
 /// The interpreter the fixtures and many tests run.
 pub const PYTHON: &str = "/usr/bin/python3";
+
+/// A binary of this build, `name`: next to the test executable's directory
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`), where cargo
+/// puts the workspace's binaries when it builds them for the tests.
+pub fn built_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(|dir| dir.join(name))
+        .unwrap();
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace's binaries (cargo test --workspace builds them)",
+        bin.display()
+    );
+    bin
+}

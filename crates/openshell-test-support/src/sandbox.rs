@@ -9,26 +9,10 @@ use std::time::{Duration, Instant};
 
 pub use crate::PYTHON;
 
-/// The `openshell-sandbox` binary of this build: next to the test
-/// executable's directory (`target/<profile>/deps/<test>` →
-/// `target/<profile>/openshell-sandbox`), where cargo puts it when it
-/// builds the workspace's binaries for the tests.
+/// The `openshell-sandbox` binary of this build.
 pub fn supervisor() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .map(|dir| dir.join("openshell-sandbox"))
-            .unwrap();
-        assert!(
-            bin.is_file(),
-            "{} is missing: build the workspace's binaries (cargo test --workspace builds them)",
-            bin.display()
-        );
-        bin
-    })
+    BIN.get_or_init(|| crate::built_binary("openshell-sandbox"))
 }
 /// No launch may take longer; a hang fails the test instead of the suite.
 const DEADLINE: Duration = Duration::from_secs(60);
