@@ -154,6 +154,45 @@ fn a_socket_handed_from_a_denied_binary_to_an_allowed_one_is_refused() {
     );
 }
 
+/// Escape: python (not allowed) connects, then becomes curl (allowed) by
+/// exec, keeping the socket as curl's stdout, and curl writes the request.
+/// The connector is described just after its connect is answered; whether
+/// that happens before the exec (python: not allowed) or after it (the
+/// program changed since the connect), the request is refused.
+#[test]
+fn a_connector_that_execs_an_allowed_binary_is_refused() {
+    let network = upstream();
+    let dir = shared_dir();
+    let request = format!(
+        "GET http://{p}:{PORT}/exec HTTP/1.1\r\nHost: {p}:{PORT}\r\nConnection: close\r\n\r\n",
+        p = network.peer
+    );
+    std::fs::write(dir.path().join("req"), &request).unwrap();
+    // curl then waits on a FIFO, holding the connection while the proxy
+    // judges the request; a child lets it go after a while.
+    let script = "import os, socket, time\n\
+        os.mkfifo('/sandbox/fifo')\n\
+        if os.fork() == 0:\n    time.sleep(1.5)\n    open('/sandbox/fifo', 'w').close()\n    os._exit(0)\n\
+        s = socket.create_connection(('127.0.0.1', 3128))\n\
+        os.dup2(s.fileno(), 1)\n\
+        os.execv('/usr/bin/curl', ['curl', '-sN', 'file:///sandbox/req', 'file:///sandbox/fifo'])\n";
+    let sandbox = sandbox()
+        .policy(&curl_only(&network))
+        .workdir(dir.path())
+        .with_events();
+    let _ = sandbox.python(script);
+    let seen = decisions(&sandbox.events_file());
+    assert!(
+        !seen.iter().any(|(d, _, _)| d == "allow"),
+        "allowed: {seen:#?}"
+    );
+    assert!(
+        seen.iter().any(|(d, _, reason)| d == "deny"
+            && (reason.contains("/usr/bin/python3") || reason.contains("exec after connect"))),
+        "{seen:#?}"
+    );
+}
+
 /// The same program connecting and writing is unaffected, also when it
 /// forks after connecting (both hold the socket and agree).
 #[test]
