@@ -30,7 +30,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -75,66 +75,8 @@ pub struct Connect {
     pub inode: u64,
     /// Its descriptor number in the connecting process.
     pub fd: i32,
-    /// Who connected, or why that is refused: described by the connect
-    /// filter right after it lets the caller go on ([`Connector`]).
-    pub connector: Arc<Connector>,
-}
-
-/// Who made a connect, filled in once described. The connect filter
-/// answers the caller first and describes it next, so that the `/proc`
-/// reads overlap the caller's request instead of delaying its connect;
-/// the proxy waits here (briefly) when the request comes first. The
-/// executable is pinned at the connect: a caller that exec'd another
-/// program before it was described is refused.
-#[derive(Debug, Default)]
-pub struct Connector {
-    described: Mutex<Option<Result<Caller, IdentifyError>>>,
-    ready: std::sync::Condvar,
-}
-
-/// How long the proxy waits for a connector's description.
-const DESCRIBE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Connector {
-    /// A connector already described (tests, or a refusal known at once).
-    pub fn described(result: Result<Caller, IdentifyError>) -> Arc<Connector> {
-        let connector = Arc::new(Connector::default());
-        connector.fill(result);
-        connector
-    }
-
-    pub fn fill(&self, result: Result<Caller, IdentifyError>) {
-        *self.lock() = Some(result);
-        self.ready.notify_all();
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Result<Caller, IdentifyError>>> {
-        self.described
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The description, waiting for it when it is still being made (on a
-    /// tokio worker, the wait is announced as blocking).
-    fn wait(&self) -> Result<Caller, IdentifyError> {
-        if let Some(result) = self.lock().as_ref() {
-            return result.clone();
-        }
-        let wait = || {
-            let guard = self.lock();
-            let (guard, _) = self
-                .ready
-                .wait_timeout_while(guard, DESCRIBE_WAIT, |d| d.is_none())
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            guard.clone().unwrap_or(Err(IdentifyError::NotDescribed))
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(wait)
-            }
-            _ => wait(),
-        }
-    }
+    /// Who connected, or why that is refused.
+    pub connector: Result<Caller, IdentifyError>,
 }
 
 /// Why a connection has no caller the policy can judge. The text is the
@@ -164,12 +106,6 @@ pub enum IdentifyError {
     Ambiguous { inode: u64, pids: Vec<u32> },
     #[error("failed to resolve peer binary: {0}")]
     Binary(String),
-    #[error("failed to resolve peer binary: the process that connected was not described in time")]
-    NotDescribed,
-    #[error(
-        "the process that connected ran another program before it was identified (exec after connect)"
-    )]
-    ProgramChanged,
     #[error("binary integrity check failed: {0}")]
     Integrity(String),
     #[error("ancestor integrity check failed for {path}: {reason}")]
@@ -363,7 +299,7 @@ impl Identifier {
                 actual: inode,
             });
         }
-        let connector = connect.connector.wait()?;
+        let connector = connect.connector?;
         if !holds(connector.pid, connect.fd, inode) {
             return Err(IdentifyError::HandedOn {
                 binary: connector.binary,
@@ -614,7 +550,7 @@ mod tests {
         let connect = Connect {
             inode: inode_of(client),
             fd: client.as_raw_fd(),
-            connector: Connector::described(identifier.describe_connector(me, None)),
+            connector: identifier.describe_connector(me, None),
         };
         identifier.record_connect(peer.port(), connect);
     }
@@ -663,9 +599,7 @@ mod tests {
             Connect {
                 inode: inode_of(&other),
                 fd: other.as_raw_fd(),
-                connector: Connector::described(
-                    identifier.describe_connector(std::process::id(), None),
-                ),
+                connector: identifier.describe_connector(std::process::id(), None),
             },
         );
         assert!(matches!(
@@ -693,14 +627,12 @@ mod tests {
             Connect {
                 inode: inode_of(&client),
                 fd: client.as_raw_fd(),
-                connector: Connector::described(
-                    identifier
-                        .describe_connector(std::process::id(), None)
-                        .map(|caller| Caller {
-                            pid: parent(std::process::id()).unwrap(),
-                            ..caller
-                        }),
-                ),
+                connector: identifier
+                    .describe_connector(std::process::id(), None)
+                    .map(|caller| Caller {
+                        pid: parent(std::process::id()).unwrap(),
+                        ..caller
+                    }),
             },
         );
         let refused = identifier.identify(peer, local).unwrap_err();

@@ -5,13 +5,10 @@
 //! launch or exec, [`crate::isolation::seccomp::connect_notify_program`]).
 //! For a connect to the proxy, the supervisor takes a duplicate of the
 //! caller's socket (`pidfd_getfd`), binds it if the caller did not, records
-//! the local port with the socket and the caller's executable, and makes
-//! the connection itself to the address it read (the kernel never re-reads
-//! the caller's memory, so a thread rewriting the address after the check
-//! gains nothing). It describes the caller (`/proc` reads, hashing on a
-//! binary's first use) right after answering, while the caller writes its
-//! request; a caller that exec'd another program by then is refused. Any
-//! other connect continues as the caller asked.
+//! the local port with the caller's identity, and makes the connection
+//! itself to the address it read: the kernel never re-reads the caller's
+//! memory, so a thread rewriting the address after the check gains
+//! nothing. Any other connect continues as the caller asked.
 //!
 //! The proxy then takes the caller from the record of the connection's
 //! socket, provided the process that connected still holds it
@@ -28,7 +25,7 @@ use nix::sys::socket::{SockaddrLike, SockaddrStorage};
 
 use crate::isolation::PROXY_ADDR;
 use crate::isolation::sys::{self, NotifAnswer};
-use crate::proxy::caller::{Connect, Connector, Identifier, IdentifyError};
+use crate::proxy::caller::{Connect, Identifier};
 
 /// The agent's side: sends the filter's `listener` to the supervisor over
 /// `channel` (a socket inherited for that alone).
@@ -130,73 +127,37 @@ pub fn serve(listener: OwnedFd, identifier: Arc<Identifier>) {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EINTR)) => continue,
             Err(_) => return,
         };
-        let (answer, describe) = answer(&notif, &listener, &identifier);
+        let answer = answer(&notif, &listener, &identifier);
         // ENOENT: the caller went away meanwhile; nothing to answer.
         let _ = sys::notif_respond(listener.as_fd(), notif.id, answer);
-        // The caller goes on meanwhile; its request waits for this.
-        if let Some(describe) = describe {
-            describe.run(&identifier);
-        }
     }
 }
 
-/// A connector to describe once its connect has been answered.
-struct Describe {
-    caller: Process,
-    /// `/proc/<pid>/exe`'s device and inode at the connect.
-    exe: (u64, u64),
-    connector: Arc<Connector>,
-}
-
-impl Describe {
-    fn run(self, identifier: &Identifier) {
-        let described = identifier
-            .describe_connector(self.caller.pid as u32, Some(self.caller.parent))
-            .and_then(|caller| match exe_of(self.caller.pid) {
-                // Read after the description: an exec meanwhile shows.
-                Some(exe) if exe == self.exe => Ok(caller),
-                _ => Err(IdentifyError::ProgramChanged),
-            });
-        self.connector.fill(described);
-    }
-}
-
-/// The device and inode of `pid`'s executable.
-fn exe_of(pid: i32) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    Some((meta.dev(), meta.ino()))
-}
-
-type Answered = (NotifAnswer, Option<Describe>);
-
-fn answer(notif: &libc::seccomp_notif, listener: &OwnedFd, identifier: &Identifier) -> Answered {
-    let answered = |answer| (answer, None);
+fn answer(notif: &libc::seccomp_notif, listener: &OwnedFd, identifier: &Identifier) -> NotifAnswer {
     if i64::from(notif.data.nr) != libc::SYS_connect {
-        return answered(NotifAnswer::Continue);
+        return NotifAnswer::Continue;
     }
     // The notification names the calling thread; pidfds and the identity
     // are the process's (its thread-group leader).
     let Some(Process { pid, parent }) = process_of(notif.pid) else {
-        return answered(NotifAnswer::Continue);
+        return NotifAnswer::Continue;
     };
     let [fd, address, length, ..] = notif.data.args;
     let Some(target) = read_sockaddr(pid, address, length as usize) else {
         // Not an address we can read: the kernel does what it would. A
         // connection to the proxy made that way has no record and is refused.
-        return answered(NotifAnswer::Continue);
+        return NotifAnswer::Continue;
     };
     // What we read belongs to this caller only while its call is pending.
     if !sys::notif_id_valid(listener.as_fd(), notif.id) {
-        return answered(NotifAnswer::Continue);
+        return NotifAnswer::Continue;
     }
     if !is_proxy(target) {
-        return answered(NotifAnswer::Continue);
+        return NotifAnswer::Continue;
     }
     match connect_for(Process { pid, parent }, fd as i32, target, identifier) {
-        Ok((Ok(()), describe)) => (NotifAnswer::Return(0), Some(describe)),
-        Ok((Err(errno), describe)) => (NotifAnswer::Fail(errno as i32), Some(describe)),
-        Err(errno) => answered(NotifAnswer::Fail(errno as i32)),
+        Ok(()) => NotifAnswer::Return(0),
+        Err(errno) => NotifAnswer::Fail(errno as i32),
     }
 }
 
@@ -274,15 +235,14 @@ fn is_proxy(target: SocketAddr) -> bool {
 }
 
 /// Connects `caller`'s socket `fd` to `target` on its behalf, recording
-/// the connection's local port with the socket first (its connector to be
-/// described once the caller is answered). Returns the connect's own
-/// result and what to describe; `Err` when nothing was connected.
+/// the connection's local port with the socket and the caller's identity
+/// first.
 fn connect_for(
     caller: Process,
     fd: i32,
     target: SocketAddr,
     identifier: &Identifier,
-) -> Result<(nix::Result<()>, Describe), Errno> {
+) -> Result<(), Errno> {
     let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF));
     let pidfd = sys::pidfd_open(caller.pid).map_err(errno)?;
     let socket = sys::pidfd_getfd(pidfd.as_fd(), fd).map_err(errno)?;
@@ -300,23 +260,13 @@ fn connect_for(
         local = nix::sys::socket::getsockname(raw)?;
     }
     let port = port_of(&local).ok_or(Errno::EAFNOSUPPORT)?;
-    let exe = exe_of(caller.pid).ok_or(Errno::ESRCH)?;
-    let connector = Arc::new(Connector::default());
     let connect = Connect {
         inode: nix::sys::stat::fstat(&socket)?.st_ino,
         fd,
-        connector: connector.clone(),
+        connector: identifier.describe_connector(caller.pid as u32, Some(caller.parent)),
     };
     identifier.record_connect(port, connect);
-    // Described whatever the connect returns: a non-blocking socket gets
-    // EINPROGRESS and its connection still reaches the proxy.
-    let connected = nix::sys::socket::connect(raw, &SockaddrStorage::from(target));
-    let describe = Describe {
-        caller,
-        exe,
-        connector,
-    };
-    Ok((connected, describe))
+    nix::sys::socket::connect(raw, &SockaddrStorage::from(target))
 }
 
 fn port_of(address: &SockaddrStorage) -> Option<u16> {

@@ -156,9 +156,10 @@ fn a_socket_handed_from_a_denied_binary_to_an_allowed_one_is_refused() {
 
 /// Escape: python (not allowed) connects, then becomes curl (allowed) by
 /// exec, keeping the socket as curl's stdout, and curl writes the request.
-/// The connector is described just after its connect is answered; whether
-/// that happens before the exec (python: not allowed) or after it (the
-/// program changed since the connect), the request is refused.
+/// The connector is described while its connect waits (python), so the
+/// request is refused. (Describing it after answering, to save the
+/// connect's latency, let this through unless the executable was pinned,
+/// and measured slower.)
 #[test]
 fn a_connector_that_execs_an_allowed_binary_is_refused() {
     let network = upstream();
@@ -187,8 +188,8 @@ fn a_connector_that_execs_an_allowed_binary_is_refused() {
         "allowed: {seen:#?}"
     );
     assert!(
-        seen.iter().any(|(d, _, reason)| d == "deny"
-            && (reason.contains("/usr/bin/python3") || reason.contains("exec after connect"))),
+        seen.iter()
+            .any(|(d, _, reason)| d == "deny" && reason.contains("/usr/bin/python3")),
         "{seen:#?}"
     );
 }
