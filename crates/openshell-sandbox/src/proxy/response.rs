@@ -28,7 +28,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// A JSON error response; `extra_headers` are `Name: value` lines.
-pub fn json(status: u16, body: &Value, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+fn json(status: u16, body: &Value, extra_headers: &[(&str, &str)]) -> Vec<u8> {
     let body = body.to_string();
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -41,11 +41,6 @@ pub fn json(status: u16, body: &Value, extra_headers: &[(&str, &str)]) -> Vec<u8
     out.push_str("Connection: close\r\n\r\n");
     out.push_str(&body);
     out.into_bytes()
-}
-
-/// The generic `{"error","detail"}` body.
-pub fn error(status: u16, code: &str, detail: &str) -> Vec<u8> {
-    json(status, &json!({"error": code, "detail": detail}), &[])
 }
 
 /// An answer the proxy writes itself: status, JSON body, and the policy
@@ -172,7 +167,7 @@ pub fn upstream_busy() -> Answer {
 
 /// The JSON body of an L7 denial (docs/policy.md, "The proxy's answers"). The policy advisor is not built,
 /// so `next_steps` is empty and there is no `agent_guidance`.
-pub fn l7_denied_body(denial: &RuleDenial) -> Value {
+fn l7_denied_body(denial: &RuleDenial) -> Value {
     let rule = format!("{} {}", denial.method, denial.path);
     let mut missing = Map::new();
     missing.insert("type".into(), "rest_allow".into());
