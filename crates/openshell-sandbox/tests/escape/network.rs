@@ -173,3 +173,24 @@ fn the_hosts_own_addresses_are_refused_unless_allowed_ips_names_them() {
     let outcome = sandbox().policy(&policy(&exact)).run(&curl).success();
     assert_eq!(outcome.stdout, "host");
 }
+
+/// The sandbox's only link is loopback (agent ⇄ proxy): it does not pace
+/// its traffic even where the host's default congestion control does
+/// (BBR halved proxied downloads on such a host), and the host's own
+/// default is left as it was.
+#[test]
+fn the_sandbox_loopback_runs_cubic_and_the_host_keeps_its_own() {
+    let read = || std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control").unwrap();
+    let host_before = read();
+    let available =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").unwrap();
+    assert!(
+        available.split_whitespace().any(|c| c == "cubic"),
+        "this kernel offers no cubic: {available}"
+    );
+    let outcome = sandbox()
+        .run(&["cat", "/proc/sys/net/ipv4/tcp_congestion_control"])
+        .success();
+    assert_eq!(outcome.stdout.trim(), "cubic");
+    assert_eq!(read(), host_before);
+}
