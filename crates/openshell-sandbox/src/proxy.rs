@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::events::{Events, NetworkEvent};
 use caller::Identifier;
-use decide::{Decision, Endpoint, Intent, Kind, Request, Resolve, Route};
+use decide::{Decision, Endpoint, Intent, Kind, Outcome, Request, Resolve, Route};
 use generation::Generation;
 use request::{Framing, ReadHeadError, Target, TargetError};
 
@@ -232,25 +232,25 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         },
     };
     let generation = shared.generations.borrow().clone();
-    let (caller, decision) = match shared.identifier.identify(peer, local) {
-        Ok(caller) => {
-            let decision = decide::decide(
-                &generation,
-                &intent,
-                &caller,
-                &shared.resolver,
-                shared.ignore_binary,
-            )
-            .await;
-            (Some(caller), decision)
+    let caller = match shared.identifier.identify(peer, local) {
+        Ok(caller) => caller,
+        Err(error) => {
+            let refused = Decision::unidentified(&intent, generation.number, &error);
+            shared.events.emit(NetworkEvent::from(&refused));
+            refuse(&mut client, &refused).await;
+            return;
         }
-        Err(error) => (
-            None,
-            Decision::unidentified(&intent, generation.number, &error),
-        ),
     };
+    let decision = decide::decide(
+        &generation,
+        &intent,
+        &caller,
+        &shared.resolver,
+        shared.ignore_binary,
+    )
+    .await;
     shared.events.emit(NetworkEvent::from(&decision));
-    let (Some(caller), Some(Endpoint { addresses, route })) = (caller, &decision.endpoint) else {
+    let Outcome::Allowed(Endpoint { addresses, route }) = &decision.outcome else {
         refuse(&mut client, &decision).await;
         return;
     };
@@ -308,7 +308,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
 
 /// Answers a refused request and closes.
 async fn refuse(client: &mut TcpStream, decision: &Decision) {
-    if let Some(refusal) = &decision.refusal {
+    if let Outcome::Refused(refusal) = &decision.outcome {
         let _ = client
             .write_all(&response::refusal(refusal).to_bytes())
             .await;

@@ -73,22 +73,6 @@ impl Intent<'_> {
         self.request
             .map(|r| r.target.split('?').next().unwrap_or(r.target))
     }
-
-    /// `CONNECT h:p`, or `GET h:p` / `GET h:p/path` for requests.
-    fn describe(&self, with_path: bool) -> String {
-        let (host, port) = (self.host, self.port);
-        match (self.request, with_path) {
-            (Some(request), true) => {
-                format!(
-                    "{} {host}:{port}{}",
-                    request.method,
-                    self.path().unwrap_or("")
-                )
-            }
-            (Some(request), false) => format!("{} {host}:{port}", request.method),
-            (None, _) => format!("CONNECT {host}:{port}"),
-        }
-    }
 }
 
 /// What the proxy needs from the outside world to decide: the names'
@@ -110,18 +94,23 @@ pub trait Resolve: Send + Sync {
 /// The outcome for one intent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// `deny` exactly when the outcome is a refusal.
     pub verdict: Verdict,
     pub layer: Layer,
     /// The policy entry that allowed (or whose rules refused) the request.
     pub policy: Option<String>,
-    /// Where an allowed request goes.
-    pub endpoint: Option<Endpoint>,
     /// Why (a refusal's reason, an audit's note).
     pub reason: Option<String>,
-    /// What to answer a refused request.
-    pub refusal: Option<Refusal>,
+    pub outcome: Outcome,
     /// Who asked for what, as events report it.
     pub subject: Subject,
+}
+
+/// Where an allowed request goes, or what to answer a refused one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Allowed(Endpoint),
+    Refused(Refusal),
 }
 
 /// Who asked for what, under which generation.
@@ -173,7 +162,7 @@ pub enum Refusal {
     InvalidTarget,
     /// 403 by an endpoint rule: what the L7 denial body reports (its
     /// policy also goes in the `X-OpenShell-Policy` header).
-    Rule(RuleDenial),
+    Rule(Box<RuleDenial>),
     /// 403 `request_authority_mismatch`.
     AuthorityMismatch,
     /// 502 `upstream_unreachable`.
@@ -195,14 +184,84 @@ pub struct RuleDenial {
 }
 
 impl Decision {
-    fn new(intent: &Intent<'_>, caller: Option<&Caller>, generation: u64) -> Decision {
+    /// The refusal of a request whose caller could not be identified.
+    pub fn unidentified(intent: &Intent<'_>, generation: u64, error: &IdentifyError) -> Decision {
+        let mut draft = Draft::new(intent, None, generation);
+        draft.layer = Layer::Identity;
+        draft.refuse_by_policy(error.to_string())
+    }
+
+    /// An allowed request whose upstream could not be reached: refused at
+    /// the `upstream` layer with a 502.
+    pub fn unreachable(&self, error: &std::io::Error) -> Decision {
         Decision {
             verdict: Verdict::Deny,
+            layer: Layer::Upstream,
+            reason: Some(error.to_string()),
+            outcome: Outcome::Refused(Refusal::Upstream {
+                detail: format!("{}: {error}", self.subject.describe(false)),
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// Where the allowed request goes; `None` when it is refused.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        match &self.outcome {
+            Outcome::Allowed(endpoint) => Some(endpoint),
+            Outcome::Refused(_) => None,
+        }
+    }
+
+    /// What to answer the refused request; `None` when it is allowed.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match &self.outcome {
+            Outcome::Refused(refusal) => Some(refusal),
+            Outcome::Allowed(_) => None,
+        }
+    }
+
+    pub fn is_allowed(&self) -> bool {
+        matches!(self.outcome, Outcome::Allowed(_))
+    }
+}
+
+impl Subject {
+    /// `CONNECT h:p`, or `GET h:p` / `GET h:p/path` for requests, as
+    /// details write them.
+    fn describe(&self, with_path: bool) -> String {
+        let (host, port) = (&self.host, self.port);
+        match (&self.method, with_path) {
+            (Some(method), true) => {
+                format!(
+                    "{method} {host}:{port}{}",
+                    self.path.as_deref().unwrap_or("")
+                )
+            }
+            (Some(method), false) => format!("{method} {host}:{port}"),
+            (None, _) => format!("CONNECT {host}:{port}"),
+        }
+    }
+}
+
+/// A decision being made: everything but its outcome, which
+/// [`Draft::allow`] or [`Draft::refuse`] adds.
+struct Draft {
+    layer: Layer,
+    policy: Option<String>,
+    reason: Option<String>,
+    /// Not allowed by the rules, forwarded because the endpoint audits.
+    audit: bool,
+    subject: Subject,
+}
+
+impl Draft {
+    fn new(intent: &Intent<'_>, caller: Option<&Caller>, generation: u64) -> Draft {
+        Draft {
             layer: Layer::L4,
             policy: None,
-            endpoint: None,
             reason: None,
-            refusal: None,
+            audit: false,
             subject: Subject {
                 kind: intent.kind,
                 host: intent.host.to_owned(),
@@ -216,54 +275,46 @@ impl Decision {
         }
     }
 
-    /// The refusal of a request whose caller could not be identified.
-    pub fn unidentified(intent: &Intent<'_>, generation: u64, error: &IdentifyError) -> Decision {
-        let mut decision = Decision::new(intent, None, generation);
-        decision.layer = Layer::Identity;
-        decision.refuse_by_policy(intent, error.to_string());
-        decision
-    }
-
-    /// An allowed request whose upstream could not be reached: refused at
-    /// the `upstream` layer with a 502.
-    pub fn unreachable(&self, error: &std::io::Error) -> Decision {
-        let described = match &self.subject.method {
-            Some(method) if self.subject.kind != Kind::Connect => {
-                format!("{method} {}:{}", self.subject.host, self.subject.port)
-            }
-            _ => format!("CONNECT {}:{}", self.subject.host, self.subject.port),
+    fn allow(self, endpoint: Endpoint) -> Decision {
+        let verdict = if self.audit {
+            Verdict::Audit
+        } else {
+            Verdict::Allow
         };
-        Decision {
-            verdict: Verdict::Deny,
-            layer: Layer::Upstream,
-            endpoint: None,
-            reason: Some(error.to_string()),
-            refusal: Some(Refusal::Upstream {
-                detail: format!("{described}: {error}"),
-            }),
-            ..self.clone()
-        }
+        self.finish(verdict, Outcome::Allowed(endpoint))
     }
 
-    pub fn is_allowed(&self) -> bool {
-        self.verdict != Verdict::Deny
+    fn refuse(self, refusal: Refusal) -> Decision {
+        self.finish(Verdict::Deny, Outcome::Refused(refusal))
+    }
+
+    fn finish(self, verdict: Verdict, outcome: Outcome) -> Decision {
+        Decision {
+            verdict,
+            layer: self.layer,
+            policy: self.policy,
+            reason: self.reason,
+            outcome,
+            subject: self.subject,
+        }
     }
 
     /// An L4-style refusal: inside a tunnel the reason is the detail (as
     /// the established proxy answers there), elsewhere the detail names the
     /// request and the reason follows.
-    fn refuse_by_policy(&mut self, intent: &Intent<'_>, reason: String) {
-        self.refusal = Some(match intent.kind {
+    fn refuse_by_policy(mut self, reason: String) -> Decision {
+        let refusal = match self.subject.kind {
             Kind::TunnelRequest => Refusal::Policy {
                 detail: reason.clone(),
                 reason: String::new(),
             },
             Kind::Connect | Kind::Forward => Refusal::Policy {
-                detail: format!("{} not permitted by policy", intent.describe(true)),
+                detail: format!("{} not permitted by policy", self.subject.describe(true)),
                 reason: reason.clone(),
             },
-        });
+        };
         self.reason = Some(reason);
+        self.refuse(refusal)
     }
 }
 
@@ -276,7 +327,7 @@ pub async fn decide(
     resolve: &dyn Resolve,
     ignore_binary: bool,
 ) -> Decision {
-    let mut decision = Decision::new(intent, Some(caller), generation.number);
+    let mut draft = Draft::new(intent, Some(caller), generation.number);
     let (host, port) = (intent.host, intent.port);
 
     // Inside a tunnel the request must be for the tunnel's endpoint, or a
@@ -287,12 +338,11 @@ pub async fn decide(
     }) = intent.request
         && !authority_matches(authority, host, port, default_port)
     {
-        decision.layer = Layer::L7;
-        decision.reason = Some(format!(
+        draft.layer = Layer::L7;
+        draft.reason = Some(format!(
             "request authority '{authority}' does not match the tunnel"
         ));
-        decision.refusal = Some(Refusal::AuthorityMismatch);
-        return decision;
+        return draft.refuse(Refusal::AuthorityMismatch);
     }
 
     // A terminated L4 tunnel's requests are judged by their authority only.
@@ -300,14 +350,12 @@ pub async fn decide(
         && intent.kind == Kind::TunnelRequest
         && !request.rules
     {
-        decision.verdict = Verdict::Allow;
-        decision.endpoint = Some(Endpoint {
+        return draft.allow(Endpoint {
             addresses: Vec::new(),
             route: Route::Forward {
                 target: request.target.to_owned(),
             },
         });
-        return decision;
     }
 
     // L4, again for each request inside an inspected tunnel: the policy
@@ -323,12 +371,9 @@ pub async fn decide(
         ignore_binary,
     }) {
         L4Decision::Allow(allow) => allow,
-        L4Decision::Deny(deny) => {
-            decision.refuse_by_policy(intent, deny.reason);
-            return decision;
-        }
+        L4Decision::Deny(deny) => return draft.refuse_by_policy(deny.reason),
     };
-    decision.policy = Some(allow.policy.to_owned());
+    draft.policy = Some(allow.policy.to_owned());
 
     // Destination: resolve once, check every address, dial only those.
     let addresses = match intent.kind {
@@ -336,27 +381,25 @@ pub async fn decide(
         Kind::Connect | Kind::Forward => {
             let addresses = resolve.resolve(host, port).await;
             if let Err(denied) = check_addresses(&allow, host, port, &addresses, resolve) {
-                decision.layer = Layer::Ssrf;
-                decision.refusal = Some(Refusal::Destination {
-                    detail: format!(
-                        "{} blocked: {}",
-                        intent.describe(false),
-                        denied.kind.as_str()
-                    ),
-                });
-                decision.reason = Some(denied.reason);
-                return decision;
+                let detail = format!(
+                    "{} blocked: {}",
+                    draft.subject.describe(false),
+                    denied.kind.as_str()
+                );
+                draft.layer = Layer::Ssrf;
+                draft.reason = Some(denied.reason);
+                return draft.refuse(Refusal::Destination { detail });
             }
             addresses
         }
     };
 
     // The request against the endpoint's rules.
-    decision.layer = Layer::L7;
+    draft.layer = Layer::L7;
     let route = match intent.request {
-        Some(request) => match judge_request(&allow, intent, request, caller, &mut decision) {
-            Some(target) => Route::Forward { target },
-            None => return decision,
+        Some(request) => match judge_request(&allow, intent, request, caller, &mut draft) {
+            Ok(target) => Route::Forward { target },
+            Err(refusal) => return draft.refuse(refusal),
         },
         None if allow.is_inspected() => Route::Inspect,
         None if allow
@@ -368,14 +411,10 @@ pub async fn decide(
         }
         None => Route::Terminate,
     };
-    if decision.verdict != Verdict::Audit {
-        decision.verdict = Verdict::Allow;
-    }
     if !allow.is_inspected() && intent.kind != Kind::TunnelRequest {
-        decision.layer = Layer::L4;
+        draft.layer = Layer::L4;
     }
-    decision.endpoint = Some(Endpoint { addresses, route });
-    decision
+    draft.allow(Endpoint { addresses, route })
 }
 
 /// Every resolved address against the endpoint's destination mode and
@@ -399,22 +438,21 @@ fn check_addresses(
 }
 
 /// Canonicalises the request's target and evaluates it against the
-/// endpoint's rules: the canonical target to forward, or `None` with the
-/// refusal filled in. Sets the decision's path, policy and audit verdict.
+/// endpoint's rules: the canonical target to forward, or the refusal.
+/// Sets the draft's path, policy, reason and audit mark.
 fn judge_request(
     allow: &L4Allow<'_>,
     intent: &Intent<'_>,
     request: Request<'_>,
     caller: &Caller,
-    decision: &mut Decision,
-) -> Option<String> {
+    draft: &mut Draft,
+) -> Result<String, Refusal> {
     let allow_encoded_slash = allow.matched.iter().any(|m| m.endpoint.allow_encoded_slash);
     let canonical = match canonicalize_target(request.target, allow_encoded_slash) {
         Ok(canonical) => canonical,
         Err(error) => {
-            decision.reason = Some(format!("invalid request target: {error:?}"));
-            decision.refusal = Some(Refusal::InvalidTarget);
-            return None;
+            draft.reason = Some(format!("invalid request target: {error:?}"));
+            return Err(Refusal::InvalidTarget);
         }
     };
     let verdict = allow.evaluate_rest(&RestRequest {
@@ -422,32 +460,31 @@ fn judge_request(
         path: &canonical.path,
         query: &canonical.query,
     });
-    decision.subject.path = Some(canonical.path.clone());
-    decision.policy = Some(verdict.policy.to_owned());
+    draft.subject.path = Some(canonical.path.clone());
+    draft.policy = Some(verdict.policy.to_owned());
     match verdict.verdict {
         Verdict::Deny => {
             let detail = verdict
                 .reason
                 .unwrap_or_else(|| "request denied by policy".to_owned());
-            decision.refusal = Some(Refusal::Rule(RuleDenial {
+            draft.reason = Some(detail.clone());
+            return Err(Refusal::Rule(Box::new(RuleDenial {
                 policy: verdict.policy.to_owned(),
                 method: request.method.to_owned(),
-                path: canonical.path.clone(),
-                detail: detail.clone(),
+                path: canonical.path,
+                detail,
                 host: intent.host.to_owned(),
                 port: intent.port,
                 binary: Some(caller.binary.clone()),
-            }));
-            decision.reason = Some(detail);
-            return None;
+            })));
         }
         Verdict::Audit => {
-            decision.verdict = Verdict::Audit;
-            decision.reason = verdict.reason;
+            draft.audit = true;
+            draft.reason = verdict.reason;
         }
         Verdict::Allow => {}
     }
-    Some(match &canonical.raw_query {
+    Ok(match &canonical.raw_query {
         Some(query) => format!("{}?{query}", canonical.path),
         None => canonical.path,
     })
@@ -459,7 +496,9 @@ mod tests {
     use openshell_policy::CompiledPolicy;
 
     /// Names resolve to fixed addresses; the host's own are fixed too (or
-    /// cannot be listed).
+    /// cannot be listed). Nothing here touches the network: `decide` only
+    /// classifies addresses (dialing is the proxy's, after it), so the
+    /// public and metadata addresses below are data, never destinations.
     struct Fixed {
         addresses: Vec<IpAddr>,
         own: Option<Vec<IpAddr>>,
@@ -563,20 +602,20 @@ network_policies:
         );
         assert_eq!(decision.policy.as_deref(), Some("plain"));
         assert_eq!(
-            decision.endpoint,
-            Some(Endpoint {
+            decision.endpoint(),
+            Some(&Endpoint {
                 addresses: public().addresses,
                 route: Route::Terminate,
             })
         );
-        assert_eq!(decision.refusal, None);
+        assert_eq!(decision.refusal(), None);
         let subject = &decision.subject;
         assert_eq!(subject.kind, Kind::Connect);
         assert_eq!(subject.binary.as_deref(), Some("/usr/bin/curl"));
         assert_eq!((subject.pid, subject.generation), (Some(42), 7));
         // An inspected endpoint's tunnel is inspected.
         let decision = decided(&connect("api.example.com", 80), &public()).await;
-        assert_eq!(decision.endpoint.unwrap().route, Route::Inspect);
+        assert_eq!(decision.endpoint().unwrap().route, Route::Inspect);
     }
 
     #[tokio::test]
@@ -586,8 +625,8 @@ network_policies:
             (decision.verdict, decision.layer),
             (Verdict::Deny, Layer::L4)
         );
-        assert_eq!(decision.endpoint, None);
-        let Some(Refusal::Policy { detail, reason }) = &decision.refusal else {
+        assert_eq!(decision.endpoint(), None);
+        let Some(Refusal::Policy { detail, reason }) = decision.refusal() else {
             panic!("{decision:?}");
         };
         assert_eq!(
@@ -615,7 +654,7 @@ network_policies:
                 (Verdict::Deny, Layer::Ssrf),
                 "{addresses:?}"
             );
-            let Some(Refusal::Destination { detail }) = &decision.refusal else {
+            let Some(Refusal::Destination { detail }) = decision.refusal() else {
                 panic!("{decision:?}");
             };
             assert!(
@@ -643,7 +682,7 @@ network_policies:
         );
         assert_eq!(decision.subject.path.as_deref(), Some("/b"));
         assert_eq!(
-            decision.endpoint.unwrap().route,
+            decision.endpoint().unwrap().route,
             Route::Forward {
                 target: "/b?q=1".to_owned()
             }
@@ -653,7 +692,7 @@ network_policies:
             (decision.verdict, decision.layer),
             (Verdict::Deny, Layer::L7)
         );
-        let Some(Refusal::Rule(denial)) = &decision.refusal else {
+        let Some(Refusal::Rule(denial)) = decision.refusal() else {
             panic!("{decision:?}");
         };
         assert_eq!(denial.policy, "api");
@@ -662,7 +701,7 @@ network_policies:
             ("POST", "/b")
         );
         let decision = decided(&forward("GET", "/%2e%2e/x%00"), &public()).await;
-        assert_eq!(decision.refusal, Some(Refusal::InvalidTarget));
+        assert_eq!(decision.refusal(), Some(&Refusal::InvalidTarget));
     }
 
     #[tokio::test]
@@ -683,11 +722,11 @@ network_policies:
             (decision.verdict, decision.layer),
             (Verdict::Deny, Layer::L7)
         );
-        assert_eq!(decision.refusal, Some(Refusal::AuthorityMismatch));
+        assert_eq!(decision.refusal(), Some(&Refusal::AuthorityMismatch));
         let decision = decided(&inside("api.example.com"), &public()).await;
         assert_eq!(decision.verdict, Verdict::Allow);
         // No resolution inside a tunnel: its upstream is connected.
-        assert_eq!(decision.endpoint.unwrap().addresses, Vec::<IpAddr>::new());
+        assert_eq!(decision.endpoint().unwrap().addresses, Vec::<IpAddr>::new());
     }
 
     #[test]
@@ -700,7 +739,7 @@ network_policies:
         );
         assert_eq!(decision.subject.binary, None);
         assert_eq!(decision.subject.path.as_deref(), Some("/x"));
-        let Some(Refusal::Policy { detail, reason }) = &decision.refusal else {
+        let Some(Refusal::Policy { detail, reason }) = decision.refusal() else {
             panic!("{decision:?}");
         };
         assert_eq!(detail, "GET api.example.com:80/x not permitted by policy");

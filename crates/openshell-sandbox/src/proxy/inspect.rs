@@ -27,7 +27,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::decide::{Endpoint, Intent, Kind, Refusal, Request as DecideRequest, Route, decide};
+use super::decide::{
+    Decision, Endpoint, Intent, Kind, Outcome, Refusal, Request as DecideRequest, Route, decide,
+};
 use super::generation::replaced;
 use super::response;
 use super::tunnel::{CLASSIFY_WINDOW, FIRST_BYTE_TIMEOUT, Rewind, Tunnel, first_bytes, terminate};
@@ -220,6 +222,19 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// The answer to a request not forwarded: its refusal's. `decide` routes
+/// every allowed request inside a tunnel as a forward; anything else is
+/// refused too, never waved through.
+fn refused(decision: &Decision) -> Response<Body> {
+    match &decision.outcome {
+        Outcome::Refused(refusal) => answer(&response::refusal(refusal)),
+        Outcome::Allowed(_) => answer(&response::refusal(&Refusal::Policy {
+            detail: "the request has no route".to_owned(),
+            reason: String::new(),
+        })),
+    }
+}
+
 /// The proxy's own answer ([`response::Answer`]) as a hyper response.
 fn answer(answer: &response::Answer) -> Response<Body> {
     let mut response = Response::new(full(answer.body.to_string()));
@@ -286,22 +301,12 @@ async fn judge(
     if rules == Rules::L7 || !decision.is_allowed() {
         shared.events.emit(NetworkEvent::from(&decision));
     }
-    let forwarded_target = match (&decision.endpoint, &decision.refusal) {
-        (
-            Some(Endpoint {
-                route: Route::Forward { target },
-                ..
-            }),
-            _,
-        ) => target.clone(),
-        (_, Some(refusal)) => return answer(&response::refusal(refusal)),
-        // Allowed, yet nowhere to send it: refused, never waved through.
-        _ => {
-            return answer(&response::refusal(&Refusal::Policy {
-                detail: "the request has no route".to_owned(),
-                reason: String::new(),
-            }));
-        }
+    let forwarded_target = match &decision.outcome {
+        Outcome::Allowed(Endpoint {
+            route: Route::Forward { target },
+            ..
+        }) => target.clone(),
+        _ => return refused(&decision),
     };
 
     let wants_upgrade = request.headers().contains_key(UPGRADE);
@@ -333,11 +338,7 @@ async fn judge(
         Err(error) => {
             let failed = decision.unreachable(&std::io::Error::other(error));
             shared.events.emit(NetworkEvent::from(&failed));
-            let detail = match &failed.refusal {
-                Some(Refusal::Upstream { detail }) => detail.clone(),
-                _ => String::new(),
-            };
-            return answer(&response::upstream_unreachable(&detail));
+            return refused(&failed);
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn l7_denial_keeps_the_reference_key_order_and_header() {
-        let answer = refusal(&Refusal::Rule(RuleDenial {
+        let answer = refusal(&Refusal::Rule(Box::new(RuleDenial {
             policy: "github".into(),
             method: "POST".into(),
             path: "/repos/o/r/issues".into(),
@@ -239,7 +239,7 @@ mod tests {
             host: "api.github.com".into(),
             port: 443,
             binary: Some("/usr/bin/curl".into()),
-        }));
+        })));
         let response = text(answer.to_bytes());
         assert!(response.contains("\r\nX-OpenShell-Policy: github\r\n"));
         let body = response.split("\r\n\r\n").nth(1).unwrap();
