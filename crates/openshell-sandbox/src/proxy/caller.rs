@@ -169,16 +169,6 @@ impl Identifier {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The identity of `pid`, which is calling connect(2) now; `parent`:
-    /// its parent, when the caller already read it.
-    pub fn describe_connector(
-        &self,
-        pid: u32,
-        parent: Option<u32>,
-    ) -> Result<Caller, IdentifyError> {
-        self.describe(pid, parent)
-    }
-
     /// The paths the agent can write (its `read_write` Landlock rules).
     pub fn with_writable(mut self, paths: Vec<String>) -> Identifier {
         self.writable = paths;
@@ -339,7 +329,10 @@ impl Identifier {
         })
     }
 
-    fn describe(&self, pid: u32, parent: Option<u32>) -> Result<Caller, IdentifyError> {
+    /// The identity of `pid` (a process calling connect(2) now, or another
+    /// holder of its socket); `parent`: its parent, when the caller already
+    /// read it.
+    pub fn describe(&self, pid: u32, parent: Option<u32>) -> Result<Caller, IdentifyError> {
         let binary = exe(pid).map_err(|e| IdentifyError::Binary(e.to_string()))?;
         let sha256 = self
             .verify(pid, &binary)
@@ -550,7 +543,7 @@ mod tests {
         let connect = Connect {
             inode: inode_of(client),
             fd: client.as_raw_fd(),
-            connector: identifier.describe_connector(me, None),
+            connector: identifier.describe(me, None),
         };
         identifier.record_connect(peer.port(), connect);
     }
@@ -599,7 +592,7 @@ mod tests {
             Connect {
                 inode: inode_of(&other),
                 fd: other.as_raw_fd(),
-                connector: identifier.describe_connector(std::process::id(), None),
+                connector: identifier.describe(std::process::id(), None),
             },
         );
         assert!(matches!(
@@ -628,7 +621,7 @@ mod tests {
                 inode: inode_of(&client),
                 fd: client.as_raw_fd(),
                 connector: identifier
-                    .describe_connector(std::process::id(), None)
+                    .describe(std::process::id(), None)
                     .map(|caller| Caller {
                         pid: parent(std::process::id()).unwrap(),
                         ..caller

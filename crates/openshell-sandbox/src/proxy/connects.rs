@@ -263,7 +263,7 @@ fn connect_for(
     let connect = Connect {
         inode: nix::sys::stat::fstat(&socket)?.st_ino,
         fd,
-        connector: identifier.describe_connector(caller.pid as u32, Some(caller.parent)),
+        connector: identifier.describe(caller.pid as u32, Some(caller.parent)),
     };
     identifier.record_connect(port, connect);
     nix::sys::socket::connect(raw, &SockaddrStorage::from(target))

@@ -94,10 +94,10 @@ pub async fn forward(
     let body = async move {
         let mut reader = BufReader::new(Cursor::new(buffered).chain(client_read));
         let _ = copy_body(&mut reader, &mut upstream_write, framing).await;
-        // Kept open until the response is done: a half-close could end
-        // the exchange early on some upstreams.
+        // Never done: the upstream's write half stays open (a half-close
+        // could end the exchange early on some upstreams) until the
+        // response ends the select below, which drops it.
         std::future::pending::<()>().await;
-        drop(upstream_write);
     };
     let response = async move {
         if let Ok((body, rest)) =
