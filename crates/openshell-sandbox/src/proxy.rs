@@ -61,26 +61,36 @@ pub struct Shared {
     pub resolver: Resolver,
 }
 
-/// The addresses of this host's interfaces (as the proxy's network
-/// namespace has them), read again when a second old: interfaces come and
-/// go, and a fresh read per connection would cost a netlink dump each.
+/// The system's resolver, and this host's own addresses (refused like
+/// loopback), read again when a second old: interfaces come and go, and a
+/// fresh read per connection would cost a netlink dump each.
 #[derive(Debug, Default)]
-pub struct HostAddresses {
-    cached: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<IpAddr>>)>>,
+pub struct Resolver {
+    own: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<IpAddr>>)>>,
 }
 
-impl HostAddresses {
-    const FRESH_FOR: Duration = Duration::from_secs(1);
+impl Resolver {
+    const OWN_FRESH_FOR: Duration = Duration::from_secs(1);
+}
 
-    /// The addresses; on a failed read the last ones read, and when none
-    /// ever was, an error: the check fails closed, never to "no addresses".
-    pub fn current(&self) -> Result<Arc<Vec<IpAddr>>, String> {
+impl Resolve for Resolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> Pin<Box<dyn Future<Output = Vec<IpAddr>> + Send + 'a>> {
+        Box::pin(resolve(host, port))
+    }
+
+    /// On a failed read the last addresses read, and when none ever was,
+    /// an error: the check fails closed, never to "no addresses".
+    fn own_addresses(&self) -> Result<Arc<Vec<IpAddr>>, String> {
         let mut cached = self
-            .cached
+            .own
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((read_at, addresses)) = cached.as_ref()
-            && read_at.elapsed() < Self::FRESH_FOR
+            && read_at.elapsed() < Self::OWN_FRESH_FOR
         {
             return Ok(addresses.clone());
         }
@@ -106,27 +116,6 @@ impl HostAddresses {
         };
         *cached = Some((std::time::Instant::now(), addresses.clone()));
         Ok(addresses)
-    }
-}
-
-/// The system's resolver, and this host's addresses (refused like
-/// loopback).
-#[derive(Debug, Default)]
-pub struct Resolver {
-    own: HostAddresses,
-}
-
-impl Resolve for Resolver {
-    fn resolve<'a>(
-        &'a self,
-        host: &'a str,
-        port: u16,
-    ) -> Pin<Box<dyn Future<Output = Vec<IpAddr>> + Send + 'a>> {
-        Box::pin(resolve(host, port))
-    }
-
-    fn own_addresses(&self) -> Result<Arc<Vec<IpAddr>>, String> {
-        self.own.current()
     }
 }
 
