@@ -127,26 +127,26 @@ pub fn spawn(
             Err(error) => {
                 let _ = started_tx.send(Err(error));
             }
-            Ok((mut child, listener, reports, connects)) => {
+            Ok((mut child, proxy, reports, connects)) => {
                 let pid = Pid::from_raw(child.id() as i32);
-                let _ = started_tx.send(Ok((pid, listener, reports, connects)));
+                let _ = started_tx.send(Ok((pid, proxy, reports, connects)));
                 let _ = exit_tx.send(child.wait());
             }
         })
         .map_err(|e| SpawnError::Init("spawning the launch thread".into(), e))?;
-    let (pid, listener, reports, connects) =
+    let (pid, proxy, reports, connects) =
         started_rx.recv().map_err(|_| SpawnError::ThreadLost)??;
     let reports = report::receive(File::from(reports));
     Ok(Running {
         pid,
-        proxy: Some(listener),
+        proxy: Some(proxy),
         reports,
         connects: Some(connects),
         exit: exit_rx,
     })
 }
 
-/// Runs on the launch thread: namespaces, listener, init.
+/// Runs on the launch thread: namespaces, the proxy's ends, init.
 fn start(
     plan_json: &[u8],
     stdio: Option<[OwnedFd; 3]>,
@@ -155,7 +155,7 @@ fn start(
     nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(SpawnError::NetworkNamespace)?;
     sys::set_loopback_up().map_err(SpawnError::Loopback)?;
     loopback_congestion_control();
-    let listener = ProxyEnds {
+    let proxy = ProxyEnds {
         listener: TcpListener::bind(PROXY_ADDR).map_err(SpawnError::Listener)?,
         sockets: SocketTable::open().map_err(SpawnError::SocketTable)?,
     };
@@ -209,7 +209,7 @@ fn start(
     File::from(plan_write)
         .write_all(plan_json)
         .map_err(SpawnError::SendPlan)?;
-    Ok((child, listener, report_read, connects))
+    Ok((child, proxy, report_read, connects))
 }
 
 /// The congestion control of the sandbox's network namespace, where the
