@@ -1,6 +1,6 @@
 //! What more than one OpenShell crate needs: the product version, where
 //! configuration and state live on disk, the registered runtime settings,
-//! UTC timestamp formatting, private files, the removal of a tree an agent
+//! UTC timestamp formatting, the provider catalog and placeholders, private files, the removal of a tree an agent
 //! wrote, and the arguments a driver starts a supervisor with
 //! ([`launch::SupervisorLaunch`]).
 //!
@@ -12,6 +12,7 @@
 pub mod fs;
 pub mod launch;
 pub mod paths;
+pub mod providers;
 pub mod resources;
 pub mod settings;
 pub mod time;

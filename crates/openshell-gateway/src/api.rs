@@ -1,12 +1,14 @@
 //! The gRPC API (`openshell.v1.Gateway`). Requests are validated here;
 //! [`status`] is the one place internal errors become gRPC statuses (the
 //! detail is logged, not sent). Sandboxes are handled in this file; policy
-//! revisions, exec, forward, logs and settings in the submodules.
+//! revisions, providers, exec, forward, logs and settings in the
+//! submodules.
 
 mod exec;
 mod forward;
 mod logs;
 mod policy;
+mod providers;
 mod relay;
 mod settings;
 mod ssh;
@@ -38,26 +40,31 @@ pub struct Api {
     driver: Option<std::sync::Arc<dyn Driver>>,
     pub(crate) sessions: Sessions,
     ssh_tokens: SshTokens,
+    /// Seals and opens provider credentials.
+    keyring: crate::secrets::Keyring,
 }
 
 impl Api {
     /// An API that records sandboxes but runs none (tests of the API alone).
-    pub fn new(store: Store) -> Api {
+    pub fn new(store: Store, keyring: crate::secrets::Keyring) -> Api {
         Api {
             store,
             driver: None,
             sessions: Sessions::default(),
             ssh_tokens: SshTokens::default(),
+            keyring,
         }
     }
 
     /// An API whose sandboxes run on `driver`.
-    pub fn with_driver(store: Store, driver: impl Driver + 'static) -> Api {
+    pub fn with_driver(
+        store: Store,
+        keyring: crate::secrets::Keyring,
+        driver: impl Driver + 'static,
+    ) -> Api {
         Api {
-            store,
             driver: Some(std::sync::Arc::new(driver)),
-            sessions: Sessions::default(),
-            ssh_tokens: SshTokens::default(),
+            ..Api::new(store, keyring)
         }
     }
 
@@ -147,6 +154,23 @@ pub fn status(error: StoreError) -> Status {
         StoreError::Conflict { expected, current } => Status::aborted(format!(
             "the policy changed meanwhile: it is at version {current}, not {expected}"
         )),
+        StoreError::DuplicateProvider(name) => Status::already_exists(format!(
+            "provider '{name}' already exists (change it with: openshell provider update {name})"
+        )),
+        StoreError::VersionConflict {
+            what,
+            expected,
+            current,
+        } => Status::aborted(format!(
+            "{what} changed meanwhile: it is at version {current}, not {expected}; read it again and retry"
+        )),
+        StoreError::InUse {
+            provider,
+            sandboxes,
+        } => Status::failed_precondition(format!(
+            "provider '{provider}' is attached to sandbox(es) {}; detach it first with: openshell sandbox provider detach <sandbox> {provider}",
+            sandboxes.join(", ")
+        )),
         other => {
             tracing::error!(error = %chain(other), "store failure");
             Status::internal("internal error; see the gateway log")
@@ -213,7 +237,7 @@ pub(crate) fn validate_policy(yaml: &str) -> Result<(), Status> {
         .map_err(|e| Status::invalid_argument(format!("invalid policy: {}", e.problems())))
 }
 
-fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     let mut hasher = Sha256::new();
     hasher.update(store::now_ms().to_le_bytes());
     hasher.update(std::process::id().to_le_bytes());
@@ -245,10 +269,12 @@ fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {
             cpu_millis: sandbox.spec.cpu_millis,
             memory_bytes: sandbox.spec.memory_bytes,
             pids: sandbox.spec.pids,
+            providers: sandbox.providers,
         }),
         created_at_ms: sandbox.created_at_ms,
         exit_code: sandbox.exit_code,
         policy_version: sandbox.policy_version,
+        resource_version: sandbox.resource_version,
     }
 }
 
@@ -317,6 +343,8 @@ impl Gateway for Api {
                 "resource limits too small: memory at least 16 MiB, processes at least 16",
             ));
         }
+        let providers = self.providers_named(&workspace, &spec.providers).await?;
+        providers::check_bindings(&spec.policy_yaml, &providers)?;
         let mut env: Vec<(String, String)> = spec.env.into_iter().collect();
         env.sort();
         let mut labels: Vec<(String, String)> = spec.labels.into_iter().collect();
@@ -340,15 +368,16 @@ impl Gateway for Api {
         }
         let created = self
             .store
-            .create_sandbox(&id, &workspace, &name, &spec)
+            .create_sandbox_with(&id, &workspace, &name, &spec, &providers)
             .await
             .map_err(status)?;
         tracing::info!(sandbox = %created.name, id = %created.id, %workspace, "sandbox created");
         let mut created = created;
+        let launched = self.launchable(&created).await?;
         if let Some(driver) = &self.driver
             && let Err(error) = driver
                 .create(
-                    &created,
+                    &launched,
                     (!created.spec.policy_yaml.is_empty()).then_some(PolicyRevision {
                         version: 1,
                         yaml: &created.spec.policy_yaml,
@@ -493,7 +522,8 @@ impl Gateway for Api {
             version: r.version,
             yaml: &r.yaml,
         });
-        if let Err(error) = driver.create(&sandbox, policy).await {
+        let launched = self.launchable(&sandbox).await?;
+        if let Err(error) = driver.create(&launched, policy).await {
             tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
             self.store
                 .set_phase(&sandbox.id, Phase::Error, None)
@@ -614,6 +644,86 @@ impl Gateway for Api {
         let workspace = workspace(&request)?;
         let request = request.into_inner();
         self.write_setting(&workspace, &request.name, &request.key, None)
+            .await
+            .map(Response::new)
+    }
+
+    async fn create_provider(
+        &self,
+        request: Request<pb::CreateProviderRequest>,
+    ) -> Result<Response<pb::Provider>, Status> {
+        let workspace = workspace(&request)?;
+        self.create_provider_in(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_provider(
+        &self,
+        request: Request<pb::GetProviderRequest>,
+    ) -> Result<Response<pb::Provider>, Status> {
+        let workspace = workspace(&request)?;
+        self.get_provider_in(&workspace, &request.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_providers(
+        &self,
+        request: Request<pb::ListProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.list_providers_in(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_provider(
+        &self,
+        request: Request<pb::UpdateProviderRequest>,
+    ) -> Result<Response<pb::Provider>, Status> {
+        let workspace = workspace(&request)?;
+        self.update_provider_in(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_provider(
+        &self,
+        request: Request<pb::DeleteProviderRequest>,
+    ) -> Result<Response<pb::DeleteProviderResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.delete_provider_in(&workspace, &request.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_sandbox_providers(
+        &self,
+        request: Request<pb::ListSandboxProvidersRequest>,
+    ) -> Result<Response<pb::ListProvidersResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.list_sandbox_providers_in(&workspace, &request.into_inner().name)
+            .await
+            .map(Response::new)
+    }
+
+    async fn attach_sandbox_provider(
+        &self,
+        request: Request<pb::SandboxProviderRequest>,
+    ) -> Result<Response<pb::SandboxProviderResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.set_sandbox_provider(&workspace, request.into_inner(), true)
+            .await
+            .map(Response::new)
+    }
+
+    async fn detach_sandbox_provider(
+        &self,
+        request: Request<pb::SandboxProviderRequest>,
+    ) -> Result<Response<pb::SandboxProviderResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.set_sandbox_provider(&workspace, request.into_inner(), false)
             .await
             .map(Response::new)
     }

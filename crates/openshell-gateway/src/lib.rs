@@ -3,6 +3,7 @@
 //! supervisor does).
 //!
 //! Owns: the API ([`api`]), durable state ([`store`]), the PKI ([`pki`]),
+//! secrets at rest ([`secrets`]),
 //! who may call what ([`auth`]), the supervisors' sessions ([`session`]),
 //! and the one-port server that speaks gRPC and plain HTTP ([`server`]).
 //!
@@ -14,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod drivers;
 pub mod pki;
+pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod store;

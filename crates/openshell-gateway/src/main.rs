@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use openshell_gateway::auth::Tokens;
 use openshell_gateway::drivers::docker::{self, DEFAULT_IMAGE};
 use openshell_gateway::drivers::{Connect, DockerDriver, Driver, Engine, ProcessDriver};
-use openshell_gateway::{api::Api, pki, server, store::Store};
+use openshell_gateway::{api::Api, pki, secrets::Keyring, server, store::Store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -63,6 +63,11 @@ struct Args {
     /// (`openshell gateway destroy`)
     #[arg(long)]
     destroy: bool,
+    /// Re-seal every provider's credentials under a new key in
+    /// STATE_DIR/secrets.key, retire the old key, then exit (safe while a
+    /// gateway serves: it picks up the new key by itself)
+    #[arg(long)]
+    rotate_secrets_key: bool,
 }
 
 /// The container engine a driver name means.
@@ -129,6 +134,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let store = Store::open(&args.state_dir.join("gateway.db"))
         .await
         .context("opening the gateway database")?;
+    let keyring = Keyring::load_or_create(&args.state_dir)
+        .context("setting up the key that seals provider credentials")?;
+    if args.rotate_secrets_key {
+        let resealed = Api::new(store, keyring.clone())
+            .rotate_secrets_key()
+            .await
+            .context("rotating the secrets key")?;
+        // The one line an operator's script reads.
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "re-sealed {resealed} provider(s) under key {}",
+                keyring.active_id()
+            );
+        }
+        return Ok(());
+    }
     let tokens =
         Tokens::load_or_create(&args.state_dir).context("setting up the sandbox token secret")?;
     let (tls, ca_cert) = if args.plaintext {
@@ -174,7 +196,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => {
             let driver = ProcessDriver::new(&root, &supervisor, store.clone(), connect);
             driver.reconcile(sandboxes).await;
-            Api::with_driver(store, driver)
+            Api::with_driver(store, keyring.clone(), driver)
         }
         Some(engine) => {
             let supervisor = supervisor
@@ -208,7 +230,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ));
             }
             driver.reconcile(sandboxes).await;
-            Api::with_driver(store, driver)
+            Api::with_driver(store, keyring.clone(), driver)
         }
     };
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
@@ -251,6 +273,7 @@ fn secure_state_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("securing {}", dir.display()))?;
     for name in [
+        openshell_gateway::secrets::KEY_FILE,
         "gateway.db",
         "gateway.db-wal",
         "gateway.db-shm",

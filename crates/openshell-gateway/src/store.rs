@@ -1,5 +1,6 @@
 //! Durable state in SQLite: sandboxes with their
-//! spec, phase and events, and per-sandbox policy revisions. WAL mode,
+//! spec, phase and events, per-sandbox policy revisions, and providers
+//! (credentials sealed, [`crate::secrets`]). WAL mode,
 //! foreign keys on, every multi-row write in one transaction, schema from
 //! the migrations in `migrations/`.
 
@@ -9,7 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+mod providers;
 mod revisions;
+
+pub use providers::{Provider, ProviderChange};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -81,6 +85,10 @@ pub struct Sandbox {
     pub exit_code: Option<i32>,
     /// Latest policy revision (0: none).
     pub policy_version: i64,
+    /// Bumped by every change of the record (provider attach/detach).
+    pub resource_version: i64,
+    /// The attached providers' names, sorted.
+    pub providers: Vec<String>,
 }
 
 pub use revisions::{Revision, RevisionStatus, policy_hash};
@@ -100,6 +108,19 @@ pub enum StoreError {
     Duplicate(String),
     #[error("the policy is at version {current}, not {expected}")]
     Conflict { expected: i64, current: i64 },
+    #[error("provider '{0}' already exists")]
+    DuplicateProvider(String),
+    #[error("{what} is at version {current}, not {expected}")]
+    VersionConflict {
+        what: String,
+        expected: i64,
+        current: i64,
+    },
+    #[error("provider '{provider}' is attached to {}", sandboxes.join(", "))]
+    InUse {
+        provider: String,
+        sandboxes: Vec<String>,
+    },
     #[error("opening the database")]
     Open(#[source] sqlx::Error),
     #[error("migrating the database schema")]
@@ -115,8 +136,12 @@ pub enum StoreError {
 macro_rules! select_sandbox {
     () => {
         "SELECT s.id, s.workspace, s.name, s.phase, s.spec_json, s.created_at_ms, s.exit_code,
+                s.resource_version,
                 (SELECT COALESCE(MAX(version), 0) FROM policy_revisions p WHERE p.sandbox_id = s.id)
-                    AS policy_version
+                    AS policy_version,
+                (SELECT group_concat(pr.name, char(10)) FROM sandbox_providers sp
+                    JOIN providers pr ON pr.id = sp.provider_id WHERE sp.sandbox_id = s.id)
+                    AS providers
          FROM sandboxes s"
     };
 }
@@ -182,6 +207,20 @@ impl Store {
         name: &str,
         spec: &Spec,
     ) -> Result<Sandbox, StoreError> {
+        self.create_sandbox_with(id, workspace, name, spec, &[])
+            .await
+    }
+
+    /// [`create_sandbox`](Self::create_sandbox) with providers attached in
+    /// the same transaction.
+    pub async fn create_sandbox_with(
+        &self,
+        id: &str,
+        workspace: &str,
+        name: &str,
+        spec: &Spec,
+        providers: &[Provider],
+    ) -> Result<Sandbox, StoreError> {
         let policy_hash = (!spec.policy_yaml.is_empty()).then(|| policy_hash(&spec.policy_yaml));
         let now = now_ms();
         let spec_json = serde_json::to_string(spec).map_err(StoreError::Corrupt)?;
@@ -219,8 +258,21 @@ impl Store {
             .await
             .map_err(StoreError::Query)?;
         }
+        for provider in providers {
+            sqlx::query(
+                "INSERT INTO sandbox_providers (sandbox_id, provider_id, attached_at_ms) VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(&provider.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::Query)?;
+        }
         insert_event(&mut tx, id, now, "created").await?;
         tx.commit().await.map_err(StoreError::Query)?;
+        let mut names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+        names.sort();
         Ok(Sandbox {
             id: id.to_owned(),
             workspace: workspace.to_owned(),
@@ -230,6 +282,8 @@ impl Store {
             created_at_ms: now,
             exit_code: None,
             policy_version: i64::from(policy_hash.is_some()),
+            resource_version: 1,
+            providers: names,
         })
     }
 
@@ -244,6 +298,17 @@ impl Store {
             created_at_ms: row.get("created_at_ms"),
             exit_code: row.get("exit_code"),
             policy_version: row.get("policy_version"),
+            resource_version: row.get("resource_version"),
+            providers: {
+                let names: Option<String> = row.get("providers");
+                let mut names: Vec<String> = names
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect();
+                names.sort();
+                names
+            },
         })
     }
 

@@ -17,6 +17,7 @@
 
 pub mod caller;
 pub mod connects;
+pub mod credentials;
 pub mod decide;
 pub mod generation;
 pub mod inspect;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub authority: Arc<crate::tls::Authority>,
     /// Names to addresses, and this host's own addresses.
     pub resolver: Resolver,
+    /// Provider credentials substituted into inspected requests.
+    pub credentials: credentials::Credentials,
 }
 
 /// The system's resolver, and this host's own addresses (refused like

@@ -10,7 +10,9 @@
 //! - runs exec requests ([`crate::exec`]) and streams their output
 //!   (`execs`);
 //! - makes the connections of port forwards ([`crate::forward`]) and pumps
-//!   them (`forwards`).
+//!   them (`forwards`);
+//! - takes its providers' credentials (sent on connect and after every
+//!   change) for the proxy to substitute.
 //!
 //! This file owns the session protocol; each relayed stream kind lives in
 //! its submodule.
@@ -68,6 +70,8 @@ pub struct Sandbox {
     pub spawner: Spawner,
     /// The main process to attach to (none: an idle sandbox).
     pub main: Option<Arc<MainProcess>>,
+    /// Where delivered provider credentials go (the proxy reads them).
+    pub credentials: crate::proxy::credentials::Credentials,
 }
 
 /// How long an exiting supervisor waits for the gateway to take its last
@@ -224,6 +228,9 @@ async fn session(
                     }
                     Some(FromGateway::Forward(frame)) => {
                         forwards::handle(targets, &mut forwards, &outbound, frame).await;
+                    }
+                    Some(FromGateway::Credentials(delivered)) => {
+                        sandbox.credentials.replace(&delivered);
                     }
                     None => {}
                 }

@@ -44,6 +44,12 @@ impl Api {
             return Err(Status::invalid_argument("the policy is empty"));
         }
         validate_policy(&request.policy_yaml)?;
+        let attached = self
+            .store
+            .sandbox_providers(&sandbox.id)
+            .await
+            .map_err(status)?;
+        super::providers::check_bindings(&request.policy_yaml, &attached)?;
         let (revision, stored) = self
             .store
             .add_revision(&sandbox.id, &request.policy_yaml, request.expected_version)

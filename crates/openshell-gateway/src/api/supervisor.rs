@@ -85,6 +85,12 @@ impl pb::supervisor_server::Supervisor for SupervisorApi {
                 })),
             });
         }
+        // Its providers' credentials, always (an empty set too: the
+        // supervisor then knows it has everything there is).
+        let credentials = api.credentials_of(&sandbox.id).await?;
+        let _ = outbound.try_send(pb::GatewayMessage {
+            kind: Some(ToSupervisor::Credentials(credentials)),
+        });
         let serial = api.sessions.register(&sandbox.id, outbound);
         tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, policy_version = hello.policy_version, "supervisor connected");
         let api = api.clone();

@@ -49,7 +49,8 @@ async fn start_serving(state: &Path, user_api: bool) -> Gateway {
         tokens: tokens.clone(),
         user_api,
     };
-    let task = tokio::spawn(server::run(listener, config, Api::new(store), rx));
+    let keyring = openshell_gateway::secrets::Keyring::load_or_create(state).unwrap();
+    let task = tokio::spawn(server::run(listener, config, Api::new(store, keyring), rx));
     Gateway {
         addr,
         pki,

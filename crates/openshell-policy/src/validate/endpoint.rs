@@ -222,7 +222,18 @@ pub(super) fn validate_endpoint(
             );
             None
         }
-        Some(binding) => Some(binding.provider.clone()),
+        Some(binding) => {
+            // Credentials are substituted only where the proxy reads the
+            // requests (docs/providers.md, "Bindings").
+            let inspected = tls != TlsMode::Skip && protocol.is_some_and(Protocol::is_inspected);
+            if !inspected && !doc.allow_uninspected_credentials {
+                findings.error(
+                    &path.key("credential_binding"),
+                    "credential_binding needs an inspected endpoint (protocol rest, websocket or graphql, without tls: skip); set allow_uninspected_credentials: true to bind it anyway, knowing no credential is ever substituted there",
+                );
+            }
+            Some(binding.provider.clone())
+        }
         None => None,
     };
     let body_limit = check_body_limits(doc, protocol, path, findings);

@@ -417,6 +417,14 @@ fn protocol_matrix_of_reference_1_8() {
             "credential_binding.provider must not be empty",
         ),
         (
+            "credential_binding: {provider: tok}",
+            "credential_binding needs an inspected endpoint",
+        ),
+        (
+            "protocol: rest, access: full, tls: skip, credential_binding: {provider: tok}",
+            "credential_binding needs an inspected endpoint",
+        ),
+        (
             "protocol: rest, rules: [{allow: {method: GET, path: repos}}]",
             "path must start with '/' or be '**', got 'repos'",
         ),

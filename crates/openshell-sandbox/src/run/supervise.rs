@@ -126,7 +126,16 @@ pub(super) fn supervise(
     listener
         .set_nonblocking(true)
         .context("preparing the proxy listener")?;
+    // Placeholders in the agent's environment: the gateway delivers their
+    // values over the session.
+    let credentials = proxy::credentials::Credentials::new(
+        egress
+            .gateway
+            .as_ref()
+            .is_some_and(|c| proxy::credentials::expects_credentials(&c.plan.env)),
+    );
     let shared = Arc::new(proxy::Shared {
+        credentials: credentials.clone(),
         generations,
         identifier: Arc::new(
             Identifier::new(pid.as_raw() as u32, sockets).with_writable(egress.writable),
@@ -174,6 +183,7 @@ pub(super) fn supervise(
                 scratch: connected.scratch,
             },
             main: main.clone(),
+            credentials,
         };
         Some(runtime.spawn(session::run(
             connected.connection,
