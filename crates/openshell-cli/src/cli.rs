@@ -141,6 +141,21 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Credential bundles sandboxes use without seeing them; values are never printed.
+    #[command(
+        visible_alias = "prov",
+        after_help = "A sandbox's processes see placeholders; the proxy puts the real value into requests \
+to the endpoints the provider is bound to (its type's, or --config endpoints=HOST:PORT[/PATH/**],...).\n\n\
+Types: anthropic, claude-code, openai, codex, github, gitlab, nvidia, generic.\n\n\
+Examples:\n  openshell provider create --name gh --type github --from-existing\n  \
+openshell provider create --name api --type generic --credential API_TOKEN\n  \
+openshell sandbox create --provider gh -- gh repo list\n  \
+openshell provider update gh --credential GITHUB_TOKEN   # rotation reaches running sandboxes"
+    )]
+    Provider {
+        #[command(subcommand)]
+        command: ProviderCommand,
+    },
     /// Runtime settings of a sandbox or of the whole gateway.
     Settings {
         #[command(subcommand)]
@@ -180,6 +195,100 @@ openshell completions fish > ~/.config/fish/completions/openshell.fish"
         )]
         token: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Create a provider from local credentials or given ones.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// anthropic, claude-code, openai, codex, github, gitlab, nvidia, generic
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        #[command(flatten)]
+        source: CredentialSource,
+        /// Non-secret setting (repeatable); `endpoints=HOST:PORT[/PATH/**],…`
+        /// replaces the type's endpoints.
+        #[arg(long = "config", value_name = "K=V")]
+        config: Vec<String>,
+        /// Label (repeatable).
+        #[arg(long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show a provider: its type and key names, never values.
+    Get {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// List providers: NAME  TYPE  CREDENTIAL_KEYS  CONFIG_KEYS (counts).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
+        /// One name per line (for scripts).
+        #[arg(long, conflicts_with = "output")]
+        names: bool,
+        #[arg(short, long, value_enum)]
+        output: Option<OutputFormat>,
+    },
+    /// Change credentials (rotation reaches running sandboxes) or config.
+    Update {
+        name: String,
+        #[command(flatten)]
+        source: UpdateSource,
+        /// Non-secret setting (repeatable); `K=` removes K.
+        #[arg(long = "config", value_name = "K=V")]
+        config: Vec<String>,
+    },
+    /// Delete providers (refused while attached to a sandbox).
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// Where `provider create` takes credentials from: exactly one source.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct CredentialSource {
+    /// Discover them from this environment (and tool configs such as gh's).
+    #[arg(long)]
+    pub from_existing: bool,
+    /// KEY=VALUE, or KEY to read its value from this environment (repeatable).
+    #[arg(long = "credential", value_name = "KEY[=VALUE]")]
+    pub credentials: Vec<String>,
+}
+
+/// Where `provider update` takes new credentials from, if anywhere.
+#[derive(Debug, Clone, Args)]
+#[group(required = false, multiple = false)]
+pub struct UpdateSource {
+    /// Discover them again from this environment.
+    #[arg(long)]
+    pub from_existing: bool,
+    /// KEY=VALUE, or KEY to read its value from this environment (repeatable).
+    #[arg(long = "credential", value_name = "KEY[=VALUE]")]
+    pub credentials: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxProviderCommand {
+    /// The providers attached to a sandbox.
+    List {
+        /// The sandbox [default: the last one created].
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Attach a provider: new connections can use its credentials at once.
+    Attach { name: String, provider: String },
+    /// Detach a provider: its placeholders stop resolving.
+    Detach { name: String, provider: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -491,6 +600,11 @@ openshell sandbox download dev /sandbox/report.txt ."
         #[arg(default_value = ".")]
         dest: PathBuf,
     },
+    /// List, attach and detach a sandbox's providers.
+    Provider {
+        #[command(subcommand)]
+        command: SandboxProviderCommand,
+    },
     /// Delete sandboxes; a missing one is reported, not an error.
     Delete {
         #[arg(required_unless_present = "all")]
@@ -516,6 +630,20 @@ pub struct CreateArgs {
     /// Label for selection (repeatable)
     #[arg(long = "label", value_name = "K=V")]
     pub labels: Vec<String>,
+    /// Attach a provider (repeatable); a provider type's name that is no
+    /// provider yet creates one from local credentials
+    #[arg(long = "provider", value_name = "NAME")]
+    pub providers: Vec<String>,
+    /// Create the provider CMD needs (claude → claude-code, codex, gh →
+    /// github, glab → gitlab) from local credentials without asking
+    #[arg(long, conflicts_with = "no_auto_providers")]
+    pub auto_providers: bool,
+    /// Never create or attach a provider CMD needs
+    #[arg(long)]
+    pub no_auto_providers: bool,
+    /// Do not warn about credential-looking --env values
+    #[arg(long)]
+    pub no_credential_warnings: bool,
     /// The sandbox's image (docker/podman gateways): an image reference,
     /// a directory with a Dockerfile or a Dockerfile (built with the local
     /// engine), or a community name [default: the gateway's image]

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod gateway;
 pub mod image;
 pub mod policy;
+pub mod provider;
 pub mod revisions;
 pub mod sandbox;
 pub mod scope;

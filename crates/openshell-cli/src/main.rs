@@ -16,11 +16,12 @@ use clap::Parser;
 
 use crate::cli::{
     Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, OutputFormat, PolicyCommand,
-    SandboxCommand, SettingsCommand,
+    ProviderCommand, SandboxCommand, SandboxProviderCommand, SettingsCommand,
 };
 use crate::commands::scope::Scope;
 use crate::commands::{
-    Exit, doctor, exec, files, forward, gateway, policy, revisions, sandbox, settings, ssh,
+    Exit, doctor, exec, files, forward, gateway, policy, provider, revisions, sandbox, settings,
+    ssh,
 };
 
 /// The gateway the global flags, environment and registry name, if any.
@@ -125,6 +126,19 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 SandboxCommand::Start { name } => sandbox::start(&scope, &scope.sandbox(name)?),
                 SandboxCommand::Create(args) => sandbox::create(&scope, &args),
                 SandboxCommand::Delete { names, all } => sandbox::delete(&scope, &names, all),
+                SandboxCommand::Provider { command } => match command {
+                    SandboxProviderCommand::List { name, output } => provider::sandbox_list(
+                        &scope,
+                        &scope.sandbox(name)?,
+                        matches!(output, OutputFormat::Json),
+                    ),
+                    SandboxProviderCommand::Attach { name, provider: p } => {
+                        provider::sandbox_set(&scope, &name, &p, true)
+                    }
+                    SandboxProviderCommand::Detach { name, provider: p } => {
+                        provider::sandbox_set(&scope, &name, &p, false)
+                    }
+                },
                 SandboxCommand::Upload {
                     name,
                     local,
@@ -177,6 +191,65 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 level,
             };
             sandbox::logs(&scope, &options, output)
+        }
+        Command::Provider { command } => {
+            let scope = scope(&cli.global)?;
+            match command {
+                ProviderCommand::Create {
+                    name,
+                    kind,
+                    source,
+                    config,
+                    labels,
+                    output,
+                } => provider::create(
+                    &scope,
+                    &name,
+                    &kind,
+                    &provider::Definition {
+                        source: provider::Source {
+                            from_existing: source.from_existing,
+                            credentials: source.credentials,
+                        },
+                        config,
+                        labels,
+                    },
+                    matches!(output, OutputFormat::Json),
+                ),
+                ProviderCommand::Get { name, output } => {
+                    provider::get(&scope, &name, matches!(output, OutputFormat::Json))
+                }
+                ProviderCommand::List {
+                    limit,
+                    offset,
+                    names,
+                    output,
+                } => {
+                    let style = match (names, output) {
+                        (true, _) => provider::ListStyle::Names,
+                        (_, Some(OutputFormat::Json)) => provider::ListStyle::Json,
+                        _ => provider::ListStyle::Table,
+                    };
+                    provider::list(&scope, limit, offset, style)
+                }
+                ProviderCommand::Update {
+                    name,
+                    source,
+                    config,
+                } => provider::update(
+                    &scope,
+                    &name,
+                    &provider::Definition {
+                        source: provider::Source {
+                            from_existing: source.from_existing,
+                            credentials: source.credentials,
+                        },
+                        config,
+                        labels: Vec::new(),
+                    },
+                ),
+                ProviderCommand::Delete { names } => provider::delete(&scope, &names),
+            }
         }
         Command::Settings { command } => {
             let scope = scope(&cli.global)?;

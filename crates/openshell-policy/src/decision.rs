@@ -20,6 +20,9 @@ pub enum Layer {
     L7,
     /// The allowed request could not reach its upstream.
     Upstream,
+    /// The request's credential placeholders (docs/providers.md): outside
+    /// their binding, unknown, or in a body that is not rewritten.
+    Credentials,
 }
 
 impl Layer {
@@ -30,6 +33,7 @@ impl Layer {
             Layer::Ssrf => "ssrf",
             Layer::L7 => "l7",
             Layer::Upstream => "upstream",
+            Layer::Credentials => "credentials",
         }
     }
 }

@@ -246,6 +246,48 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         refuse(&mut client, &decision).await;
         return;
     };
+    // A forward request's credentials, before anything is dialed.
+    let mut head = head;
+    let (mut framing, mut buffered) = (framing, buffered);
+    let mut scan = None;
+    let mut forward_path = None;
+    if let Route::Forward {
+        target: path,
+        rewrite_body,
+    } = route
+        && shared.credentials.active()
+    {
+        let set = shared.credentials.current().await;
+        let destination = credentials::Destination {
+            host: target.host(),
+            port: target.port(),
+            path: path.split_once('?').map_or(path.as_str(), |(p, _)| p),
+            policy: generation.policy.policy(),
+        };
+        let prepared = forward_credentials(
+            &set,
+            &mut head,
+            path,
+            &mut framing,
+            &mut buffered,
+            &mut client,
+            &destination,
+            *rewrite_body,
+        )
+        .await;
+        match prepared {
+            Ok((path, scan_body)) => {
+                forward_path = path;
+                scan = scan_body.then_some(set);
+            }
+            Err(error) => {
+                let refused_here = decision.credential_refused(error);
+                shared.events.emit(NetworkEvent::from(&refused_here));
+                refuse(&mut client, &refused_here).await;
+                return;
+            }
+        }
+    }
     let upstream = match dial(addresses, target.port()).await {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -270,15 +312,19 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let generations = shared.generations.clone();
     match route {
-        Route::Forward { target: path } => {
+        Route::Forward { target: path, .. } => {
+            let path = forward_path.as_deref().unwrap_or(path);
             let head_bytes = relay::upstream_head(&head, path, &target);
             relay::forward(
                 client,
                 upstream,
-                head_bytes,
-                framing,
-                buffered,
-                head.method.eq_ignore_ascii_case("HEAD"),
+                relay::Request {
+                    head: head_bytes,
+                    framing,
+                    buffered,
+                    head_request: head.method.eq_ignore_ascii_case("HEAD"),
+                    scan,
+                },
                 generations,
                 pinned,
             )
@@ -296,6 +342,66 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             relay::tunnel(client, upstream, generations, pinned).await;
         }
     }
+}
+
+/// Substitutes a forward request's credentials: headers and target, and
+/// a body of known length up to the rewrite limit (read whole now, then
+/// rewritten or checked). Returns the new target if it changed, and
+/// whether the body must still be scanned as it is relayed (a chunked or
+/// larger one).
+#[allow(clippy::too_many_arguments)]
+async fn forward_credentials(
+    set: &credentials::Set,
+    head: &mut request::Head,
+    path: &str,
+    framing: &mut Framing,
+    buffered: &mut Vec<u8>,
+    client: &mut TcpStream,
+    destination: &credentials::Destination<'_>,
+    rewrite_body: bool,
+) -> Result<(Option<String>, bool), credentials::CredentialError> {
+    use tokio::io::AsyncReadExt;
+    let path = credentials::rewrite_head(set, &mut head.headers, path, destination)?;
+    let length = match *framing {
+        Framing::None => return Ok((path, false)),
+        Framing::Length(length) if length <= credentials::MAX_REWRITE_BODY as u64 => {
+            length as usize
+        }
+        Framing::Length(_) | Framing::Chunked => return Ok((path, true)),
+    };
+    if buffered.len() < length {
+        let have = buffered.len();
+        buffered.resize(length, 0);
+        let read = tokio::time::timeout(
+            request::HEAD_TIMEOUT,
+            client.read_exact(&mut buffered[have..]),
+        )
+        .await;
+        if !matches!(read, Ok(Ok(_))) {
+            return Err(credentials::CredentialError::Unavailable);
+        }
+    }
+    let body = &buffered[..length];
+    let content_type = head
+        .header("content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned);
+    if let Some(new) = credentials::rewrite_whole_body(
+        set,
+        content_type.as_deref(),
+        body,
+        destination,
+        rewrite_body,
+    )? {
+        for (name, value) in &mut head.headers {
+            if name.eq_ignore_ascii_case("content-length") {
+                *value = new.len().to_string().into_bytes();
+            }
+        }
+        *framing = Framing::Length(new.len() as u64);
+        buffered.splice(..length, new);
+    }
+    Ok((path, false))
 }
 
 /// Answers a refused request and closes.

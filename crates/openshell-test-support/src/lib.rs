@@ -2,7 +2,8 @@
 //! `openshell-sandbox` binary run as root with a deadline ([`sandbox`]), a
 //! fresh user of the `openshell` CLI with real gateways ([`home`]), and
 //! network namespaces with upstream servers the tests create
-//! themselves ([`netns`]; tests never reach any other address).
+//! themselves ([`netns`]; tests never reach any other address), and the
+//! certificates of HTTPS upstreams ([`tls`]).
 // Fixtures fail loudly; a fixture made fresh per test has no default.
 #![allow(
     clippy::unwrap_used,
@@ -14,6 +15,7 @@
 pub mod home;
 pub mod netns;
 pub mod sandbox;
+pub mod tls;
 
 /// The interpreter the fixtures and many tests run.
 pub const PYTHON: &str = "/usr/bin/python3";

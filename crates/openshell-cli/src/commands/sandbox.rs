@@ -10,7 +10,7 @@ use openshell_proto::v1 as pb;
 use crate::cli::{CreateArgs, OutputFormat};
 use crate::client;
 use crate::commands::scope::{Scope, status};
-use crate::commands::{Exit, image};
+use crate::commands::{Exit, image, provider};
 use crate::output;
 
 fn created(sandbox: &pb::Sandbox) -> String {
@@ -28,6 +28,8 @@ fn to_json(sandbox: &pb::Sandbox, workspace: &str) -> Value {
         "phase": sandbox.phase,
         "current_policy_version": sandbox.policy_version,
         "exit_code": sandbox.exit_code,
+        "providers": spec.providers,
+        "resource_version": sandbox.resource_version,
     })
 }
 
@@ -395,6 +397,19 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
         None => String::new(),
     };
     let env = pairs("--env", &options.env)?;
+    if !options.no_credential_warnings {
+        let mut keys: Vec<&String> = env
+            .iter()
+            .filter(|(k, v)| openshell_core::providers::looks_like_credential(k, v))
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        for key in keys {
+            output::warning(&format!(
+                "--env {key} looks like a credential passed as a plain environment variable: the agent can read it and send it anywhere its policy allows.\nhint: use a provider instead (openshell provider create --name NAME --type generic --credential {key}), or pass --no-credential-warnings"
+            ));
+        }
+    }
     let labels = pairs("--label", &options.labels)?;
     let image = match &options.from {
         None => String::new(),
@@ -409,6 +424,29 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             }
         }
     };
+    let auto = match (options.auto_providers, options.no_auto_providers) {
+        (true, _) => provider::Auto::Create,
+        (_, true) => provider::Auto::Skip,
+        _ => provider::Auto::Ask,
+    };
+    let runtime = client::runtime()?;
+    let providers = runtime.block_on(async {
+        let needs_lookup = !options.providers.is_empty()
+            || (auto != provider::Auto::Skip
+                && openshell_core::providers::type_for_command(&options.command).is_some());
+        if !needs_lookup {
+            return anyhow::Ok(Vec::new());
+        }
+        let mut client = client::connect(scope.target()?).await?;
+        provider::for_create(
+            &mut client,
+            scope,
+            &options.providers,
+            &options.command,
+            auto,
+        )
+        .await
+    })?;
     let request = scope.request(pb::CreateSandboxRequest {
         name: options.name.clone().unwrap_or_default(),
         spec: Some(pb::SandboxSpec {
@@ -421,6 +459,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             cpu_millis: options.cpu.unwrap_or(0),
             memory_bytes: options.memory.unwrap_or(0),
             pids: options.pids.unwrap_or(0),
+            providers,
         }),
     })?;
     let started = std::time::Instant::now();
@@ -438,7 +477,6 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             bail!("--upload {}: no such file or directory", local.display());
         }
     }
-    let runtime = client::runtime()?;
     let (name, exit) = runtime.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         let sandbox = client

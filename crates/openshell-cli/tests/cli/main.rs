@@ -6,6 +6,7 @@ mod containers;
 mod gateway;
 mod live;
 mod policy;
+mod providers;
 mod sandbox;
 mod ssh;
 

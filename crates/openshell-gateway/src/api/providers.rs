@@ -290,7 +290,7 @@ impl Api {
             .create_provider(&provider)
             .await
             .map_err(status)?;
-        tracing::info!(provider = %provider.name, r#type = %provider.kind, keys = ?provider.credential_keys, %workspace, "provider created");
+        tracing::info!(provider = %provider.name, r#type = %provider.kind, %workspace, "provider created");
         Ok(to_proto(provider))
     }
 

@@ -139,8 +139,10 @@ pub struct Endpoint {
 /// What happens to an allowed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Send exactly this request, with this canonical origin-form target.
-    Forward { target: String },
+    /// Send exactly this request, with this canonical origin-form target;
+    /// `rewrite_body`: the endpoint substitutes credentials in bodies
+    /// (`request_body_credential_rewrite`).
+    Forward { target: String, rewrite_body: bool },
     /// A tunnel of bytes only (`tls: skip`).
     Raw,
     /// An L4 tunnel: TLS terminated and re-encrypted, no request rules.
@@ -167,6 +169,12 @@ pub enum Refusal {
     AuthorityMismatch,
     /// 502 `upstream_unreachable`.
     Upstream { detail: String },
+    /// The request's credentials cannot be sent (403/413/500 by kind);
+    /// `forward`: on the forward-proxy path, whose bodies differ.
+    Credential {
+        error: super::credentials::CredentialError,
+        forward: bool,
+    },
 }
 
 /// What a denial by an endpoint rule reports about the request.
@@ -200,6 +208,21 @@ impl Decision {
             reason: Some(error.to_string()),
             outcome: Outcome::Refused(Refusal::Upstream {
                 detail: format!("{}: {error}", self.subject.describe(false)),
+            }),
+            ..self.clone()
+        }
+    }
+
+    /// An allowed request whose credentials cannot be sent: refused at
+    /// the `credentials` layer.
+    pub fn credential_refused(&self, error: super::credentials::CredentialError) -> Decision {
+        Decision {
+            verdict: Verdict::Deny,
+            layer: Layer::Credentials,
+            reason: Some(error.reason().to_owned()),
+            outcome: Outcome::Refused(Refusal::Credential {
+                error,
+                forward: self.subject.kind == Kind::Forward,
             }),
             ..self.clone()
         }
@@ -354,6 +377,7 @@ pub async fn decide(
             addresses: Vec::new(),
             route: Route::Forward {
                 target: request.target.to_owned(),
+                rewrite_body: false,
             },
         });
     }
@@ -398,7 +422,13 @@ pub async fn decide(
     draft.layer = Layer::L7;
     let route = match intent.request {
         Some(request) => match judge_request(&allow, intent, request, caller, &mut draft) {
-            Ok(target) => Route::Forward { target },
+            Ok(target) => Route::Forward {
+                target,
+                rewrite_body: allow
+                    .matched
+                    .iter()
+                    .any(|m| m.endpoint.request_body_credential_rewrite),
+            },
             Err(refusal) => return draft.refuse(refusal),
         },
         None if allow.is_inspected() => Route::Inspect,
@@ -684,7 +714,8 @@ network_policies:
         assert_eq!(
             decision.endpoint().unwrap().route,
             Route::Forward {
-                target: "/b?q=1".to_owned()
+                target: "/b?q=1".to_owned(),
+                rewrite_body: false,
             }
         );
         let decision = decided(&forward("POST", "/b"), &public()).await;

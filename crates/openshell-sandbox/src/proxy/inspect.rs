@@ -14,6 +14,7 @@
 //! afterwards.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::credentials::{CredentialError, Destination, UpstreamBody, rewrite_request};
 use super::decide::{
     Decision, Endpoint, Intent, Kind, Outcome, Refusal, Request as DecideRequest, Route, decide,
 };
@@ -193,7 +195,7 @@ pub async fn serve<C, U>(
     U: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Ok((sender, connection)) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Incoming>(TokioIo::new(upstream))
+        .handshake::<_, UpstreamBody>(TokioIo::new(upstream))
         .await
     else {
         return;
@@ -255,7 +257,7 @@ fn answer(answer: &response::Answer) -> Response<Body> {
 async fn judge(
     mut request: Request<Incoming>,
     tunnel: &Tunnel,
-    sender: &Mutex<Option<SendRequest<Incoming>>>,
+    sender: &Mutex<Option<SendRequest<UpstreamBody>>>,
     default_port: u16,
     rules: Rules,
 ) -> Response<Body> {
@@ -301,11 +303,15 @@ async fn judge(
     if rules == Rules::L7 || !decision.is_allowed() {
         shared.events.emit(NetworkEvent::from(&decision));
     }
-    let forwarded_target = match &decision.outcome {
+    let (forwarded_target, rewrite_body) = match &decision.outcome {
         Outcome::Allowed(Endpoint {
-            route: Route::Forward { target },
+            route:
+                Route::Forward {
+                    target,
+                    rewrite_body,
+                },
             ..
-        }) => target.clone(),
+        }) => (target.clone(), *rewrite_body),
         _ => return refused(&decision),
     };
 
@@ -316,6 +322,40 @@ async fn judge(
         return answer(&response::invalid_canonical_target());
     };
     parts.uri = uri;
+    // Credentials: substituted after every policy check, on the request
+    // as it will be sent.
+    let tripped = Arc::new(AtomicBool::new(false));
+    let body: UpstreamBody = if shared.credentials.active() {
+        let set = shared.credentials.current().await;
+        let path = forwarded_target
+            .split_once('?')
+            .map_or(forwarded_target.as_str(), |(path, _)| path);
+        let destination = Destination {
+            host: &tunnel.host,
+            port: tunnel.port,
+            path,
+            policy: tunnel.generation.policy.policy(),
+        };
+        match rewrite_request(
+            set,
+            &mut parts,
+            body,
+            &destination,
+            rewrite_body,
+            tripped.clone(),
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(error) => {
+                let refused_here = decision.credential_refused(error);
+                shared.events.emit(NetworkEvent::from(&refused_here));
+                return refused(&refused_here);
+            }
+        }
+    } else {
+        body.map_err(Into::into).boxed()
+    };
     for name in HOP_BY_HOP {
         parts.headers.remove(name);
     }
@@ -335,6 +375,11 @@ async fn judge(
     }
     let mut response = match result {
         Ok(response) => response,
+        Err(_) if tripped.load(Ordering::SeqCst) => {
+            let refused_here = decision.credential_refused(CredentialError::InBody);
+            shared.events.emit(NetworkEvent::from(&refused_here));
+            return refused(&refused_here);
+        }
         Err(error) => {
             let failed = decision.unreachable(&std::io::Error::other(error));
             shared.events.emit(NetworkEvent::from(&failed));

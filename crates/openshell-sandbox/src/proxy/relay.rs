@@ -70,22 +70,41 @@ pub fn upstream_head(head: &Head, path: &str, target: &Target) -> Vec<u8> {
     out
 }
 
+/// The one request of a forward-proxy connection, as it goes upstream.
+#[derive(Debug)]
+pub struct Request {
+    /// The origin-form head ([`upstream_head`]).
+    pub head: Vec<u8>,
+    pub framing: Framing,
+    /// What of the body was read with the head.
+    pub buffered: Vec<u8>,
+    /// The request was `HEAD` (its response has no body).
+    pub head_request: bool,
+    /// Relay the body through a credential scanner (the sandbox has
+    /// credentials and the body was not checked whole).
+    pub scan: Option<Arc<super::credentials::Set>>,
+}
+
 /// Forwards one request (head, then exactly its body) and relays exactly
 /// one response: its head rewritten, its body moved in the kernel when its
 /// length is known or runs to the upstream's close. The connection ends
-/// with the response, also when the upstream would keep it open.
-/// `head_request`: the request was `HEAD` (its response has no body).
-#[allow(clippy::too_many_arguments)]
+/// with the response, also when the upstream would keep it open. A body
+/// scanned for credentials that stops on a placeholder cuts the
+/// connection.
 pub async fn forward(
     client: TcpStream,
     mut upstream: TcpStream,
-    head: Vec<u8>,
-    framing: Framing,
-    buffered: Vec<u8>,
-    head_request: bool,
+    request: Request,
     mut generations: watch::Receiver<Arc<Generation>>,
     pinned: u64,
 ) {
+    let Request {
+        head,
+        framing,
+        buffered,
+        head_request,
+        scan,
+    } = request;
     if upstream.write_all(&head).await.is_err() {
         return;
     }
@@ -93,7 +112,21 @@ pub async fn forward(
     let (mut upstream_read, mut upstream_write) = upstream.into_split();
     let body = async move {
         let mut reader = BufReader::new(Cursor::new(buffered).chain(client_read));
-        let _ = copy_body(&mut reader, &mut upstream_write, framing).await;
+        match scan {
+            None => {
+                let _ = copy_body(&mut reader, &mut upstream_write, framing).await;
+            }
+            Some(set) => {
+                let mut scanned = super::credentials::ScanningWriter::new(&mut upstream_write, set);
+                let copied = copy_body(&mut reader, &mut scanned, framing).await;
+                if copied.is_err() || scanned.finish().await.is_err() {
+                    tracing::warn!(
+                        "forward request cut: its body carried a credential placeholder or broke off"
+                    );
+                    return;
+                }
+            }
+        }
         // Never done: the upstream's write half stays open (a half-close
         // could end the exchange early on some upstreams) until the
         // response ends the select below, which drops it.
@@ -483,17 +516,14 @@ mod tests {
             let (client, _) = proxy.accept().await.unwrap();
             let upstream = TcpStream::connect(upstream_address).await.unwrap();
             let head = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
-            forward(
-                client,
-                upstream,
+            let request = Request {
                 head,
-                Framing::None,
-                Vec::new(),
+                framing: Framing::None,
+                buffered: Vec::new(),
                 head_request,
-                generations,
-                1,
-            )
-            .await;
+                scan: None,
+            };
+            forward(client, upstream, request, generations, 1).await;
         });
         let mut client = TcpStream::connect(proxy_address).await.unwrap();
         let mut got = Vec::new();

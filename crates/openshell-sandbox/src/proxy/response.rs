@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::credentials::{CredentialError, MAX_REWRITE_BODY};
 use super::decide::{Refusal, RuleDenial};
 
 /// `HTTP/1.1 200 Connection Established`, the CONNECT success line.
@@ -21,6 +22,8 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
         403 => "Forbidden",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Error",
@@ -100,7 +103,42 @@ pub fn refusal(refusal: &Refusal) -> Answer {
         },
         Refusal::AuthorityMismatch => authority_mismatch(),
         Refusal::Upstream { detail } => upstream_unreachable(detail),
+        Refusal::Credential { error, forward } => credential(*error, *forward),
     }
+}
+
+/// A request whose credentials cannot be sent (docs/providers.md, "When
+/// a credential cannot be used"); the forward-proxy path answers with a
+/// `detail`, inspected tunnels with a `message`, as the established proxy
+/// does.
+pub fn credential(error: CredentialError, forward: bool) -> Answer {
+    let (status, body) = match (error, forward) {
+        (CredentialError::EndpointMismatch, false) => (
+            403,
+            json!({"error": "credential_endpoint_mismatch", "message": "Credential is not authorized for this request endpoint"}),
+        ),
+        (CredentialError::EndpointMismatch, true) => (
+            403,
+            json!({"error": "credential_endpoint_mismatch", "detail": "credential is not authorized for this request endpoint"}),
+        ),
+        (CredentialError::Unavailable, false) => (
+            500,
+            json!({"error": "credential_unavailable", "message": "Credential placeholder could not be resolved"}),
+        ),
+        (CredentialError::Unavailable, true) => (
+            500,
+            json!({"error": "credential_injection_failed", "detail": "unresolved credential placeholder in request"}),
+        ),
+        (CredentialError::InBody, _) => (
+            403,
+            json!({"error": "credential_in_body", "message": "Credential placeholder in a request body that this endpoint does not rewrite (request_body_credential_rewrite is off, or the content type is not JSON, form or text)"}),
+        ),
+        (CredentialError::BodyTooLarge, _) => (
+            413,
+            json!({"error": "credential_body_too_large", "message": format!("Request body too large to rewrite credentials in (limit {MAX_REWRITE_BODY} bytes)")}),
+        ),
+    };
+    Answer::new(status, body)
 }
 
 /// 403: a request's authority names another host than its tunnel (or its

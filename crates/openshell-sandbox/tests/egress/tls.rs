@@ -3,13 +3,11 @@
 //! through L7 termination by curl, python and git, and through `tls: skip`
 //! as an untouched tunnel.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 
 use crate::netns::TestNetwork;
 use crate::support::{Sandbox, sandbox};
+use openshell_test_support::tls::write_certs;
 
 const TLS_PORT: u16 = 8443;
 
@@ -98,24 +96,6 @@ impl Https {
     fn url(&self, path: &str) -> String {
         format!("https://{}:{TLS_PORT}{path}", self.host())
     }
-}
-
-fn write_certs(dir: &Path, ip: Ipv4Addr) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "openshell test upstream CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.subject_alt_names = vec![SanType::IpAddress(ip.into())];
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
 }
 
 const L7_READ_ONLY: &str =
