@@ -65,6 +65,9 @@ pub struct Spawner {
     pub identifier: Arc<Identifier>,
     /// A root-only directory for plan files.
     pub scratch: PathBuf,
+    /// The providers' current placeholders join each command's
+    /// environment (a provider attached after the start included).
+    pub credentials: crate::proxy::credentials::Credentials,
 }
 
 /// A running helper; dropping it forgets it as a sandbox process root (and
@@ -110,7 +113,16 @@ impl Spawner {
         env: &[(String, String)],
         workdir: &str,
     ) -> anyhow::Result<Plan> {
-        plan_for(&self.plan, argv, env, workdir).map_err(anyhow::Error::msg)
+        // The launch's placeholders give way to the current ones: a
+        // detached provider's go, a rotated one's move on.
+        let mut template = self.plan.clone();
+        if self.credentials.active() {
+            template.env.retain(|entry| {
+                !crate::proxy::credentials::expects_credentials(std::iter::once(entry))
+            });
+            template.env.extend(self.credentials.placeholder_env());
+        }
+        plan_for(&template, argv, env, workdir).map_err(anyhow::Error::msg)
     }
 
     /// Starts the helper for `plan` with the given standard streams.

@@ -641,7 +641,65 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
         "credentials lost across a restart"
     );
 
-    // Deleting an attached provider is refused; detaching then deleting works.
+    // A provider attached to the running sandbox: new commands see its
+    // placeholder and it resolves; once detached it is gone and its old
+    // placeholder fails closed.
+    let late_secret = "glpat-SECRET-late-000001";
+    ok(&home.openshell(&[
+        "provider",
+        "create",
+        "--name",
+        "late",
+        "--type",
+        "gitlab",
+        "--credential",
+        &format!("GITLAB_TOKEN={late_secret}"),
+        "--config",
+        &format!("endpoints=https://{peer}:{TLS_PORT}/late/"),
+    ]));
+    ok(&home.openshell(&["sandbox", "provider", "attach", "agent", "late"]));
+    let out = ok(&sh(
+        &home,
+        "agent",
+        &[],
+        &format!(
+            "echo $GITLAB_TOKEN; curl -sS -m 20 -H \"PRIVATE-TOKEN: $GITLAB_TOKEN\" \"{}\"",
+            upstream.url("/late/x")
+        ),
+    ));
+    let late_placeholder = out.lines().next().unwrap().to_owned();
+    assert!(
+        late_placeholder.starts_with("glpat-") && late_placeholder.len() == 26,
+        "{out}"
+    );
+    assert!(out.ends_with("ok\n"), "{out}");
+    let late = upstream
+        .received(true)
+        .into_iter()
+        .find(|r| r["path"] == "/late/x")
+        .unwrap();
+    assert_eq!(header(&late, "private-token"), Some(late_secret));
+    ok(&home.openshell(&["sandbox", "provider", "detach", "agent", "late"]));
+    let out = ok(&sh(
+        &home,
+        "agent",
+        &[],
+        &format!(
+            "echo \"[$GITLAB_TOKEN]\"; curl -sS -m 20 -w ' %{{http_code}}' -H 'PRIVATE-TOKEN: {late_placeholder}' \"{}\"",
+            upstream.url("/late/y")
+        ),
+    ));
+    assert!(
+        out.starts_with("[]\n"),
+        "a detached provider's variable stayed: {out}"
+    );
+    assert!(
+        out.contains("credential_unavailable") && out.ends_with(" 500"),
+        "{out}"
+    );
+    ok(&home.openshell(&["provider", "delete", "late"]));
+
+    // Deleting an attached provider is refused (detached, it went above).
     let out = home.openshell(&["provider", "delete", "tok"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -662,7 +720,14 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
             .any(|(p, _)| p.file_name().is_some_and(|n| n == "gateway.db")),
         "the database was not found under the home"
     );
-    for secret in [token, rotated, gh_secret, anthropic_secret, openai_secret] {
+    for secret in [
+        token,
+        rotated,
+        gh_secret,
+        anthropic_secret,
+        openai_secret,
+        late_secret,
+    ] {
         assert_nowhere("host files", &haystacks, secret);
     }
 }

@@ -76,6 +76,9 @@ impl CredentialError {
 #[derive(Debug)]
 struct Entry {
     provider: String,
+    /// The environment variable, and its current placeholder.
+    key: String,
+    current: String,
     value: String,
     /// Empty: the policy's endpoints with `credential_binding.provider`
     /// naming the provider.
@@ -151,6 +154,8 @@ impl Set {
             let index = entries.len();
             entries.push(Entry {
                 provider: credential.provider.clone(),
+                key: credential.key.clone(),
+                current: credential.placeholders.first().cloned().unwrap_or_default(),
                 value: credential.value.clone(),
                 endpoints,
             });
@@ -777,6 +782,18 @@ impl Credentials {
                 self.current.borrow().clone()
             }
         }
+    }
+
+    /// Each credential's variable and current placeholder: what a command
+    /// started now gets in its environment.
+    pub fn placeholder_env(&self) -> Vec<(String, String)> {
+        self.current
+            .borrow()
+            .entries
+            .iter()
+            .filter(|e| !e.current.is_empty())
+            .map(|e| (e.key.clone(), e.current.clone()))
+            .collect()
     }
 
     /// Whether requests need looking at: credentials are (or will be) here.

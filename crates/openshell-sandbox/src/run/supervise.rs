@@ -181,6 +181,7 @@ pub(super) fn supervise(
                 init_pid: pid.as_raw(),
                 identifier,
                 scratch: connected.scratch,
+                credentials: credentials.clone(),
             },
             main: main.clone(),
             credentials,
