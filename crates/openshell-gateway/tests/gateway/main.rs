@@ -20,6 +20,7 @@ use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_client::GatewayClient;
 use openshell_proto::v1::supervisor_client::SupervisorClient;
 
+mod providers;
 mod session;
 
 /// A gateway serving on 127.0.0.1:0; stops on drop.
@@ -57,6 +58,30 @@ async fn start_serving(state: &Path, user_api: bool) -> Gateway {
         tokens,
         shutdown,
         task,
+    }
+}
+
+/// What the gateway sends a test supervisor.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    inner: tonic::Streaming<pb::GatewayMessage>,
+    skip_credentials: bool,
+}
+
+impl Inbound {
+    pub(crate) async fn message(&mut self) -> Result<Option<pb::GatewayMessage>, tonic::Status> {
+        loop {
+            let message = self.inner.message().await?;
+            if self.skip_credentials
+                && matches!(
+                    message.as_ref().and_then(|m| m.kind.as_ref()),
+                    Some(pb::gateway_message::Kind::Credentials(_))
+                )
+            {
+                continue;
+            }
+            return Ok(message);
+        }
     }
 }
 
@@ -98,8 +123,26 @@ impl Gateway {
     }
 
     /// A supervisor's session with `token` (no client certificate), after
-    /// `hello`: the gateway's messages, and the sender for ours.
+    /// `hello`: the gateway's messages (credential deliveries left out),
+    /// and the sender for ours.
     pub(crate) async fn session(
+        &self,
+        token: &str,
+        hello_id: &str,
+        policy_version: i64,
+    ) -> Result<(Inbound, tokio::sync::mpsc::Sender<pb::SupervisorMessage>), tonic::Status> {
+        let (inner, tx) = self.session_raw(token, hello_id, policy_version).await?;
+        Ok((
+            Inbound {
+                inner,
+                skip_credentials: true,
+            },
+            tx,
+        ))
+    }
+
+    /// [`Gateway::session`] with every message, credentials included.
+    pub(crate) async fn session_raw(
         &self,
         token: &str,
         hello_id: &str,
