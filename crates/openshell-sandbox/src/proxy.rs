@@ -288,6 +288,24 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
             }
         }
     }
+    // A raw tunnel to where credentials are bound would carry their
+    // placeholders past the substitution: refused unless the endpoint
+    // says it is fine.
+    if let Route::Raw {
+        uninspected_credentials: false,
+    } = route
+        && shared.credentials.active()
+        && shared
+            .credentials
+            .current()
+            .await
+            .binds(target.host(), target.port())
+    {
+        let refused_here = decision.credential_refused(credentials::CredentialError::Uninspected);
+        shared.events.emit(NetworkEvent::from(&refused_here));
+        refuse(&mut client, &refused_here).await;
+        return;
+    }
     let upstream = match dial(addresses, target.port()).await {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -334,7 +352,7 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         Route::Terminate => {
             inspect::terminate_or_splice(client, buffered, upstream, tunnel(caller)).await;
         }
-        Route::Raw => {
+        Route::Raw { .. } => {
             let mut upstream = upstream;
             if !buffered.is_empty() && upstream.write_all(&buffered).await.is_err() {
                 return;

@@ -139,6 +139,9 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
             output::line(&format!("    {k}: {v}"));
         }
     }
+    if !spec.providers.is_empty() {
+        output::line(&format!("  Providers: {}", spec.providers.join(", ")));
+    }
     output::line(&format!("  Policy source: {source}"));
     output::line(&format!("  Revision: {revision}"));
     output::line("Policy:");

@@ -16,6 +16,8 @@ use openshell_test_support::tls::write_certs;
 
 const TLS_PORT: u16 = 8443;
 const PLAIN_PORT: u16 = 8080;
+/// A `tls: skip` endpoint (nothing listens: the refusal comes first).
+const SKIP_PORT: u16 = 8444;
 /// Where CI installs the official SDKs (`pip install --target`).
 const SDK_DIR: &str = "/usr/local/lib/openshell-test-sdk";
 
@@ -170,6 +172,9 @@ network_policies:
           provider: tok
       - host: "{peer}"
         port: {PLAIN_PORT}
+      - host: "{peer}"
+        port: {SKIP_PORT}
+        tls: skip
     binaries:
       - path: /usr/bin/curl
       - path: /usr/bin/python3*
@@ -300,15 +305,29 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
     .env_remove("GITHUB_TOKEN");
     let created = openshell_test_support::home::run_with_stdin(gh, b"");
     assert_eq!(ok(&created), "✓ Created provider gh\n");
-    for (name, kind, key, secret, path) in [
+    let nvidia_secret = "nvapi-SECRET-nvidia-0001";
+    for (name, kind, key, secret, at) in [
         (
             "anth",
             "anthropic",
             "ANTHROPIC_API_KEY",
             anthropic_secret,
-            "/anth/",
+            format!("{TLS_PORT}/anth/"),
         ),
-        ("oai", "openai", "OPENAI_API_KEY", openai_secret, "/oai/"),
+        (
+            "oai",
+            "openai",
+            "OPENAI_API_KEY",
+            openai_secret,
+            format!("{TLS_PORT}/oai/"),
+        ),
+        (
+            "nv",
+            "nvidia",
+            "NVIDIA_API_KEY",
+            nvidia_secret,
+            format!("{SKIP_PORT}/"),
+        ),
     ] {
         ok(&home.openshell(&[
             "provider",
@@ -320,7 +339,7 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
             "--credential",
             &format!("{key}={secret}"),
             "--config",
-            &format!("endpoints=https://{peer}:{TLS_PORT}{path}"),
+            &format!("endpoints=https://{peer}:{at}"),
         ]));
     }
     // Values are never shown.
@@ -329,7 +348,13 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
     let table = ok(&home.openshell(&["provider", "get", "tok"]));
     assert!(table.contains("Credential keys:  API_TOKEN"), "{table}");
     for shown in [&listed, &got, &table] {
-        for secret in [token, gh_secret, anthropic_secret, openai_secret] {
+        for secret in [
+            token,
+            gh_secret,
+            anthropic_secret,
+            openai_secret,
+            nvidia_secret,
+        ] {
             assert!(!shown.contains(secret), "{shown}");
         }
     }
@@ -354,9 +379,24 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
         "anth",
         "--provider",
         "oai",
+        "--provider",
+        "nv",
         "--detach",
     ]);
     ok(&out);
+    let shown = ok(&home.openshell(&["sandbox", "get", "agent"]));
+    assert!(
+        shown.contains("  Providers: anth, gh, nv, oai, tok\n"),
+        "{shown}"
+    );
+    let shown: Value = serde_json::from_str(&ok(
+        &home.openshell(&["sandbox", "get", "agent", "-o", "json"])
+    ))
+    .unwrap();
+    assert_eq!(
+        shown["providers"],
+        serde_json::json!(["anth", "gh", "nv", "oai", "tok"])
+    );
 
     // The sandbox's environment holds placeholders, never values; shaped
     // ones keep their type's shape.
@@ -366,7 +406,13 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
         &[],
         "env; echo ===; tr '\\0' '\\n' < /proc/self/environ",
     ));
-    for secret in [token, gh_secret, anthropic_secret, openai_secret] {
+    for secret in [
+        token,
+        gh_secret,
+        anthropic_secret,
+        openai_secret,
+        nvidia_secret,
+    ] {
         assert!(!env.contains(secret), "the sandbox sees a secret:\n{env}");
     }
     assert!(
@@ -513,6 +559,15 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
             .any(|r| r["path"] == "/v1/not-gh"),
         "a refused request reached the upstream"
     );
+    // A raw (`tls: skip`) tunnel to where a credential is bound would
+    // carry its placeholder unsubstituted: refused before it opens.
+    let out = sh(
+        &home,
+        "agent",
+        &[],
+        &format!("curl -s -m 20 -o /dev/null -w '%{{http_connect}}' https://{peer}:{SKIP_PORT}/"),
+    );
+    assert_eq!(text(&out.stdout), "403", "{}", text(&out.stderr));
     // An unknown placeholder fails closed; so does one in a body that is
     // not rewritten (octet-stream).
     let out = ok(&sh(
@@ -712,6 +767,7 @@ fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
     // (its log and the SQLite files) and the CLI's own files.
     let logs = ok(&home.openshell(&["logs", "agent", "-n", "0", "-o", "json"]));
     assert!(logs.contains("credential_endpoint_mismatch"), "{logs}");
+    assert!(logs.contains("uninspected_credentials"), "{logs}");
     let mut haystacks = vec![(PathBuf::from("openshell logs"), logs.into_bytes())];
     haystacks.extend(all_bytes(home.dir.path()));
     assert!(

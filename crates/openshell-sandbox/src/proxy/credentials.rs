@@ -58,6 +58,8 @@ pub enum CredentialError {
     InBody,
     #[error("the request body is too large to rewrite credentials in")]
     BodyTooLarge,
+    #[error("credentials are bound to this endpoint, but its traffic is not inspected")]
+    Uninspected,
 }
 
 impl CredentialError {
@@ -68,6 +70,7 @@ impl CredentialError {
             CredentialError::Unavailable => "credential_unavailable",
             CredentialError::InBody => "credential_in_body",
             CredentialError::BodyTooLarge => "credential_body_too_large",
+            CredentialError::Uninspected => "uninspected_credentials",
         }
     }
 }
@@ -192,6 +195,22 @@ impl Set {
             markers,
             longest,
         }
+    }
+
+    /// Whether a credential is bound to `host:port` by its own endpoints
+    /// (any path): a raw tunnel there would carry its placeholders
+    /// unsubstituted. (Policy bindings are refused on such endpoints when
+    /// the policy is validated.)
+    pub fn binds(&self, host: &str, port: u16) -> bool {
+        self.entries.iter().any(|entry| {
+            entry.endpoints.iter().any(|e| {
+                BindingEndpoint {
+                    path: "/**".to_owned(),
+                    ..e.clone()
+                }
+                .matches(host, port, "/")
+            })
+        })
     }
 
     /// Whether there is nothing to substitute (no provider attached).
@@ -894,6 +913,18 @@ mod tests {
         );
         assert_eq!(set.header("X-Other", b"plain", &api).unwrap(), None);
         assert_eq!(set.header("Cookie", bearer.as_bytes(), &api).unwrap(), None);
+    }
+
+    #[test]
+    fn raw_tunnels_to_bound_endpoints_are_noticed_whatever_the_path_scope() {
+        let set = set();
+        assert!(set.binds("api.test", 443));
+        assert!(set.binds("API.TEST", 443));
+        assert!(!set.binds("api.test", 8443));
+        assert!(
+            !set.binds("bound.test", 8443),
+            "policy bindings are checked at validation"
+        );
     }
 
     #[test]

@@ -143,8 +143,10 @@ pub enum Route {
     /// `rewrite_body`: the endpoint substitutes credentials in bodies
     /// (`request_body_credential_rewrite`).
     Forward { target: String, rewrite_body: bool },
-    /// A tunnel of bytes only (`tls: skip`).
-    Raw,
+    /// A tunnel of bytes only (`tls: skip`); `uninspected_credentials`:
+    /// the endpoint accepts that credentials bound to it go unsubstituted
+    /// (`allow_uninspected_credentials`).
+    Raw { uninspected_credentials: bool },
     /// An L4 tunnel: TLS terminated and re-encrypted, no request rules.
     Terminate,
     /// An L7 tunnel: every request judged.
@@ -437,7 +439,12 @@ pub async fn decide(
             .iter()
             .any(|m| m.endpoint.tls == TlsMode::Skip) =>
         {
-            Route::Raw
+            Route::Raw {
+                uninspected_credentials: allow
+                    .matched
+                    .iter()
+                    .any(|m| m.endpoint.allow_uninspected_credentials),
+            }
         }
         None => Route::Terminate,
     };

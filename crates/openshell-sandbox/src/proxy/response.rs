@@ -133,6 +133,10 @@ pub fn credential(error: CredentialError, forward: bool) -> Answer {
             403,
             json!({"error": "credential_in_body", "message": "Credential placeholder in a request body that this endpoint does not rewrite (request_body_credential_rewrite is off, or the content type is not JSON, form or text)"}),
         ),
+        (CredentialError::Uninspected, _) => (
+            403,
+            json!({"error": "uninspected_credentials", "message": "Credentials are bound to this endpoint, but its traffic is not inspected (tls: skip); set allow_uninspected_credentials on the endpoint to tunnel it anyway"}),
+        ),
         (CredentialError::BodyTooLarge, _) => (
             413,
             json!({"error": "credential_body_too_large", "message": format!("Request body too large to rewrite credentials in (limit {MAX_REWRITE_BODY} bytes)")}),
