@@ -73,7 +73,12 @@ fn gh_config_token() -> Option<String> {
                     std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config/gh"))
                 })
         })?;
-    let text = std::fs::read_to_string(dir.join("hosts.yml")).ok()?;
+    hosts_token(&std::fs::read_to_string(dir.join("hosts.yml")).ok()?)
+}
+
+/// github.com's `oauth_token` in gh's `hosts.yml` (a top-level host key,
+/// its settings indented below it).
+fn hosts_token(text: &str) -> Option<String> {
     let mut in_github = false;
     for line in text.lines() {
         if !line.starts_with(' ') && !line.trim().is_empty() {
@@ -557,4 +562,34 @@ pub async fn for_create(
     output::success_stderr(&format!("Created provider {name} from local credentials"));
     names.push(name);
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gh_token_is_github_coms_and_nobody_elses() {
+        let hosts = "ghe.corp.test:\n    oauth_token: gho_corp\n    user: me\ngithub.com:\n    git_protocol: https\n    oauth_token: \"gho_public\"\n    user: me\n";
+        assert_eq!(hosts_token(hosts).as_deref(), Some("gho_public"));
+        assert_eq!(
+            hosts_token("ghe.corp.test:\n    oauth_token: gho_corp\n"),
+            None
+        );
+        assert_eq!(hosts_token("github.com:\n    user: me\n"), None);
+    }
+
+    #[test]
+    fn given_credentials_read_bare_keys_from_the_environment_and_never_echo_values() {
+        let given = given_credentials(&["A=1=2".to_owned(), "PATH".to_owned()]).unwrap();
+        assert_eq!(given["A"], "1=2");
+        assert_eq!(given["PATH"], std::env::var("PATH").unwrap());
+        let missing = given_credentials(&["OPENSHELL_TEST_UNSET_KEY_42".to_owned()]).unwrap_err();
+        assert!(
+            missing
+                .to_string()
+                .contains("is not set in this environment")
+        );
+        assert!(given_credentials(&["=x".to_owned()]).is_err());
+    }
 }
