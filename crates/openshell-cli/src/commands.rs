@@ -23,3 +23,18 @@ pub enum Exit {
     /// A remote command's own exit status, passed through.
     Code(i32),
 }
+
+/// `KEY=VALUE` items (`--env`, `--label`, `--config`) as a map; `kind`
+/// names the flag in the error.
+pub fn pairs(
+    kind: &str,
+    items: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => anyhow::bail!("invalid {kind} '{item}': expected KEY=VALUE"),
+        })
+        .collect()
+}

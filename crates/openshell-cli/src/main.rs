@@ -165,7 +165,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     exec::ExecOptions {
                         name: scope.sandbox(name)?,
                         command,
-                        env: sandbox::pairs("--env", &env)?,
+                        env: commands::pairs("--env", &env)?,
                         workdir,
                         timeout_seconds: timeout,
                     },

@@ -10,6 +10,7 @@
 //! Invariant: this crate stays small; add to it only what two crates share.
 
 pub mod fs;
+pub mod hex;
 pub mod launch;
 pub mod paths;
 pub mod providers;

@@ -246,12 +246,7 @@ pub(crate) fn new_id() -> String {
         let _ = std::io::Read::read_exact(&mut file, &mut random);
     }
     hasher.update(random);
-    hasher
-        .finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    openshell_core::hex::encode(&hasher.finalize()[..8])
 }
 
 fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {

@@ -85,7 +85,7 @@ impl Tokens {
     /// The token of one sandbox: `v1.<id>.<hex mac>`.
     pub fn mint(&self, sandbox_id: &str) -> String {
         let tag = ring::hmac::sign(&self.key, sandbox_id.as_bytes());
-        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = openshell_core::hex::encode(tag.as_ref());
         format!("{TOKEN_PREFIX}.{sandbox_id}.{hex}")
     }
 
@@ -96,7 +96,7 @@ impl Tokens {
         else {
             return None;
         };
-        let mac = decode_hex(hex)?;
+        let mac = openshell_core::hex::decode(hex)?;
         ring::hmac::verify(&self.key, id.as_bytes(), &mac).ok()?;
         Some(id.to_owned())
     }
@@ -121,16 +121,6 @@ fn bearer<T>(request: &Request<T>) -> Option<&str> {
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Interceptor of the user API. `require_client_cert`: mTLS is on.

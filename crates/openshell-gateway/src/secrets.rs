@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use openshell_core::hex;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -67,23 +68,9 @@ fn random<const N: usize>() -> Result<[u8; N], SecretError> {
     Ok(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn new_key() -> Result<Key, SecretError> {
     let raw = random::<32>()?;
-    let id = hex(&random::<4>()?);
+    let id = hex::encode(&random::<4>()?);
     Ok(Key {
         key: LessSafeKey::new(
             UnboundKey::new(&CHACHA20_POLY1305, &raw).map_err(|_| SecretError::Random)?,
@@ -122,7 +109,7 @@ impl Keyring {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let malformed = || SecretError::Malformed(self.path.clone());
             let (id, material) = line.trim().split_once(' ').ok_or_else(malformed)?;
-            let raw: [u8; 32] = unhex(material)
+            let raw: [u8; 32] = hex::decode(material)
                 .and_then(|m| m.try_into().ok())
                 .ok_or_else(malformed)?;
             keys.push(Key {
@@ -146,7 +133,7 @@ impl Keyring {
         use std::os::unix::fs::OpenOptionsExt;
         let text: String = keys
             .iter()
-            .map(|k| format!("{} {}\n", k.id, hex(&k.raw)))
+            .map(|k| format!("{} {}\n", k.id, hex::encode(&k.raw)))
             .collect();
         let temporary = self.path.with_extension("key.new");
         let _ = std::fs::remove_file(&temporary);
@@ -181,8 +168,8 @@ impl Keyring {
         Ok(format!(
             "{SEALED_PREFIX}.{}.{}{}",
             active.id,
-            hex(&nonce),
-            hex(&sealed)
+            hex::encode(&nonce),
+            hex::encode(&sealed)
         ))
     }
 
@@ -196,7 +183,7 @@ impl Keyring {
         else {
             return Err(SecretError::Damaged);
         };
-        let body = unhex(body).ok_or(SecretError::Damaged)?;
+        let body = hex::decode(body).ok_or(SecretError::Damaged)?;
         if body.len() < NONCE_LEN {
             return Err(SecretError::Damaged);
         }

@@ -142,16 +142,6 @@ fn credentials_of(
     }
 }
 
-fn config_pairs(items: &[String], kind: &str) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|item| match item.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => bail!("invalid {kind} '{item}': expected KEY=VALUE"),
-        })
-        .collect()
-}
-
 fn to_json(provider: &pb::Provider) -> Value {
     let mut config_keys: Vec<&String> = provider.config.keys().collect();
     config_keys.sort();
@@ -191,12 +181,8 @@ async fn create_in(
         name: name.to_owned(),
         r#type: kind.name.to_owned(),
         credentials: credentials.into_iter().collect(),
-        config: config_pairs(&definition.config, "--config")?
-            .into_iter()
-            .collect(),
-        labels: config_pairs(&definition.labels, "--label")?
-            .into_iter()
-            .collect(),
+        config: super::pairs("--config", &definition.config)?,
+        labels: super::pairs("--label", &definition.labels)?,
     })?;
     Ok(client
         .create_provider(request)
@@ -343,9 +329,7 @@ pub fn update(scope: &Scope, name: &str, definition: &Definition) -> anyhow::Res
         let request = scope.request(pb::UpdateProviderRequest {
             name: name.to_owned(),
             credentials: credentials.into_iter().collect(),
-            config: config_pairs(&definition.config, "--config")?
-                .into_iter()
-                .collect(),
+            config: super::pairs("--config", &definition.config)?,
             expected_resource_version: Some(current.resource_version),
         })?;
         client.update_provider(request).await.map_err(status)?;

@@ -10,7 +10,7 @@ use openshell_proto::v1 as pb;
 use crate::cli::{CreateArgs, OutputFormat};
 use crate::client;
 use crate::commands::scope::{Scope, status};
-use crate::commands::{Exit, image, provider};
+use crate::commands::{Exit, image, pairs, provider};
 use crate::output;
 
 fn created(sandbox: &pb::Sandbox) -> String {
@@ -331,19 +331,6 @@ pub fn logs(scope: &Scope, options: &LogsOptions, format: OutputFormat) -> anyho
         anyhow::Ok(())
     })?;
     Ok(Exit::Success)
-}
-
-pub fn pairs(
-    kind: &str,
-    items: &[String],
-) -> anyhow::Result<std::collections::HashMap<String, String>> {
-    items
-        .iter()
-        .map(|item| match item.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => bail!("invalid {kind} '{item}': expected KEY=VALUE"),
-        })
-        .collect()
 }
 
 /// How long to wait for Ready (`OPENSHELL_PROVISION_TIMEOUT`, seconds).

@@ -47,7 +47,7 @@ impl SshTokens {
         let mut bytes = [0u8; 32];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
             .map_err(|_| Status::internal("no randomness for a token"))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = openshell_core::hex::encode(&bytes);
         let now = Instant::now();
         let mut tokens = self.lock();
         tokens.retain(|_, g| g.expires > now);

@@ -57,10 +57,7 @@ impl RevisionStatus {
 /// SHA-256 of a policy's YAML, hex: how revisions are compared and shown.
 pub fn policy_hash(yaml: &str) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(yaml.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    openshell_core::hex::encode(&Sha256::digest(yaml.as_bytes()))
 }
 
 /// The columns every revision query reads.

@@ -435,11 +435,7 @@ fn hash_file(path: &str) -> std::io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(openshell_core::hex::encode(&hasher.finalize()))
 }
 
 fn exe(pid: u32) -> std::io::Result<String> {

@@ -124,7 +124,7 @@ pub fn instance_id(state: &Path) -> std::io::Result<String> {
     let mut bytes = [0u8; 4];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
         .map_err(|_| std::io::Error::other("no randomness for the instance id"))?;
-    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let id = openshell_core::hex::encode(&bytes);
     std::fs::write(&path, format!("{id}\n"))?;
     Ok(id)
 }
