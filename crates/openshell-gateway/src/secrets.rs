@@ -153,6 +153,9 @@ impl Keyring {
     /// Seals `plaintext` for the row `row` under the active key:
     /// `v1.<key id>.<hex nonce and ciphertext>`.
     pub fn seal(&self, row: &str, plaintext: &[u8]) -> Result<String, SecretError> {
+        // The file first: a rotation by another process may have made a
+        // new key active, and sealing under a retired one would lose this.
+        self.reload()?;
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         let active = keys.first().ok_or(SecretError::Random)?;
         let nonce = random::<NONCE_LEN>()?;
@@ -226,22 +229,33 @@ impl Keyring {
         Ok(id)
     }
 
-    /// Step two, once every row is re-sealed: only the active key stays.
+    /// Step two, once every row is re-sealed: the active key stays, with
+    /// the one before it (a write that raced the rotation may have sealed
+    /// under it; the next rotation re-seals that too); older ones go.
     pub fn retire_old_keys(&self) -> Result<(), SecretError> {
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
-        let Some(active) = keys.first() else {
-            return Ok(());
-        };
-        let kept = Key {
-            id: active.id.clone(),
-            key: LessSafeKey::new(
-                UnboundKey::new(&CHACHA20_POLY1305, &active.raw)
-                    .map_err(|_| SecretError::Random)?,
-            ),
-            raw: active.raw,
-        };
+        let mut kept = Vec::new();
+        for key in keys.iter().take(2) {
+            kept.push(Key {
+                id: key.id.clone(),
+                key: LessSafeKey::new(
+                    UnboundKey::new(&CHACHA20_POLY1305, &key.raw)
+                        .map_err(|_| SecretError::Random)?,
+                ),
+                raw: key.raw,
+            });
+        }
         drop(keys);
-        self.write(vec![kept])
+        self.write(kept)
+    }
+
+    /// Whether `sealed` is sealed under the active key.
+    pub fn is_current(&self, sealed: &str) -> bool {
+        let active = self.active_id();
+        sealed
+            .split('.')
+            .nth(1)
+            .is_some_and(|id| !active.is_empty() && id == active)
     }
 
     /// The active key's id.
@@ -290,6 +304,11 @@ mod tests {
         let resealed = other.seal("row-1", b"sk-secret").unwrap();
         assert_eq!(keyring.open("row-1", &resealed).unwrap(), b"sk-secret");
         assert_eq!(keyring.open("row-1", &sealed).unwrap(), b"sk-secret");
+        other.retire_old_keys().unwrap();
+        // The previous key stays for one more rotation.
+        let fresh = Keyring::load_or_create(dir.path()).unwrap();
+        assert_eq!(fresh.open("row-1", &sealed).unwrap(), b"sk-secret");
+        other.add_active_key().unwrap();
         other.retire_old_keys().unwrap();
         let fresh = Keyring::load_or_create(dir.path()).unwrap();
         assert!(matches!(

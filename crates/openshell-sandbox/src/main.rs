@@ -178,6 +178,15 @@ fn read_env_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
+/// No core dumps, not dumpable (docs/providers.md, "At rest").
+fn private_memory() -> anyhow::Result<()> {
+    use anyhow::Context;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .context("setting RLIMIT_CORE to 0")?;
+    nix::sys::prctl::set_dumpable(false).context("prctl(PR_SET_DUMPABLE, 0)")?;
+    Ok(())
+}
+
 #[allow(clippy::print_stderr, clippy::print_stdout)] // the binary's one place for user-facing output
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -230,6 +239,13 @@ fn main() -> ExitCode {
             image_user,
             command,
         }) => {
+            // The supervisor holds its sandbox token and, connected, its
+            // providers' secrets: no core dump may carry them, and no
+            // process of the same uid may read its memory.
+            if let Err(error) = private_memory() {
+                eprintln!("openshell-sandbox: error: {error:#}");
+                return exit(EXIT_LAUNCH_FAILED);
+            }
             if let Some(path) = &env_file {
                 match read_env_file(path) {
                     Ok(entries) => env.extend(entries),

@@ -542,26 +542,41 @@ impl Api {
 
     /// Re-seals every provider's credentials under a new key and retires
     /// the old ones (`openshell-gateway --rotate-secrets-key`); returns how
-    /// many providers were re-sealed.
+    /// many providers were re-sealed. Safe while a gateway serves: it seals
+    /// under whatever key the file makes active, and a row it changes
+    /// meanwhile is looked at again until every row is under the new key.
     pub async fn rotate_secrets_key(&self) -> Result<usize, anyhow::Error> {
         use anyhow::Context;
-        let providers = self.store.all_providers().await?;
-        let mut opened = Vec::new();
-        for provider in &providers {
-            let plain = self
-                .keyring
-                .open(&provider.id, &provider.sealed)
-                .with_context(|| format!("opening provider '{}'", provider.name))?;
-            opened.push((provider.id.clone(), plain));
-        }
         self.keyring.add_active_key()?;
-        let mut resealed = Vec::new();
-        for (id, plain) in &opened {
-            resealed.push((id.clone(), self.keyring.seal(id, plain)?));
+        let mut resealed = 0;
+        loop {
+            let stale: Vec<Provider> = self
+                .store
+                .all_providers()
+                .await?
+                .into_iter()
+                .filter(|p| !self.keyring.is_current(&p.sealed))
+                .collect();
+            if stale.is_empty() {
+                break;
+            }
+            for provider in stale {
+                let plain = self
+                    .keyring
+                    .open(&provider.id, &provider.sealed)
+                    .with_context(|| format!("opening provider '{}'", provider.name))?;
+                let sealed = self.keyring.seal(&provider.id, &plain)?;
+                if self
+                    .store
+                    .reseal_provider(&provider.id, &provider.sealed, &sealed)
+                    .await?
+                {
+                    resealed += 1;
+                }
+            }
         }
-        self.store.reseal_providers(&resealed).await?;
         self.keyring.retire_old_keys()?;
-        Ok(resealed.len())
+        Ok(resealed)
     }
 }
 

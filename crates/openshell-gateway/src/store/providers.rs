@@ -145,18 +145,24 @@ impl Store {
         rows.iter().map(row).collect()
     }
 
-    /// Replaces every provider's sealed credentials, in one transaction.
-    pub async fn reseal_providers(&self, sealed: &[(String, String)]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
-        for (id, value) in sealed {
-            sqlx::query("UPDATE providers SET credentials_sealed = ? WHERE id = ?")
-                .bind(value)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::Query)?;
-        }
-        tx.commit().await.map_err(StoreError::Query)
+    /// Replaces a provider's sealed credentials if they are still `old`
+    /// (a rotation racing an update leaves the update's); false if not.
+    pub async fn reseal_provider(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE providers SET credentials_sealed = ? WHERE id = ? AND credentials_sealed = ?",
+        )
+        .bind(new)
+        .bind(id)
+        .bind(old)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::Query)?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Applies `change` when the provider is still at `expected` (or any

@@ -209,7 +209,19 @@ async fn credentials_travel_only_the_session_and_every_change_is_delivered() {
     assert_eq!(resealed, 2);
     assert_ne!(keyring.active_id(), old_key);
     let key_file = std::fs::read_to_string(dir.path().join("secrets.key")).unwrap();
-    assert_eq!(key_file.lines().count(), 1, "the old key was retired");
+    assert_eq!(
+        key_file.lines().count(),
+        2,
+        "the new key and the previous one"
+    );
+    // A second rotation retires the first key.
+    let store = Store::open(&dir.path().join("gateway.db")).await.unwrap();
+    Api::new(store, keyring.clone())
+        .rotate_secrets_key()
+        .await
+        .unwrap();
+    let key_file = std::fs::read_to_string(dir.path().join("secrets.key")).unwrap();
+    assert!(!key_file.contains(&old_key), "the first key is gone");
     let gateway = start(dir.path()).await;
     let (mut inbound, _tx) = gateway.session_raw(&token, &sandbox.id, 1).await.unwrap();
     let delivered = credentials(&mut inbound).await;
