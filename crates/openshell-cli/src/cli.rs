@@ -156,6 +156,20 @@ openshell provider update gh --credential GITHUB_TOKEN   # rotation reaches runn
         #[command(subcommand)]
         command: ProviderCommand,
     },
+    /// The model route behind https://inference.local (no network rule needed; the key stays outside).
+    #[command(
+        after_help = "Sandboxes reach the route at https://inference.local (OpenAI: /v1/chat/completions, \
+/v1/completions, /v1/responses, /v1/embeddings, /v1/models; Anthropic: /v1/messages); the supervisor sends \
+the request to the provider's base URL with the provider's key and the route's model. Changes reach running \
+sandboxes at once.\n\nExamples:\n  openshell provider create --name oai --type openai --from-existing\n  \
+openshell inference set --provider oai --model gpt-4o-mini\n  \
+openshell provider create --name local --type generic --credential KEY=none --config base_url=http://10.0.0.5:8000/v1\n  \
+openshell inference set --provider local --model llama-3 --no-verify\n  openshell inference get"
+    )]
+    Inference {
+        #[command(subcommand)]
+        command: InferenceCommand,
+    },
     /// Runtime settings of a sandbox or of the whole gateway.
     Settings {
         #[command(subcommand)]
@@ -274,6 +288,56 @@ pub struct UpdateSource {
     /// KEY=VALUE, or KEY to read its value from this environment (repeatable).
     #[arg(long = "credential", value_name = "KEY[=VALUE]")]
     pub credentials: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InferenceCommand {
+    /// Set the route: a provider (openai, anthropic, nvidia, or generic with base_url) and a model.
+    Set {
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        model: String,
+        /// The sandbox-system route instead of the agents' one.
+        #[arg(long)]
+        system: bool,
+        /// Store it without probing the endpoint.
+        #[arg(long)]
+        no_verify: bool,
+        /// Seconds per request (0: 60).
+        #[arg(long, default_value_t = 0)]
+        timeout: u32,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Change some of the route's fields.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true).args(["provider", "model", "timeout"])))]
+    Update {
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        timeout: Option<u32>,
+        #[arg(long)]
+        system: bool,
+        #[arg(long)]
+        no_verify: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show the route (both routes unless --system).
+    Get {
+        #[arg(long)]
+        system: bool,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Delete the route: inference.local answers 503 until one is set.
+    Delete {
+        #[arg(long)]
+        system: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

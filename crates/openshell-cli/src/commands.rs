@@ -6,6 +6,7 @@ pub mod files;
 pub mod forward;
 pub mod gateway;
 pub mod image;
+pub mod inference;
 pub mod policy;
 pub mod provider;
 pub mod revisions;

@@ -15,13 +15,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, OutputFormat, PolicyCommand,
-    ProviderCommand, SandboxCommand, SandboxProviderCommand, SettingsCommand,
+    Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, InferenceCommand, OutputFormat,
+    PolicyCommand, ProviderCommand, SandboxCommand, SandboxProviderCommand, SettingsCommand,
 };
 use crate::commands::scope::Scope;
 use crate::commands::{
-    Exit, doctor, exec, files, forward, gateway, policy, provider, revisions, sandbox, settings,
-    ssh,
+    Exit, doctor, exec, files, forward, gateway, inference, policy, provider, revisions, sandbox,
+    settings, ssh,
 };
 
 /// The gateway the global flags, environment and registry name, if any.
@@ -249,6 +249,60 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     },
                 ),
                 ProviderCommand::Delete { names } => provider::delete(&scope, &names),
+            }
+        }
+        Command::Inference { command } => {
+            use openshell_proto::v1 as pb;
+            let scope = scope(&cli.global)?;
+            let json_output = |output: OutputFormat| matches!(output, OutputFormat::Json);
+            match command {
+                InferenceCommand::Set {
+                    provider,
+                    model,
+                    system,
+                    no_verify,
+                    timeout,
+                    output,
+                } => inference::write(
+                    &scope,
+                    inference::Change::Set(pb::SetInferenceRouteRequest {
+                        route: inference::route_name(system),
+                        provider,
+                        model,
+                        timeout_seconds: timeout,
+                        no_verify,
+                    }),
+                    json_output(output),
+                ),
+                InferenceCommand::Update {
+                    provider,
+                    model,
+                    timeout,
+                    system,
+                    no_verify,
+                    output,
+                } => inference::write(
+                    &scope,
+                    inference::Change::Update(pb::UpdateInferenceRouteRequest {
+                        route: inference::route_name(system),
+                        provider,
+                        model,
+                        timeout_seconds: timeout,
+                        no_verify,
+                    }),
+                    json_output(output),
+                ),
+                InferenceCommand::Get { system, output } => {
+                    let routes = if system {
+                        vec![inference::route_name(true)]
+                    } else {
+                        vec![inference::route_name(false), inference::route_name(true)]
+                    };
+                    inference::get(&scope, &routes, json_output(output))
+                }
+                InferenceCommand::Delete { system } => {
+                    inference::delete(&scope, &inference::route_name(system))
+                }
             }
         }
         Command::Settings { command } => {

@@ -176,6 +176,157 @@ impl ProviderType {
     }
 }
 
+/// How a type's provider serves `inference.local` (docs/inference.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferenceApi {
+    /// The config keys naming its base URL (`https://host/v1`), in order.
+    pub base_url_keys: &'static [&'static str],
+    /// The base URL when no config key gives one.
+    pub default_base_url: Option<&'static str>,
+    /// The credential carrying the key (none: the provider's first).
+    pub key: Option<&'static str>,
+    pub auth: InferenceAuth,
+    /// Request headers of the caller's passed on.
+    pub passthrough: &'static [&'static str],
+    /// Headers sent unless the caller passes its own.
+    pub default_headers: &'static [(&'static str, &'static str)],
+}
+
+/// How the provider's key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InferenceAuth {
+    /// `Authorization: Bearer <key>`.
+    Bearer,
+    /// `x-api-key: <key>`.
+    ApiKey,
+}
+
+impl InferenceAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InferenceAuth::Bearer => "bearer",
+            InferenceAuth::ApiKey => "x-api-key",
+        }
+    }
+}
+
+const OPENAI_INFERENCE: InferenceApi = InferenceApi {
+    base_url_keys: &["OPENAI_BASE_URL", "base_url"],
+    default_base_url: Some("https://api.openai.com/v1"),
+    key: Some("OPENAI_API_KEY"),
+    auth: InferenceAuth::Bearer,
+    passthrough: &["openai-organization", "x-model-id"],
+    default_headers: &[],
+};
+
+const ANTHROPIC_INFERENCE: InferenceApi = InferenceApi {
+    base_url_keys: &["ANTHROPIC_BASE_URL", "base_url"],
+    default_base_url: Some("https://api.anthropic.com/v1"),
+    key: Some("ANTHROPIC_API_KEY"),
+    auth: InferenceAuth::ApiKey,
+    passthrough: &["anthropic-version", "anthropic-beta"],
+    default_headers: &[("anthropic-version", "2023-06-01")],
+};
+
+impl ProviderType {
+    /// How this type serves `inference.local`, if it can.
+    pub fn inference(&self) -> Option<InferenceApi> {
+        match self.name {
+            "openai" | "codex" => Some(OPENAI_INFERENCE),
+            "anthropic" | "claude-code" => Some(ANTHROPIC_INFERENCE),
+            "nvidia" => Some(InferenceApi {
+                base_url_keys: &["NVIDIA_BASE_URL", "base_url"],
+                default_base_url: Some("https://integrate.api.nvidia.com/v1"),
+                key: Some("NVIDIA_API_KEY"),
+                auth: InferenceAuth::Bearer,
+                passthrough: &["x-model-id"],
+                default_headers: &[],
+            }),
+            // An OpenAI-compatible server of one's own (vLLM, Ollama,
+            // llama.cpp's server): `--config base_url=http://host:port/v1`.
+            "generic" => Some(InferenceApi {
+                base_url_keys: &["base_url", "OPENAI_BASE_URL"],
+                default_base_url: None,
+                key: None,
+                auth: InferenceAuth::Bearer,
+                passthrough: &["openai-organization", "x-model-id"],
+                default_headers: &[],
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// An inference base URL: `http[s]://host[:port][/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Without a trailing `/` (`/v1`, or empty).
+    pub path: String,
+}
+
+impl BaseUrl {
+    pub fn parse(text: &str) -> Result<BaseUrl, String> {
+        let bad = || format!("invalid base URL '{text}': expected http[s]://host[:port][/path]");
+        let (tls, rest) = if let Some(rest) = text.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(bad());
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
+            None => (rest, ""),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
+                (host, port.parse::<u16>().map_err(|_| bad())?)
+            }
+            _ => (authority, if tls { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty()
+            || port == 0
+            || authority.contains('@')
+            || path.contains(['?', '#'])
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+        {
+            return Err(bad());
+        }
+        Ok(BaseUrl {
+            tls,
+            host: host.to_ascii_lowercase(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The `Host` header's value.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => host,
+            (_, port) => format!("{host}:{port}"),
+        }
+    }
+}
+
+impl std::fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.path)
+    }
+}
+
 /// The config key that replaces a type's endpoints (comma-separated
 /// `host:port[/path/**]`): a self-hosted GitLab, a corporate API gateway.
 pub const ENDPOINTS_CONFIG: &str = "endpoints";
@@ -468,6 +619,34 @@ mod tests {
         ] {
             assert!(BindingEndpoint::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn base_urls_parse_with_default_ports_and_no_userinfo() {
+        let openai = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
+        assert_eq!((openai.port, openai.path.as_str()), (443, "/v1"));
+        assert_eq!(openai.to_string(), "https://api.openai.com/v1");
+        let local = BaseUrl::parse("http://127.0.0.1:8000/v1").unwrap();
+        assert_eq!(
+            (local.tls, local.port, local.authority()),
+            (false, 8000, "127.0.0.1:8000".into())
+        );
+        assert_eq!(BaseUrl::parse("http://[::1]:11434").unwrap().host, "::1");
+        for bad in [
+            "ftp://h",
+            "https://",
+            "https://u:p@h/v1",
+            "https://h:0",
+            "https://h/v1?x",
+            "h/v1",
+        ] {
+            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            find_type("claude-code").unwrap().inference().unwrap().auth,
+            InferenceAuth::ApiKey
+        );
+        assert!(find_type("github").unwrap().inference().is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod exec;
 mod forward;
+mod inference;
 mod logs;
 mod policy;
 mod providers;
@@ -164,6 +165,12 @@ pub fn status(error: StoreError) -> Status {
         } => Status::aborted(format!(
             "{what} changed meanwhile: it is at version {current}, not {expected}; read it again and retry"
         )),
+        StoreError::ServesRoute { provider, route } => {
+            let flag = if route.is_empty() { "" } else { " --system" };
+            Status::failed_precondition(format!(
+                "provider '{provider}' serves the inference route; delete the route first with: openshell inference delete{flag}"
+            ))
+        }
         StoreError::InUse {
             provider,
             sandboxes,
@@ -719,6 +726,46 @@ impl Gateway for Api {
     ) -> Result<Response<pb::SandboxProviderResponse>, Status> {
         let workspace = workspace(&request)?;
         self.set_sandbox_provider(&workspace, request.into_inner(), false)
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_inference_route(
+        &self,
+        request: Request<pb::SetInferenceRouteRequest>,
+    ) -> Result<Response<pb::InferenceRoute>, Status> {
+        let workspace = workspace(&request)?;
+        self.set_route(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_inference_route(
+        &self,
+        request: Request<pb::UpdateInferenceRouteRequest>,
+    ) -> Result<Response<pb::InferenceRoute>, Status> {
+        let workspace = workspace(&request)?;
+        self.update_route(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_inference_route(
+        &self,
+        request: Request<pb::GetInferenceRouteRequest>,
+    ) -> Result<Response<pb::InferenceRoute>, Status> {
+        let workspace = workspace(&request)?;
+        self.get_route(&workspace, &request.into_inner().route)
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_inference_route(
+        &self,
+        request: Request<pb::GetInferenceRouteRequest>,
+    ) -> Result<Response<pb::DeleteInferenceRouteResponse>, Status> {
+        let workspace = workspace(&request)?;
+        self.delete_route(&workspace, &request.into_inner().route)
             .await
             .map(Response::new)
     }

@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod drivers;
 pub mod pki;
+pub mod probe;
 pub mod secrets;
 pub mod server;
 pub mod session;

@@ -10,9 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
+mod inference;
 mod providers;
 mod revisions;
 
+pub use inference::Route;
 pub use providers::{Provider, ProviderChange};
 
 use sqlx::sqlite::{
@@ -116,6 +118,8 @@ pub enum StoreError {
         expected: i64,
         current: i64,
     },
+    #[error("provider '{provider}' serves the inference route '{route}'")]
+    ServesRoute { provider: String, route: String },
     #[error("provider '{provider}' is attached to {}", sandboxes.join(", "))]
     InUse {
         provider: String,

@@ -23,6 +23,8 @@ pub enum Layer {
     /// The request's credential placeholders (docs/providers.md): outside
     /// their binding, unknown, or in a body that is not rewritten.
     Credentials,
+    /// A call to `inference.local`, routed or refused by the router.
+    Inference,
 }
 
 impl Layer {
@@ -34,6 +36,7 @@ impl Layer {
             Layer::L7 => "l7",
             Layer::Upstream => "upstream",
             Layer::Credentials => "credentials",
+            Layer::Inference => "inference",
         }
     }
 }

@@ -36,6 +36,35 @@ pub struct NetworkEvent {
     pub reason: Option<String>,
     /// Policy generation the decision was made under.
     pub generation: u64,
+    /// A call to `inference.local`: what the router did.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub inference: Option<InferenceDetails>,
+}
+
+/// What an `inference.local` call's event adds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InferenceDetails {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The route's model (what the upstream was asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The model the caller named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_model: Option<String>,
+    /// The upstream's status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
 }
 
 impl From<&Decision> for NetworkEvent {
@@ -56,6 +85,7 @@ impl From<&Decision> for NetworkEvent {
             policy: decision.policy.clone(),
             reason: decision.reason.clone(),
             generation: subject.generation,
+            inference: None,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod connects;
 pub mod credentials;
 pub mod decide;
 pub mod generation;
+pub mod inference;
 pub mod inspect;
 pub mod relay;
 pub mod request;
@@ -62,6 +63,8 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Provider credentials substituted into inspected requests.
     pub credentials: credentials::Credentials,
+    /// The routes behind `inference.local`.
+    pub inference: inference::Routes,
 }
 
 /// The system's resolver, and this host's own addresses (refused like
@@ -206,6 +209,23 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
         return;
     }
     let buffered = buf.split_off(head_len);
+    // inference.local needs no network rule: answered before any policy
+    // or destination check (docs/inference.md).
+    if let Target::Connect { host, port } = &target
+        && inference::is_router(host, *port)
+    {
+        if client.write_all(response::CONNECT_OK).await.is_err() {
+            return;
+        }
+        // Who calls, for the events only (it decides nothing here).
+        let caller = shared
+            .identifier
+            .identify(peer, local)
+            .ok()
+            .map(|c| c.binary.clone());
+        inference::serve(client, buffered, shared, caller).await;
+        return;
+    }
     let intent = Intent {
         kind: match target {
             Target::Connect { .. } => Kind::Connect,

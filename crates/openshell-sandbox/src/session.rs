@@ -72,6 +72,8 @@ pub struct Sandbox {
     pub main: Option<Arc<MainProcess>>,
     /// Where delivered provider credentials go (the proxy reads them).
     pub credentials: crate::proxy::credentials::Credentials,
+    /// Where delivered inference routes go (the router reads them).
+    pub inference: crate::proxy::inference::Routes,
 }
 
 /// How long an exiting supervisor waits for the gateway to take its last
@@ -231,6 +233,9 @@ async fn session(
                     }
                     Some(FromGateway::Credentials(delivered)) => {
                         sandbox.credentials.replace(&delivered);
+                    }
+                    Some(FromGateway::Inference(routes)) => {
+                        sandbox.inference.replace(&routes);
                     }
                     None => {}
                 }

@@ -256,6 +256,21 @@ fn log_line(event: &Value) -> String {
         (None, Some(policy)) => line.push_str(&format!(" (policy {policy})")),
         (None, None) => {}
     }
+    // An inference.local call: where it went and what it cost.
+    for (key, label) in [
+        ("route", "route"),
+        ("model", "model"),
+        ("status", "status"),
+        ("input_tokens", "in"),
+        ("output_tokens", "out"),
+        ("latency_ms", "ms"),
+    ] {
+        match &event[key] {
+            Value::String(v) => line.push_str(&format!(" {label}={v}")),
+            Value::Number(n) => line.push_str(&format!(" {label}={n}")),
+            _ => {}
+        }
+    }
     line
 }
 

@@ -4,6 +4,7 @@
 
 mod containers;
 mod gateway;
+mod inference;
 mod live;
 mod policy;
 mod providers;

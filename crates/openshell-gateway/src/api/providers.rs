@@ -196,7 +196,7 @@ impl Api {
         &self.keyring
     }
 
-    async fn provider(&self, workspace: &str, name: &str) -> Result<Provider, Status> {
+    pub(super) async fn provider(&self, workspace: &str, name: &str) -> Result<Provider, Status> {
         self.store
             .get_provider(workspace, name)
             .await
@@ -226,7 +226,10 @@ impl Api {
         Ok(providers)
     }
 
-    fn open(&self, provider: &Provider) -> Result<BTreeMap<String, String>, Status> {
+    pub(super) fn open_credentials(
+        &self,
+        provider: &Provider,
+    ) -> Result<BTreeMap<String, String>, Status> {
         let plain = self
             .keyring()
             .open(&provider.id, &provider.sealed)
@@ -336,7 +339,7 @@ impl Api {
         check_credentials(&given)?;
         let given_config: BTreeMap<String, String> = request.config.into_iter().collect();
         check_config(&given_config)?;
-        let mut credentials = self.open(&current)?;
+        let mut credentials = self.open_credentials(&current)?;
         let before = credentials.clone();
         credentials.extend(given);
         let mut config: BTreeMap<String, String> = current.config.iter().cloned().collect();
@@ -367,6 +370,7 @@ impl Api {
         {
             self.deliver_credentials(&sandbox_id).await;
         }
+        self.provider_changed(&updated).await;
         Ok(to_proto(updated))
     }
 
@@ -467,7 +471,7 @@ impl Api {
             .map_err(status)?;
         let mut credentials = Vec::new();
         for provider in &providers {
-            let values = self.open(provider)?;
+            let values = self.open_credentials(provider)?;
             let endpoints = binding(provider);
             let seed = seed(sandbox_id, provider);
             let newest = provider.credential_revision.max(1);

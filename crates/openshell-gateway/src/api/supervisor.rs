@@ -91,6 +91,10 @@ impl pb::supervisor_server::Supervisor for SupervisorApi {
         let _ = outbound.try_send(pb::GatewayMessage {
             kind: Some(ToSupervisor::Credentials(credentials)),
         });
+        let routes = api.inference_of(&sandbox.workspace).await?;
+        let _ = outbound.try_send(pb::GatewayMessage {
+            kind: Some(ToSupervisor::Inference(routes)),
+        });
         let serial = api.sessions.register(&sandbox.id, outbound);
         tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, policy_version = hello.policy_version, "supervisor connected");
         let api = api.clone();

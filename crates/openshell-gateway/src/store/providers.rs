@@ -229,6 +229,21 @@ impl Store {
                 sandboxes: users,
             });
         }
+        let route: Option<String> = sqlx::query_scalar(
+            "SELECT r.name FROM inference_routes r JOIN providers p ON p.id = r.provider_id
+             WHERE p.workspace = ? AND p.name = ? LIMIT 1",
+        )
+        .bind(workspace)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::Query)?;
+        if let Some(route) = route {
+            return Err(StoreError::ServesRoute {
+                provider: name.to_owned(),
+                route,
+            });
+        }
         let done = sqlx::query("DELETE FROM providers WHERE workspace = ? AND name = ?")
             .bind(workspace)
             .bind(name)

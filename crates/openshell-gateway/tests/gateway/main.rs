@@ -75,7 +75,10 @@ impl Inbound {
             if self.skip_credentials
                 && matches!(
                     message.as_ref().and_then(|m| m.kind.as_ref()),
-                    Some(pb::gateway_message::Kind::Credentials(_))
+                    Some(
+                        pb::gateway_message::Kind::Credentials(_)
+                            | pb::gateway_message::Kind::Inference(_)
+                    )
                 )
             {
                 continue;
@@ -123,7 +126,7 @@ impl Gateway {
     }
 
     /// A supervisor's session with `token` (no client certificate), after
-    /// `hello`: the gateway's messages (credential deliveries left out),
+    /// `hello`: the gateway's messages (credential and inference deliveries left out),
     /// and the sender for ours.
     pub(crate) async fn session(
         &self,

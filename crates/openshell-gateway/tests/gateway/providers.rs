@@ -33,7 +33,7 @@ async fn credentials(inbound: &mut tonic::Streaming<pb::GatewayMessage>) -> pb::
     loop {
         match inbound.message().await.unwrap().unwrap().kind {
             Some(FromGateway::Credentials(credentials)) => return credentials,
-            Some(FromGateway::Policy(_)) => continue,
+            Some(FromGateway::Policy(_) | FromGateway::Inference(_)) => continue,
             other => panic!("expected credentials, got {other:?}"),
         }
     }

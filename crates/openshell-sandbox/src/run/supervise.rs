@@ -134,8 +134,10 @@ pub(super) fn supervise(
             .as_ref()
             .is_some_and(|c| proxy::credentials::expects_credentials(&c.plan.env)),
     );
+    let inference = proxy::inference::Routes::default();
     let shared = Arc::new(proxy::Shared {
         credentials: credentials.clone(),
+        inference: inference.clone(),
         generations,
         identifier: Arc::new(
             Identifier::new(pid.as_raw() as u32, sockets).with_writable(egress.writable),
@@ -185,6 +187,7 @@ pub(super) fn supervise(
             },
             main: main.clone(),
             credentials,
+            inference,
         };
         Some(runtime.spawn(session::run(
             connected.connection,

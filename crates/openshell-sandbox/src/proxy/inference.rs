@@ -1,0 +1,740 @@
+//! `inference.local` (docs/inference.md): model traffic the supervisor
+//! routes to the backend the gateway configured, with the backend's key,
+//! which never enters the sandbox.
+//!
+//! `CONNECT inference.local:443` is answered before any policy or SSRF
+//! check (it needs no network rule); the tunnel's TLS is terminated with
+//! the sandbox CA and each HTTP/1 request is parsed. A request of a known
+//! model API shape ([`Protocol`]) is rewritten (the caller's credentials
+//! and other headers dropped, the provider's injected, `model` set to the
+//! route's) and sent to the route's base URL; the response streams back
+//! frame by frame, never buffered. Anything else is refused and the
+//! connection closed. Each routed call is one event at layer `inference`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use openshell_core::providers::BaseUrl;
+use openshell_proto::v1 as pb;
+
+use super::Shared;
+use super::credentials::BoxError;
+use super::decide::Kind;
+use super::tunnel::Rewind;
+use crate::events::{InferenceDetails, NetworkEvent};
+use openshell_policy::decision::{Layer, Verdict};
+
+/// The name sandboxes reach the router by.
+pub const HOST: &str = "inference.local";
+/// Largest request body (docs/inference.md, "Limits").
+pub const MAX_REQUEST_BODY: usize = 10 * 1024 * 1024;
+/// Largest streamed response.
+pub const MAX_RESPONSE_BODY: u64 = 32 * 1024 * 1024;
+/// Longest silence between two frames of a response.
+pub const RESPONSE_IDLE: Duration = Duration::from_secs(120);
+/// Largest request head.
+const MAX_HEAD: usize = 64 * 1024;
+/// How much of a JSON response is kept to read its token usage.
+const USAGE_WINDOW: usize = 1024 * 1024;
+
+/// Whether a CONNECT is for the router.
+pub fn is_router(host: &str, port: u16) -> bool {
+    port == 443 && host.eq_ignore_ascii_case(HOST)
+}
+
+/// The routes delivered by the gateway (the newest replaces all).
+#[derive(Debug, Clone)]
+pub struct Routes {
+    current: watch::Sender<Arc<Vec<pb::ResolvedRoute>>>,
+}
+
+impl Default for Routes {
+    fn default() -> Routes {
+        Routes {
+            current: watch::Sender::new(Arc::new(Vec::new())),
+        }
+    }
+}
+
+impl Routes {
+    pub fn replace(&self, delivered: &pb::InferenceRoutes) {
+        tracing::info!(routes = delivered.routes.len(), "inference routes updated");
+        self.current
+            .send_replace(Arc::new(delivered.routes.clone()));
+    }
+
+    /// The route agents use (named "").
+    pub fn agent(&self) -> Option<pb::ResolvedRoute> {
+        self.current
+            .borrow()
+            .iter()
+            .find(|r| r.name.is_empty())
+            .cloned()
+    }
+}
+
+/// The model API a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    OpenAiChatCompletions,
+    OpenAiCompletions,
+    OpenAiResponses,
+    OpenAiEmbeddings,
+    AnthropicMessages,
+    ModelDiscovery,
+    BedrockInvoke,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::OpenAiChatCompletions => "openai_chat_completions",
+            Protocol::OpenAiCompletions => "openai_completions",
+            Protocol::OpenAiResponses => "openai_responses",
+            Protocol::OpenAiEmbeddings => "openai_embeddings",
+            Protocol::AnthropicMessages => "anthropic_messages",
+            Protocol::ModelDiscovery => "model_discovery",
+            Protocol::BedrockInvoke => "aws_bedrock_invoke",
+        }
+    }
+
+    /// Whether its JSON body names a model the route overrides.
+    fn has_model(self) -> bool {
+        !matches!(self, Protocol::ModelDiscovery | Protocol::BedrockInvoke)
+    }
+
+    /// Which request of which API `method path` (canonical, no query) is.
+    pub fn detect(method: &str, path: &str) -> Option<Protocol> {
+        let post = method == "POST";
+        match path {
+            "/v1/chat/completions" if post => Some(Protocol::OpenAiChatCompletions),
+            "/v1/completions" if post => Some(Protocol::OpenAiCompletions),
+            "/v1/responses" if post => Some(Protocol::OpenAiResponses),
+            "/v1/embeddings" if post => Some(Protocol::OpenAiEmbeddings),
+            "/v1/messages" if post => Some(Protocol::AnthropicMessages),
+            "/v1/models" if method == "GET" => Some(Protocol::ModelDiscovery),
+            _ if method == "GET"
+                && path
+                    .strip_prefix("/v1/models/")
+                    .is_some_and(|rest| !rest.is_empty()) =>
+            {
+                Some(Protocol::ModelDiscovery)
+            }
+            _ if post => {
+                let rest = path.strip_prefix("/model/")?;
+                let (model, tail) = rest.split_once('/')?;
+                (!model.is_empty() && tail == "invoke").then_some(Protocol::BedrockInvoke)
+            }
+            _ => None,
+        }
+    }
+
+    /// The path below the route's base URL (which ends in `/v1` for the
+    /// OpenAI and Anthropic shapes).
+    fn upstream_path(self, path: &str) -> &str {
+        match self {
+            Protocol::BedrockInvoke => path,
+            _ => path.strip_prefix("/v1").unwrap_or(path),
+        }
+    }
+}
+
+type Answer = Response<BoxBody<Bytes, BoxError>>;
+
+fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answer {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn error(status: StatusCode, body: Value) -> Answer {
+    full(status, "application/json", body.to_string())
+}
+
+/// Serves a CONNECT to `inference.local` (already answered 200).
+pub async fn serve(
+    client: TcpStream,
+    buffered: Vec<u8>,
+    shared: Arc<Shared>,
+    caller: Option<String>,
+) {
+    let config = match shared.authority.server_config(HOST) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(%error, "cannot mint the inference.local certificate");
+            return;
+        }
+    };
+    let Ok(tls) = tokio_rustls::TlsAcceptor::from(config)
+        .accept(Rewind::new(buffered, client))
+        .await
+    else {
+        return;
+    };
+    let caller = Arc::new(caller);
+    let service = hyper::service::service_fn(move |request| {
+        let shared = shared.clone();
+        let caller = caller.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(request, &shared, &caller).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
+}
+
+/// What an event says about one call.
+struct Call {
+    started: Instant,
+    binary: Option<String>,
+    method: String,
+    path: String,
+    details: InferenceDetails,
+}
+
+impl Call {
+    fn event(&self, verdict: Verdict, reason: Option<String>) -> NetworkEvent {
+        let mut details = self.details.clone();
+        details.latency_ms = Some(self.started.elapsed().as_millis() as u64);
+        NetworkEvent {
+            time: crate::events::now_rfc3339(),
+            sandbox: String::new(),
+            kind: Kind::TunnelRequest,
+            binary: self.binary.clone(),
+            pid: None,
+            host: HOST.to_owned(),
+            port: 443,
+            method: Some(self.method.clone()),
+            path: Some(self.path.clone()),
+            decision: verdict,
+            layer: Layer::Inference,
+            policy: None,
+            reason,
+            generation: 0,
+            inference: Some(details),
+        }
+    }
+}
+
+async fn route(
+    request: Request<Incoming>,
+    shared: &Arc<Shared>,
+    caller: &Option<String>,
+) -> Answer {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let path = match openshell_policy::canonical::canonicalize_target(&target, false) {
+        Ok(canonical) => canonical.path,
+        Err(_) => return error(StatusCode::BAD_REQUEST, json!({"error": "bad request"})),
+    };
+    let mut call = Call {
+        started: Instant::now(),
+        binary: caller.clone(),
+        method: method.clone(),
+        path: path.clone(),
+        details: InferenceDetails::default(),
+    };
+    let Some(protocol) = Protocol::detect(&method, &path) else {
+        shared.events.emit(call.event(
+            Verdict::Deny,
+            Some("not an inference API request".to_owned()),
+        ));
+        // The connection may not be reused for anything else.
+        let mut answer = error(
+            StatusCode::FORBIDDEN,
+            json!({"error": "connection not allowed by policy"}),
+        );
+        answer
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return answer;
+    };
+    call.details.protocol = Some(protocol.as_str().to_owned());
+    let Some(route) = shared.inference.agent() else {
+        shared.events.emit(call.event(
+            Verdict::Deny,
+            Some("no inference route configured".to_owned()),
+        ));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "cluster inference is not configured", "hint": "run: openshell inference set --help"}),
+        );
+    };
+    call.details.route = Some(if route.name.is_empty() {
+        "default".to_owned()
+    } else {
+        route.name.clone()
+    });
+    call.details.provider = Some(route.provider.clone());
+    call.details.model = Some(route.model.clone());
+    match forward(request, &route, protocol, &target, &path, shared, call).await {
+        Ok(answer) | Err(answer) => answer,
+    }
+}
+
+/// Rewrites and sends one request; the upstream's response (streamed) or
+/// the router's error.
+async fn forward(
+    request: Request<Incoming>,
+    route: &pb::ResolvedRoute,
+    protocol: Protocol,
+    target: &str,
+    path: &str,
+    shared: &Arc<Shared>,
+    mut call: Call,
+) -> Result<Answer, Answer> {
+    let refuse = |call: &Call, status: StatusCode, message: &str| {
+        shared
+            .events
+            .emit(call.event(Verdict::Deny, Some(message.to_owned())));
+        error(status, json!({"error": message}))
+    };
+    let base = BaseUrl::parse(&route.endpoint).map_err(|_| {
+        refuse(
+            &call,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "inference service unavailable",
+        )
+    })?;
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            shared
+                .events
+                .emit(call.event(Verdict::Deny, Some("request body over 10 MiB".to_owned())));
+            return Err(full(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "Payload Too Large",
+            ));
+        }
+        Err(_) => return Err(refuse(&call, StatusCode::BAD_REQUEST, "bad request")),
+    };
+    let body = if protocol.has_model() {
+        let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&body) else {
+            return Err(refuse(
+                &call,
+                StatusCode::BAD_REQUEST,
+                "the request body is not a JSON object",
+            ));
+        };
+        call.details.requested_model = object
+            .get("model")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        object.insert("model".to_owned(), Value::from(route.model.clone()));
+        Bytes::from(Value::Object(object).to_string())
+    } else {
+        body
+    };
+
+    // The headers that go: a few of the caller's, the provider's.
+    let query = target.split_once('?').map(|(_, q)| q);
+    let upstream_target = format!(
+        "{}{}{}",
+        base.path,
+        protocol.upstream_path(path),
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let mut upstream = Request::builder()
+        .method(parts.method.clone())
+        .uri(upstream_target)
+        .header(hyper::header::HOST, base.authority());
+    let passthrough = |name: &str| {
+        ["content-type", "accept", "accept-encoding", "user-agent"].contains(&name)
+            || route.passthrough_headers.iter().any(|p| p == name)
+    };
+    for (name, value) in &parts.headers {
+        if passthrough(name.as_str()) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    for (name, value) in &route.default_headers {
+        if !parts.headers.contains_key(name.as_str()) {
+            upstream = upstream.header(name.as_str(), value.as_str());
+        }
+    }
+    upstream = match route.auth.as_str() {
+        "x-api-key" => upstream.header("x-api-key", route.api_key.as_str()),
+        _ if route.api_key.is_empty() => upstream,
+        _ => upstream.header("authorization", format!("Bearer {}", route.api_key)),
+    };
+    let upstream = upstream
+        .body(Full::new(body).map_err(|never| match never {}).boxed())
+        .map_err(|_| refuse(&call, StatusCode::BAD_GATEWAY, "inference service error"))?;
+
+    let timeout = Duration::from_secs(u64::from(route.timeout_seconds.max(1)));
+    let response = tokio::time::timeout(timeout, send(&base, upstream, shared))
+        .await
+        .map_err(|_| {
+            refuse(
+                &call,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inference service unavailable",
+            )
+        })?
+        .map_err(|why| {
+            tracing::warn!(endpoint = %base, %why, "inference upstream failed");
+            refuse(
+                &call,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inference service unavailable",
+            )
+        })?;
+
+    let (mut head, body) = response.into_parts();
+    call.details.status = Some(head.status.as_u16());
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "content-length",
+    ] {
+        head.headers.remove(name);
+    }
+    let sse = head
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"));
+    let plain = !head.headers.contains_key("content-encoding");
+    let metered = Metered {
+        inner: body,
+        idle: Box::pin(tokio::time::sleep(RESPONSE_IDLE)),
+        sent: 0,
+        sse,
+        usage: Usage {
+            window: Vec::new(),
+            watch: plain,
+            sse,
+        },
+        call: Some(call),
+        events: shared.clone(),
+        done: false,
+    };
+    Ok(Response::from_parts(head, metered.boxed()))
+}
+
+/// One exchange with the route's base URL on a fresh connection.
+async fn send(
+    base: &BaseUrl,
+    request: Request<BoxBody<Bytes, BoxError>>,
+    shared: &Shared,
+) -> Result<Response<Incoming>, String> {
+    let tcp = TcpStream::connect((base.host.as_str(), base.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    if base.tls {
+        let config = shared.authority.upstream()?;
+        let name = crate::tls::server_name(&base.host)
+            .ok_or_else(|| format!("{} is not a TLS server name", base.host))?;
+        let tls = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        exchange(TokioIo::new(tls), request).await
+    } else {
+        exchange(TokioIo::new(tcp), request).await
+    }
+}
+
+async fn exchange<I>(
+    io: I,
+    request: Request<BoxBody<Bytes, BoxError>>,
+) -> Result<Response<Incoming>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Token counts as the response states them (OpenAI `usage.prompt_tokens`
+/// and `completion_tokens` or `input_tokens`/`output_tokens`; Anthropic's
+/// `message_start` and `message_delta` usage).
+struct Usage {
+    /// A JSON response's bytes (up to [`USAGE_WINDOW`]), or an SSE
+    /// stream's unfinished line.
+    window: Vec<u8>,
+    /// Whether the body is readable (not content-encoded).
+    watch: bool,
+    sse: bool,
+}
+
+impl Usage {
+    fn take(&mut self, chunk: &[u8], details: &mut InferenceDetails) {
+        if !self.watch {
+            return;
+        }
+        if !self.sse {
+            if self.window.len() + chunk.len() <= USAGE_WINDOW {
+                self.window.extend_from_slice(chunk);
+            } else {
+                self.watch = false;
+            }
+            return;
+        }
+        self.window.extend_from_slice(chunk);
+        while let Some(end) = self.window.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.window.drain(..=end).collect();
+            if let Some(data) = line.strip_prefix(b"data:")
+                && let Ok(value) = serde_json::from_slice::<Value>(data.trim_ascii())
+            {
+                read_usage(&value, details);
+            }
+        }
+        if self.window.len() > USAGE_WINDOW {
+            self.window.clear();
+        }
+    }
+
+    fn finish(&mut self, details: &mut InferenceDetails) {
+        if self.watch
+            && !self.sse
+            && let Ok(value) = serde_json::from_slice::<Value>(&self.window)
+        {
+            read_usage(&value, details);
+        }
+    }
+}
+
+fn read_usage(value: &Value, details: &mut InferenceDetails) {
+    let mut from = |usage: &Value| {
+        let count = |keys: &[&str]| keys.iter().find_map(|k| usage.get(*k)?.as_u64());
+        if let Some(n) = count(&["prompt_tokens", "input_tokens"]) {
+            details.input_tokens = Some(details.input_tokens.unwrap_or(0).max(n));
+        }
+        if let Some(n) = count(&["completion_tokens", "output_tokens"]) {
+            details.output_tokens = Some(details.output_tokens.unwrap_or(0).max(n));
+        }
+    };
+    if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+        from(usage);
+    }
+    if let Some(usage) = value
+        .get("message")
+        .and_then(|m| m.get("usage"))
+        .filter(|u| u.is_object())
+    {
+        from(usage);
+    }
+    if let Some(usage) = value
+        .get("response")
+        .and_then(|m| m.get("usage"))
+        .filter(|u| u.is_object())
+    {
+        from(usage);
+    }
+}
+
+/// The upstream's body, frame by frame as it comes: capped at
+/// [`MAX_RESPONSE_BODY`] and [`RESPONSE_IDLE`] between frames (an SSE
+/// stream then ends with an error event), its usage read on the way, and
+/// the call's event emitted when it ends.
+struct Metered {
+    inner: Incoming,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    sent: u64,
+    sse: bool,
+    usage: Usage,
+    call: Option<Call>,
+    events: Arc<Shared>,
+    done: bool,
+}
+
+impl Metered {
+    fn finish(&mut self, verdict: Verdict, reason: Option<String>) {
+        if let Some(mut call) = self.call.take() {
+            self.usage.finish(&mut call.details);
+            self.events.events.emit(call.event(verdict, reason));
+        }
+    }
+
+    /// Ends the stream early: an SSE error event when the client reads
+    /// SSE, else nothing more.
+    fn truncate(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        self.finish(Verdict::Deny, Some(why.to_owned()));
+        if self.sse {
+            let event = format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "error": {"type": "proxy_error", "message": why}})
+            );
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))));
+        }
+        Poll::Ready(None)
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // The client went away mid-stream.
+        if self.call.is_some() {
+            self.finish(
+                Verdict::Allow,
+                Some("the client closed the stream".to_owned()),
+            );
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + RESPONSE_IDLE);
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                    if this.sent > MAX_RESPONSE_BODY {
+                        return this.truncate("the response exceeded 32 MiB");
+                    }
+                    if let Some(call) = this.call.as_mut() {
+                        this.usage.take(data, &mut call.details);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                this.done = true;
+                this.finish(Verdict::Deny, Some(format!("the upstream failed: {error}")));
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.finish(Verdict::Allow, None);
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => this.truncate("the upstream was silent for 120 s"),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_recognised_only_in_their_api_shapes() {
+        let cases = [
+            (
+                "POST",
+                "/v1/chat/completions",
+                Some(Protocol::OpenAiChatCompletions),
+            ),
+            ("POST", "/v1/completions", Some(Protocol::OpenAiCompletions)),
+            ("POST", "/v1/responses", Some(Protocol::OpenAiResponses)),
+            ("POST", "/v1/embeddings", Some(Protocol::OpenAiEmbeddings)),
+            ("POST", "/v1/messages", Some(Protocol::AnthropicMessages)),
+            ("GET", "/v1/models", Some(Protocol::ModelDiscovery)),
+            ("GET", "/v1/models/a/b", Some(Protocol::ModelDiscovery)),
+            (
+                "POST",
+                "/model/claude-x/invoke",
+                Some(Protocol::BedrockInvoke),
+            ),
+            ("GET", "/v1/chat/completions", None),
+            ("POST", "/v1/models", None),
+            ("GET", "/v1/models/", None),
+            ("POST", "/model//invoke", None),
+            ("POST", "/model/a/b/invoke", None),
+            ("GET", "/admin", None),
+            ("POST", "/v1/files", None),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(Protocol::detect(method, path), expected, "{method} {path}");
+        }
+        assert_eq!(
+            Protocol::AnthropicMessages.upstream_path("/v1/messages"),
+            "/messages"
+        );
+        assert_eq!(
+            Protocol::BedrockInvoke.upstream_path("/model/m/invoke"),
+            "/model/m/invoke"
+        );
+    }
+
+    #[test]
+    fn usage_is_read_from_json_and_from_sse_streams() {
+        let mut details = InferenceDetails::default();
+        let mut usage = Usage {
+            window: Vec::new(),
+            watch: true,
+            sse: false,
+        };
+        usage.take(br#"{"id":"c","usage":{"prompt_tokens":7,"#, &mut details);
+        usage.take(br#""completion_tokens":3}}"#, &mut details);
+        usage.finish(&mut details);
+        assert_eq!(
+            (details.input_tokens, details.output_tokens),
+            (Some(7), Some(3))
+        );
+
+        let mut details = InferenceDetails::default();
+        let mut usage = Usage {
+            window: Vec::new(),
+            watch: true,
+            sse: true,
+        };
+        for chunk in [
+            &b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\n"[..],
+            b"data: {\"type\":\"content_block_delta\"}\n\nevent: message_delta\ndata: {\"type\":\"message_de",
+            b"lta\",\"usage\":{\"output_tokens\":42}}\n\n",
+        ] {
+            usage.take(chunk, &mut details);
+        }
+        assert_eq!(
+            (details.input_tokens, details.output_tokens),
+            (Some(11), Some(42))
+        );
+    }
+}
