@@ -55,16 +55,63 @@ pub fn is_router(host: &str, port: u16) -> bool {
     port == 443 && host.eq_ignore_ascii_case(HOST)
 }
 
-/// The routes delivered by the gateway (the newest replaces all).
+/// The routes delivered by the gateway (the newest replaces all), and
+/// the upstream connections kept open between calls.
 #[derive(Debug, Clone)]
 pub struct Routes {
     current: watch::Sender<Arc<Vec<pb::ResolvedRoute>>>,
+    pool: Pool,
 }
 
 impl Default for Routes {
     fn default() -> Routes {
         Routes {
             current: watch::Sender::new(Arc::new(Vec::new())),
+            pool: Pool::default(),
+        }
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<BoxBody<Bytes, BoxError>>;
+
+/// Most idle connections kept per base URL.
+const POOL_PER_ENDPOINT: usize = 8;
+
+/// Idle upstream connections by base URL: a fresh TCP (and TLS) handshake
+/// to a model API would cost more than everything else the router does.
+#[derive(Debug, Clone, Default)]
+struct Pool {
+    idle: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Sender>>>>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<Sender>>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle connection still open.
+    fn take(&self, key: &str) -> Option<Sender> {
+        let mut idle = self.lock();
+        let senders = idle.get_mut(key)?;
+        while let Some(sender) = senders.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose exchange ended cleanly.
+    fn give(&self, key: String, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock();
+        let senders = idle.entry(key).or_default();
+        if senders.len() < POOL_PER_ENDPOINT {
+            senders.push(sender);
         }
     }
 }
@@ -384,12 +431,23 @@ async fn forward(
         _ if route.api_key.is_empty() => upstream,
         _ => upstream.header("authorization", format!("Bearer {}", route.api_key)),
     };
-    let upstream = upstream
-        .body(Full::new(body).map_err(|never| match never {}).boxed())
+    let head = upstream
+        .body(())
         .map_err(|_| refuse(&call, StatusCode::BAD_GATEWAY, "inference service error"))?;
+    let make = || {
+        let mut request = Request::new(
+            Full::new(body.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *request.method_mut() = head.method().clone();
+        *request.uri_mut() = head.uri().clone();
+        *request.headers_mut() = head.headers().clone();
+        request
+    };
 
     let timeout = Duration::from_secs(u64::from(route.timeout_seconds.max(1)));
-    let response = tokio::time::timeout(timeout, send(&base, upstream, shared))
+    let response = tokio::time::timeout(timeout, send(&base, make, shared))
         .await
         .map_err(|_| {
             refuse(
@@ -407,6 +465,7 @@ async fn forward(
             )
         })?;
 
+    let (response, sender) = response;
     let (mut head, body) = response.into_parts();
     call.details.status = Some(head.status.as_u16());
     for name in [
@@ -439,21 +498,36 @@ async fn forward(
         call: Some(call),
         events: shared.clone(),
         done: false,
+        connection: Some((base.to_string(), sender)),
     };
     Ok(Response::from_parts(head, metered.boxed()))
 }
 
-/// One exchange with the route's base URL on a fresh connection.
+/// One exchange with the route's base URL: on an idle pooled connection
+/// when there is one (a connection the upstream closed meanwhile is
+/// replaced by a fresh one), else on a new one. Returns the response and
+/// the connection, for the pool once the response has been read.
 async fn send(
     base: &BaseUrl,
-    request: Request<BoxBody<Bytes, BoxError>>,
+    make: impl Fn() -> Request<BoxBody<Bytes, BoxError>>,
     shared: &Shared,
-) -> Result<Response<Incoming>, String> {
+) -> Result<(Response<Incoming>, Sender), String> {
+    let key = base.to_string();
+    if let Some(mut sender) = shared.inference.pool.take(&key)
+        && sender.ready().await.is_ok()
+    {
+        match sender.send_request(make()).await {
+            Ok(response) => return Ok((response, sender)),
+            // Closed before the request went out: nothing was sent.
+            Err(error) if error.is_canceled() || error.is_closed() => {}
+            Err(error) => return Err(error.to_string()),
+        }
+    }
     let tcp = TcpStream::connect((base.host.as_str(), base.port))
         .await
         .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    if base.tls {
+    let mut sender = if base.tls {
         let config = shared.authority.upstream()?;
         let name = crate::tls::server_name(&base.host)
             .ok_or_else(|| format!("{} is not a TLS server name", base.host))?;
@@ -461,27 +535,26 @@ async fn send(
             .connect(name, tcp)
             .await
             .map_err(|e| e.to_string())?;
-        exchange(TokioIo::new(tls), request).await
+        handshake(TokioIo::new(tls)).await?
     } else {
-        exchange(TokioIo::new(tcp), request).await
-    }
+        handshake(TokioIo::new(tcp)).await?
+    };
+    let response = sender
+        .send_request(make())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((response, sender))
 }
 
-async fn exchange<I>(
-    io: I,
-    request: Request<BoxBody<Bytes, BoxError>>,
-) -> Result<Response<Incoming>, String>
+async fn handshake<I>(io: I) -> Result<Sender, String>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+    let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(sender)
 }
 
 /// Token counts as the response states them (OpenAI `usage.prompt_tokens`
@@ -575,6 +648,9 @@ struct Metered {
     call: Option<Call>,
     events: Arc<Shared>,
     done: bool,
+    /// The upstream connection, back to the pool when the body ends
+    /// cleanly.
+    connection: Option<(String, Sender)>,
 }
 
 impl Metered {
@@ -649,6 +725,9 @@ impl Body for Metered {
             Poll::Ready(None) => {
                 this.done = true;
                 this.finish(Verdict::Allow, None);
+                if let Some((key, sender)) = this.connection.take() {
+                    this.events.inference.pool.give(key, sender);
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => match this.idle.as_mut().poll(cx) {
