@@ -228,3 +228,157 @@ async fn credentials_travel_only_the_session_and_every_change_is_delivered() {
     assert_eq!(delivered.credentials[0].value, ROTATED);
     gateway.stop().await;
 }
+
+/// The next inference routes delivery on a session.
+async fn routes(inbound: &mut tonic::Streaming<pb::GatewayMessage>) -> pb::InferenceRoutes {
+    loop {
+        match inbound.message().await.unwrap().unwrap().kind {
+            Some(FromGateway::Inference(routes)) => return routes,
+            Some(FromGateway::Policy(_) | FromGateway::Credentials(_)) => continue,
+            other => panic!("expected inference routes, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn inference_routes_reach_the_workspaces_supervisors_with_the_key_and_follow_every_change() {
+    use openshell_gateway::api::WORKSPACE_HEADER;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = start(dir.path()).await;
+    let mut client = gateway.client().await;
+    let mut oai = provider("oai", "openai", "OPENAI_API_KEY", SECRET);
+    oai.config
+        .insert("OPENAI_BASE_URL".into(), "http://10.213.0.9:8000/v1".into());
+    client.create_provider(oai).await.unwrap();
+    client
+        .create_provider(provider("gh", "github", "GITHUB_TOKEN", "x"))
+        .await
+        .unwrap();
+    let sandbox = client
+        .create_sandbox(create("box", "", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    // Another workspace's sandbox sees none of this workspace's routes.
+    let mut elsewhere = tonic::Request::new(create("box", "", &[]));
+    elsewhere
+        .metadata_mut()
+        .insert(WORKSPACE_HEADER, "other".parse().unwrap());
+    let other = client.create_sandbox(elsewhere).await.unwrap().into_inner();
+
+    let (mut inbound, _tx) = gateway
+        .session_raw(&gateway.tokens.mint(&sandbox.id), &sandbox.id, 0)
+        .await
+        .unwrap();
+    let (mut other_inbound, _other_tx) = gateway
+        .session_raw(&gateway.tokens.mint(&other.id), &other.id, 0)
+        .await
+        .unwrap();
+    assert!(routes(&mut inbound).await.routes.is_empty());
+    assert!(routes(&mut other_inbound).await.routes.is_empty());
+
+    let refused = client
+        .set_inference_route(pb::SetInferenceRouteRequest {
+            route: String::new(),
+            provider: "gh".into(),
+            model: "m".into(),
+            timeout_seconds: 0,
+            no_verify: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let set = client
+        .set_inference_route(pb::SetInferenceRouteRequest {
+            route: String::new(),
+            provider: "oai".into(),
+            model: "gpt-route".into(),
+            timeout_seconds: 0,
+            no_verify: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (set.version, set.endpoint.as_str()),
+        (1, "http://10.213.0.9:8000/v1")
+    );
+    assert!(set.validated_endpoints.is_empty());
+    assert!(!format!("{set:?}").contains(SECRET));
+    let delivered = routes(&mut inbound).await;
+    let route = &delivered.routes[0];
+    assert_eq!(
+        (
+            route.model.as_str(),
+            route.api_key.as_str(),
+            route.auth.as_str()
+        ),
+        ("gpt-route", SECRET, "bearer")
+    );
+    assert_eq!(route.timeout_seconds, 60);
+
+    // An update of the route, and of its provider's key, each delivered.
+    client
+        .update_inference_route(pb::UpdateInferenceRouteRequest {
+            route: String::new(),
+            provider: None,
+            model: Some("gpt-2".into()),
+            timeout_seconds: Some(5),
+            no_verify: true,
+        })
+        .await
+        .unwrap();
+    let delivered = routes(&mut inbound).await;
+    assert_eq!(
+        (
+            delivered.routes[0].model.as_str(),
+            delivered.routes[0].version,
+            delivered.routes[0].timeout_seconds
+        ),
+        ("gpt-2", 2, 5)
+    );
+    client
+        .update_provider(pb::UpdateProviderRequest {
+            name: "oai".into(),
+            credentials: HashMap::from([("OPENAI_API_KEY".into(), ROTATED.into())]),
+            config: HashMap::new(),
+            expected_resource_version: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(routes(&mut inbound).await.routes[0].api_key, ROTATED);
+    let deleted = client
+        .delete_inference_route(pb::GetInferenceRouteRequest {
+            route: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.deleted);
+    assert!(routes(&mut inbound).await.routes.is_empty());
+    let missing = client
+        .get_inference_route(pb::GetInferenceRouteRequest {
+            route: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    let unknown = client
+        .get_inference_route(pb::GetInferenceRouteRequest {
+            route: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::InvalidArgument);
+    // The other workspace's session got nothing after its first delivery.
+    let nothing = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        other_inbound.message(),
+    )
+    .await;
+    assert!(
+        nothing.is_err(),
+        "another workspace got a delivery: {nothing:?}"
+    );
+    gateway.stop().await;
+}
