@@ -47,6 +47,9 @@ pub const MAX_RESPONSE_BODY: u64 = 32 * 1024 * 1024;
 pub const RESPONSE_IDLE: Duration = Duration::from_secs(120);
 /// Largest request head.
 const MAX_HEAD: usize = 64 * 1024;
+/// Request bodies held at once, from reading to sending; more wait
+/// (bounds the memory a sandbox can make its supervisor hold).
+const MAX_READING: usize = 16;
 /// How much of a JSON response is kept to read its token usage.
 const USAGE_WINDOW: usize = 1024 * 1024;
 
@@ -61,6 +64,8 @@ pub fn is_router(host: &str, port: u16) -> bool {
 pub struct Routes {
     current: watch::Sender<Arc<Vec<pb::ResolvedRoute>>>,
     pool: Pool,
+    /// Request bodies being read at once (each up to 10 MiB).
+    reading: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Routes {
@@ -68,6 +73,7 @@ impl Default for Routes {
         Routes {
             current: watch::Sender::new(Arc::new(Vec::new())),
             pool: Pool::default(),
+            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
         }
     }
 }
@@ -368,7 +374,10 @@ async fn forward(
         )
     })?;
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+    // Held until the request is sent (its body is then freed).
+    let _reading = shared.inference.reading.clone().acquire_owned().await;
+    let collected = Limited::new(body, MAX_REQUEST_BODY).collect().await;
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             shared
