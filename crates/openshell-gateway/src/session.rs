@@ -169,6 +169,21 @@ impl Sessions {
         outbound.is_some_and(|o| o.try_send(message).is_ok())
     }
 
+    /// Queues a message that must not be lost to a momentarily full queue
+    /// (credentials, routes): waits up to 5 s for room; false when the
+    /// supervisor is not connected or did not make room (it then gets the
+    /// current state when it reconnects).
+    pub async fn deliver(&self, sandbox_id: &str, message: pb::GatewayMessage) -> bool {
+        let outbound = self.lock().get(sandbox_id).map(|l| l.outbound.clone());
+        let Some(outbound) = outbound else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), outbound.send(message)).await,
+            Ok(Ok(()))
+        )
+    }
+
     /// Delivers a policy revision if the supervisor is connected (otherwise
     /// it gets it when it connects).
     pub fn send_policy(&self, sandbox_id: &str, version: i64, yaml: &str) -> bool {

@@ -315,12 +315,14 @@ impl Api {
             }
         };
         for sandbox in sandboxes {
-            self.sessions.send(
-                &sandbox.id,
-                pb::GatewayMessage {
-                    kind: Some(ToSupervisor::Inference(routes.clone())),
-                },
-            );
+            self.sessions
+                .deliver(
+                    &sandbox.id,
+                    pb::GatewayMessage {
+                        kind: Some(ToSupervisor::Inference(routes.clone())),
+                    },
+                )
+                .await;
         }
     }
 

@@ -501,12 +501,15 @@ impl Api {
         match self.credentials_of(sandbox_id).await {
             Ok(credentials) => {
                 let n = credentials.credentials.len();
-                let sent = self.sessions.send(
-                    sandbox_id,
-                    pb::GatewayMessage {
-                        kind: Some(ToSupervisor::Credentials(credentials)),
-                    },
-                );
+                let sent = self
+                    .sessions
+                    .deliver(
+                        sandbox_id,
+                        pb::GatewayMessage {
+                            kind: Some(ToSupervisor::Credentials(credentials)),
+                        },
+                    )
+                    .await;
                 tracing::debug!(
                     sandbox = sandbox_id,
                     credentials = n,
