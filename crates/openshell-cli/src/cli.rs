@@ -156,7 +156,7 @@ openshell provider update gh --credential GITHUB_TOKEN   # rotation reaches runn
         #[command(subcommand)]
         command: ProviderCommand,
     },
-    /// The model route behind https://inference.local (no network rule needed; the key stays outside).
+    /// The model route behind `https://inference.local` (no network rule needed; the key stays outside).
     #[command(
         after_help = "Sandboxes reach the route at https://inference.local (OpenAI: /v1/chat/completions, \
 /v1/completions, /v1/responses, /v1/embeddings, /v1/models; Anthropic: /v1/messages); the supervisor sends \
