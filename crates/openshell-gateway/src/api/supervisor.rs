@@ -85,17 +85,30 @@ impl pb::supervisor_server::Supervisor for SupervisorApi {
                 })),
             });
         }
-        // Its providers' credentials, always (an empty set too: the
-        // supervisor then knows it has everything there is).
-        let credentials = api.credentials_of(&sandbox.id).await?;
-        let _ = outbound.try_send(pb::GatewayMessage {
-            kind: Some(ToSupervisor::Credentials(credentials)),
-        });
-        let routes = api.inference_of(&sandbox.workspace).await?;
-        let _ = outbound.try_send(pb::GatewayMessage {
-            kind: Some(ToSupervisor::Inference(routes)),
-        });
-        let serial = api.sessions.register(&sandbox.id, outbound);
+        // Registered before its credentials and routes are read: a change
+        // committed meanwhile is then delivered on this session after
+        // them, never lost between the read and the registration.
+        let serial = api.sessions.register(&sandbox.id, outbound.clone());
+        // Its providers' credentials and its workspace's routes, always
+        // (empty sets too: the supervisor then knows it has everything),
+        // each sent right after it is read (nothing awaited in between).
+        let sent = async {
+            let credentials = api.credentials_of(&sandbox.id).await?;
+            let _ = outbound.try_send(pb::GatewayMessage {
+                kind: Some(ToSupervisor::Credentials(credentials)),
+            });
+            let routes = api.inference_of(&sandbox.workspace).await?;
+            let _ = outbound.try_send(pb::GatewayMessage {
+                kind: Some(ToSupervisor::Inference(routes)),
+            });
+            Ok::<_, Status>(())
+        }
+        .await;
+        if let Err(error) = sent {
+            api.sessions.unregister(&sandbox.id, serial);
+            return Err(error);
+        }
+        drop(outbound);
         tracing::info!(sandbox = %sandbox.name, id = %sandbox.id, policy_version = hello.policy_version, "supervisor connected");
         let api = api.clone();
         tokio::spawn(async move {
