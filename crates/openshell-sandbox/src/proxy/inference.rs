@@ -62,21 +62,17 @@ pub fn is_router(host: &str, port: u16) -> bool {
 /// the upstream connections kept open between calls.
 #[derive(Debug, Clone)]
 pub struct Routes {
-    current: watch::Sender<Arc<Vec<pb::ResolvedRoute>>>,
+    /// `None` until the gateway's first delivery.
+    current: watch::Sender<Option<Arc<Vec<pb::ResolvedRoute>>>>,
+    /// Whether a delivery is coming (connected mode).
+    expecting: bool,
     pool: Pool,
     /// Request bodies being read at once (each up to 10 MiB).
     reading: Arc<tokio::sync::Semaphore>,
 }
 
-impl Default for Routes {
-    fn default() -> Routes {
-        Routes {
-            current: watch::Sender::new(Arc::new(Vec::new())),
-            pool: Pool::default(),
-            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
-        }
-    }
-}
+/// How long a call waits for the first delivery of routes.
+const DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
 type Sender = hyper::client::conn::http1::SendRequest<BoxBody<Bytes, BoxError>>;
 
@@ -123,16 +119,33 @@ impl Pool {
 }
 
 impl Routes {
+    /// No routes yet; `expecting`: the gateway will deliver them (a call
+    /// made before then waits for the first delivery, briefly).
+    pub fn new(expecting: bool) -> Routes {
+        Routes {
+            current: watch::Sender::new(None),
+            expecting,
+            pool: Pool::default(),
+            reading: Arc::new(tokio::sync::Semaphore::new(MAX_READING)),
+        }
+    }
+
     pub fn replace(&self, delivered: &pb::InferenceRoutes) {
         tracing::info!(routes = delivered.routes.len(), "inference routes updated");
         self.current
-            .send_replace(Arc::new(delivered.routes.clone()));
+            .send_replace(Some(Arc::new(delivered.routes.clone())));
     }
 
-    /// The route agents use (named "").
-    pub fn agent(&self) -> Option<pb::ResolvedRoute> {
+    /// The route agents use (named ""); right after the start of a
+    /// connected sandbox, once the gateway's first delivery is in.
+    pub async fn agent(&self) -> Option<pb::ResolvedRoute> {
+        if self.expecting && self.current.borrow().is_none() {
+            let mut updates = self.current.subscribe();
+            let _ = tokio::time::timeout(DELIVERY_WAIT, updates.wait_for(Option::is_some)).await;
+        }
         self.current
             .borrow()
+            .as_ref()?
             .iter()
             .find(|r| r.name.is_empty())
             .cloned()
@@ -327,7 +340,7 @@ async fn route(
         return answer;
     };
     call.details.protocol = Some(protocol.as_str().to_owned());
-    let Some(route) = shared.inference.agent() else {
+    let Some(route) = shared.inference.agent().await else {
         shared.events.emit(call.event(
             Verdict::Deny,
             Some("no inference route configured".to_owned()),

@@ -134,7 +134,7 @@ pub(super) fn supervise(
             .as_ref()
             .is_some_and(|c| proxy::credentials::expects_credentials(&c.plan.env)),
     );
-    let inference = proxy::inference::Routes::default();
+    let inference = proxy::inference::Routes::new(egress.gateway.is_some());
     let shared = Arc::new(proxy::Shared {
         credentials: credentials.clone(),
         inference: inference.clone(),
