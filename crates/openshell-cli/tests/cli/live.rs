@@ -640,15 +640,18 @@ fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
 
 /// `GET path` over HTTP/1.0 to 127.0.0.1:port; the whole response.
 pub(crate) fn http_get(port: u16, path: &str) -> Vec<u8> {
+    try_http_get(port, path).unwrap()
+}
+
+/// [`http_get`], or why it failed (for polling a server still starting).
+pub(crate) fn try_http_get(port: u16, path: &str) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n")?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    response
+    stream.read_to_end(&mut response)?;
+    Ok(response)
 }
 
 #[test]

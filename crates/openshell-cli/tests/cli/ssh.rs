@@ -7,7 +7,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::gateway::{Home, free_port, pids_running, run_with_stdin, start, text};
-use crate::live::{create_idle, exec, http_get};
+use crate::live::{create_idle, exec, try_http_get};
 
 /// Writes the sandbox's printed Host block to a file for `ssh -F`.
 fn ssh_config(home: &Home, name: &str) -> PathBuf {
@@ -245,10 +245,9 @@ fn ssh_local_forwarding_reaches_only_the_sandbox_loopback() {
     let mut tunnel = tunnel.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
-        let response = std::net::TcpStream::connect(("127.0.0.1", local))
-            .ok()
-            .map(|_| http_get(local, "/page.txt"))
-            .unwrap_or_default();
+        // The tunnel accepts before the server inside listens: a reset
+        // then means "not yet".
+        let response = try_http_get(local, "/page.txt").unwrap_or_default();
         if response.starts_with(b"HTTP/1.0 200") {
             break response;
         }
