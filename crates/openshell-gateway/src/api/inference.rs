@@ -93,11 +93,10 @@ impl Api {
 
     async fn provider_by_id(&self, workspace: &str, id: &str) -> Result<Provider, Status> {
         self.store
-            .list_providers(workspace, u32::MAX, 0)
+            .get_provider_by_id(id)
             .await
             .map_err(status)?
-            .into_iter()
-            .find(|p| p.id == id)
+            .filter(|p| p.workspace == workspace)
             .ok_or_else(|| Status::internal("an inference route names a provider that is gone"))
     }
 

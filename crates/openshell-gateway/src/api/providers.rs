@@ -192,10 +192,6 @@ pub(crate) fn check_bindings(policy_yaml: &str, providers: &[Provider]) -> Resul
 }
 
 impl Api {
-    fn keyring(&self) -> &crate::secrets::Keyring {
-        &self.keyring
-    }
-
     pub(super) async fn provider(&self, workspace: &str, name: &str) -> Result<Provider, Status> {
         self.store
             .get_provider(workspace, name)
@@ -231,7 +227,7 @@ impl Api {
         provider: &Provider,
     ) -> Result<BTreeMap<String, String>, Status> {
         let plain = self
-            .keyring()
+            .keyring
             .open(&provider.id, &provider.sealed)
             .map_err(|error| {
                 tracing::error!(provider = %provider.name, error = %super::chain(error), "opening a provider's credentials");
@@ -245,7 +241,7 @@ impl Api {
 
     fn seal(&self, id: &str, credentials: &BTreeMap<String, String>) -> Result<String, Status> {
         let plain = serde_json::to_vec(credentials).map_err(|_| Status::internal("encoding"))?;
-        self.keyring().seal(id, &plain).map_err(|error| {
+        self.keyring.seal(id, &plain).map_err(|error| {
             tracing::error!(error = %super::chain(error), "sealing credentials");
             Status::internal("the credentials could not be sealed; see the gateway log")
         })

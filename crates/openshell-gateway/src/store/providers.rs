@@ -116,6 +116,15 @@ impl Store {
         found.as_ref().map(row).transpose()
     }
 
+    pub async fn get_provider_by_id(&self, id: &str) -> Result<Option<Provider>, StoreError> {
+        let found = sqlx::query(concat!(select_provider!(), " WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::Query)?;
+        found.as_ref().map(row).transpose()
+    }
+
     /// A workspace's providers by name.
     pub async fn list_providers(
         &self,
