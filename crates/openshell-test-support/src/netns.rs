@@ -104,10 +104,17 @@ impl TestNetwork {
     /// Runs `python_code` in the namespace with `ADDR` and `PORT` set and
     /// waits until the port accepts connections from the host.
     pub fn serve(&mut self, port: u16, python_code: &str) {
+        self.serve_with(port, python_code, &[]);
+    }
+
+    /// [`TestNetwork::serve`] with more environment for the server
+    /// (`CERT`, `KEY`, a log file…).
+    pub fn serve_with(&mut self, port: u16, python_code: &str, env: &[(&str, &std::ffi::OsStr)]) {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.netns, PYTHON, "-c", python_code])
             .env("ADDR", self.peer.to_string())
             .env("PORT", port.to_string())
+            .envs(env.iter().copied())
             .spawn()
             .unwrap();
         self.servers.push(child);

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::gateway::{Home, free_port, text};
 use crate::netns::TestNetwork;
 use openshell_test_support::home::{openshell_bin, run_with_stdin};
-use openshell_test_support::tls::write_certs;
+use openshell_test_support::tls::Certs;
 
 const PORT: u16 = 8443;
 const SDK_DIR: &str = "/usr/local/lib/openshell-test-sdk";
@@ -110,32 +110,25 @@ server.serve_forever()
 
 struct Upstream {
     network: TestNetwork,
-    dir: tempfile::TempDir,
+    certs: Certs,
 }
 
 impl Upstream {
     fn new() -> Upstream {
         let mut network = TestNetwork::new();
-        let dir = tempfile::Builder::new()
-            .prefix("openshell-inference-")
-            .tempdir_in("/var/lib")
-            .unwrap();
-        write_certs(dir.path(), network.peer);
-        let code = UPSTREAM
-            .replace(
-                "os.environ['LOG']",
-                &format!("{:?}", dir.path().join("log.jsonl")),
-            )
-            .replace(
-                "os.environ['CERT']",
-                &format!("{:?}", dir.path().join("server.pem")),
-            )
-            .replace(
-                "os.environ['KEY']",
-                &format!("{:?}", dir.path().join("server.key")),
-            );
-        network.serve(PORT, &code);
-        Upstream { network, dir }
+        let certs = Certs::new(network.peer, "openshell-inference-");
+        let log = certs.dir.path().join("log.jsonl");
+        let [cert, key] = certs.server_env();
+        network.serve_with(
+            PORT,
+            UPSTREAM,
+            &[
+                ("LOG", log.as_os_str()),
+                (cert.0, cert.1.as_os_str()),
+                (key.0, key.1.as_os_str()),
+            ],
+        );
+        Upstream { network, certs }
     }
 
     fn base(&self) -> String {
@@ -143,11 +136,11 @@ impl Upstream {
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.certs.ca()
     }
 
     fn received(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.path().join("log.jsonl"))
+        std::fs::read_to_string(self.certs.dir.path().join("log.jsonl"))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())

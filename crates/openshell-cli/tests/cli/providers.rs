@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::gateway::{Home, free_port, text};
 use crate::netns::TestNetwork;
 use openshell_test_support::home::openshell_bin;
-use openshell_test_support::tls::write_certs;
+use openshell_test_support::tls::Certs;
 
 const TLS_PORT: u16 = 8443;
 const PLAIN_PORT: u16 = 8080;
@@ -82,46 +82,28 @@ server.serve_forever()
 /// one on another port that no credential is bound to).
 struct Upstream {
     network: TestNetwork,
-    dir: tempfile::TempDir,
+    certs: Certs,
 }
 
 impl Upstream {
     fn new() -> Upstream {
         let mut network = TestNetwork::new();
-        let dir = tempfile::Builder::new()
-            .prefix("openshell-providers-")
-            .tempdir_in("/var/lib")
-            .unwrap();
-        write_certs(dir.path(), network.peer);
-        std::fs::create_dir_all(dir.path().join("files")).unwrap();
+        let certs = Certs::new(network.peer, "openshell-providers-");
+        let root = certs.dir.path().join("files");
+        std::fs::create_dir_all(&root).unwrap();
+        let [cert, key] = certs.server_env();
         for (port, log, tls) in [
             (TLS_PORT, "tls.jsonl", true),
             (PLAIN_PORT, "plain.jsonl", false),
         ] {
-            let mut code = RECORDER
-                .replace("os.environ['LOG']", &format!("{:?}", dir.path().join(log)))
-                .replace(
-                    "os.environ['ROOT']",
-                    &format!("{:?}", dir.path().join("files")),
-                );
+            let log = certs.dir.path().join(log);
+            let mut env = vec![("LOG", log.as_os_str()), ("ROOT", root.as_os_str())];
             if tls {
-                code = code
-                    .replace(
-                        "os.environ.get('CERT')",
-                        &format!("{:?}", dir.path().join("server.pem")),
-                    )
-                    .replace(
-                        "os.environ['CERT']",
-                        &format!("{:?}", dir.path().join("server.pem")),
-                    )
-                    .replace(
-                        "os.environ['KEY']",
-                        &format!("{:?}", dir.path().join("server.key")),
-                    );
+                env.extend([(cert.0, cert.1.as_os_str()), (key.0, key.1.as_os_str())]);
             }
-            network.serve(port, &code);
+            network.serve_with(port, RECORDER, &env);
         }
-        Upstream { network, dir }
+        Upstream { network, certs }
     }
 
     fn peer(&self) -> String {
@@ -135,7 +117,7 @@ impl Upstream {
     /// Every request the HTTPS (or plain) upstream received.
     fn received(&self, tls: bool) -> Vec<Value> {
         let name = if tls { "tls.jsonl" } else { "plain.jsonl" };
-        std::fs::read_to_string(self.dir.path().join(name))
+        std::fs::read_to_string(self.certs.dir.path().join(name))
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -143,7 +125,7 @@ impl Upstream {
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.certs.ca()
     }
 }
 
@@ -264,7 +246,7 @@ fn make_repo(dir: &Path) {
 #[test]
 fn providers_deliver_secrets_only_where_bound_and_never_into_the_sandbox() {
     let upstream = Upstream::new();
-    make_repo(&upstream.dir.path().join("files"));
+    make_repo(&upstream.certs.dir.path().join("files"));
     let home = Home::new();
     // The gateway (and the supervisors it starts) trust the upstream's CA.
     let port = free_port().to_string();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::netns::TestNetwork;
 use crate::support::{Sandbox, sandbox};
-use openshell_test_support::tls::write_certs;
+use openshell_test_support::tls::Certs;
 
 const TLS_PORT: u16 = 8443;
 
@@ -47,31 +47,26 @@ server.serve_forever()
 /// of the test's own; files for the sandbox live in `files`.
 struct Https {
     network: TestNetwork,
-    dir: tempfile::TempDir,
+    certs: Certs,
 }
 
 impl Https {
     fn new() -> Https {
         let mut network = TestNetwork::new();
-        let dir = tempfile::Builder::new()
-            .prefix("openshell-tls-")
-            .tempdir_in("/var/lib")
-            .unwrap();
-        write_certs(dir.path(), network.peer);
-        let root = dir.path().join("files");
+        let certs = Certs::new(network.peer, "openshell-tls-");
+        let root = certs.dir.path().join("files");
         std::fs::create_dir_all(&root).unwrap();
-        let code = TLS_SERVER
-            .replace(
-                "os.environ['CERT']",
-                &format!("{:?}", dir.path().join("server.pem")),
-            )
-            .replace(
-                "os.environ['KEY']",
-                &format!("{:?}", dir.path().join("server.key")),
-            )
-            .replace("os.environ['ROOT']", &format!("{root:?}"));
-        network.serve(TLS_PORT, &code);
-        Https { network, dir }
+        let [cert, key] = certs.server_env();
+        network.serve_with(
+            TLS_PORT,
+            TLS_SERVER,
+            &[
+                (cert.0, cert.1.as_os_str()),
+                (key.0, key.1.as_os_str()),
+                ("ROOT", root.as_os_str()),
+            ],
+        );
+        Https { network, certs }
     }
 
     fn host(&self) -> String {
@@ -79,11 +74,11 @@ impl Https {
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+        self.certs.ca()
     }
 
     fn files(&self) -> PathBuf {
-        self.dir.path().join("files")
+        self.certs.dir.path().join("files")
     }
 
     /// A sandbox whose supervisor trusts the test CA upstream.
