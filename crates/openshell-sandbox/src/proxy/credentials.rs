@@ -100,6 +100,15 @@ pub struct Set {
     longest: usize,
 }
 
+/// The path a request's bindings are checked against: its target's
+/// canonical path (dot segments resolved, escapes normalised), without the
+/// query. A target that has none cannot carry a credential anywhere.
+pub fn binding_path(target: &str) -> Result<String, CredentialError> {
+    openshell_policy::canonical::canonicalize_target(target, true)
+        .map(|canonical| canonical.path)
+        .map_err(|_| CredentialError::EndpointMismatch)
+}
+
 /// Where a request goes, as bindings are checked against it.
 #[derive(Debug, Clone, Copy)]
 pub struct Destination<'a> {
@@ -622,6 +631,30 @@ mod tests {
         );
         assert_eq!(set.header("X-Other", b"plain", &api).unwrap(), None);
         assert_eq!(set.header("Cookie", bearer.as_bytes(), &api).unwrap(), None);
+    }
+
+    #[test]
+    fn bindings_see_the_canonical_path_so_dot_segments_cannot_leave_a_scope() {
+        let (set, policy) = (set(), policy());
+        let bearer = format!("Bearer {GH}");
+        for raw in ["/v1/../admin", "/v1/%2e%2e/admin", "/v1/./../admin?x=1"] {
+            let path = binding_path(raw).unwrap();
+            assert_eq!(path, "/admin", "{raw}");
+            assert_eq!(
+                set.header(
+                    "authorization",
+                    bearer.as_bytes(),
+                    &to("api.test", 443, &path, &policy)
+                ),
+                Err(CredentialError::EndpointMismatch),
+                "{raw}"
+            );
+        }
+        assert_eq!(binding_path("/v1/x?q=1").unwrap(), "/v1/x");
+        assert_eq!(
+            binding_path("/../.."),
+            Err(CredentialError::EndpointMismatch)
+        );
     }
 
     #[test]

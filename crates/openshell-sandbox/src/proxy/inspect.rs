@@ -28,7 +28,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::credentials::{CredentialError, Destination, UpstreamBody, rewrite_request};
+use super::credentials::{
+    CredentialError, Destination, UpstreamBody, binding_path, rewrite_request,
+};
 use super::decide::{
     Decision, Endpoint, Intent, Kind, Outcome, Refusal, Request as DecideRequest, Route, decide,
 };
@@ -327,13 +329,21 @@ async fn judge(
     let tripped = Arc::new(AtomicBool::new(false));
     let body: UpstreamBody = if shared.credentials.active() {
         let set = shared.credentials.current().await;
-        let path = forwarded_target
-            .split_once('?')
-            .map_or(forwarded_target.as_str(), |(path, _)| path);
+        // Bindings are checked against the canonical path: an L7 target
+        // already is; a terminated L4 tunnel forwards the raw one, whose
+        // dot segments must not carry a placeholder past a path scope.
+        let path = match binding_path(&forwarded_target) {
+            Ok(path) => path,
+            Err(error) => {
+                let refused_here = decision.credential_refused(error);
+                shared.events.emit(NetworkEvent::from(&refused_here));
+                return refused(&refused_here);
+            }
+        };
         let destination = Destination {
             host: &tunnel.host,
             port: tunnel.port,
-            path,
+            path: &path,
             policy: tunnel.generation.policy.policy(),
         };
         match rewrite_request(
