@@ -55,8 +55,14 @@ pub struct GlobalArgs {
     /// Talk to this gateway URL directly.
     #[arg(long, global = true, env = "OPENSHELL_GATEWAY_ENDPOINT")]
     pub gateway_endpoint: Option<String>,
-    /// Skip gateway certificate verification.
-    #[arg(long, global = true)]
+    /// Do not verify the gateway's TLS certificate (and send no client
+    /// certificate); a warning says so on every use.
+    #[arg(
+        long,
+        global = true,
+        env = "OPENSHELL_GATEWAY_INSECURE",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub gateway_insecure: bool,
     /// Workspace scope for resource commands.
     #[arg(
@@ -116,6 +122,25 @@ openshell logs dev --source sandbox -o json | jq .reason"
         /// `json`: the events as JSON lines.
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
+    },
+    /// Show who the gateway takes you for: subject, role, workspaces.
+    Whoami {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Workspaces scope sandboxes, providers and inference routes; members may use them.
+    #[command(
+        visible_alias = "ws",
+        after_help = "Every resource command acts in --workspace (env OPENSHELL_WORKSPACE, default `default`). \
+A gateway admin may use every workspace and creates and deletes them; a user may use only the workspaces \
+it is a member of; a member with the role admin manages that workspace's members.\n\n\
+Examples:\n  openshell workspace create --name team-a\n  \
+openshell workspace member add --workspace team-a --subject alice --role user\n  \
+openshell --workspace team-a sandbox create -- echo hi\n  openshell sandbox list --all-workspaces"
+    )]
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
     },
     /// Print a shell completion script.
     #[command(
@@ -212,6 +237,64 @@ openshell inference set --provider local --model llama-3 --no-verify\n  openshel
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace (a gateway admin only).
+    Create {
+        /// A DNS label of at most 19 characters.
+        #[arg(long)]
+        name: String,
+        /// Label (repeatable).
+        #[arg(long = "label", value_name = "K=V")]
+        labels: Vec<String>,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Show a workspace.
+    Get {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// List the workspaces you may use: NAME  STATUS  CREATED  LABELS.
+    List {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Delete empty workspaces (a gateway admin only).
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Who may use a workspace (the global --workspace names it).
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MemberCommand {
+    /// Add a member, or change its role.
+    Add {
+        /// The member's subject: a client certificate's CN or a user token's subject.
+        #[arg(long)]
+        subject: String,
+        #[arg(long, default_value = "user", value_parser = ["user", "admin"])]
+        role: String,
+    },
+    /// Remove a member.
+    Remove {
+        #[arg(long)]
+        subject: String,
+    },
+    /// List the members: SUBJECT  ROLE.
+    List {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProviderCommand {
     /// Create a provider from local credentials or given ones.
     Create {
@@ -247,6 +330,9 @@ pub enum ProviderCommand {
         /// One name per line (for scripts).
         #[arg(long, conflicts_with = "output")]
         names: bool,
+        /// Every workspace you may use (a WORKSPACE column; --names prints WORKSPACE/NAME).
+        #[arg(long)]
+        all_workspaces: bool,
         #[arg(short, long, value_enum)]
         output: Option<OutputFormat>,
     },
@@ -504,10 +590,13 @@ CONTAINER_HOST, else /run/podman/podman.sock) and run sandboxes from OPENSHELL_S
     },
     /// Register an existing gateway and make it active.
     #[command(
-        after_help = "http:// registers a plaintext gateway; https:// uses mTLS with the client bundle in \
-~/.config/openshell/gateways/<name>/mtls/ (copied from $OPENSHELL_LOCAL_TLS_DIR or from a local gateway \
-of that name when missing).\n\nExamples:\n  openshell gateway add https://127.0.0.1:8080 --local\n  \
-openshell gateway add http://gw.internal:8080 --name team"
+        after_help = "http:// registers a plaintext gateway. https:// with --local or --remote, or with a \
+client bundle at hand, uses mTLS with the bundle in ~/.config/openshell/gateways/<name>/mtls/ (copied from \
+$OPENSHELL_LOCAL_TLS_DIR or from a local gateway of that name when missing). Any other https:// gateway \
+(one behind a reverse proxy) uses a bearer token: the browser login of `gateway login` runs at once.\n\n\
+Examples:\n  openshell gateway add https://127.0.0.1:8080 --local\n  \
+openshell gateway add http://gw.internal:8080 --name team\n  \
+OPENSHELL_NO_BROWSER=1 openshell gateway add https://openshell.example.com"
     )]
     Add {
         /// The gateway's URL (https:// assumed without a scheme).
@@ -522,8 +611,22 @@ openshell gateway add http://gw.internal:8080 --name team"
         #[arg(long)]
         remote: bool,
     },
-    /// Authenticate to a gateway that uses browser or OIDC login (mTLS and plaintext gateways need none).
-    Login { name: Option<String> },
+    /// Log in to a bearer gateway (behind a reverse proxy) in the browser; mTLS and plaintext gateways need none.
+    #[command(
+        after_help = "Opens <gateway>/auth/connect, where you give the user token an admin issued \
+(openshell-gateway --issue-token SUBJECT); the page hands it back to this CLI on a loopback port. \
+OPENSHELL_NO_BROWSER=1 prints the URL instead of opening a browser. The token is kept in \
+~/.config/openshell/gateways/<name>/edge_token (0600)."
+    )]
+    Login {
+        /// The gateway [default: the active one].
+        name: Option<String>,
+    },
+    /// Forget the token of a bearer gateway.
+    Logout {
+        /// The gateway [default: the active one].
+        name: Option<String>,
+    },
     /// Show a gateway's endpoint, auth mode, port, status, version and compute drivers.
     Info {
         #[arg(long)]
@@ -565,6 +668,9 @@ With no gateway configured, a local one is started first."
         /// One id per line (for scripts).
         #[arg(long, conflicts_with = "output")]
         ids: bool,
+        /// Every workspace you may use (a WORKSPACE column; --names prints WORKSPACE/NAME).
+        #[arg(long)]
+        all_workspaces: bool,
         #[arg(short, long, value_enum)]
         output: Option<OutputFormat>,
     },

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod gateway;
 pub mod image;
 pub mod inference;
+pub mod login;
 pub mod policy;
 pub mod provider;
 pub mod revisions;
@@ -14,6 +15,7 @@ pub mod sandbox;
 pub mod scope;
 pub mod settings;
 pub mod ssh;
+pub mod workspace;
 
 /// How a command ended, beyond success or an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,24 +12,42 @@ mod registry;
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 
 use crate::cli::{
-    Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, InferenceCommand, OutputFormat,
-    PolicyCommand, ProviderCommand, SandboxCommand, SandboxProviderCommand, SettingsCommand,
+    Cli, Command, DoctorCommand, ForwardCommand, GatewayCommand, InferenceCommand, MemberCommand,
+    OutputFormat, PolicyCommand, ProviderCommand, SandboxCommand, SandboxProviderCommand,
+    SettingsCommand, WorkspaceCommand,
 };
 use crate::commands::scope::Scope;
 use crate::commands::{
-    Exit, doctor, exec, files, forward, gateway, inference, policy, provider, revisions, sandbox,
-    settings, ssh,
+    Exit, doctor, exec, files, forward, gateway, inference, login, policy, provider, revisions,
+    sandbox, settings, ssh, workspace,
 };
 
 /// The gateway the global flags, environment and registry name, if any.
 fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
-    registry::Registry::for_user()?.resolve(
+    let mut target = registry::Registry::for_user()?.resolve(
         global.gateway.as_deref(),
         global.gateway_endpoint.as_deref(),
-    )
+    )?;
+    if let Some(target) = &mut target {
+        target.insecure = global.gateway_insecure;
+    }
+    Ok(target)
+}
+
+/// The gateway a `gateway` subcommand names: NAME, else the resolved one.
+fn gateway_name(global: &cli::GlobalArgs, name: Option<String>) -> anyhow::Result<String> {
+    match name {
+        Some(name) => Ok(name),
+        None => Ok(target(global)?
+            .context(
+                "No active gateway.\nSet one with: openshell gateway select <name>\nOr register one with: openshell gateway add <endpoint>",
+            )?
+            .name),
+    }
 }
 
 /// Where a command that needs an existing gateway goes (no bootstrap).
@@ -60,7 +78,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             }),
             GatewayCommand::Stop { name } => gateway::stop(name.as_deref()),
             GatewayCommand::Destroy { name } => gateway::destroy(name.as_deref()),
-            GatewayCommand::Login { name } => gateway::login(name.as_deref()),
+            GatewayCommand::Login { name } => login::login(
+                &gateway_name(&cli.global, name)?,
+                cli.global.gateway_insecure,
+            ),
+            GatewayCommand::Logout { name } => login::logout(&gateway_name(&cli.global, name)?),
             GatewayCommand::Add {
                 endpoint,
                 name,
@@ -71,11 +93,15 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 name,
                 local,
                 remote,
+                insecure: cli.global.gateway_insecure,
             }),
             GatewayCommand::Info { name, output } => {
                 let registry = registry::Registry::for_user()?;
                 let resolved = match name {
-                    Some(name) => registry.resolve(Some(&name), None)?,
+                    Some(name) => registry.resolve(Some(&name), None)?.map(|mut t| {
+                        t.insecure = cli.global.gateway_insecure;
+                        t
+                    }),
                     None => target(&cli.global)?,
                 };
                 gateway::info(resolved, output)
@@ -109,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     selector,
                     names,
                     ids,
+                    all_workspaces,
                     output,
                 } => {
                     let style = match (names, ids, output) {
@@ -117,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                         (_, _, Some(OutputFormat::Json)) => sandbox::ListStyle::Json,
                         _ => sandbox::ListStyle::Table,
                     };
-                    sandbox::list(&scope, &selector, style)
+                    sandbox::list(&scope, &selector, all_workspaces, style)
                 }
                 SandboxCommand::Get { name, output } => {
                     sandbox::get(&scope, &scope.sandbox(name)?, output)
@@ -223,6 +250,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     limit,
                     offset,
                     names,
+                    all_workspaces,
                     output,
                 } => {
                     let style = match (names, output) {
@@ -230,7 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                         (_, Some(OutputFormat::Json)) => provider::ListStyle::Json,
                         _ => provider::ListStyle::Table,
                     };
-                    provider::list(&scope, limit, offset, style)
+                    provider::list(&scope, limit, offset, all_workspaces, style)
                 }
                 ProviderCommand::Update {
                     name,
@@ -355,6 +383,29 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
+        Command::Whoami { output } => workspace::whoami(&scope(&cli.global)?, output),
+        Command::Workspace { command } => {
+            let scope = scope(&cli.global)?;
+            match command {
+                WorkspaceCommand::Create {
+                    name,
+                    labels,
+                    output,
+                } => workspace::create(&scope, &name, &labels, output),
+                WorkspaceCommand::Get { name, output } => workspace::get(&scope, &name, output),
+                WorkspaceCommand::List { output } => workspace::list(&scope, output),
+                WorkspaceCommand::Delete { names } => workspace::delete(&scope, &names),
+                WorkspaceCommand::Member { command } => match command {
+                    MemberCommand::Add { subject, role } => {
+                        workspace::member_set(&scope, &subject, Some(&role))
+                    }
+                    MemberCommand::Remove { subject } => {
+                        workspace::member_set(&scope, &subject, None)
+                    }
+                    MemberCommand::List { output } => workspace::member_list(&scope, output),
+                },
+            }
+        }
         Command::Forward { command } => {
             let scope = scope(&cli.global)?;
             match command {

@@ -1,7 +1,14 @@
 //! The gateway registry on disk (docs/cli.md, "Files"):
 //! `${XDG_CONFIG_HOME:-~/.config}/openshell/active_gateway` and
-//! `gateways/<name>/{metadata.json, mtls/{ca.crt,tls.crt,tls.key}}`. A
-//! registration written by hand works exactly like one written here.
+//! `gateways/<name>/{metadata.json, mtls/{ca.crt,tls.crt,tls.key}, edge_token}`.
+//! A registration written by hand works exactly like one written here.
+//!
+//! Beside the user's registry, a read-only system registry of the same
+//! layout (`$OPENSHELL_SYSTEM_GATEWAY_DIR`, default `/etc/openshell`) holds
+//! gateways a package installed: they are listed with SOURCE `system`, a
+//! user entry of the same name shadows them, and they cannot be removed
+//! from user config. A user's token for a system gateway lives in the
+//! user's registry.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -23,7 +30,34 @@ pub struct Metadata {
     pub auth_mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote_host: Option<String>,
+    /// Which registry it was read from (not stored).
+    #[serde(skip)]
+    pub source: Source,
 }
+
+/// Which registry holds a registration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Source {
+    #[default]
+    User,
+    /// The read-only system registry.
+    System,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::User => "user",
+            Source::System => "system",
+        }
+    }
+}
+
+/// The system registry's default root.
+pub const SYSTEM_GATEWAY_DIR: &str = "/etc/openshell";
+
+/// The user token of a bearer gateway, in its directory.
+pub const TOKEN_FILE: &str = "edge_token";
 
 impl Metadata {
     /// The auth mode, defaulting as docs/cli.md ("Files") says (from the scheme when unset).
@@ -44,12 +78,17 @@ pub struct Target {
     pub auth: String,
     /// The client bundle directory (for mTLS).
     pub mtls_dir: PathBuf,
+    /// The user token of a bearer gateway, once logged in.
+    pub token: Option<String>,
+    /// `--gateway-insecure`: do not verify the server's certificate.
+    pub insecure: bool,
 }
 
-/// The registry rooted at a config directory.
+/// The registry rooted at a config directory, over a read-only system one.
 #[derive(Debug, Clone)]
 pub struct Registry {
     root: PathBuf,
+    system: Option<PathBuf>,
 }
 
 /// A gateway name must be one path component.
@@ -61,19 +100,39 @@ pub fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 impl Registry {
+    /// A user registry without a system one.
+    #[cfg(test)]
     pub fn new(config_dir: &Path) -> Registry {
         Registry {
             root: config_dir.to_owned(),
+            system: None,
         }
     }
 
-    /// The registry of this user (`$XDG_CONFIG_HOME/openshell`).
-    pub fn for_user() -> anyhow::Result<Registry> {
-        Ok(Registry::new(&openshell_core::paths::config_dir(
-            &openshell_core::paths::ProcessEnv,
-        )?))
+    /// A user registry over the system registry at `system`.
+    pub fn with_system(config_dir: &Path, system: &Path) -> Registry {
+        Registry {
+            root: config_dir.to_owned(),
+            system: Some(system.to_owned()),
+        }
     }
 
+    /// The registry of this user (`$XDG_CONFIG_HOME/openshell`) over the
+    /// system one (`$OPENSHELL_SYSTEM_GATEWAY_DIR` when set to an absolute
+    /// path, else `/etc/openshell`).
+    pub fn for_user() -> anyhow::Result<Registry> {
+        let system = std::env::var_os("OPENSHELL_SYSTEM_GATEWAY_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_absolute())
+            .unwrap_or_else(|| PathBuf::from(SYSTEM_GATEWAY_DIR));
+        Ok(Registry::with_system(
+            &openshell_core::paths::config_dir(&openshell_core::paths::ProcessEnv)?,
+            &system,
+        ))
+    }
+
+    /// The user's directory of a gateway (where `add`, `login` and
+    /// `last_sandbox` write).
     pub fn gateway_dir(&self, name: &str) -> PathBuf {
         self.root.join("gateways").join(name)
     }
@@ -82,17 +141,70 @@ impl Registry {
         self.gateway_dir(name).join("mtls")
     }
 
+    /// The registries to read, the user's first.
+    fn roots(&self) -> impl Iterator<Item = (Source, &Path)> {
+        std::iter::once((Source::User, self.root.as_path())).chain(
+            self.system
+                .as_deref()
+                .map(|system| (Source::System, system)),
+        )
+    }
+
+    /// The client bundle directory of a registration, in the registry that holds it.
+    pub fn bundle_dir(&self, metadata: &Metadata) -> PathBuf {
+        match (metadata.source, &self.system) {
+            (Source::System, Some(system)) => {
+                system.join("gateways").join(&metadata.name).join("mtls")
+            }
+            _ => self.mtls_dir(&metadata.name),
+        }
+    }
+
+    /// The user's token for a gateway, if logged in.
+    pub fn token(&self, name: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.gateway_dir(name).join(TOKEN_FILE)).ok()?;
+        Some(text.trim().to_owned()).filter(|t| !t.is_empty())
+    }
+
+    /// Stores the user's token for a gateway (0600).
+    pub fn set_token(&self, name: &str, token: &str) -> anyhow::Result<()> {
+        check_name(name)?;
+        let dir = self.gateway_dir(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_atomically(
+            &dir.join(TOKEN_FILE),
+            format!("{token}\n").as_bytes(),
+            0o600,
+        )
+    }
+
+    /// Forgets the user's token for a gateway; false when there was none.
+    pub fn remove_token(&self, name: &str) -> anyhow::Result<bool> {
+        check_name(name)?;
+        match std::fs::remove_file(self.gateway_dir(name).join(TOKEN_FILE)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).context("removing the stored token"),
+        }
+    }
+
+    /// A registration: the user's, else the system's.
     pub fn load(&self, name: &str) -> anyhow::Result<Option<Metadata>> {
         check_name(name)?;
-        let path = self.gateway_dir(name).join("metadata.json");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(
-                serde_json::from_str(&text)
-                    .with_context(|| format!("reading {}", path.display()))?,
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        for (source, root) in self.roots() {
+            let path = root.join("gateways").join(name).join("metadata.json");
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let mut metadata: Metadata = serde_json::from_str(&text)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    metadata.source = source;
+                    return Ok(Some(metadata));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            }
         }
+        Ok(None)
     }
 
     pub fn save(&self, metadata: &Metadata) -> anyhow::Result<()> {
@@ -104,28 +216,33 @@ impl Registry {
         write_atomically(&path, text.as_bytes(), 0o644)
     }
 
-    /// Every registration, by name.
+    /// Every registration, by name (a user entry shadows a system one).
     pub fn list(&self) -> anyhow::Result<Vec<Metadata>> {
-        let mut all = Vec::new();
-        let Ok(entries) = std::fs::read_dir(self.root.join("gateways")) else {
-            return Ok(all);
-        };
-        for entry in entries.flatten() {
-            if let Some(name) = entry.file_name().to_str()
-                && let Ok(Some(metadata)) = self.load(name)
-            {
-                all.push(metadata);
-            }
+        let mut names = std::collections::BTreeSet::new();
+        for (_, root) in self.roots() {
+            let Ok(entries) = std::fs::read_dir(root.join("gateways")) else {
+                continue;
+            };
+            names.extend(
+                entries
+                    .flatten()
+                    .filter_map(|entry| entry.file_name().to_str().map(str::to_owned)),
+            );
         }
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
+        Ok(names
+            .iter()
+            .filter_map(|name| self.load(name).ok().flatten())
+            .collect())
     }
 
+    /// The active gateway: the user's choice, else the system's.
     pub fn active(&self) -> Option<String> {
-        std::fs::read_to_string(self.root.join("active_gateway"))
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
+        self.roots().find_map(|(_, root)| {
+            std::fs::read_to_string(root.join("active_gateway"))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
     }
 
     pub fn set_active(&self, name: &str) -> anyhow::Result<()> {
@@ -168,12 +285,20 @@ impl Registry {
         )
     }
 
-    /// Deletes a registration; clears `active_gateway` when it named it.
+    /// Deletes a user registration; clears `active_gateway` when it named
+    /// it. A system registration is refused.
     pub fn remove(&self, name: &str) -> anyhow::Result<bool> {
         check_name(name)?;
         let dir = self.gateway_dir(name);
-        if !dir.exists() {
-            return Ok(false);
+        if !dir.join("metadata.json").exists() {
+            if self.load(name)?.is_some_and(|m| m.source == Source::System) {
+                bail!(
+                    "Gateway '{name}' is installed by the system and cannot be removed from user config.\nSelect another one with: openshell gateway select <name>"
+                );
+            }
+            if !dir.exists() {
+                return Ok(false);
+            }
         }
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         if self.active().as_deref() == Some(name) {
@@ -234,12 +359,17 @@ impl Registry {
                 "mtls"
             }
             .to_owned();
-            let mtls_dir = known.map_or_else(PathBuf::new, |m| self.mtls_dir(&m.name));
+            let mtls_dir = known
+                .as_ref()
+                .map_or_else(PathBuf::new, |m| self.bundle_dir(m));
+            let auth = known.as_ref().map_or(auth, |m| m.auth().to_owned());
             return Ok(Some(Target {
+                token: self.token(&name),
                 name,
                 endpoint,
                 auth,
                 mtls_dir,
+                insecure: false,
             }));
         }
         let name = match gateway.map(str::to_owned).or_else(|| self.active()) {
@@ -254,8 +384,10 @@ impl Registry {
         Ok(Some(Target {
             auth: metadata.auth().to_owned(),
             endpoint: metadata.gateway_endpoint.clone(),
-            mtls_dir: self.mtls_dir(&name),
+            mtls_dir: self.bundle_dir(&metadata),
+            token: self.token(&name),
             name,
+            insecure: false,
         }))
     }
 }
@@ -281,6 +413,7 @@ mod tests {
             gateway_port: 8080,
             auth_mode: None,
             remote_host: None,
+            source: Source::User,
         }
     }
 
@@ -329,5 +462,56 @@ mod tests {
         assert!(registry.remove("hand").unwrap());
         assert!(registry.active().is_none());
         assert!(check_name("../x").is_err());
+    }
+
+    #[test]
+    fn system_registrations_are_listed_shadowed_and_never_removed() {
+        let user = tempfile::tempdir().unwrap();
+        let system = tempfile::tempdir().unwrap();
+        let registry = Registry::with_system(user.path(), system.path());
+        let system_registry = Registry::new(system.path());
+        system_registry
+            .save(&metadata("corp", "https://10.0.0.9:17670"))
+            .unwrap();
+        system_registry
+            .save(&metadata("both", "https://10.0.0.8:1"))
+            .unwrap();
+        system_registry.set_active("corp").unwrap();
+        registry
+            .save(&metadata("both", "http://127.0.0.1:2"))
+            .unwrap();
+
+        // The system's active gateway until the user picks one.
+        let target = registry.resolve(None, None).unwrap().unwrap();
+        assert_eq!(target.name, "corp");
+        assert_eq!(target.mtls_dir, system.path().join("gateways/corp/mtls"));
+        let sources: Vec<(String, Source)> = registry
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.name, m.source))
+            .collect();
+        assert_eq!(
+            sources,
+            vec![
+                ("both".into(), Source::User),
+                ("corp".into(), Source::System)
+            ]
+        );
+        let refused = registry.remove("corp").unwrap_err().to_string();
+        assert!(
+            refused.contains("installed by the system and cannot be removed from user config"),
+            "{refused}"
+        );
+        assert!(system.path().join("gateways/corp/metadata.json").exists());
+        // A token for a system gateway lives with the user.
+        registry.set_token("corp", "u1.x").unwrap();
+        assert_eq!(registry.token("corp").as_deref(), Some("u1.x"));
+        assert_eq!(
+            registry.load("corp").unwrap().unwrap().source,
+            Source::System
+        );
+        registry.set_active("both").unwrap();
+        assert_eq!(registry.resolve(None, None).unwrap().unwrap().name, "both");
     }
 }

@@ -14,6 +14,7 @@ mod relay;
 mod settings;
 mod ssh;
 pub mod supervisor;
+mod workspaces;
 
 pub use ssh::SshTokens;
 
@@ -171,6 +172,16 @@ pub fn status(error: StoreError) -> Status {
                 "provider '{provider}' serves the inference route; delete the route first with: openshell inference delete{flag}"
             ))
         }
+        StoreError::DuplicateWorkspace(name) => {
+            Status::already_exists(format!("workspace '{name}' already exists"))
+        }
+        StoreError::WorkspaceInUse {
+            workspace,
+            sandboxes,
+            providers,
+        } => Status::failed_precondition(format!(
+            "workspace '{workspace}' still holds {sandboxes} sandbox(es) and {providers} provider(s); delete them first (openshell sandbox delete --all --workspace {workspace})"
+        )),
         StoreError::InUse {
             provider,
             sandboxes,
@@ -206,6 +217,8 @@ pub(crate) fn chain(error: impl std::error::Error + Send + Sync + 'static) -> St
     format!("{:#}", anyhow::Error::new(error))
 }
 
+/// The workspace a request names (`default` when none); see [`Api::scope`]
+/// for whether the caller may use it.
 fn workspace<T>(request: &Request<T>) -> Result<String, Status> {
     let Some(value) = request.metadata().get(WORKSPACE_HEADER) else {
         return Ok(DEFAULT_WORKSPACE.to_owned());
@@ -277,11 +290,68 @@ fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {
         exit_code: sandbox.exit_code,
         policy_version: sandbox.policy_version,
         resource_version: sandbox.resource_version,
+        workspace: sandbox.workspace,
     }
 }
 
 #[tonic::async_trait]
 impl Gateway for Api {
+    async fn get_current_user(
+        &self,
+        request: Request<pb::GetCurrentUserRequest>,
+    ) -> Result<Response<pb::CurrentUser>, Status> {
+        self.current_user(&request).await.map(Response::new)
+    }
+
+    async fn create_workspace(
+        &self,
+        request: Request<pb::CreateWorkspaceRequest>,
+    ) -> Result<Response<pb::Workspace>, Status> {
+        self.create_workspace_as(request).await.map(Response::new)
+    }
+
+    async fn get_workspace(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> Result<Response<pb::Workspace>, Status> {
+        self.get_workspace_as(request).await.map(Response::new)
+    }
+
+    async fn list_workspaces(
+        &self,
+        request: Request<pb::ListWorkspacesRequest>,
+    ) -> Result<Response<pb::ListWorkspacesResponse>, Status> {
+        self.list_workspaces_as(request).await.map(Response::new)
+    }
+
+    async fn delete_workspace(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
+        self.delete_workspace_as(request).await.map(Response::new)
+    }
+
+    async fn add_workspace_member(
+        &self,
+        request: Request<pb::WorkspaceMember>,
+    ) -> Result<Response<pb::WorkspaceMember>, Status> {
+        self.add_member_as(request).await.map(Response::new)
+    }
+
+    async fn remove_workspace_member(
+        &self,
+        request: Request<pb::WorkspaceMember>,
+    ) -> Result<Response<pb::DeleteWorkspaceResponse>, Status> {
+        self.remove_member_as(request).await.map(Response::new)
+    }
+
+    async fn list_workspace_members(
+        &self,
+        request: Request<pb::GetWorkspaceRequest>,
+    ) -> Result<Response<pb::ListWorkspaceMembersResponse>, Status> {
+        self.list_members_as(request).await.map(Response::new)
+    }
+
     async fn health(
         &self,
         _: Request<pb::HealthRequest>,
@@ -294,8 +364,9 @@ impl Gateway for Api {
 
     async fn get_gateway_info(
         &self,
-        _: Request<pb::GatewayInfoRequest>,
+        request: Request<pb::GatewayInfoRequest>,
     ) -> Result<Response<pb::GatewayInfo>, Status> {
+        self.require_admin(&request, "read the gateway's info")?;
         // Degraded when the database does not answer.
         let (status, sandboxes) = match self.store.phase_counts().await {
             Ok(counts) => ("healthy", counts.iter().map(|(_, n)| *n).sum::<i64>()),
@@ -325,7 +396,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         let request = request.into_inner();
         let id = new_id();
         let name = if request.name.is_empty() {
@@ -414,7 +485,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::GetSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         let name = request.into_inner().name;
         match self
             .store
@@ -431,13 +502,15 @@ impl Gateway for Api {
         &self,
         request: Request<pb::ListSandboxesRequest>,
     ) -> Result<Response<pb::ListSandboxesResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspaces = self
+            .listed_workspaces(&request, request.get_ref().all_workspaces)
+            .await?;
         let selector = request.into_inner().selector;
-        let sandboxes = self
-            .store
-            .list_sandboxes(&workspace)
-            .await
-            .map_err(status)?
+        let mut listed = Vec::new();
+        for workspace in &workspaces {
+            listed.extend(self.store.list_sandboxes(workspace).await.map_err(status)?);
+        }
+        let sandboxes = listed
             .into_iter()
             .filter(|s| {
                 selector
@@ -453,7 +526,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::DeleteSandboxRequest>,
     ) -> Result<Response<pb::DeleteSandboxResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         let name = request.into_inner().name;
         let sandbox = self
             .store
@@ -482,7 +555,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::StopSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         let name = request.into_inner().name;
         let sandbox = self.existing(&workspace, &name).await?;
         if let Some(driver) = &self.driver {
@@ -503,7 +576,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::StartSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         let name = request.into_inner().name;
         let sandbox = self.existing(&workspace, &name).await?;
         let Some(driver) = &self.driver else {
@@ -543,7 +616,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::SandboxLogsRequest>,
     ) -> Result<Response<Self::SandboxLogsStream>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.stream_logs(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -553,7 +626,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::SetPolicyRequest>,
     ) -> Result<Response<pb::PolicyRevision>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.store_policy(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -563,7 +636,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::GetPolicyRequest>,
     ) -> Result<Response<pb::PolicyRevision>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.read_policy(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -573,7 +646,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::ListPoliciesRequest>,
     ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.read_policies(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -585,7 +658,7 @@ impl Gateway for Api {
         &self,
         request: Request<Streaming<pb::ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.start_exec(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -597,7 +670,7 @@ impl Gateway for Api {
         &self,
         request: Request<Streaming<pb::ForwardFrame>>,
     ) -> Result<Response<Self::ForwardStream>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.start_forward(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -607,7 +680,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::CreateSshSessionRequest>,
     ) -> Result<Response<pb::SshSession>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.create_ssh_session_in(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -617,7 +690,9 @@ impl Gateway for Api {
         &self,
         request: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self
+            .settings_scope(&request, &request.get_ref().name, false)
+            .await?;
         self.read_settings(&workspace, &request.into_inner().name)
             .await
             .map(Response::new)
@@ -627,7 +702,9 @@ impl Gateway for Api {
         &self,
         request: Request<pb::SetSettingRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self
+            .settings_scope(&request, &request.get_ref().name, true)
+            .await?;
         let request = request.into_inner();
         self.write_setting(
             &workspace,
@@ -643,7 +720,9 @@ impl Gateway for Api {
         &self,
         request: Request<pb::DeleteSettingRequest>,
     ) -> Result<Response<pb::Settings>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self
+            .settings_scope(&request, &request.get_ref().name, true)
+            .await?;
         let request = request.into_inner();
         self.write_setting(&workspace, &request.name, &request.key, None)
             .await
@@ -654,7 +733,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::CreateProviderRequest>,
     ) -> Result<Response<pb::Provider>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.create_provider_in(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -664,7 +743,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::GetProviderRequest>,
     ) -> Result<Response<pb::Provider>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.get_provider_in(&workspace, &request.into_inner().name)
             .await
             .map(Response::new)
@@ -674,8 +753,10 @@ impl Gateway for Api {
         &self,
         request: Request<pb::ListProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
-        let workspace = workspace(&request)?;
-        self.list_providers_in(&workspace, request.into_inner())
+        let workspaces = self
+            .listed_workspaces(&request, request.get_ref().all_workspaces)
+            .await?;
+        self.list_providers_in(&workspaces, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -684,7 +765,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::UpdateProviderRequest>,
     ) -> Result<Response<pb::Provider>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.update_provider_in(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -694,7 +775,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::DeleteProviderRequest>,
     ) -> Result<Response<pb::DeleteProviderResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.delete_provider_in(&workspace, &request.into_inner().name)
             .await
             .map(Response::new)
@@ -704,7 +785,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::ListSandboxProvidersRequest>,
     ) -> Result<Response<pb::ListProvidersResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.list_sandbox_providers_in(&workspace, &request.into_inner().name)
             .await
             .map(Response::new)
@@ -714,7 +795,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::SandboxProviderRequest>,
     ) -> Result<Response<pb::SandboxProviderResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.set_sandbox_provider(&workspace, request.into_inner(), true)
             .await
             .map(Response::new)
@@ -724,7 +805,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::SandboxProviderRequest>,
     ) -> Result<Response<pb::SandboxProviderResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.set_sandbox_provider(&workspace, request.into_inner(), false)
             .await
             .map(Response::new)
@@ -734,7 +815,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::SetInferenceRouteRequest>,
     ) -> Result<Response<pb::InferenceRoute>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.set_route(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -744,7 +825,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::UpdateInferenceRouteRequest>,
     ) -> Result<Response<pb::InferenceRoute>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.update_route(&workspace, request.into_inner())
             .await
             .map(Response::new)
@@ -754,7 +835,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::GetInferenceRouteRequest>,
     ) -> Result<Response<pb::InferenceRoute>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.get_route(&workspace, &request.into_inner().route)
             .await
             .map(Response::new)
@@ -764,7 +845,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::GetInferenceRouteRequest>,
     ) -> Result<Response<pb::DeleteInferenceRouteResponse>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         self.delete_route(&workspace, &request.into_inner().route)
             .await
             .map(Response::new)
@@ -778,7 +859,7 @@ impl Gateway for Api {
         &self,
         request: Request<pb::WatchSandboxRequest>,
     ) -> Result<Response<Self::WatchSandboxStream>, Status> {
-        let workspace = workspace(&request)?;
+        let workspace = self.scope(&request).await?;
         let name = request.into_inner().name;
         let Some(sandbox) = self
             .store

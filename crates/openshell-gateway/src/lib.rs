@@ -4,7 +4,7 @@
 //!
 //! Owns: the API ([`api`]), durable state ([`store`]), the PKI ([`pki`]),
 //! secrets at rest ([`secrets`]),
-//! who may call what ([`auth`]), the supervisors' sessions ([`session`]),
+//! who may call what ([`auth`]) and the browser login page ([`login`]), the supervisors' sessions ([`session`]),
 //! and the one-port server that speaks gRPC and plain HTTP ([`server`]).
 //!
 //! Invariants: every multi-row write is one transaction; internal errors
@@ -14,6 +14,7 @@
 pub mod api;
 pub mod auth;
 pub mod drivers;
+pub mod login;
 pub mod pki;
 pub mod probe;
 pub mod secrets;

@@ -35,9 +35,37 @@ struct Args {
     /// Serve plain HTTP/2 (behind a TLS-terminating proxy)
     #[arg(long)]
     plaintext: bool,
-    /// Keep TLS but do not require client certificates
+    /// Keep TLS but do not require client certificates (callers without
+    /// one act as the admin `anonymous`)
     #[arg(long)]
     disable_gateway_auth: bool,
+    /// Require a user token (`--issue-token`) or a client certificate on
+    /// the user API, also with --plaintext: for a gateway behind a
+    /// TLS-terminating reverse proxy
+    #[arg(long)]
+    bearer_auth: bool,
+    /// Write a client bundle (ca.crt, client/tls.crt, client/tls.key) for
+    /// SUBJECT into --out, then exit
+    #[arg(
+        long,
+        value_name = "SUBJECT",
+        requires = "out",
+        conflicts_with = "issue_token"
+    )]
+    issue_client: Option<String>,
+    /// Print a user token for SUBJECT (for `openshell gateway login`), then exit
+    #[arg(long, value_name = "SUBJECT")]
+    issue_token: Option<String>,
+    /// The role of --issue-client or --issue-token: user (only the
+    /// workspaces it is a member of) or admin (everything)
+    #[arg(long, default_value = "user", value_parser = ["user", "admin"])]
+    role: String,
+    /// Where --issue-client writes the bundle
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// How long an --issue-token token is valid, in days
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    token_days: u64,
     /// Extra name for the server certificate (repeatable)
     #[arg(long = "server-name", value_name = "NAME")]
     server_names: Vec<String>,
@@ -110,6 +138,53 @@ fn bind_free(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(tokio::net::TcpListener::from_std(listener)?)
 }
 
+/// `--issue-client` and `--issue-token`: identities for users of this
+/// gateway (docs/cli.md, "Workspaces and who may use them"). True when one
+/// was issued (and the gateway should exit).
+fn issue(args: &Args, tokens: &Tokens) -> anyhow::Result<bool> {
+    use openshell_gateway::auth::{Role, valid_subject};
+    let role = Role::parse(&args.role).context("--role is user or admin")?;
+    let subject = match (&args.issue_client, &args.issue_token) {
+        (Some(subject), _) | (_, Some(subject)) => subject,
+        (None, None) => return Ok(false),
+    };
+    anyhow::ensure!(
+        valid_subject(subject),
+        "invalid subject '{subject}': 1-128 of A-Z a-z 0-9 @ . _ -"
+    );
+    if let (Some(_), Some(out)) = (&args.issue_client, &args.out) {
+        let dir = args.state_dir.join("pki");
+        anyhow::ensure!(
+            dir.join(pki::CA_CERT).exists(),
+            "{} holds no PKI: start the gateway once (with TLS) first",
+            dir.display()
+        );
+        let pki = pki::Pki::load_or_create(&dir, &[])?;
+        pki.issue_client(subject, role, out)
+            .with_context(|| format!("writing the bundle to {}", out.display()))?;
+        #[allow(clippy::print_stdout)]
+        {
+            println!(
+                "issued a client certificate for '{subject}' ({}) in {}\nregister it with: OPENSHELL_LOCAL_TLS_DIR={} openshell gateway add https://HOST:PORT --local --name NAME",
+                role.as_str(),
+                out.display(),
+                out.display()
+            );
+        }
+        return Ok(true);
+    }
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + args.token_days * 86_400;
+    // The one line a script reads: the token.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", tokens.mint_user(subject, role, expires_at));
+    }
+    Ok(true)
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     if args.destroy {
         let removed = match engine(&args.driver) {
@@ -153,6 +228,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let tokens =
         Tokens::load_or_create(&args.state_dir).context("setting up the sandbox token secret")?;
+    if issue(&args, &tokens)? {
+        return Ok(());
+    }
     let (tls, ca_cert) = if args.plaintext {
         tracing::warn!("serving plaintext: use only behind a TLS-terminating proxy");
         (None, None)
@@ -235,7 +313,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let (shutdown_tx, shutdown) = tokio::sync::watch::channel(false);
     let config = server::Config {
-        require_client_cert: tls.is_some() && !args.disable_gateway_auth,
+        require_identity: (tls.is_some() && !args.disable_gateway_auth) || args.bearer_auth,
         tls,
         tokens,
         user_api: true,

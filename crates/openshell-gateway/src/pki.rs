@@ -14,6 +14,8 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::auth::Role;
+
 /// File names inside the PKI directory.
 pub const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
@@ -23,6 +25,28 @@ const SERVER_KEY: &str = "server.key";
 pub const CLIENT_DIR: &str = "client";
 pub const CLIENT_CERT: &str = "tls.crt";
 pub const CLIENT_KEY: &str = "tls.key";
+
+/// The subject of the client certificate the gateway makes for the CLI
+/// that started it (an admin).
+pub const BOOTSTRAP_SUBJECT: &str = "openshell-cli";
+
+/// A client certificate (PEM) and its key (PEM) for `subject` in `role`
+/// (the OU; see [`crate::auth::Caller::from_certificate`]).
+fn client_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    subject: &str,
+    role: Role,
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(PkiError::Generate)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
+    params.distinguished_name.push(DnType::CommonName, subject);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, role.as_str());
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).map_err(PkiError::Generate)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
 
 /// Why the PKI could not be created or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -165,27 +189,14 @@ impl Pki {
             .signed_by(&server_key, &issuer)
             .map_err(PkiError::Generate)?;
 
-        let client_key = KeyPair::generate().map_err(PkiError::Generate)?;
-        let mut client =
-            CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
-        client
-            .distinguished_name
-            .push(DnType::CommonName, "openshell-cli");
-        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let client_cert = client
-            .signed_by(&client_key, &issuer)
-            .map_err(PkiError::Generate)?;
-
+        let (client_cert, client_key) =
+            client_certificate(&issuer, BOOTSTRAP_SUBJECT, Role::Admin)?;
         let client_dir = dir.join(CLIENT_DIR);
         write(&dir.join(CA_KEY), &ca_key_pem, 0o600)?;
         write(&dir.join(SERVER_KEY), &server_key.serialize_pem(), 0o600)?;
         write(&dir.join(SERVER_CERT), &server_cert.pem(), 0o644)?;
-        write(
-            &client_dir.join(CLIENT_KEY),
-            &client_key.serialize_pem(),
-            0o600,
-        )?;
-        write(&client_dir.join(CLIENT_CERT), &client_cert.pem(), 0o644)?;
+        write(&client_dir.join(CLIENT_KEY), &client_key, 0o600)?;
+        write(&client_dir.join(CLIENT_CERT), &client_cert, 0o644)?;
         write(&client_dir.join(CA_CERT), &ca.pem(), 0o644)?;
         // The CA certificate last: its presence marks a complete PKI.
         write(&dir.join(CA_CERT), &ca.pem(), 0o644)?;
@@ -195,6 +206,32 @@ impl Pki {
             server_cert: server_cert.pem(),
             server_key: server_key.serialize_pem(),
         })
+    }
+
+    /// Issues a client bundle for `subject` in `role` into `out`, laid out
+    /// as the gateway's own (`ca.crt`, `client/tls.crt`, `client/tls.key`),
+    /// so `OPENSHELL_LOCAL_TLS_DIR=<out> openshell gateway add URL --local`
+    /// registers it.
+    pub fn issue_client(&self, subject: &str, role: Role, out: &Path) -> Result<(), PkiError> {
+        let ca_key =
+            KeyPair::from_pem(&read(&self.dir.join(CA_KEY))?).map_err(PkiError::Generate)?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_cert, ca_key).map_err(PkiError::Generate)?;
+        let (cert, key) = client_certificate(&issuer, subject, role)?;
+        let client_dir = out.join(CLIENT_DIR);
+        for dir in [out, client_dir.as_path()] {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|source| PkiError::Io {
+                    op: "creating",
+                    path: dir.to_owned(),
+                    source,
+                })?;
+        }
+        write(&client_dir.join(CLIENT_KEY), &key, 0o600)?;
+        write(&client_dir.join(CLIENT_CERT), &cert, 0o644)?;
+        write(&out.join(CA_CERT), &self.ca_cert, 0o644)
     }
 
     /// The server's TLS configuration (ALPN h2 and http/1.1). A client

@@ -38,8 +38,9 @@ const NO_USER_API: &str =
 pub struct Config {
     /// `None`: plaintext.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// The user API needs a client certificate (mTLS; needs `tls`).
-    pub require_client_cert: bool,
+    /// The user API needs an identity: a client certificate (mTLS) or a
+    /// user token. Off, callers without one are the admin `anonymous`.
+    pub require_identity: bool,
     /// Checks supervisors' sandbox tokens.
     pub tokens: Tokens,
     /// Serve the user API and `/metrics`; off on a listener containers can
@@ -51,7 +52,8 @@ pub struct Config {
 /// The router: the gRPC services plus the HTTP endpoints (see
 /// [`Config::user_api`]).
 pub fn router(api: Api, config: &Config) -> axum::Router {
-    let require_cert = config.require_client_cert;
+    let require_identity = config.require_identity;
+    let user_tokens = config.tokens.clone();
     let user = GatewayServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -60,9 +62,10 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
         if !user_api {
             return Err(tonic::Status::permission_denied(NO_USER_API));
         }
-        auth::check_user(request, require_cert)
+        user_tokens.check_user(request, require_identity)
     });
     let tokens = config.tokens.clone();
+    let login_tokens = config.tokens.clone();
     let http = api.clone();
     let ready = api.clone();
     let supervisor = SupervisorServer::new(SupervisorApi(api))
@@ -76,6 +79,10 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
         .add_service(supervisor)
         .into_axum_router()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/auth/connect",
+            get(crate::login::page).post(move |form| crate::login::submit(login_tokens, form)),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -102,7 +109,7 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
                             format!("{NO_USER_API}\n"),
                         );
                     }
-                    metrics(&api, peer, require_cert).await
+                    metrics(&api, peer, require_identity).await
                 }
             }),
         )
@@ -113,10 +120,10 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
 async fn metrics(
     api: &Api,
     peer: Peer,
-    require_client_cert: bool,
+    require_identity: bool,
 ) -> (axum::http::StatusCode, String) {
     use axum::http::StatusCode;
-    if require_client_cert && !peer.client_cert {
+    if require_identity && peer.certificate.is_none() {
         return (
             StatusCode::UNAUTHORIZED,
             "a client certificate from this gateway's CA is required (mTLS)\n".to_owned(),
@@ -167,7 +174,12 @@ pub async fn run(
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let peer_info = Peer {
-                                client_cert: tls.get_ref().1.peer_certificates().is_some(),
+                                certificate: tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|chain| chain.first())
+                                    .and_then(|cert| auth::Caller::from_certificate(cert)),
                             };
                             builder
                                 .serve_connection_with_upgrades(
@@ -184,7 +196,7 @@ pub async fn run(
                     }
                 }
                 None => {
-                    let peer_info = Peer { client_cert: false };
+                    let peer_info = Peer::default();
                     builder
                         .serve_connection_with_upgrades(
                             TokioIo::new(stream),
@@ -212,7 +224,7 @@ fn with_peer(
     >,
 > {
     let app = tower::ServiceExt::map_request(app, move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(peer);
+        request.extensions_mut().insert(peer.clone());
         request
     });
     TowerToHyperService::new(app)

@@ -13,6 +13,9 @@ use sqlx::Row;
 mod inference;
 mod providers;
 mod revisions;
+mod workspaces;
+
+pub use workspaces::{Member, Workspace};
 
 pub use inference::Route;
 pub use providers::{Provider, ProviderChange};
@@ -125,6 +128,16 @@ pub enum StoreError {
         provider: String,
         sandboxes: Vec<String>,
     },
+    #[error("workspace '{0}' already exists")]
+    DuplicateWorkspace(String),
+    #[error(
+        "workspace '{workspace}' still holds {sandboxes} sandbox(es) and {providers} provider(s)"
+    )]
+    WorkspaceInUse {
+        workspace: String,
+        sandboxes: i64,
+        providers: i64,
+    },
     #[error("opening the database")]
     Open(#[source] sqlx::Error),
     #[error("migrating the database schema")]
@@ -164,6 +177,21 @@ async fn insert_event(
         .execute(&mut **tx)
         .await
         .map_err(StoreError::Query)?;
+    Ok(())
+}
+
+async fn bump_settings_revision(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    scope: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO settings_revisions (scope, revision) VALUES (?, 1)
+         ON CONFLICT (scope) DO UPDATE SET revision = revision + 1",
+    )
+    .bind(scope)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::Query)?;
     Ok(())
 }
 
@@ -447,7 +475,20 @@ impl Store {
             .collect())
     }
 
+    /// A settings scope's revision (0: never changed).
+    pub async fn settings_revision(&self, scope: &str) -> Result<i64, StoreError> {
+        let revision: Option<i64> =
+            sqlx::query_scalar("SELECT revision FROM settings_revisions WHERE scope = ?")
+                .bind(scope)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::Query)?;
+        Ok(revision.unwrap_or(0))
+    }
+
+    /// Sets a key and moves the scope's revision on, in one transaction.
     pub async fn set_setting(&self, scope: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
         sqlx::query(
             "INSERT INTO settings (scope, key, value) VALUES (?, ?, ?)
              ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
@@ -455,21 +496,29 @@ impl Store {
         .bind(scope)
         .bind(key)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(StoreError::Query)?;
-        Ok(())
+        bump_settings_revision(&mut tx, scope).await?;
+        tx.commit().await.map_err(StoreError::Query)
     }
 
-    /// False when the key was not set.
+    /// Deletes a key (moving the scope's revision on); false when it was
+    /// not set.
     pub async fn delete_setting(&self, scope: &str, key: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::Query)?;
         let done = sqlx::query("DELETE FROM settings WHERE scope = ? AND key = ?")
             .bind(scope)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(StoreError::Query)?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        bump_settings_revision(&mut tx, scope).await?;
+        tx.commit().await.map_err(StoreError::Query)?;
+        Ok(true)
     }
 
     /// Records a phase change and its event, in one transaction.

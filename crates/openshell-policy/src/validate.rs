@@ -135,17 +135,21 @@ pub fn validate(document: &PolicyDocument) -> Result<Validated, Vec<Diagnostic>>
             .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| key.clone());
+        // Sparse entries load as the reference reads them: an entry with
+        // no endpoints matches nothing, one with no binaries admits no
+        // program (unless binary identity is relaxed). Both are warned
+        // about, since neither is likely what the author meant.
         if entry.endpoints.is_empty() {
-            findings.error(
+            findings.warn(
                 &path.key("endpoints"),
-                format!("network policy '{name}' must list at least one endpoint"),
+                format!("network policy '{name}' lists no endpoints, so it matches nothing"),
             );
         }
         if entry.binaries.is_empty() {
-            findings.error(
+            findings.warn(
                 &path.key("binaries"),
                 format!(
-                    "network policy '{name}' must list at least one binary; use path: \"/**\" to allow any binary"
+                    "network policy '{name}' lists no binaries, so no program may use it (unless binary identity is relaxed); add path: \"/**\" to allow any binary"
                 ),
             );
         }

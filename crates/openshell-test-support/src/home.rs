@@ -63,8 +63,17 @@ impl Home {
             // The process driver unless a test asks for a container engine
             // (CI runs dockerd, which auto-detection would pick).
             .env("OPENSHELL_DRIVER", "process")
+            // The machine's /etc/openshell is no test's business, and no
+            // test may open a browser.
+            .env(
+                "OPENSHELL_SYSTEM_GATEWAY_DIR",
+                self.dir.path().join("system"),
+            )
+            .env("OPENSHELL_NO_BROWSER", "1")
             .env_remove("OPENSHELL_GATEWAY")
             .env_remove("OPENSHELL_GATEWAY_ENDPOINT")
+            .env_remove("OPENSHELL_GATEWAY_INSECURE")
+            .env_remove("OPENSHELL_WORKSPACE")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -74,6 +83,17 @@ impl Home {
     /// The `openshell` config directory of this home.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("config/openshell")
+    }
+
+    /// The read-only system registry this home sees
+    /// (`OPENSHELL_SYSTEM_GATEWAY_DIR`).
+    pub fn system(&self) -> PathBuf {
+        self.dir.path().join("system")
+    }
+
+    /// The state directory of a gateway this home started.
+    pub fn gateway_state(&self, name: &str) -> PathBuf {
+        self.dir.path().join("state/openshell/gateways").join(name)
     }
 }
 

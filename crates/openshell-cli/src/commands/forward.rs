@@ -103,7 +103,7 @@ pub fn start(scope: &Scope, spec: &str, name: &str, detach: bool) -> anyhow::Res
 /// are done: what `reader` yields goes to the sandbox, what comes back is
 /// written to `writer` (half-closed at the sandbox's end of data).
 pub async fn relay(
-    mut client: openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    mut client: crate::client::Client,
     scope: &Scope,
     open: pb::ForwardOpen,
     mut reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,

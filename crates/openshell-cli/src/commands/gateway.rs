@@ -13,7 +13,7 @@ use crate::client;
 use crate::commands::Exit;
 use crate::output;
 use crate::pid::{self, alive};
-use crate::registry::{Metadata, Registry, Target, check_name};
+use crate::registry::{Metadata, Registry, Source, Target, check_name};
 
 /// How long `gateway start` waits for the gateway to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -196,6 +196,7 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
             .to_owned(),
         ),
         remote_host: None,
+        source: Source::User,
     };
     let pki = state.join("pki");
     let deadline = Instant::now() + START_TIMEOUT;
@@ -222,6 +223,8 @@ pub fn start(options: &StartOptions) -> anyhow::Result<Exit> {
                 endpoint: endpoint.clone(),
                 auth: metadata.auth().to_owned(),
                 mtls_dir: registry.mtls_dir(&options.name),
+                token: None,
+                insecure: false,
             };
             if probe(&target).is_ok() {
                 break;
@@ -332,7 +335,7 @@ pub fn list(format: OutputFormat) -> anyhow::Result<Exit> {
                     "name": m.name,
                     "endpoint": m.gateway_endpoint,
                     "type": if m.is_remote { "remote" } else { "local" },
-                    "source": "user",
+                    "source": m.source.as_str(),
                     "auth": m.auth(),
                     "active": active.as_deref() == Some(m.name.as_str()),
                     "is_remote": m.is_remote,
@@ -360,7 +363,7 @@ pub fn list(format: OutputFormat) -> anyhow::Result<Exit> {
                 format!("{marker} {}", m.name),
                 m.gateway_endpoint.clone(),
                 if m.is_remote { "remote" } else { "local" }.to_owned(),
-                "user".to_owned(),
+                m.source.as_str().to_owned(),
                 m.auth().to_owned(),
             ]
         })
@@ -412,6 +415,7 @@ pub fn remove(name: Option<&str>) -> anyhow::Result<Exit> {
 fn authentication(target: &Target) -> &'static str {
     match target.auth.as_str() {
         "plaintext" => "Not required (gateway)",
+        "bearer" => "Authenticated (bearer token)",
         _ => "Authenticated (mTLS transport)",
     }
 }
@@ -499,8 +503,15 @@ pub struct AddOptions {
     pub name: Option<String>,
     pub local: bool,
     pub remote: bool,
+    /// `--gateway-insecure`, for the login of a bearer gateway.
+    pub insecure: bool,
 }
 
+/// `gateway add`. The mode, in this order: `http://` is plaintext;
+/// `https://` with `--local`/`--remote`, or with a client bundle at hand,
+/// is mTLS; any other `https://` gateway (behind a reverse proxy) is
+/// bearer, logged in to with the browser flow at once — a failed login
+/// removes the registration again and restores the active gateway.
 pub fn add(options: &AddOptions) -> anyhow::Result<Exit> {
     let registry = Registry::for_user()?;
     let endpoint = if options.endpoint.contains("://") {
@@ -517,7 +528,10 @@ pub fn add(options: &AddOptions) -> anyhow::Result<Exit> {
         }
     });
     check_name(&name)?;
-    if registry.load(&name)?.is_some() {
+    if registry
+        .load(&name)?
+        .is_some_and(|m| m.source == Source::User)
+    {
         bail!(
             "Gateway '{name}' already exists.\nRemove it first with: openshell gateway remove {name}"
         );
@@ -528,32 +542,58 @@ pub fn add(options: &AddOptions) -> anyhow::Result<Exit> {
         !is_loopback_host(&host)
     };
     let plaintext = endpoint.starts_with("http://");
-    if !plaintext {
+    let auth = if plaintext {
+        if registry.mtls_dir(&name).join("tls.crt").exists() {
+            output::warning(&format!(
+                "mTLS certificates found for gateway '{name}'. Did you mean to use https?"
+            ));
+        }
+        "plaintext"
+    } else if options.local || options.remote {
         mtls_bundle(&registry, &name)?;
         output::success("TLS certificates present");
-    } else if registry.mtls_dir(&name).join("tls.crt").exists() {
-        output::warning(&format!(
-            "mTLS certificates found for gateway '{name}'. Did you mean to use https?"
-        ));
-    }
+        "mtls"
+    } else if mtls_bundle(&registry, &name).is_ok() {
+        output::success("TLS certificates present");
+        "mtls"
+    } else {
+        "bearer"
+    };
     let metadata = Metadata {
         name: name.clone(),
         gateway_endpoint: endpoint.clone(),
         is_remote,
         gateway_port: port,
-        auth_mode: Some(if plaintext { "plaintext" } else { "mtls" }.to_owned()),
+        auth_mode: Some(auth.to_owned()),
         remote_host: None,
+        source: Source::User,
     };
+    let previous = registry.active();
     registry.save(&metadata)?;
     registry.set_active(&name)?;
-    let target = Target {
-        name: name.clone(),
-        endpoint: endpoint.clone(),
-        auth: metadata.auth().to_owned(),
-        mtls_dir: registry.mtls_dir(&name),
-    };
-    if probe(&target).is_err() {
-        output::warning(&format!("Gateway is not reachable at {endpoint}"));
+    if auth == "bearer" {
+        if let Err(error) = super::login::log_in(&registry, &metadata, options.insecure) {
+            registry.remove(&name)?;
+            if let Some(previous) = previous {
+                registry.set_active(&previous)?;
+            }
+            output::warning(&format!(
+                "Registration for '{name}' removed. Fix the issue and retry gateway add."
+            ));
+            return Err(error.context(format!("logging in to gateway '{name}'")));
+        }
+    } else {
+        let target = Target {
+            name: name.clone(),
+            endpoint: endpoint.clone(),
+            auth: metadata.auth().to_owned(),
+            mtls_dir: registry.mtls_dir(&name),
+            token: None,
+            insecure: options.insecure,
+        };
+        if probe(&target).is_err() {
+            output::warning(&format!("Gateway is not reachable at {endpoint}"));
+        }
     }
     output::success(&format!("Gateway '{name}' added and set as active"));
     output::line(&format!("  Endpoint: {endpoint}"));
@@ -737,28 +777,4 @@ pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit
 /// The state directory of the gateway `name` (for `doctor`).
 pub fn local_state(name: &str) -> anyhow::Result<PathBuf> {
     state_dir(name)
-}
-
-/// `gateway login`: only bearer (browser/OIDC) gateways log in; this CLI
-/// registers mTLS and plaintext ones, which authenticate without it.
-pub fn login(name: Option<&str>) -> anyhow::Result<Exit> {
-    let registry = Registry::for_user()?;
-    let name = local_name(name)?;
-    let Some(metadata) = registry.load(&name)? else {
-        bail!(
-            "Unknown gateway '{name}'.\nRegister it first: openshell gateway add <endpoint> --name {name}\nOr list available gateways: openshell gateway select"
-        );
-    };
-    match metadata.auth() {
-        "mtls" => bail!(
-            "gateway '{name}' authenticates with mTLS certificates; there is nothing to log in to\nIts client bundle is in {}",
-            registry.mtls_dir(&name).display()
-        ),
-        "plaintext" => bail!(
-            "gateway '{name}' is plaintext and needs no login (put it behind a TLS-terminating proxy for anything but local use)"
-        ),
-        mode => bail!(
-            "gateway '{name}' uses '{mode}' authentication, which this CLI cannot log in to yet"
-        ),
-    }
 }

@@ -31,6 +31,19 @@ fn diagnostic_json(diagnostic: &Diagnostic) -> Value {
     })
 }
 
+/// Reads a policy file to send to the gateway, printing its warnings
+/// (the gateway validates it again and reports errors).
+pub fn read_to_send(file: &Path) -> anyhow::Result<String> {
+    let yaml = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the policy {}", file.display()))?;
+    if let Ok(validated) = openshell_policy::load_str(&yaml) {
+        for warning in &validated.warnings {
+            output::warning(&located(file, warning));
+        }
+    }
+    Ok(yaml)
+}
+
 /// Loads a policy, or reports why not (in the chosen format) and returns `None`.
 fn load_or_report(file: &Path, format: OutputFormat) -> anyhow::Result<Option<Validated>> {
     match load_file(file) {

@@ -11,14 +11,13 @@ use serde_json::{Value, json};
 
 use openshell_core::providers::{self as catalog, ProviderType};
 use openshell_proto::v1 as pb;
-use openshell_proto::v1::gateway_client::GatewayClient;
 
 use crate::client;
 use crate::commands::Exit;
 use crate::commands::scope::{Scope, status};
 use crate::output;
 
-type Client = GatewayClient<tonic::transport::Channel>;
+type Client = crate::client::Client;
 
 /// Where a command's credentials come from.
 #[derive(Debug, Clone, Default)]
@@ -263,33 +262,55 @@ pub enum ListStyle {
     Names,
 }
 
-fn print_list(providers: &[pb::Provider], style: ListStyle) {
+fn print_list(providers: &[pb::Provider], all_workspaces: bool, style: ListStyle) {
+    use super::sandbox::with_workspace;
     match style {
         ListStyle::Json => output::json(&Value::Array(providers.iter().map(to_json).collect())),
         ListStyle::Names => {
             for provider in providers {
-                output::line(&provider.name);
+                match all_workspaces {
+                    true => output::line(&format!("{}/{}", provider.workspace, provider.name)),
+                    false => output::line(&provider.name),
+                }
             }
         }
         ListStyle::Table => {
             let rows: Vec<Vec<String>> = providers
                 .iter()
                 .map(|p| {
-                    vec![
+                    let row = vec![
                         p.name.clone(),
                         p.r#type.clone(),
                         p.credential_keys.len().to_string(),
                         p.config.len().to_string(),
-                    ]
+                    ];
+                    with_workspace(all_workspaces, p.workspace.clone(), row)
                 })
                 .collect();
-            output::table(&["NAME", "TYPE", "CREDENTIAL_KEYS", "CONFIG_KEYS"], &rows);
+            output::table(
+                &with_workspace(
+                    all_workspaces,
+                    "WORKSPACE",
+                    vec!["NAME", "TYPE", "CREDENTIAL_KEYS", "CONFIG_KEYS"],
+                ),
+                &rows,
+            );
         }
     }
 }
 
-pub fn list(scope: &Scope, limit: u32, offset: u32, style: ListStyle) -> anyhow::Result<Exit> {
-    let request = scope.request(pb::ListProvidersRequest { limit, offset })?;
+pub fn list(
+    scope: &Scope,
+    limit: u32,
+    offset: u32,
+    all_workspaces: bool,
+    style: ListStyle,
+) -> anyhow::Result<Exit> {
+    let request = scope.request(pb::ListProvidersRequest {
+        limit,
+        offset,
+        all_workspaces,
+    })?;
     let providers = client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         anyhow::Ok(
@@ -305,7 +326,7 @@ pub fn list(scope: &Scope, limit: u32, offset: u32, style: ListStyle) -> anyhow:
         output::line("No providers found.");
         return Ok(Exit::Success);
     }
-    print_list(&providers, style);
+    print_list(&providers, all_workspaces, style);
     Ok(Exit::Success)
 }
 
@@ -383,7 +404,7 @@ pub fn sandbox_list(scope: &Scope, name: &str, json_output: bool) -> anyhow::Res
     } else {
         ListStyle::Table
     };
-    print_list(&providers, style);
+    print_list(&providers, false, style);
     Ok(Exit::Success)
 }
 
@@ -454,10 +475,7 @@ pub async fn for_create(
     auto: Auto,
 ) -> anyhow::Result<Vec<String>> {
     let existing = client
-        .list_providers(scope.request(pb::ListProvidersRequest {
-            limit: 0,
-            offset: 0,
-        })?)
+        .list_providers(scope.request(pb::ListProvidersRequest::default())?)
         .await
         .map_err(status)?
         .into_inner()

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::json;
 
 use openshell_policy::merge::{self, NewEndpoint, Operation, default_rule_name};
@@ -31,8 +31,7 @@ pub fn set(
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<Exit> {
-    let yaml = std::fs::read_to_string(file)
-        .with_context(|| format!("reading the policy {}", file.display()))?;
+    let yaml = super::policy::read_to_send(file)?;
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         let revision = submit(&mut client, scope, name, yaml, None)
@@ -53,7 +52,7 @@ fn readable(error: anyhow::Error) -> anyhow::Error {
     }
 }
 
-type Client = openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>;
+type Client = crate::client::Client;
 
 /// Stores a revision and says so (`✓ Policy version N submitted …`).
 async fn submit(

@@ -19,6 +19,12 @@ fn created(sandbox: &pb::Sandbox) -> String {
 
 fn to_json(sandbox: &pb::Sandbox, workspace: &str) -> Value {
     let spec = sandbox.spec.clone().unwrap_or_default();
+    // The gateway says where the sandbox lives (older gateways do not).
+    let workspace = if sandbox.workspace.is_empty() {
+        workspace
+    } else {
+        &sandbox.workspace
+    };
     json!({
         "id": sandbox.id,
         "name": sandbox.name,
@@ -42,7 +48,14 @@ pub enum ListStyle {
     Ids,
 }
 
-pub fn list(scope: &Scope, selector: &[String], style: ListStyle) -> anyhow::Result<Exit> {
+/// `sandbox list`; with `all_workspaces`, every workspace the caller may
+/// see, with a WORKSPACE column and `<workspace>/<name>` for `--names`.
+pub fn list(
+    scope: &Scope,
+    selector: &[String],
+    all_workspaces: bool,
+    style: ListStyle,
+) -> anyhow::Result<Exit> {
     let mut labels = std::collections::HashMap::new();
     for item in selector.iter().flat_map(|s| s.split(',')) {
         let Some((k, v)) = item.split_once('=') else {
@@ -50,7 +63,10 @@ pub fn list(scope: &Scope, selector: &[String], style: ListStyle) -> anyhow::Res
         };
         labels.insert(k.to_owned(), v.to_owned());
     }
-    let request = scope.request(pb::ListSandboxesRequest { selector: labels })?;
+    let request = scope.request(pb::ListSandboxesRequest {
+        selector: labels,
+        all_workspaces,
+    })?;
     let sandboxes = client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         anyhow::Ok(
@@ -70,18 +86,40 @@ pub fn list(scope: &Scope, selector: &[String], style: ListStyle) -> anyhow::Res
                 .collect();
             output::json(&Value::Array(items));
         }
+        ListStyle::Names if all_workspaces => sandboxes
+            .iter()
+            .for_each(|s| output::line(&format!("{}/{}", s.workspace, s.name))),
         ListStyle::Names => sandboxes.iter().for_each(|s| output::line(&s.name)),
         ListStyle::Ids => sandboxes.iter().for_each(|s| output::line(&s.id)),
         ListStyle::Table if sandboxes.is_empty() => output::line("No sandboxes found."),
         ListStyle::Table => {
             let rows: Vec<Vec<String>> = sandboxes
                 .iter()
-                .map(|s| vec![s.name.clone(), created(s), s.phase.clone()])
+                .map(|s| {
+                    let row = vec![s.name.clone(), created(s), s.phase.clone()];
+                    with_workspace(all_workspaces, s.workspace.clone(), row)
+                })
                 .collect();
-            output::table(&["NAME", "CREATED", "PHASE"], &rows);
+            output::table(
+                &with_workspace(
+                    all_workspaces,
+                    "WORKSPACE",
+                    vec!["NAME", "CREATED", "PHASE"],
+                ),
+                &rows,
+            );
         }
     }
     Ok(Exit::Success)
+}
+
+/// A listing's row (or header) with a leading WORKSPACE column when it
+/// covers every workspace.
+pub fn with_workspace<T: Clone>(all_workspaces: bool, workspace: T, mut row: Vec<T>) -> Vec<T> {
+    if all_workspaces {
+        row.insert(0, workspace);
+    }
+    row
 }
 
 pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Exit> {
@@ -397,8 +435,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
         .clone()
         .or_else(|| std::env::var_os("OPENSHELL_SANDBOX_POLICY").map(Into::into));
     let policy_yaml = match &policy_path {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the policy {}", path.display()))?,
+        Some(path) => super::policy::read_to_send(path)?,
         None => String::new(),
     };
     let env = pairs("--env", &options.env)?;
@@ -543,7 +580,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
 }
 
 async fn stream_output(
-    client: &mut openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    client: &mut crate::client::Client,
     scope: &Scope,
     name: &str,
 ) -> anyhow::Result<i32> {
@@ -577,7 +614,7 @@ async fn stream_output(
 }
 
 async fn wait_ready(
-    client: &mut openshell_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    client: &mut crate::client::Client,
     scope: &Scope,
     name: &str,
     started: std::time::Instant,

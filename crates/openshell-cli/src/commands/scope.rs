@@ -72,7 +72,12 @@ impl Scope {
 /// the code only when it adds something.
 pub fn status(error: tonic::Status) -> anyhow::Error {
     match error.code() {
-        Code::NotFound | Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
+        Code::NotFound
+        | Code::InvalidArgument
+        | Code::AlreadyExists
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::Unauthenticated => {
             anyhow::anyhow!("{}", error.message())
         }
         // Sent by the gateway (a sandbox's supervisor is away): its message

@@ -120,7 +120,7 @@ pub fn proxy(scope: &Scope, name: Option<&str>, token: Option<&str>) -> anyhow::
 }
 
 async fn session(
-    client: &mut pb::gateway_client::GatewayClient<tonic::transport::Channel>,
+    client: &mut crate::client::Client,
     scope: &Scope,
     name: &str,
 ) -> anyhow::Result<pb::SshSession> {

@@ -355,8 +355,9 @@ fn add_registers_a_running_gateway_with_its_bundle_or_as_plaintext() {
     assert!(text(&out.stdout).contains("  Auth: plaintext"));
     assert!(text(&out.stderr).contains("Gateway is not reachable at http://127.0.0.1:"));
 
-    // https:// to a gateway whose bundle is nowhere: refused, nothing saved.
-    let out = home.openshell(&["gateway", "add", "https://gw.example.test:9443"]);
+    // https:// --remote (mTLS) to a gateway whose bundle is nowhere:
+    // refused, nothing saved, nothing dialled.
+    let out = home.openshell(&["gateway", "add", "https://gw.example.test:9443", "--remote"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr)

@@ -10,5 +10,6 @@ mod policy;
 mod providers;
 mod sandbox;
 mod ssh;
+mod workspaces;
 
 use openshell_test_support::netns;

@@ -303,20 +303,30 @@ impl Api {
 
     pub(super) async fn list_providers_in(
         &self,
-        workspace: &str,
+        workspaces: &[String],
         request: pb::ListProvidersRequest,
     ) -> Result<pb::ListProvidersResponse, Status> {
         let limit = match request.limit {
             0 => PAGE,
             n => n.min(PAGE),
         };
-        let providers = self
-            .store
-            .list_providers(workspace, limit, request.offset)
-            .await
-            .map_err(status)?;
+        // One page across the workspaces, in workspace then name order.
+        let mut providers = Vec::new();
+        for workspace in workspaces {
+            providers.extend(
+                self.store
+                    .list_providers(workspace, request.offset.saturating_add(limit), 0)
+                    .await
+                    .map_err(status)?,
+            );
+        }
         Ok(pb::ListProvidersResponse {
-            providers: providers.into_iter().map(to_proto).collect(),
+            providers: providers
+                .into_iter()
+                .skip(request.offset as usize)
+                .take(limit as usize)
+                .map(to_proto)
+                .collect(),
         })
     }
 

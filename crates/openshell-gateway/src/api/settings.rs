@@ -1,5 +1,6 @@
 //! Runtime settings (docs/cli.md, "Policy and settings"): registered keys only, per
-//! sandbox or global; a sandbox sees the global value unless it sets its own.
+//! sandbox or global. A global value is managed: it wins over a sandbox's,
+//! and a sandbox cannot set a key the gateway sets globally.
 
 use tonic::Status;
 
@@ -30,26 +31,30 @@ impl Api {
                 scope: "global".to_owned(),
             })
             .collect();
-        if !name.is_empty() {
-            let sandbox = self.existing(workspace, name).await?;
-            let own = self
-                .store
-                .settings(&sandbox_scope(&sandbox.id))
-                .await
-                .map_err(status)?;
+        let scope = if name.is_empty() {
+            GLOBAL_SCOPE.to_owned()
+        } else {
+            let scope = sandbox_scope(&self.existing(workspace, name).await?.id);
+            let own = self.store.settings(&scope).await.map_err(status)?;
             for (key, value) in own {
-                settings.retain(|s| s.key != key);
-                settings.push(pb::Setting {
-                    key,
-                    value,
-                    scope: "sandbox".to_owned(),
-                });
+                // A key set before the gateway managed it stays stored, but
+                // the global value is the one in force.
+                if !settings.iter().any(|s| s.key == key) {
+                    settings.push(pb::Setting {
+                        key,
+                        value,
+                        scope: "sandbox".to_owned(),
+                    });
+                }
             }
             settings.sort_by(|a, b| a.key.cmp(&b.key));
-        }
+            scope
+        };
         Ok(pb::Settings {
             sandbox: name.to_owned(),
             settings,
+            revision: self.store.settings_revision(&scope).await.map_err(status)?,
+            deleted: false,
         })
     }
 
@@ -67,9 +72,18 @@ impl Api {
         } else {
             sandbox_scope(&self.existing(workspace, name).await?.id)
         };
+        let mut deleted = false;
         match value {
             Some(value) => {
                 let value = normalize(key, value).map_err(invalid)?;
+                if scope != GLOBAL_SCOPE {
+                    let global = self.store.settings(GLOBAL_SCOPE).await.map_err(status)?;
+                    if let Some((_, managed)) = global.iter().find(|(k, _)| k == key) {
+                        return Err(Status::failed_precondition(format!(
+                            "setting '{key}' is managed globally (value {managed}); a sandbox cannot override it\nhint: an admin removes the global value with: openshell settings delete --global --key {key} --yes"
+                        )));
+                    }
+                }
                 self.store
                     .set_setting(&scope, key, &value)
                     .await
@@ -77,12 +91,15 @@ impl Api {
             }
             None => {
                 registered(key).map_err(invalid)?;
-                self.store
+                deleted = self
+                    .store
                     .delete_setting(&scope, key)
                     .await
                     .map_err(status)?;
             }
         }
-        self.read_settings(workspace, name).await
+        let mut settings = self.read_settings(workspace, name).await?;
+        settings.deleted = deleted;
+        Ok(settings)
     }
 }

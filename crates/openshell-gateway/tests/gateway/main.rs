@@ -20,6 +20,7 @@ use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_client::GatewayClient;
 use openshell_proto::v1::supervisor_client::SupervisorClient;
 
+mod identity;
 mod providers;
 mod session;
 
@@ -46,7 +47,7 @@ async fn start_serving(state: &Path, user_api: bool) -> Gateway {
     let tokens = Tokens::load_or_create(state).unwrap();
     let config = server::Config {
         tls: Some(pki.server_config().unwrap()),
-        require_client_cert: true,
+        require_identity: true,
         tokens: tokens.clone(),
         user_api,
     };
@@ -415,6 +416,7 @@ async fn sandboxes_are_created_listed_by_selector_and_deleted() {
     let red = client
         .list_sandboxes(pb::ListSandboxesRequest {
             selector: [("team".to_owned(), "red".to_owned())].into(),
+            ..Default::default()
         })
         .await
         .unwrap()

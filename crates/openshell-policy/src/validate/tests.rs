@@ -189,13 +189,22 @@ fn process_identity_rules_of_reference_1_5() {
 
 #[test]
 fn network_entry_rules() {
-    assert_error(
-        "version: 1\nnetwork_policies:\n  p:\n    endpoints: [{host: a.com, port: 1}]\n",
-        "must list at least one binary; use path: \"/**\" to allow any binary",
+    // Sparse entries load, with the reference's meaning and a warning.
+    let no_binaries =
+        load_str("version: 1\nnetwork_policies:\n  p:\n    endpoints: [{host: a.com, port: 1}]\n")
+            .unwrap();
+    assert!(
+        no_binaries.warnings[0]
+            .message
+            .contains("lists no binaries, so no program may use it")
     );
-    assert_error(
-        "version: 1\nnetwork_policies:\n  p:\n    binaries: [{path: /x}]\n",
-        "network policy 'p' must list at least one endpoint",
+    assert!(no_binaries.policy.network["p"].binaries.is_empty());
+    let no_endpoints =
+        load_str("version: 1\nnetwork_policies:\n  p:\n    binaries: [{path: /x}]\n").unwrap();
+    assert!(
+        no_endpoints.warnings[0]
+            .message
+            .contains("network policy 'p' lists no endpoints, so it matches nothing")
     );
     assert_error(
         "version: 1\nnetwork_policies:\n  _provider_x:\n    endpoints: [{host: a.com, port: 1}]\n    binaries: [{path: /x}]\n",
