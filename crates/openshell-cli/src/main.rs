@@ -342,11 +342,25 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     settings::Target::Sandbox(scope.sandbox(name)?)
                 })
             };
+            // A global change affects every sandbox: asked on a terminal,
+            // refused without --yes otherwise (as the reference CLI does).
             let confirmed = |global: bool, yes: bool| {
-                if global && !yes {
+                if !global || yes {
+                    return Ok(());
+                }
+                use std::io::IsTerminal;
+                if !std::io::stdin().is_terminal() {
                     anyhow::bail!(
-                        "changing a global setting affects every sandbox; confirm with --yes"
+                        "global setting updates require confirmation; pass --yes in non-interactive mode"
                     );
+                }
+                eprint!(
+                    "This changes the setting for every sandbox of the gateway. Continue? [y/N] "
+                );
+                let mut answer = String::new();
+                std::io::stdin().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    anyhow::bail!("cancelled");
                 }
                 Ok(())
             };

@@ -296,3 +296,38 @@ fn completions_cover_every_command_group() {
     }
     assert_eq!(openshell(&["completions", "tcsh"]).status.code(), Some(2));
 }
+
+#[test]
+fn sparse_network_entries_load_with_a_warning_and_the_reference_meaning() {
+    // Policy files written for the reference CLI leave out `binaries`
+    // (or `endpoints`): they load, each with a located warning.
+    let file = write_temp(
+        "sparse.yaml",
+        "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.com\n        port: 443\n  tools:\n    binaries: [{path: /usr/bin/curl}]\n",
+    );
+    let out = openshell(&["policy", "validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "✓ Policy is valid\n");
+    let warnings = text(&out.stderr);
+    assert!(
+        warnings.contains("sparse.yaml:4:5: network_policies.api.binaries: network policy 'api' lists no binaries, so no program may use it"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("sparse.yaml:8:5: network_policies.tools.endpoints: network policy 'tools' lists no endpoints, so it matches nothing"),
+        "{warnings}"
+    );
+    // An entry without binaries admits no program.
+    let out = openshell(&[
+        "policy",
+        "explain",
+        file.to_str().unwrap(),
+        "--host",
+        "api.example.com",
+        "--port",
+        "443",
+        "--binary",
+        "/usr/bin/curl",
+    ]);
+    assert!(text(&out.stdout).contains("deny"), "{}", text(&out.stdout));
+}
