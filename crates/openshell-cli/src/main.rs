@@ -354,12 +354,10 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                         "global setting updates require confirmation; pass --yes in non-interactive mode"
                     );
                 }
-                eprint!(
-                    "This changes the setting for every sandbox of the gateway. Continue? [y/N] "
-                );
-                let mut answer = String::new();
-                std::io::stdin().read_line(&mut answer)?;
-                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                let answer = output::ask(
+                    "This changes the setting for every sandbox of the gateway. Continue? [y/N]",
+                )?;
+                if !matches!(answer.as_str(), "y" | "Y" | "yes") {
                     anyhow::bail!("cancelled");
                 }
                 Ok(())

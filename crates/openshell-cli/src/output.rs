@@ -135,3 +135,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
         ));
     }
 }
+
+/// Asks `question` on stderr and reads the answer (trimmed) from stdin.
+pub fn ask(question: &str) -> std::io::Result<String> {
+    stderr_line(question);
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(answer.trim().to_owned())
+}

@@ -532,13 +532,11 @@ pub async fn for_create(
                 keys.join(", ")
             );
         }
-        output::stderr_line(&format!(
+        let answer = output::ask(&format!(
             "'{}' needs a '{}' provider. Create from local credentials? [Y/n]",
             command[0], needed.name
-        ));
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if answer.trim().eq_ignore_ascii_case("n") || answer.trim().eq_ignore_ascii_case("no") {
+        ))?;
+        if answer.eq_ignore_ascii_case("n") || answer.eq_ignore_ascii_case("no") {
             return Ok(names);
         }
     }
