@@ -711,10 +711,12 @@ openshell sandbox exec -n dev --timeout 30 --env DEBUG=1 -- python3 job.py"
         /// Variable for the command (repeatable).
         #[arg(long = "env", short = 'e', value_name = "K=V")]
         env: Vec<String>,
-        /// Allocate a terminal (not supported yet: the command runs without one).
-        #[arg(long, conflicts_with = "no_tty", hide = true)]
+        /// Run the command on a terminal, interactively (raw mode, live
+        /// keys, window size), when stdin is one; otherwise as --no-tty
+        #[arg(long, conflicts_with = "no_tty")]
         tty: bool,
-        /// Run without a terminal (the default).
+        /// Run without a terminal: stdin is read to its end and sent,
+        /// stdout and stderr stay apart (the default)
         #[arg(long)]
         no_tty: bool,
         /// The command and its arguments.
@@ -722,6 +724,8 @@ openshell sandbox exec -n dev --timeout 30 --env DEBUG=1 -- python3 job.py"
         command: Vec<String>,
     },
     /// Attach to a sandbox's main process, or open a login shell in an idle sandbox (ssh through the gateway).
+    ///
+    /// With --editor, opens the sandbox in VS Code or Cursor instead.
     #[command(
         after_help = "Attaching first replays the main process's retained output (up to 1 MiB), then follows it \
 until it exits; the exit status is the main process's. One attachment at a time owns its input; on a terminal, \
@@ -731,6 +735,9 @@ wait for a marker:\n  openshell sandbox connect job | grep -m1 READY\n\nNeeds th
     Connect {
         /// The sandbox [default: the last one created].
         name: Option<String>,
+        /// Open it in this editor (Remote-SSH) instead of attaching.
+        #[arg(long, value_enum)]
+        editor: Option<Editor>,
     },
     /// Print an OpenSSH Host block for a sandbox, for ssh, scp, rsync and editors.
     #[command(
@@ -843,6 +850,21 @@ pub struct CreateArgs {
     /// Delete the sandbox when CMD ends
     #[arg(long, conflicts_with = "detach")]
     pub no_keep: bool,
+    /// Run the main process on a pseudo-terminal, and attach to it
+    /// interactively [default: when stdin and stdout are terminals]
+    #[arg(long, conflicts_with = "no_tty")]
+    pub tty: bool,
+    /// The main process gets pipes, not a terminal
+    #[arg(long)]
+    pub no_tty: bool,
+    /// Once Ready, open the sandbox in VS Code or Cursor over ssh (writes
+    /// ~/.config/openshell/ssh_config and includes it from ~/.ssh/config)
+    #[arg(long, value_enum, conflicts_with_all = ["command", "no_keep", "detach", "output"])]
+    pub editor: Option<Editor>,
+    /// Once Ready, forward [BIND:]PORT here to PORT in the sandbox, in the
+    /// background (as `forward start -d`); the port is checked first
+    #[arg(long, value_name = "[BIND:]PORT", conflicts_with_all = ["no_keep", "output"])]
+    pub forward: Option<String>,
     /// Upload LOCAL (to DEST, default /sandbox) once Ready, as `sandbox upload` does (repeatable)
     #[arg(
         long = "upload",
@@ -893,6 +915,13 @@ pub struct UpdateArgs {
     /// How long --wait waits, in seconds.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub timeout: u64,
+}
+
+/// An editor `--editor` opens a sandbox in, over ssh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Editor {
+    Vscode,
+    Cursor,
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -1,6 +1,7 @@
 //! One module per command group; each returns an [`Exit`] status.
 
 pub mod doctor;
+pub mod editor;
 pub mod exec;
 pub mod files;
 pub mod forward;

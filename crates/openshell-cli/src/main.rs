@@ -22,8 +22,8 @@ use crate::cli::{
 };
 use crate::commands::scope::Scope;
 use crate::commands::{
-    Exit, doctor, exec, files, forward, gateway, inference, login, policy, provider, revisions,
-    sandbox, settings, ssh, workspace,
+    Exit, doctor, editor, exec, files, forward, gateway, inference, login, policy, provider,
+    revisions, sandbox, settings, ssh, workspace,
 };
 
 /// The gateway the global flags, environment and registry name, if any.
@@ -172,7 +172,13 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     dest,
                     no_git_ignore,
                 } => files::upload(&scope, &name, &local, dest.as_deref(), !no_git_ignore),
-                SandboxCommand::Connect { name } => ssh::connect(&scope, &scope.sandbox(name)?),
+                SandboxCommand::Connect { name, editor } => {
+                    let name = scope.sandbox(name)?;
+                    match editor {
+                        Some(editor) => editor::open(&scope, &name, editor),
+                        None => ssh::connect(&scope, &name),
+                    }
+                }
                 SandboxCommand::SshConfig { name } => {
                     ssh::ssh_config(&scope, &scope.sandbox(name)?)
                 }
@@ -184,9 +190,31 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                     workdir,
                     timeout,
                     env,
-                    tty: _,
-                    no_tty: _,
+                    tty: true,
                     command,
+                    ..
+                } if std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+                    let mut env: Vec<(String, String)> =
+                        commands::pairs("--env", &env)?.into_iter().collect();
+                    env.sort();
+                    ssh::exec_tty(
+                        &scope,
+                        &scope.sandbox(name)?,
+                        &ssh::TtyExec {
+                            argv: &command,
+                            env: &env,
+                            workdir: workdir.as_deref(),
+                            timeout,
+                        },
+                    )
+                }
+                SandboxCommand::Exec {
+                    name,
+                    workdir,
+                    timeout,
+                    env,
+                    command,
+                    ..
                 } => exec::exec(
                     &scope,
                     exec::ExecOptions {

@@ -99,6 +99,16 @@ pub struct SupervisorLaunch {
     /// shell instead of attaching to it (connected mode)
     #[arg(long, hide_short_help = true, requires = "gateway")]
     pub idle: bool,
+    /// The main process runs on a pseudo-terminal (connected mode), as
+    /// `sandbox create --tty` asks; `connect` then passes keys and window
+    /// sizes through to it
+    #[arg(
+        long,
+        hide_short_help = true,
+        requires = "gateway",
+        conflicts_with = "idle"
+    )]
+    pub tty: bool,
     /// Running as a container's entrypoint (set by the docker driver):
     /// the image's accounts are used as they are (no useradd) and the
     /// --workdir is created when missing
@@ -166,6 +176,7 @@ impl SupervisorLaunch {
         flag("image-user", text(&self.image_user));
         for (set, name) in [
             (self.idle, "--idle"),
+            (self.tty, "--tty"),
             (self.in_container, "--in-container"),
             (self.create_workdir, "--create-workdir"),
         ] {
@@ -218,6 +229,7 @@ mod tests {
             policy_version: Some(3),
             policy_version_file: None,
             idle: true,
+            tty: false,
             in_container: false,
             create_workdir: true,
             image_user: None,
@@ -232,6 +244,7 @@ mod tests {
             token_file: Some("/gateway/token".into()),
             policy_version_file: Some("/gateway/policy-version".into()),
             in_container: true,
+            tty: true,
             image_user: Some("node:node".into()),
             command: vec!["python3".into()],
             ..SupervisorLaunch::default()

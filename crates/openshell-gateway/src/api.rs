@@ -284,6 +284,7 @@ fn to_proto(sandbox: store::Sandbox) -> pb::Sandbox {
             cpu_millis: sandbox.spec.cpu_millis,
             memory_bytes: sandbox.spec.memory_bytes,
             pids: sandbox.spec.pids,
+            tty: sandbox.spec.tty,
             providers: sandbox.providers,
         }),
         created_at_ms: sandbox.created_at_ms,
@@ -432,6 +433,7 @@ impl Gateway for Api {
             cpu_millis: spec.cpu_millis,
             memory_bytes: spec.memory_bytes,
             pids: spec.pids,
+            tty: spec.tty,
         };
         if let Some(driver) = &self.driver {
             driver.validate(&spec).await.map_err(|error| {

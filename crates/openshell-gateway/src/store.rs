@@ -44,6 +44,9 @@ pub struct Spec {
     pub memory_bytes: u64,
     #[serde(default)]
     pub pids: u64,
+    /// The main process runs on a pseudo-terminal.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Lifecycle phases, as the CLI prints them.

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -38,6 +38,9 @@ pub struct MainProcess {
     exit: watch::Sender<Option<i32>>,
     /// Attachments alive now.
     attached: std::sync::atomic::AtomicUsize,
+    /// The pty master, when the main process runs on one (`--tty`): for
+    /// window sizes.
+    terminal: Option<OwnedFd>,
 }
 
 #[derive(Debug, Default)]
@@ -77,20 +80,7 @@ impl MainProcess {
         let (stdin_read, stdin_write) = std::io::pipe()?;
         let (out_read, out_write) = std::io::pipe()?;
         let err_write = out_write.try_clone()?;
-        let main = Arc::new(MainProcess {
-            output: Mutex::new(Output::default()),
-            live: broadcast::channel(LIVE_QUEUE).0,
-            stdin: Mutex::new(Some(File::from(OwnedFd::from(stdin_write)))),
-            owner: Mutex::new(0),
-            next_attachment: std::sync::atomic::AtomicU64::new(1),
-            ended: watch::channel(false).0,
-            exit: watch::channel(None).0,
-            attached: std::sync::atomic::AtomicUsize::new(0),
-        });
-        let pump = main.clone();
-        std::thread::Builder::new()
-            .name("main-output".into())
-            .spawn(move || pump.pump(File::from(OwnedFd::from(out_read))))?;
+        let main = MainProcess::serve(OwnedFd::from(stdin_write), OwnedFd::from(out_read), None)?;
         Ok((
             main,
             [
@@ -99,6 +89,73 @@ impl MainProcess {
                 OwnedFd::from(err_write),
             ],
         ))
+    }
+
+    /// A pseudo-terminal for the main process (`sandbox create --tty`),
+    /// 80x24 until an attachment on a terminal gives its size: the
+    /// supervisor keeps the master, the child gets the slave as its three
+    /// streams (and makes it its controlling terminal).
+    pub fn start_tty() -> std::io::Result<(Arc<MainProcess>, [OwnedFd; 3])> {
+        let size = nix::pty::Winsize {
+            ws_row: 24,
+            ws_col: 80,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).map_err(std::io::Error::from)?;
+        for fd in [&pty.master, &pty.slave] {
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(std::io::Error::from)?;
+        }
+        let main = MainProcess::serve(
+            pty.master.try_clone()?,
+            pty.master.try_clone()?,
+            Some(pty.master),
+        )?;
+        Ok((
+            main,
+            [pty.slave.try_clone()?, pty.slave.try_clone()?, pty.slave],
+        ))
+    }
+
+    /// The supervisor's side over `input` (written to) and `output` (read
+    /// by the pump thread).
+    fn serve(
+        input: OwnedFd,
+        output: OwnedFd,
+        terminal: Option<OwnedFd>,
+    ) -> std::io::Result<Arc<MainProcess>> {
+        let main = Arc::new(MainProcess {
+            output: Mutex::new(Output::default()),
+            live: broadcast::channel(LIVE_QUEUE).0,
+            stdin: Mutex::new(Some(File::from(input))),
+            owner: Mutex::new(0),
+            next_attachment: std::sync::atomic::AtomicU64::new(1),
+            ended: watch::channel(false).0,
+            exit: watch::channel(None).0,
+            attached: std::sync::atomic::AtomicUsize::new(0),
+            terminal,
+        });
+        let pump = main.clone();
+        std::thread::Builder::new()
+            .name("main-output".into())
+            .spawn(move || pump.pump(File::from(output)))?;
+        Ok(main)
+    }
+
+    /// Whether the main process runs on a pseudo-terminal.
+    pub fn on_terminal(&self) -> bool {
+        self.terminal.is_some()
+    }
+
+    /// Sets the main process's window size (on a pseudo-terminal only).
+    pub fn resize(&self, cols: u16, rows: u16) {
+        if let Some(master) = &self.terminal {
+            let _ = crate::isolation::sys::set_window_size(master.as_fd(), cols, rows);
+        }
     }
 
     fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

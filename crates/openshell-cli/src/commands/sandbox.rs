@@ -471,6 +471,18 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
         (_, true) => provider::Auto::Skip,
         _ => provider::Auto::Ask,
     };
+    // The main process's terminal: asked for, or this one is a terminal.
+    let tty = !options.command.is_empty()
+        && (options.tty
+            || (!options.no_tty
+                && std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && std::io::IsTerminal::is_terminal(&std::io::stdout())));
+    // A port to forward must be free before anything is created.
+    if let Some(spec) = &options.forward {
+        let local = crate::commands::forward::parse_spec(spec)?;
+        std::net::TcpListener::bind(local)
+            .with_context(|| format!("--forward {spec}: port {} is not free here", local.port()))?;
+    }
     let runtime = client::runtime()?;
     let providers = runtime.block_on(async {
         let needs_lookup = !options.providers.is_empty()
@@ -502,6 +514,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             memory_bytes: options.memory.unwrap_or(0),
             pids: options.pids.unwrap_or(0),
             providers,
+            tty,
         }),
     })?;
     let started = std::time::Instant::now();
@@ -519,7 +532,7 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
             bail!("--upload {}: no such file or directory", local.display());
         }
     }
-    let (name, exit) = runtime.block_on(async {
+    let name = runtime.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         let sandbox = client
             .create_sandbox(request)
@@ -533,23 +546,45 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
         } else {
             output::line(&format!("Created sandbox: {name}"));
         }
-        let code = if !options.command.is_empty() && !options.detach {
-            stream_output(&mut client, scope, &name).await?
+        wait_ready(&mut client, scope, &name, started).await?;
+        anyhow::Ok(name)
+    })?;
+    if let Some(spec) = &options.forward {
+        crate::commands::forward::start(scope, spec, &name, true)?;
+    }
+    // With CMD and not detached: its output and exit code. On a terminal,
+    // attached to it (keys live, its window size ours) until it ends or
+    // Ctrl-P Ctrl-Q; otherwise, or when it has already ended, its output
+    // streamed from the start.
+    let code = if options.command.is_empty() || options.detach {
+        0
+    } else {
+        let attached = if tty {
+            crate::commands::ssh::attach_and_wait(scope, &name)?
         } else {
-            wait_ready(&mut client, scope, &name, started).await?;
-            0
+            None
         };
-        if options.no_keep {
+        match attached {
+            Some(code) => code,
+            None => runtime.block_on(async {
+                let mut client = client::connect(scope.target()?).await?;
+                stream_output(&mut client, scope, &name).await
+            })?,
+        }
+    };
+    if options.no_keep {
+        runtime.block_on(async {
+            let mut client = client::connect(scope.target()?).await?;
             let request = scope.request(pb::DeleteSandboxRequest { name: name.clone() })?;
             client.delete_sandbox(request).await.map_err(status)?;
-        }
-        let exit = if code == 0 {
-            Exit::Success
-        } else {
-            Exit::Code(code)
-        };
-        anyhow::Ok((name, exit))
-    })?;
+            anyhow::Ok(())
+        })?;
+    }
+    let exit = if code == 0 {
+        Exit::Success
+    } else {
+        Exit::Code(code)
+    };
     for (local, dest) in &uploads {
         output::step(&format!(
             "• Uploading files to {}...",
@@ -565,6 +600,9 @@ pub fn create(scope: &Scope, options: &CreateArgs) -> anyhow::Result<Exit> {
     }
     if !uploads.is_empty() {
         output::step("✓ Files uploaded");
+    }
+    if let Some(editor) = options.editor {
+        return crate::commands::editor::open(scope, &name, editor);
     }
     // No command, not detached, on a terminal: a shell in the new sandbox
     // (docs/cli.md, "Sandboxes"). ssh replaces this process.

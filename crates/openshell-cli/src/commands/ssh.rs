@@ -72,15 +72,30 @@ fn proxy_command(scope: &Scope, select: &[&str]) -> anyhow::Result<String> {
         .join(" "))
 }
 
-/// `sandbox ssh-config NAME`: a Host block for `~/.ssh/config`.
-pub fn ssh_config(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
+/// The ssh host alias of a sandbox: `openshell-<name>`, and
+/// `.<workspace>` outside the default workspace.
+pub fn host_alias(scope: &Scope, name: &str) -> String {
+    if scope.workspace == crate::cli::DEFAULT_WORKSPACE {
+        format!("openshell-{name}")
+    } else {
+        format!("openshell-{name}.{}", scope.workspace)
+    }
+}
+
+/// A sandbox's `Host` block for an ssh config.
+pub fn host_block(scope: &Scope, name: &str) -> anyhow::Result<String> {
     let proxy = proxy_command(scope, &["--name", name])?;
-    let mut block = format!("Host openshell-{name}\n    User sandbox\n");
+    let mut block = format!("Host {}\n    User sandbox\n", host_alias(scope, name));
     for (key, value) in SSH_OPTIONS {
         block.push_str(&format!("    {key} {value}\n"));
     }
     block.push_str(&format!("    ProxyCommand {proxy}\n"));
-    crate::output::raw(block.as_bytes())?;
+    Ok(block)
+}
+
+/// `sandbox ssh-config NAME`: a Host block for `~/.ssh/config`.
+pub fn ssh_config(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
+    crate::output::raw(host_block(scope, name)?.as_bytes())?;
     Ok(Exit::Success)
 }
 
@@ -133,18 +148,12 @@ async fn session(
         .into_inner())
 }
 
-/// `sandbox connect NAME`: attach to the main process (or a login shell in
-/// an idle sandbox) with the system ssh through the relay. Returns only on
-/// failure: ssh replaces this process.
-pub fn connect(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
-    // The gateway refuses a session for a sandbox that does not run.
-    let session = client::runtime()?.block_on(async {
-        let mut client = client::connect(scope.target()?).await?;
-        session(&mut client, scope, name).await
-    })?;
+/// The system ssh through the relay for `session`: its token in ssh's
+/// environment (argv is world-readable), the relay as ProxyCommand, `-tt`
+/// on a terminal (`-T` otherwise).
+fn through_relay(scope: &Scope, session: &pb::SshSession) -> anyhow::Result<std::process::Command> {
     let proxy = proxy_command(scope, &[])?;
     let mut ssh = std::process::Command::new("ssh");
-    // ssh hands its environment to the ProxyCommand; argv is world-readable.
     ssh.env("OPENSHELL_SSH_TOKEN", &session.token);
     ssh.arg("-o").arg(format!("ProxyCommand={proxy}"));
     for (key, value) in SSH_OPTIONS {
@@ -159,9 +168,120 @@ pub fn connect(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
     } else {
         ssh.arg("-T");
     }
-    ssh.args(["-l", "sandbox", "-s", "sandbox", "openshell-main"]);
+    ssh.args(["-l", "sandbox"]);
+    Ok(ssh)
+}
+
+const NO_SSH: &str =
+    "cannot run ssh\nhint: install the OpenSSH client (Debian: apt-get install openssh-client)";
+
+/// ssh attached to the main process (`openshell-main` subsystem), once
+/// the gateway gives a session; `Err` with the gateway's words when it
+/// gives none because the sandbox does not run (e.g. its main process has
+/// ended).
+fn main_attachment(
+    scope: &Scope,
+    name: &str,
+) -> anyhow::Result<Result<std::process::Command, String>> {
+    let session = client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        let request = scope.request(pb::CreateSshSessionRequest {
+            name: name.to_owned(),
+        })?;
+        match client.create_ssh_session(request).await {
+            Ok(session) => anyhow::Ok(Ok(session.into_inner())),
+            // Not running (any more).
+            Err(error) if error.code() == tonic::Code::FailedPrecondition => {
+                Ok(Err(error.message().to_owned()))
+            }
+            Err(error) => Err(status(error)),
+        }
+    })?;
+    let session = match session {
+        Ok(session) => session,
+        Err(not_running) => return Ok(Err(not_running)),
+    };
+    let mut ssh = through_relay(scope, &session)?;
+    ssh.args(["-s", "sandbox", "openshell-main"]);
+    Ok(Ok(ssh))
+}
+
+/// `sandbox connect NAME`: attach to the main process (or a login shell in
+/// an idle sandbox) with the system ssh through the relay. Returns only on
+/// failure: ssh replaces this process.
+pub fn connect(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
+    let mut ssh = main_attachment(scope, name)?.map_err(anyhow::Error::msg)?;
     let error = ssh.exec();
-    Err(anyhow::Error::from(error).context(
-        "cannot run ssh\nhint: install the OpenSSH client (Debian: apt-get install openssh-client)",
-    ))
+    Err(anyhow::Error::from(error).context(NO_SSH))
+}
+
+/// Attaches to the main process and waits until it ends (its exit code)
+/// or the user detaches (0): `sandbox create --tty -- CMD`. `None` when
+/// there was nothing to attach to any more.
+pub fn attach_and_wait(scope: &Scope, name: &str) -> anyhow::Result<Option<i32>> {
+    let Ok(mut ssh) = main_attachment(scope, name)? else {
+        return Ok(None);
+    };
+    let status = ssh.status().context(NO_SSH)?;
+    Ok(Some(status.code().unwrap_or(255)))
+}
+
+/// What `sandbox exec --tty` runs.
+#[derive(Debug)]
+pub struct TtyExec<'a> {
+    pub argv: &'a [String],
+    pub env: &'a [(String, String)],
+    pub workdir: Option<&'a str>,
+    /// Seconds (0: none); the command is ended and 124 returned after it.
+    pub timeout: u32,
+}
+
+/// `sandbox exec --tty` on a terminal: the command on a pseudo-terminal
+/// of the sandbox's SSH server, through the relay; ssh puts the local
+/// terminal in raw mode, passes every key live and forwards window
+/// changes. The command's exit status is ours.
+pub fn exec_tty(scope: &Scope, name: &str, exec: &TtyExec<'_>) -> anyhow::Result<Exit> {
+    let session = client::runtime()?.block_on(async {
+        let mut client = client::connect(scope.target()?).await?;
+        session(&mut client, scope, name).await
+    })?;
+    let mut line = String::new();
+    for (key, value) in exec.env {
+        let name_like = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        anyhow::ensure!(
+            name_like,
+            "invalid --env name '{key}': letters, digits and _ only"
+        );
+        line.push_str(&format!("export {key}={}; ", quoted(value)));
+    }
+    line.push_str(&format!(
+        "cd {} && exec",
+        quoted(exec.workdir.unwrap_or("/sandbox"))
+    ));
+    for word in exec.argv {
+        line.push(' ');
+        line.push_str(&quoted(word));
+    }
+    let mut ssh = through_relay(scope, &session)?;
+    ssh.args(["sandbox", "--", &line]);
+    let mut child = ssh.spawn().context(NO_SSH)?;
+    let deadline = (exec.timeout > 0)
+        .then(|| std::time::Instant::now() + std::time::Duration::from_secs(exec.timeout.into()));
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(match status.code() {
+                Some(0) => Exit::Success,
+                Some(code) => Exit::Code(code),
+                None => Exit::Code(255),
+            });
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            // Closing the terminal hangs the command up.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(Exit::Code(124));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -10,6 +10,7 @@ mod policy;
 mod providers;
 mod sandbox;
 mod ssh;
+mod terminal;
 mod workspaces;
 
 use openshell_test_support::netns;

@@ -127,6 +127,7 @@ impl ProcessDriver {
             launch.idle = true;
             vec!["sleep".to_owned(), "infinity".to_owned()]
         } else {
+            launch.tty = sandbox.spec.tty;
             sandbox.spec.command.clone()
         };
         let mut command = tokio::process::Command::new(&self.supervisor);

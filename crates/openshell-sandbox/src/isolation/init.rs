@@ -79,7 +79,16 @@ pub fn run(plan_fd: RawFd, report_fd: RawFd, connects_fd: Option<RawFd>) -> i32 
         return EXIT_LAUNCH_FAILED;
     }
     let agent_pid = match sys::fork() {
-        Ok(ForkResult::Child) => agent::run(&plan, &filters, report, connects),
+        Ok(ForkResult::Child) => {
+            // A main process on a pty (`sandbox create --tty`) owns it.
+            if std::io::IsTerminal::is_terminal(&std::io::stdin())
+                && let Err(error) = sys::own_session()
+            {
+                report.fail("taking the terminal", &anyhow::Error::from(error));
+                std::process::exit(EXIT_LAUNCH_FAILED);
+            }
+            agent::run(&plan, &filters, report, connects)
+        }
         Ok(ForkResult::Parent { child }) => child,
         Err(error) => {
             report.fail(

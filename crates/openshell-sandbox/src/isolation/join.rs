@@ -130,10 +130,7 @@ fn supervise(
             }
             // Its own session and process group, so that a cancel reaches
             // everything it started; on a pty, that terminal controls it.
-            let _ = nix::unistd::setsid();
-            if std::io::IsTerminal::is_terminal(&std::io::stdin())
-                && let Err(error) = sys::set_controlling_terminal(std::io::stdin().as_fd())
-            {
+            if let Err(error) = sys::own_session() {
                 say(&format!("cannot take the terminal: {error}"));
             }
             agent::run(plan, filters, report, connects)

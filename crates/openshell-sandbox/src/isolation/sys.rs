@@ -175,6 +175,18 @@ pub fn set_controlling_terminal(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<(
     Ok(())
 }
 
+/// Starts a session of our own and, when stdin is a terminal, makes it
+/// that session's controlling terminal (a command on a pty: `exec --tty`,
+/// `ssh -t`, a main process created with `--tty`), so that ^C and window
+/// changes reach it.
+pub fn own_session() -> io::Result<()> {
+    let _ = nix::unistd::setsid();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        set_controlling_terminal(std::os::fd::AsFd::as_fd(&std::io::stdin()))?;
+    }
+    Ok(())
+}
+
 /// Registers an owned descriptor (a pty master) with the tokio reactor.
 pub fn async_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: an `OwnedFd` is open and is the only owner of its descriptor

@@ -41,6 +41,8 @@ pub struct RunOptions {
     /// The command only keeps the sandbox alive: `connect` opens a shell
     /// rather than attaching to it (connected mode).
     pub idle: bool,
+    /// The main process runs on a pseudo-terminal.
+    pub tty: bool,
     /// The `--workdir` is created when missing and handed to the agent when
     /// root owns it (a container's; the process driver's persistent one).
     pub create_workdir: bool,
@@ -207,8 +209,11 @@ pub(super) fn prepare(options: RunOptions) -> anyhow::Result<Prepared> {
     // `connect` can attach to it.
     let (main, stdio) = match &egress.gateway {
         Some(_) if !options.idle => {
-            let (main, stdio) =
-                MainProcess::start().context("creating the main process's pipes")?;
+            let (main, stdio) = if options.tty {
+                MainProcess::start_tty().context("creating the main process's terminal")?
+            } else {
+                MainProcess::start().context("creating the main process's pipes")?
+            };
             (Some(main), Some(stdio))
         }
         _ => (None, None),

@@ -120,7 +120,7 @@ pub(super) async fn serve(server: Arc<Server>, mut channel: Channel<Msg>, handle
         }
     };
     let code = match (start, server.main.clone()) {
-        (Start::Main, Some(main)) => attach(&main, &mut channel, terminal.is_some()).await,
+        (Start::Main, Some(main)) => attach(&main, &mut channel, terminal.as_ref()).await,
         (start, _) => {
             let argv = match start {
                 Start::Command(command) => vec![shell(), "-c".to_owned(), command],
@@ -326,11 +326,21 @@ async fn join_outputs(outputs: Outputs) {
 
 /// Attaches the channel to the main process: replay, then live output;
 /// input while this attachment owns stdin. Ends when the main process
-/// exits (its code) or the client detaches or goes (0).
-async fn attach(main: &Arc<MainProcess>, channel: &mut Channel<Msg>, on_terminal: bool) -> u32 {
+/// exits (its code) or the client detaches or goes (0). A main process on
+/// a pseudo-terminal gets the bytes as typed and the owner's window size;
+/// one on pipes gets a line discipline done here ([`cooked`]).
+async fn attach(
+    main: &Arc<MainProcess>,
+    channel: &mut Channel<Msg>,
+    terminal: Option<&Terminal>,
+) -> u32 {
+    let on_terminal = terminal.is_some();
     let mut attachment = main.attach();
     let id = attachment.id;
     let owns_stdin = main.claim_stdin(id);
+    if let (true, Some(terminal)) = (owns_stdin, terminal) {
+        main.resize(terminal.cols, terminal.rows);
+    }
     if attachment.dropped > 0 {
         let dropped = attachment.dropped;
         tell(
@@ -348,7 +358,7 @@ async fn attach(main: &Arc<MainProcess>, channel: &mut Channel<Msg>, on_terminal
     }
     let mut writer = Output {
         to: channel.make_writer(),
-        on_terminal,
+        on_terminal: on_terminal && !main.on_terminal(),
     };
     let replay = std::mem::take(&mut attachment.replay);
     let code = if writer.write_all(&replay).await.is_ok() {
@@ -435,7 +445,7 @@ async fn follow(
                         tell(channel, "detached").await;
                         return None;
                     }
-                    let data = if on_terminal {
+                    let data = if on_terminal && !main.on_terminal() {
                         let (input, echo) = cooked(&data);
                         if main.owns_stdin(id) && output.to.write_all(&echo).await.is_err() {
                             return None;
@@ -451,6 +461,12 @@ async fn follow(
                     let _ = tokio::task::spawn_blocking(move || main.write_stdin(id, &data)).await;
                 }
                 Some(ChannelMsg::Eof) => main.release_stdin(id),
+                Some(ChannelMsg::WindowChange { col_width, row_height, .. }) => {
+                    if main.owns_stdin(id) {
+                        let (cols, rows) = dims(col_width, row_height);
+                        main.resize(cols, rows);
+                    }
+                }
                 None | Some(ChannelMsg::Close) => return None,
                 Some(_) => {}
             },

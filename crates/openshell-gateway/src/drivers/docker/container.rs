@@ -123,6 +123,7 @@ impl DockerDriver {
             // By file, never the container's arguments (`docker inspect`, `ps`).
             env_file: Some(format!("{GATEWAY_DIR}/env").into()),
             idle,
+            tty: sandbox.spec.tty && !idle,
             command: if idle {
                 vec!["sleep".into(), "infinity".into()]
             } else {
