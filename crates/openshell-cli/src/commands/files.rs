@@ -207,11 +207,14 @@ trap 'rm -rf -- "$staging"' EXIT
 tar xf - -C "$staging"
 mv -f -- "$staging/$2" "$1""#;
 
-/// Resolves SRC inside the sandbox: prints `missing`, `outside <root>`, or
+/// Resolves SRC inside the sandbox: prints `missing`; or `outside <root>`,
+/// the real path and the path as written (links not followed); or
 /// `dir|file` and the real path.
 const PROBE: &str = r#"root=$(pwd -P) || exit 3
 p=$(realpath -e -- "$1" 2>/dev/null) || { echo missing; exit 0; }
-case "$p" in "$root"|"$root"/*) ;; *) echo "outside $root"; exit 0;; esac
+case "$p" in "$root"|"$root"/*) ;;
+*) echo "outside $root"; printf '%s\n' "$p"; realpath -m -s -- "$1" 2>/dev/null || printf '%s\n' "$1"; exit 0;;
+esac
 if [ -d "$p" ]; then echo dir; else echo file; fi
 printf '%s\n' "$p""#;
 
@@ -229,10 +232,16 @@ pub fn download(scope: &Scope, name: &str, src: &str, dest: &Path) -> anyhow::Re
     let mut lines = probe.lines();
     let (kind, path) = match (lines.next(), lines.next()) {
         (Some("missing"), _) => bail!("sandbox:{src} does not exist"),
-        (Some(outside), _) if outside.starts_with("outside ") => bail!(
-            "{src} is outside the sandbox workspace ({})",
-            &outside["outside ".len()..]
-        ),
+        (Some(outside), real) if outside.starts_with("outside ") => {
+            let root = &outside["outside ".len()..];
+            match (real, lines.next()) {
+                // Through a link: say where it leads.
+                (Some(real), Some(written)) if real != written => bail!(
+                    "{src} resolves to {real}, which is outside the sandbox workspace ({root})"
+                ),
+                _ => bail!("{src} is outside the sandbox workspace ({root})"),
+            }
+        }
         (Some(kind @ ("dir" | "file")), Some(path)) => (kind, path.to_owned()),
         _ => bail!("unexpected answer from the sandbox: {probe}"),
     };

@@ -588,7 +588,7 @@ fn upload_and_download_round_trip_trees_and_refuse_to_leave_the_workspace() {
         ),
         (
             "etc-link/passwd",
-            "is outside the sandbox workspace (/sandbox)",
+            "etc-link/passwd resolves to /etc/passwd, which is outside the sandbox workspace (/sandbox)",
         ),
         ("nope.txt", "does not exist"),
     ] {
