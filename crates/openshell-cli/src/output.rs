@@ -109,6 +109,15 @@ pub fn step(text: &str) {
 }
 
 /// Columns separated by two spaces, each as wide as its widest cell.
+/// A listing's row (or header) with a leading WORKSPACE column when it
+/// covers every workspace (`--all-workspaces`).
+pub fn with_workspace<T>(all_workspaces: bool, workspace: T, mut row: Vec<T>) -> Vec<T> {
+    if all_workspaces {
+        row.insert(0, workspace);
+    }
+    row
+}
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {

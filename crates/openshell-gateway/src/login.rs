@@ -2,9 +2,10 @@
 //! CLI authenticates"). The CLI listens on a loopback port and opens
 //! `/auth/connect?callback_port=P&code=C`; this page shows the code, takes
 //! the user token an admin issued (`openshell-gateway --issue-token`), and
-//! hands it back to the CLI by redirecting the browser to
-//! `http://127.0.0.1:P/callback`. Behind a reverse proxy that signs users
-//! in, this is the page the proxy protects.
+//! hands it back to the CLI by redirecting the browser's POST (307: the
+//! form is sent again, so the token never appears in a URL or the
+//! browser's history) to `http://127.0.0.1:P/callback`. Behind a reverse
+//! proxy that signs users in, this is the page the proxy protects.
 //!
 //! The redirect only ever goes to the loopback address, so the page cannot
 //! be used to send a token anywhere else, and only a genuine, unexpired
@@ -64,7 +65,8 @@ pub async fn page(Query(connect): Query<Connect>) -> Response {
     .into_response()
 }
 
-/// `POST /auth/connect`: a genuine token goes back to the CLI on loopback.
+/// `POST /auth/connect`: a genuine token goes back to the CLI on loopback
+/// (the form, posted again by the browser).
 pub async fn submit(tokens: Tokens, Form(submit): Form<Submit>) -> Response {
     if submit.callback_port == 0 || !valid_code(&submit.code) {
         return bad_request("callback_port and code (A-Z 0-9 -) are required");
@@ -81,12 +83,9 @@ pub async fn submit(tokens: Tokens, Form(submit): Form<Submit>) -> Response {
             .into_response();
     };
     tracing::info!(subject = %caller.subject, "browser login handed a token to the CLI");
-    let location = format!(
-        "http://127.0.0.1:{}/callback?code={}&token={token}",
-        submit.callback_port, submit.code
-    );
+    let location = format!("http://127.0.0.1:{}/callback", submit.callback_port);
     (
-        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, "no-store".to_owned()),

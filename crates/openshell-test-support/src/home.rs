@@ -168,6 +168,19 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
+/// The stdout of a command that must have succeeded (both streams shown
+/// when it did not).
+pub fn ok(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// Starts a gateway for `home` on a free port; returns the port.
 pub fn start(home: &Home) -> String {
     let port = free_port().to_string();

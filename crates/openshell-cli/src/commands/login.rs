@@ -42,14 +42,22 @@ fn no_browser() -> bool {
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
-/// The token in a callback request line, when its code matches.
-/// `GET /callback?code=C&token=T HTTP/1.1`.
-fn callback_token(request_line: &str, code: &str) -> Option<String> {
-    let target = request_line.strip_prefix("GET ")?.split(' ').next()?;
-    let query = target.strip_prefix("/callback?")?;
+/// The token in a callback request (`POST /callback`, the login page's
+/// form: `callback_port`, `code`, `token`), when its code matches.
+fn callback_token(request: &str, code: &str) -> Option<String> {
+    let (head, body) = request.split_once("\r\n\r\n")?;
+    let target = head
+        .lines()
+        .next()?
+        .strip_prefix("POST ")?
+        .split(' ')
+        .next()?;
+    if target != "/callback" {
+        return None;
+    }
     let mut got_code = None;
     let mut token = None;
-    for pair in query.split('&') {
+    for pair in body.trim_end().split('&') {
         match pair.split_once('=') {
             Some(("code", value)) => got_code = Some(value),
             Some(("token", value)) => token = Some(value),
@@ -63,6 +71,32 @@ fn callback_token(request_line: &str, code: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.');
     (got_code? == code && plain).then(|| token.to_owned())
+}
+
+/// Reads one HTTP request (head and a body of at most 16 KiB).
+fn read_request(stream: &mut std::net::TcpStream) -> String {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while request.len() < 16 * 1024 {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&request).into_owned()
 }
 
 /// Runs the browser flow against `endpoint`; the user token.
@@ -94,11 +128,8 @@ fn browser_flow(endpoint: &str) -> anyhow::Result<String> {
             Ok((mut stream, _)) => {
                 stream.set_nonblocking(false)?;
                 stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let mut head = [0u8; 8192];
-                let n = stream.read(&mut head).unwrap_or(0);
-                let text = String::from_utf8_lossy(&head[..n]);
-                let line = text.lines().next().unwrap_or_default();
-                match callback_token(line, &code) {
+                let request = read_request(&mut stream);
+                match callback_token(&request, &code) {
                     Some(token) => {
                         let _ = stream.write_all(
                             b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nLogged in. You can close this window and return to the terminal.\n",
@@ -200,20 +231,29 @@ mod tests {
 
     #[test]
     fn only_a_callback_with_this_code_and_a_plain_token_is_taken() {
-        let line = "GET /callback?code=AB12-CD34&token=u1.61.user.9.ff HTTP/1.1";
+        let post = |target: &str, body: &str| {
+            format!(
+                "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let good = post(
+            "/callback",
+            "callback_port=1&code=AB12-CD34&token=u1.61.user.9.ff",
+        );
         assert_eq!(
-            callback_token(line, "AB12-CD34").as_deref(),
+            callback_token(&good, "AB12-CD34").as_deref(),
             Some("u1.61.user.9.ff")
         );
-        assert_eq!(callback_token(line, "ZZZZ-ZZZZ"), None, "another code");
+        assert_eq!(callback_token(&good, "ZZZZ-ZZZZ"), None, "another code");
         for bad in [
-            "POST /callback?code=AB12-CD34&token=u1 HTTP/1.1",
-            "GET /other?code=AB12-CD34&token=u1 HTTP/1.1",
-            "GET /callback?code=AB12-CD34 HTTP/1.1",
-            "GET /callback?code=AB12-CD34&token=u1%0Aevil HTTP/1.1",
-            "GET /callback?code=AB12-CD34&token= HTTP/1.1",
+            "GET /callback?code=AB12-CD34&token=u1 HTTP/1.1\r\n\r\n".to_owned(),
+            post("/other", "code=AB12-CD34&token=u1"),
+            post("/callback", "code=AB12-CD34"),
+            post("/callback", "code=AB12-CD34&token=u1%0Aevil"),
+            post("/callback", "code=AB12-CD34&token="),
         ] {
-            assert_eq!(callback_token(bad, "AB12-CD34"), None, "{bad}");
+            assert_eq!(callback_token(&bad, "AB12-CD34"), None, "{bad}");
         }
         let code = confirmation_code().unwrap();
         assert_eq!(code.len(), 9);

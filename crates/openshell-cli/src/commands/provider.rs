@@ -263,7 +263,6 @@ pub enum ListStyle {
 }
 
 fn print_list(providers: &[pb::Provider], all_workspaces: bool, style: ListStyle) {
-    use super::sandbox::with_workspace;
     match style {
         ListStyle::Json => output::json(&Value::Array(providers.iter().map(to_json).collect())),
         ListStyle::Names => {
@@ -284,11 +283,11 @@ fn print_list(providers: &[pb::Provider], all_workspaces: bool, style: ListStyle
                         p.credential_keys.len().to_string(),
                         p.config.len().to_string(),
                     ];
-                    with_workspace(all_workspaces, p.workspace.clone(), row)
+                    output::with_workspace(all_workspaces, p.workspace.clone(), row)
                 })
                 .collect();
             output::table(
-                &with_workspace(
+                &output::with_workspace(
                     all_workspaces,
                     "WORKSPACE",
                     vec!["NAME", "TYPE", "CREDENTIAL_KEYS", "CONFIG_KEYS"],

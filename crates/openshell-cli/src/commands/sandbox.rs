@@ -97,11 +97,11 @@ pub fn list(
                 .iter()
                 .map(|s| {
                     let row = vec![s.name.clone(), created(s), s.phase.clone()];
-                    with_workspace(all_workspaces, s.workspace.clone(), row)
+                    output::with_workspace(all_workspaces, s.workspace.clone(), row)
                 })
                 .collect();
             output::table(
-                &with_workspace(
+                &output::with_workspace(
                     all_workspaces,
                     "WORKSPACE",
                     vec!["NAME", "CREATED", "PHASE"],
@@ -111,15 +111,6 @@ pub fn list(
         }
     }
     Ok(Exit::Success)
-}
-
-/// A listing's row (or header) with a leading WORKSPACE column when it
-/// covers every workspace.
-pub fn with_workspace<T: Clone>(all_workspaces: bool, workspace: T, mut row: Vec<T>) -> Vec<T> {
-    if all_workspaces {
-        row.insert(0, workspace);
-    }
-    row
 }
 
 pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Exit> {

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::gateway::{Home, free_port, text};
 use crate::netns::TestNetwork;
-use openshell_test_support::home::{openshell_bin, run_with_stdin};
+use openshell_test_support::home::{ok, openshell_bin, run_with_stdin};
 use openshell_test_support::tls::Certs;
 
 const PORT: u16 = 8443;
@@ -163,17 +163,6 @@ fn header<'a>(request: &'a Value, name: &str) -> Option<&'a str> {
         .iter()
         .find(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
         .and_then(|h| h[1].as_str())
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 fn sh(home: &Home, script: &str) -> std::process::Output {

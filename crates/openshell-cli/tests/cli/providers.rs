@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::gateway::{Home, free_port, text};
 use crate::netns::TestNetwork;
-use openshell_test_support::home::openshell_bin;
+use openshell_test_support::home::{ok, openshell_bin};
 use openshell_test_support::tls::Certs;
 
 const TLS_PORT: u16 = 8443;
@@ -163,17 +163,6 @@ network_policies:
       - path: /usr/bin/git
 "#
     )
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
 }
 
 /// `sandbox exec -n NAME [-e ENV]… -- sh -c SCRIPT`.

@@ -6,18 +6,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use openshell_test_support::home::{Home, free_port, openshell_bin, start, text};
-
-fn ok(out: &Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use openshell_test_support::home::{Home, free_port, ok, openshell_bin, start, text};
 
 /// `openshell ARGS` on a ROWSxCOLS pseudo-terminal, driven by `steps`.
 fn on_pty(home: &Home, rows: u16, cols: u16, steps: &str, args: &[&str]) -> Output {

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use openshell_test_support::home::{Home, openshell_bin, start, text};
+use openshell_test_support::home::{Home, ok, openshell_bin, start, text};
 
 fn gateway_bin() -> PathBuf {
     Path::new(openshell_bin())
@@ -24,17 +24,6 @@ fn issue(state: &Path, args: &[&str]) -> String {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
     text(&out.stdout)
 }
 
@@ -298,7 +287,8 @@ fn login_url(child: &mut std::process::Child) -> (String, String) {
 }
 
 /// What a browser does on the login page: submit the token; curl follows
-/// the gateway's redirect to the CLI's loopback callback.
+/// the gateway's redirect (307: the form is posted again) to the CLI's
+/// loopback callback.
 fn submit_login(ca: &Path, url: &str, token: &str) -> String {
     let (base, query) = url.split_once("?").unwrap();
     let mut form: Vec<String> = query.split('&').map(str::to_owned).collect();
@@ -367,7 +357,9 @@ fn a_gateway_behind_a_reverse_proxy_is_logged_in_to_in_the_browser_with_a_user_t
     // The real token goes back to the CLI on loopback, and it is in.
     let good = submit_login(&ca, &url, token);
     assert!(good.contains("Logged in."), "{good}");
+    assert!(good.ends_with("/callback"), "{good}");
     assert!(good.contains(" http://127.0.0.1:"), "{good}");
+    assert!(!good.contains(token), "the token went into a URL: {good}");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     let said = text(&out.stdout);

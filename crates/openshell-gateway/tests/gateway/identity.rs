@@ -278,13 +278,7 @@ async fn user_tokens_identify_callers_and_cannot_be_forged_or_swapped() {
     let state = tempfile::tempdir().unwrap();
     let gateway = start(state.path()).await;
     let mut admin = gateway.client().await;
-    admin
-        .create_workspace(pb::CreateWorkspaceRequest {
-            name: "team".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    crate::new_workspace(&mut admin, "team").await;
     admin
         .add_workspace_member(member("team", "bob@example.com", "user"))
         .await

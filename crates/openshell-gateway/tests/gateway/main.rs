@@ -193,6 +193,17 @@ pub(crate) const POLICY_V1: &str = "version: 1\n";
 pub(crate) const POLICY_V2: &str = "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n      - host: api.example.test\n        port: 443\n    binaries:\n      - path: /usr/bin/curl\n";
 pub(crate) const POLICY_V3: &str = "version: 1\nfilesystem_policy:\n  read_only: [/opt]\n";
 
+/// Creates workspace `name` (as the admin `client` is).
+pub(crate) async fn new_workspace(client: &mut GatewayClient<Channel>, name: &str) {
+    client
+        .create_workspace(pb::CreateWorkspaceRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 pub(crate) fn create(
     name: &str,
     policy: &str,

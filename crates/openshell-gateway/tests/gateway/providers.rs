@@ -260,13 +260,7 @@ async fn inference_routes_reach_the_workspaces_supervisors_with_the_key_and_foll
         .unwrap()
         .into_inner();
     // Another workspace's sandbox sees none of this workspace's routes.
-    client
-        .create_workspace(pb::CreateWorkspaceRequest {
-            name: "other".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    crate::new_workspace(&mut client, "other").await;
     let mut elsewhere = tonic::Request::new(create("box", "", &[]));
     elsewhere
         .metadata_mut()

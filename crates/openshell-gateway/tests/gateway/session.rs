@@ -421,13 +421,7 @@ async fn an_ssh_session_token_reaches_only_the_sandbox_it_was_issued_for() {
 
     // No token, a wrong one, another workspace's view, or ssh set by the
     // client: refused before anything reaches a supervisor.
-    client
-        .create_workspace(pb::CreateWorkspaceRequest {
-            name: "other".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    crate::new_workspace(&mut client, "other").await;
     let mut other_workspace = Request::new(tokio_stream::iter(vec![ssh_open("", &session.token)]));
     other_workspace
         .metadata_mut()
