@@ -8,6 +8,7 @@ mod inference;
 mod live;
 mod policy;
 mod providers;
+mod python_sdk;
 mod sandbox;
 mod ssh;
 mod terminal;
