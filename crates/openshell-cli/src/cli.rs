@@ -142,6 +142,17 @@ openshell --workspace team-a sandbox create -- echo hi\n  openshell sandbox list
         #[command(subcommand)]
         command: WorkspaceCommand,
     },
+    /// A live dashboard of the gateway: sandboxes, egress decisions, policy, events.
+    #[command(
+        after_help = "Keys: ↑↓ select, Tab switch to the egress panel, c (or Enter) connect, e a shell (sandbox exec --tty), \
+s stop/start, d delete (asks), a on a denied decision: propose the policy update that admits it (shown as a diff, \
+applied with y), q quit.\n\nExample:\n  openshell term --theme light"
+    )]
+    Term {
+        /// Colours for a dark or a light terminal [auto: from COLORFGBG, else dark].
+        #[arg(long, env = "OPENSHELL_THEME", default_value = "auto", value_parser = ["auto", "dark", "light"])]
+        theme: String,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  openshell completions bash > /etc/bash_completion.d/openshell\n  \

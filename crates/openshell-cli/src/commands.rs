@@ -16,6 +16,7 @@ pub mod sandbox;
 pub mod scope;
 pub mod settings;
 pub mod ssh;
+pub mod term;
 pub mod workspace;
 
 /// How a command ended, beyond success or an error.

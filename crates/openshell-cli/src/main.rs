@@ -423,6 +423,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Success)
         }
         Command::Status { output } => gateway::status(target(&cli.global)?, output),
+        Command::Term { theme } => commands::term::run(&scope(&cli.global)?, &theme),
         Command::Whoami { output } => workspace::whoami(&scope(&cli.global)?, output),
         Command::Workspace { command } => {
             let scope = scope(&cli.global)?;

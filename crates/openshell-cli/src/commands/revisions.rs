@@ -182,6 +182,89 @@ fn operations(options: &UpdateArgs) -> anyhow::Result<Vec<Operation>> {
 /// How often an update is retried when another change lands in between.
 const UPDATE_ATTEMPTS: usize = 3;
 
+/// A policy update computed against what a sandbox runs.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// The policy it starts from (YAML).
+    pub base: String,
+    /// The policy after the operations (YAML, validated).
+    pub yaml: String,
+    /// The latest stored revision: the new one is stored only if that is
+    /// still the latest.
+    pub latest: i64,
+}
+
+/// Applies `ops` to what the sandbox runs: its loaded revision; while none
+/// is loaded, the latest if still pending, else the built-in default (a
+/// failed revision never loaded, and building on it would fail every later
+/// update the same way).
+pub async fn propose(
+    client: &mut Client,
+    scope: &Scope,
+    name: &str,
+    ops: &[Operation],
+) -> anyhow::Result<Proposal> {
+    let effective = match client
+        .get_policy(scope.request(pb::GetPolicyRequest {
+            name: name.to_owned(),
+            version: 0,
+        })?)
+        .await
+    {
+        Ok(revision) => Some(revision.into_inner()),
+        Err(e) if e.code() == tonic::Code::NotFound && e.message().contains("default policy") => {
+            None
+        }
+        Err(e) => return Err(status(e)),
+    };
+    let latest = client
+        .list_policies(scope.request(pb::ListPoliciesRequest {
+            name: name.to_owned(),
+            limit: 1,
+        })?)
+        .await
+        .map_err(status)?
+        .into_inner()
+        .revisions
+        .first()
+        .map_or(0, |r| r.version);
+    let runs = effective.filter(|r| r.active_version != 0 || r.status == "pending");
+    let document = match &runs {
+        Some(revision) => {
+            openshell_policy::load::parse_document(&revision.policy_yaml)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the sandbox's policy version {} cannot be read: {e}",
+                        revision.version
+                    )
+                })?
+                .0
+        }
+        None => openshell_policy::defaults::default_document(),
+    };
+    let merged = merge::apply(&document, ops).map_err(anyhow::Error::msg)?;
+    let yaml = merge::to_yaml(&merged);
+    if let Err(error) = openshell_policy::load_str(&yaml) {
+        bail!("the updated policy is invalid: {}", error.problems());
+    }
+    Ok(Proposal {
+        base: merge::to_yaml(&document),
+        yaml,
+        latest,
+    })
+}
+
+/// Stores a proposal as the next revision, refused (ABORTED) when another
+/// revision landed since it was computed.
+pub async fn submit_proposal(
+    client: &mut Client,
+    scope: &Scope,
+    name: &str,
+    proposal: &Proposal,
+) -> anyhow::Result<pb::PolicyRevision> {
+    submit(client, scope, name, proposal.yaml.clone(), Some(proposal.latest)).await
+}
+
 /// Applies incremental changes to the sandbox's effective policy and
 /// submits the result as the next revision, atomically: it is refused (and
 /// redone here) if another revision was stored in between.
@@ -190,65 +273,16 @@ pub fn update(scope: &Scope, name: &str, options: &UpdateArgs) -> anyhow::Result
     client::runtime()?.block_on(async {
         let mut client = client::connect(scope.target()?).await?;
         for _ in 0..UPDATE_ATTEMPTS {
-            // The base is what the sandbox runs: its loaded revision; while
-            // none is loaded, the latest if still pending, else the built-in
-            // default (a failed revision never loaded, and building on it
-            // would fail every later update the same way).
-            let effective = match client
-                .get_policy(scope.request(pb::GetPolicyRequest {
-                    name: name.to_owned(),
-                    version: 0,
-                })?)
-                .await
-            {
-                Ok(revision) => Some(revision.into_inner()),
-                Err(e)
-                    if e.code() == tonic::Code::NotFound
-                        && e.message().contains("default policy") =>
-                {
-                    None
-                }
-                Err(e) => return Err(status(e)),
-            };
-            let latest = client
-                .list_policies(scope.request(pb::ListPoliciesRequest {
-                    name: name.to_owned(),
-                    limit: 1,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner()
-                .revisions
-                .first()
-                .map_or(0, |r| r.version);
-            let runs = effective.filter(|r| r.active_version != 0 || r.status == "pending");
-            let document = match &runs {
-                Some(revision) => {
-                    openshell_policy::load::parse_document(&revision.policy_yaml)
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "the sandbox's policy version {} cannot be read: {e}",
-                                revision.version
-                            )
-                        })?
-                        .0
-                }
-                None => openshell_policy::defaults::default_document(),
-            };
-            let merged = merge::apply(&document, &ops).map_err(anyhow::Error::msg)?;
-            let yaml = merge::to_yaml(&merged);
-            if let Err(error) = openshell_policy::load_str(&yaml) {
-                bail!("the updated policy is invalid: {}", error.problems());
-            }
+            let proposal = propose(&mut client, scope, name, &ops).await?;
             if options.dry_run {
                 output::success_stderr(&format!(
                     "Dry run preview for {} incremental policy operation(s)",
                     ops.len()
                 ));
-                output::line(yaml.trim_end());
+                output::line(proposal.yaml.trim_end());
                 return Ok(Exit::Success);
             }
-            match submit(&mut client, scope, name, yaml, Some(latest)).await {
+            match submit_proposal(&mut client, scope, name, &proposal).await {
                 Ok(revision) if options.wait => {
                     return wait_for(
                         &mut client,

@@ -36,10 +36,11 @@ fn a_fork_bomb_is_held_to_the_process_limit_and_others_keep_working() {
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("{outcome:#?}"));
     // A listing of /proc is not a snapshot: while the bomb churns, a pid
-    // that exited and one that replaced it can both appear. Unlimited, the
-    // bomb reaches thousands within the same two seconds.
+    // that exited and one that replaced it can both appear (on a loaded
+    // machine, 155 for a limit of 128 was seen). Unlimited, the bomb
+    // reaches thousands within the same two seconds.
     assert!(
-        procs <= 128 + 16,
+        procs <= 128 + 64,
         "the sandbox had {procs} processes: {outcome:#?}"
     );
     assert!(procs >= 100, "the bomb did not run: {procs} processes");
