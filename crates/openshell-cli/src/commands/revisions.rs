@@ -262,7 +262,14 @@ pub async fn submit_proposal(
     name: &str,
     proposal: &Proposal,
 ) -> anyhow::Result<pb::PolicyRevision> {
-    submit(client, scope, name, proposal.yaml.clone(), Some(proposal.latest)).await
+    submit(
+        client,
+        scope,
+        name,
+        proposal.yaml.clone(),
+        Some(proposal.latest),
+    )
+    .await
 }
 
 /// Applies incremental changes to the sandbox's effective policy and

@@ -32,6 +32,12 @@ use app::{Action, App, Update};
 const REFRESH: Duration = Duration::from_secs(1);
 
 pub fn run(scope: &Scope, theme: &str) -> anyhow::Result<Exit> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "openshell term needs a terminal\nhint: for scripts, use openshell sandbox list -o json and openshell logs NAME --tail"
+        );
+    }
     let target = scope.target()?.clone();
     let colours = view::palette(theme);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,7 +53,7 @@ pub fn run(scope: &Scope, theme: &str) -> anyhow::Result<Exit> {
 
     let mut app = App::new(&target.name, &scope.workspace);
     let mut proposal: Option<Proposal> = None;
-    let mut terminal = ratatui::init();
+    let mut terminal = ratatui::try_init().context("taking the terminal")?;
     let outcome = loop {
         while let Ok(update) = inbox.try_recv() {
             app.update(update);
@@ -122,7 +128,12 @@ pub fn run(scope: &Scope, theme: &str) -> anyhow::Result<Exit> {
         }
         if hands_over {
             // The terminal comes back in the state the command left it.
-            terminal = ratatui::init();
+            terminal = match ratatui::try_init() {
+                Ok(terminal) => terminal,
+                Err(error) => {
+                    break Err(anyhow::Error::from(error).context("taking the terminal back"));
+                }
+            };
         }
     };
     ratatui::restore();
@@ -147,7 +158,10 @@ fn hand_over(scope: &Scope, args: &[&str]) -> anyhow::Result<()> {
     .args(args)
     .status()
     .context("running openshell")?;
-    anyhow::ensure!(status.success() || status.code().is_some(), "openshell ended by a signal");
+    anyhow::ensure!(
+        status.success() || status.code().is_some(),
+        "openshell ended by a signal"
+    );
     Ok(())
 }
 
@@ -195,7 +209,11 @@ async fn feed(
                 version: 0,
             })
         {
-            let revision = client.get_policy(request).await.ok().map(|r| r.into_inner());
+            let revision = client
+                .get_policy(request)
+                .await
+                .ok()
+                .map(|r| r.into_inner());
             let _ = updates.send(Update::Policy {
                 sandbox: name.clone(),
                 revision,

@@ -11,6 +11,7 @@ mod providers;
 mod python_sdk;
 mod sandbox;
 mod ssh;
+mod term;
 mod terminal;
 mod workspaces;
 

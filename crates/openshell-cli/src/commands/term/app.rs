@@ -29,12 +29,21 @@ pub struct Decision {
 impl Decision {
     /// A decision from its JSON log line; `None` for anything else.
     pub fn from_json(fields: &Value) -> Option<Decision> {
-        let text = |key: &str| fields.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+        let text = |key: &str| {
+            fields
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         let verdict = text("decision");
         if verdict.is_empty() {
             return None;
         }
-        let request = match (fields.get("method").and_then(Value::as_str), fields.get("path").and_then(Value::as_str)) {
+        let request = match (
+            fields.get("method").and_then(Value::as_str),
+            fields.get("path").and_then(Value::as_str),
+        ) {
             (Some(method), Some(path)) => format!("{method} {path}"),
             _ => String::new(),
         };
@@ -130,7 +139,10 @@ pub enum Action {
     Stop(String),
     Start(String),
     /// Compute the update admitting a denied decision.
-    Propose { sandbox: String, decision: Decision },
+    Propose {
+        sandbox: String,
+        decision: Decision,
+    },
     /// Store the proposal the dialog shows.
     Apply(String),
 }
@@ -334,7 +346,10 @@ impl App {
             }
             Focus::Egress => {
                 let last = self.decisions.len().saturating_sub(1);
-                self.decision_selected = self.decision_selected.saturating_add_signed(delta).min(last);
+                self.decision_selected = self
+                    .decision_selected
+                    .saturating_add_signed(delta)
+                    .min(last);
             }
         }
     }
@@ -346,14 +361,17 @@ impl App {
         } else {
             decision.binary.clone()
         };
+        let diff = diff(base, yaml);
+        // Opened at the change, with a little context above it.
+        let first_change = diff.iter().position(|l| !l.starts_with("  ")).unwrap_or(0);
         self.dialog = Some(Dialog::Proposal {
             sandbox: sandbox.to_owned(),
             summary: format!(
                 "Allow {binary} to reach {}:{} in sandbox {sandbox}?",
                 decision.host, decision.port
             ),
-            diff: diff(base, yaml),
-            scroll: 0,
+            scroll: u16::try_from(first_change.saturating_sub(3)).unwrap_or(0),
+            diff,
         });
     }
 }
@@ -418,7 +436,10 @@ mod tests {
     #[test]
     fn a_denied_decision_becomes_the_update_that_admits_it_shown_as_a_diff() {
         let mut app = App::new("gw", "default");
-        app.update(Update::Sandboxes(vec![sandbox("b", "Ready"), sandbox("a", "Ready")]));
+        app.update(Update::Sandboxes(vec![
+            sandbox("b", "Ready"),
+            sandbox("a", "Ready"),
+        ]));
         assert_eq!(app.current_name().as_deref(), Some("a"), "sorted by name");
         app.update(Update::Log {
             sandbox: "a".into(),
@@ -430,13 +451,24 @@ mod tests {
             source: "sandbox".into(),
             json: DENY.into(),
         });
-        assert_eq!(app.decisions.len(), 1, "another sandbox's line is not shown");
+        assert_eq!(
+            app.decisions.len(),
+            1,
+            "another sandbox's line is not shown"
+        );
         let decision = &app.decisions[0];
         assert_eq!(
-            (decision.time.as_str(), decision.verdict.as_str(), decision.port),
+            (
+                decision.time.as_str(),
+                decision.verdict.as_str(),
+                decision.port
+            ),
             ("21:00:01", "deny", 443)
         );
-        assert_eq!(decision.reason, "l4: network connections not allowed by policy");
+        assert_eq!(
+            decision.reason,
+            "l4: network connections not allowed by policy"
+        );
         let Action::Propose { sandbox, decision } = app.on_key(key(KeyCode::Char('a'))) else {
             panic!("no proposal");
         };
@@ -446,29 +478,53 @@ mod tests {
         };
         assert_eq!(rule, "allow_api_example_com_443");
         assert_eq!(binaries, ["/usr/bin/curl"]);
-        app.propose("a", &decision, "version: 1\n", "version: 1\nnetwork_policies: {}\n");
+        app.propose(
+            "a",
+            &decision,
+            "version: 1\n",
+            "version: 1\nnetwork_policies: {}\n",
+        );
         let Some(Dialog::Proposal { diff, .. }) = &app.dialog else {
             panic!("no dialog");
         };
         assert_eq!(diff, &["  version: 1", "+ network_policies: {}"]);
-        assert_eq!(app.on_key(key(KeyCode::Char('y'))), Action::Apply("a".into()));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('y'))),
+            Action::Apply("a".into())
+        );
         assert!(app.dialog.is_none());
     }
 
     #[test]
     fn keys_select_confirm_and_quit() {
         let mut app = App::new("gw", "default");
-        app.update(Update::Sandboxes(vec![sandbox("a", "Ready"), sandbox("b", "Stopped")]));
+        app.update(Update::Sandboxes(vec![
+            sandbox("a", "Ready"),
+            sandbox("b", "Stopped"),
+        ]));
         app.on_key(key(KeyCode::Down));
         assert_eq!(app.current_name().as_deref(), Some("b"));
-        assert_eq!(app.on_key(key(KeyCode::Char('s'))), Action::Start("b".into()));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('s'))),
+            Action::Start("b".into())
+        );
         app.on_key(key(KeyCode::Up));
-        assert_eq!(app.on_key(key(KeyCode::Char('s'))), Action::Stop("a".into()));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('s'))),
+            Action::Stop("a".into())
+        );
         assert_eq!(app.on_key(key(KeyCode::Char('d'))), Action::None);
-        assert_eq!(app.on_key(key(KeyCode::Char('n'))), Action::None, "cancelled");
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('n'))),
+            Action::None,
+            "cancelled"
+        );
         assert!(app.dialog.is_none());
         app.on_key(key(KeyCode::Char('d')));
-        assert_eq!(app.on_key(key(KeyCode::Char('y'))), Action::Delete("a".into()));
+        assert_eq!(
+            app.on_key(key(KeyCode::Char('y'))),
+            Action::Delete("a".into())
+        );
         assert_eq!(app.on_key(key(KeyCode::Char('a'))), Action::None);
         assert!(app.status.contains("select a denied decision"));
         assert_eq!(app.on_key(key(KeyCode::Enter)), Action::Connect("a".into()));

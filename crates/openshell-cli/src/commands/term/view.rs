@@ -91,7 +91,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, colours: &Palette) {
     .areas(frame.area());
     frame.render_widget(
         Paragraph::new(Line::from(vec![
-            Span::styled(" OpenShell ", Style::new().fg(colours.accent).add_modifier(Modifier::BOLD)),
+            Span::styled(
+                " OpenShell ",
+                Style::new().fg(colours.accent).add_modifier(Modifier::BOLD),
+            ),
             Span::styled(
                 format!("gateway {} · workspace {}", app.gateway, app.workspace),
                 Style::new().fg(colours.text),
@@ -137,10 +140,18 @@ fn sandboxes(frame: &mut Frame<'_>, app: &App, colours: &Palette, area: Rect) {
     let empty = app.sandboxes.is_empty();
     let table = Table::new(
         rows,
-        [Constraint::Min(12), Constraint::Length(12), Constraint::Length(5)],
+        [
+            Constraint::Min(12),
+            Constraint::Length(12),
+            Constraint::Length(5),
+        ],
     )
     .header(Row::new(["NAME", "PHASE", "AGE"]).style(Style::new().fg(colours.dim)))
-    .row_highlight_style(Style::new().bg(colours.selected).add_modifier(Modifier::BOLD))
+    .row_highlight_style(
+        Style::new()
+            .bg(colours.selected)
+            .add_modifier(Modifier::BOLD),
+    )
     .highlight_symbol("> ")
     .block(titled("Sandboxes", app.focus == Focus::Sandboxes, colours));
     let mut state = TableState::default().with_selected((!empty).then_some(app.selected));
@@ -182,12 +193,15 @@ fn egress(frame: &mut Frame<'_>, app: &App, colours: &Palette, area: Rect) {
         [
             Constraint::Length(8),
             Constraint::Length(5),
-            Constraint::Percentage(25),
-            Constraint::Percentage(35),
+            Constraint::Percentage(22),
             Constraint::Percentage(40),
+            Constraint::Fill(1),
         ],
     )
-    .header(Row::new(["TIME", "", "BINARY", "DESTINATION", "REASON"]).style(Style::new().fg(colours.dim)))
+    .header(
+        Row::new(["TIME", "", "BINARY", "DESTINATION", "REASON"])
+            .style(Style::new().fg(colours.dim)),
+    )
     .row_highlight_style(Style::new().bg(colours.selected))
     .block(titled(&title, app.focus == Focus::Egress, colours));
     let mut state = TableState::default();
@@ -195,7 +209,10 @@ fn egress(frame: &mut Frame<'_>, app: &App, colours: &Palette, area: Rect) {
         state.select(Some(app.decision_selected));
     } else if !app.decisions.is_empty() {
         // Follow the newest.
-        *state.offset_mut() = app.decisions.len().saturating_sub(area.height.saturating_sub(3) as usize);
+        *state.offset_mut() = app
+            .decisions
+            .len()
+            .saturating_sub(area.height.saturating_sub(3) as usize);
     }
     frame.render_stateful_widget(table, area, &mut state);
 }
@@ -215,7 +232,10 @@ fn below(frame: &mut Frame<'_>, app: &App, colours: &Palette, area: Rect) {
                 Span::raw(format!(", active {})", p.active_version)),
             ];
             if !p.error.is_empty() {
-                spans.push(Span::styled(format!(" {}", p.error), Style::new().fg(colours.bad)));
+                spans.push(Span::styled(
+                    format!(" {}", p.error),
+                    Style::new().fg(colours.bad),
+                ));
             }
             Line::from(spans)
         }
@@ -254,7 +274,7 @@ fn dialog(frame: &mut Frame<'_>, dialog: &Dialog, colours: &Palette) {
             ..
         } => {
             let mut lines = vec![Line::raw(summary.clone()), Line::raw("")];
-            lines.extend(diff.iter().map(|line| {
+            lines.extend(diff.iter().skip(usize::from(*scroll)).map(|line| {
                 let colour = match line.as_bytes().first() {
                     Some(b'+') => colours.good,
                     Some(b'-') => colours.bad,
@@ -267,7 +287,7 @@ fn dialog(frame: &mut Frame<'_>, dialog: &Dialog, colours: &Palette) {
                 "y apply (policy update)   n cancel   ↑↓ scroll",
                 Style::new().fg(colours.dim),
             ));
-            ("Proposed policy update", lines, *scroll)
+            ("Proposed policy update", lines, 0)
         }
     };
     let width = area.width.saturating_sub(8).min(100);
