@@ -226,3 +226,23 @@ def test_an_explicit_endpoint_without_the_registry(openshell_home):
             assert "py-seen" in listed.split()
     finally:
         gw.close()
+
+
+def test_providers_attach_and_the_sandbox_sees_only_a_placeholder(gateway: Gateway, openshell_home):
+    secret = "ghp_" + "S3cr3t" * 6
+    subprocess.run(
+        [openshell_home["cli"], "provider", "create", "--name", "py-gh", "--type", "github",
+         "--credential", f"GITHUB_TOKEN={secret}"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        with gateway.sandboxes.create(providers=["py-gh"]) as sb:
+            seen = sb.exec(["sh", "-c", 'printf %s "$GITHUB_TOKEN"']).stdout.decode()
+            assert seen.startswith("ghp_") and len(seen) == 40, seen
+            assert seen != secret
+            assert secret.encode() not in sb.exec(["sh", "-c", "cat /proc/self/environ"]).stdout
+        with pytest.raises(openshell.OpenShellError, match="py-none"):
+            gateway.sandboxes.create(providers=["py-none"])
+    finally:
+        subprocess.run([openshell_home["cli"], "provider", "delete", "py-gh"], capture_output=True)
