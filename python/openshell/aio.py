@@ -116,16 +116,7 @@ class AsyncGateway:
         ``OPENSHELL_GATEWAY_ENDPOINT``, ``OPENSHELL_GATEWAY``, the active
         one), with the CLI's client bundle or token, in ``workspace`` (else
         ``OPENSHELL_WORKSPACE``, else ``default``)."""
-        target = config.resolve(name)
-        return cls(
-            target.endpoint,
-            ca_cert=target.ca_cert,
-            client_cert=target.client_cert,
-            client_key=target.client_key,
-            token=target.token,
-            workspace=workspace or config.workspace(),
-            name=target.name,
-        )
+        return cls(**config.connection(name, workspace))
 
     def in_workspace(self, workspace: str) -> "AsyncGateway":
         """The same connection, acting in another workspace."""

@@ -79,16 +79,8 @@ class Gateway:
         ``AsyncGateway.from_config``)."""
         from . import config
 
-        target = config.resolve(name)
-        return cls(
-            target.endpoint,
-            ca_cert=target.ca_cert,
-            client_cert=target.client_cert,
-            client_key=target.client_key,
-            token=target.token,
-            workspace=workspace or config.workspace(),
-            name=target.name,
-        )
+        options = config.connection(name, workspace)
+        return cls(options.pop("endpoint"), **options)
 
     @property
     def workspace(self) -> str:

@@ -120,3 +120,17 @@ def resolve(name: Optional[str] = None) -> Target:
 
 def workspace() -> str:
     return os.environ.get("OPENSHELL_WORKSPACE") or DEFAULT_WORKSPACE
+
+
+def connection(name: Optional[str] = None, workspace_name: Optional[str] = None) -> dict:
+    """The endpoint and options a client connects with, as the CLI resolves them."""
+    target = resolve(name)
+    return {
+        "endpoint": target.endpoint,
+        "ca_cert": target.ca_cert,
+        "client_cert": target.client_cert,
+        "client_key": target.client_key,
+        "token": target.token,
+        "workspace": workspace_name or workspace(),
+        "name": target.name,
+    }

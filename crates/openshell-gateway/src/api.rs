@@ -563,6 +563,7 @@ impl Gateway for Api {
         if let Some(driver) = &self.driver {
             driver.stop(&sandbox.id).await;
         }
+        self.sessions.end(&sandbox.id, "the sandbox was stopped");
         if !matches!(sandbox.phase, Phase::Stopped | Phase::Error) {
             self.store
                 .set_phase(&sandbox.id, Phase::Stopped, None)
@@ -600,6 +601,8 @@ impl Gateway for Api {
             yaml: &r.yaml,
         });
         let launched = self.launchable(&sandbox).await?;
+        // A session of the supervisor that ran before is stale by now.
+        self.sessions.end(&sandbox.id, "the sandbox was restarted");
         if let Err(error) = driver.create(&launched, policy).await {
             tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
             self.store

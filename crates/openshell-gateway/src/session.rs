@@ -163,6 +163,17 @@ impl Sessions {
         }
     }
 
+    /// Forgets the sandbox's session whatever it is (its supervisor has
+    /// ended: `sandbox stop`, or before `start` runs a new one), so that
+    /// nothing is sent to a supervisor that is gone while its connection
+    /// is still being torn down.
+    pub(crate) fn end(&self, sandbox_id: &str, why: &str) {
+        let ended = self.lock().remove(sandbox_id);
+        if let Some(live) = ended {
+            fail_streams(live.streams, why);
+        }
+    }
+
     /// Queues a message to the supervisor; false when it is not connected.
     pub fn send(&self, sandbox_id: &str, message: pb::GatewayMessage) -> bool {
         let outbound = self.lock().get(sandbox_id).map(|l| l.outbound.clone());

@@ -182,6 +182,26 @@ fn operations(options: &UpdateArgs) -> anyhow::Result<Vec<Operation>> {
 /// How often an update is retried when another change lands in between.
 const UPDATE_ATTEMPTS: usize = 3;
 
+/// The revision in force in a sandbox; `None` while it runs the built-in
+/// default policy (it has no revision).
+pub async fn effective(
+    client: &mut Client,
+    scope: &Scope,
+    name: &str,
+) -> anyhow::Result<Option<pb::PolicyRevision>> {
+    let request = scope.request(pb::GetPolicyRequest {
+        name: name.to_owned(),
+        version: 0,
+    })?;
+    match client.get_policy(request).await {
+        Ok(revision) => Ok(Some(revision.into_inner())),
+        Err(e) if e.code() == tonic::Code::NotFound && e.message().contains("default policy") => {
+            Ok(None)
+        }
+        Err(e) => Err(status(e)),
+    }
+}
+
 /// A policy update computed against what a sandbox runs.
 #[derive(Debug, Clone)]
 pub struct Proposal {
@@ -204,19 +224,7 @@ pub async fn propose(
     name: &str,
     ops: &[Operation],
 ) -> anyhow::Result<Proposal> {
-    let effective = match client
-        .get_policy(scope.request(pb::GetPolicyRequest {
-            name: name.to_owned(),
-            version: 0,
-        })?)
-        .await
-    {
-        Ok(revision) => Some(revision.into_inner()),
-        Err(e) if e.code() == tonic::Code::NotFound && e.message().contains("default policy") => {
-            None
-        }
-        Err(e) => return Err(status(e)),
-    };
+    let effective = effective(client, scope, name).await?;
     let latest = client
         .list_policies(scope.request(pb::ListPoliciesRequest {
             name: name.to_owned(),

@@ -2,7 +2,6 @@
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tonic::Code;
 
 use openshell_core::time::Utc;
 use openshell_proto::v1 as pb;
@@ -125,17 +124,7 @@ pub fn get(scope: &Scope, name: &str, format: OutputFormat) -> anyhow::Result<Ex
             .map_err(status)?
             .into_inner();
         // The revision in force (none: the built-in default policy).
-        let effective = match client
-            .get_policy(scope.request(pb::GetPolicyRequest {
-                name: name.to_owned(),
-                version: 0,
-            })?)
-            .await
-        {
-            Ok(revision) => Some(revision.into_inner()),
-            Err(e) if e.code() == Code::NotFound => None,
-            Err(e) => return Err(status(e)),
-        };
+        let effective = crate::commands::revisions::effective(&mut client, scope, name).await?;
         anyhow::Ok((sandbox, effective))
     })?;
     let (policy, revision, source) = match &effective {
