@@ -123,36 +123,6 @@ openshell logs dev --source sandbox -o json | jq .reason"
         #[arg(short, long, value_enum, default_value_t)]
         output: OutputFormat,
     },
-    /// Show who the gateway takes you for: subject, role, workspaces.
-    Whoami {
-        #[arg(short, long, value_enum, default_value_t)]
-        output: OutputFormat,
-    },
-    /// Workspaces scope sandboxes, providers and inference routes; members may use them.
-    #[command(
-        visible_alias = "ws",
-        after_help = "Every resource command acts in --workspace (env OPENSHELL_WORKSPACE, default `default`). \
-A gateway admin may use every workspace and creates and deletes them; a user may use only the workspaces \
-it is a member of; a member with the role admin manages that workspace's members.\n\n\
-Examples:\n  openshell workspace create --name team-a\n  \
-openshell workspace member add --workspace team-a --subject alice --role user\n  \
-openshell --workspace team-a sandbox create -- echo hi\n  openshell sandbox list --all-workspaces"
-    )]
-    Workspace {
-        #[command(subcommand)]
-        command: WorkspaceCommand,
-    },
-    /// A live dashboard of the gateway: sandboxes, egress decisions, policy, events.
-    #[command(
-        after_help = "Keys: ↑↓ select, Tab switch to the egress panel, c (or Enter) connect, e a shell (sandbox exec --tty), \
-s stop/start, d delete (asks), a on a denied decision: propose the policy update that admits it (shown as a diff, \
-applied with y), q quit.\n\nExample:\n  openshell term --theme light"
-    )]
-    Term {
-        /// Colours for a dark or a light terminal [auto: from COLORFGBG, else dark].
-        #[arg(long, env = "OPENSHELL_THEME", default_value = "auto", value_parser = ["auto", "dark", "light"])]
-        theme: String,
-    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  openshell completions bash > /etc/bash_completion.d/openshell\n  \
@@ -216,6 +186,36 @@ openshell inference set --provider local --model llama-3 --no-verify\n  openshel
     Forward {
         #[command(subcommand)]
         command: ForwardCommand,
+    },
+    /// Show who the gateway takes you for: subject, role, workspaces.
+    Whoami {
+        #[arg(short, long, value_enum, default_value_t)]
+        output: OutputFormat,
+    },
+    /// Workspaces scope sandboxes, providers and inference routes; members may use them.
+    #[command(
+        visible_alias = "ws",
+        after_help = "Every resource command acts in --workspace (env OPENSHELL_WORKSPACE, default `default`). \
+A gateway admin may use every workspace and creates and deletes them; a user may use only the workspaces \
+it is a member of; a member with the role admin manages that workspace's members.\n\n\
+Examples:\n  openshell workspace create --name team-a\n  \
+openshell workspace member add --workspace team-a --subject alice --role user\n  \
+openshell --workspace team-a sandbox create -- echo hi\n  openshell sandbox list --all-workspaces"
+    )]
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
+    /// A live dashboard of the gateway: sandboxes, egress decisions, policy, events.
+    #[command(
+        after_help = "Keys: ↑↓ select, Tab switch to the egress panel, c (or Enter) connect, e a shell (sandbox exec --tty), \
+s stop/start, d delete (asks), a on a denied decision: propose the policy update that admits it (shown as a diff, \
+applied with y), q quit.\n\nExample:\n  openshell term --theme light"
+    )]
+    Term {
+        /// Colours for a dark or a light terminal [auto: from COLORFGBG, else dark].
+        #[arg(long, env = "OPENSHELL_THEME", default_value = "auto", value_parser = ["auto", "dark", "light"])]
+        theme: String,
     },
     /// Diagnose the host and the local gateway.
     #[command(visible_alias = "dr")]

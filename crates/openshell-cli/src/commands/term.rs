@@ -146,18 +146,22 @@ pub fn run(scope: &Scope, theme: &str) -> anyhow::Result<Exit> {
 fn hand_over(scope: &Scope, args: &[&str]) -> anyhow::Result<()> {
     let target = scope.target()?;
     ratatui::restore();
-    let status = std::process::Command::new(
+    let mut command = std::process::Command::new(
         std::env::current_exe().context("locating the openshell binary")?,
-    )
-    .arg("--gateway-endpoint")
-    .arg(&target.endpoint)
-    .arg("-g")
-    .arg(&target.name)
-    .arg("--workspace")
-    .arg(&scope.workspace)
-    .args(args)
-    .status()
-    .context("running openshell")?;
+    );
+    if target.insecure {
+        command.arg("--gateway-insecure");
+    }
+    let status = command
+        .arg("--gateway-endpoint")
+        .arg(&target.endpoint)
+        .arg("-g")
+        .arg(&target.name)
+        .arg("--workspace")
+        .arg(&scope.workspace)
+        .args(args)
+        .status()
+        .context("running openshell")?;
     anyhow::ensure!(
         status.success() || status.code().is_some(),
         "openshell ended by a signal"
