@@ -341,3 +341,96 @@ async fn user_tokens_identify_callers_and_cannot_be_forged_or_swapped() {
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn no_name_role_or_workspace_admin_reaches_beyond_what_it_was_given() {
+    let state = tempfile::tempdir().unwrap();
+    let gateway = start(state.path()).await;
+    let mut admin = gateway.client().await;
+    crate::new_workspace(&mut admin, "team").await;
+    admin
+        .create_provider(pb::CreateProviderRequest {
+            name: "admins-key".into(),
+            r#type: "generic".into(),
+            credentials: [("API_KEY".to_owned(), "secret".to_owned())].into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // A user certificate that borrows the admin's name stays a user.
+    let mut impostor = client_as(&gateway, pki::BOOTSTRAP_SUBJECT, Role::User).await;
+    let me = impostor
+        .get_current_user(pb::GetCurrentUserRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.roles, ["user"]);
+    let refused = impostor
+        .create_workspace(pb::CreateWorkspaceRequest {
+            name: "mine".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // An admin of one workspace manages that one only.
+    admin
+        .add_workspace_member(member("team", "carol", "admin"))
+        .await
+        .unwrap();
+    let mut carol = client_as(&gateway, "carol", Role::User).await;
+    carol
+        .add_workspace_member(member("team", "dave", "user"))
+        .await
+        .unwrap();
+    for workspace in ["default", "nowhere"] {
+        let refused = carol
+            .add_workspace_member(member(workspace, "carol", "admin"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{workspace}: {refused:?}"
+        );
+    }
+    let refused = carol
+        .delete_workspace(pb::GetWorkspaceRequest {
+            name: "team".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // Listing across workspaces shows nothing of the others'.
+    let providers = carol
+        .list_providers(pb::ListProvidersRequest {
+            all_workspaces: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .providers;
+    assert!(providers.is_empty(), "{providers:?}");
+    let refused = carol
+        .get_provider(pb::GetProviderRequest {
+            name: "admins-key".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let refused = carol
+        .get_settings(in_workspace(
+            "default",
+            pb::GetSettingsRequest {
+                name: "anything".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    gateway.stop().await;
+}
