@@ -872,7 +872,7 @@ pub struct CreateArgs {
     /// ~/.config/openshell/ssh_config and includes it from ~/.ssh/config)
     #[arg(long, value_enum, conflicts_with_all = ["command", "no_keep", "detach", "output"])]
     pub editor: Option<Editor>,
-    /// Once Ready, forward [BIND:]PORT here to PORT in the sandbox, in the
+    /// Once Ready, forward PORT (or BIND:PORT) here to PORT in the sandbox, in the
     /// background (as `forward start -d`); the port is checked first
     #[arg(long, value_name = "[BIND:]PORT", conflicts_with_all = ["no_keep", "output"])]
     pub forward: Option<String>,
