@@ -215,10 +215,23 @@ pub fn connect(scope: &Scope, name: &str) -> anyhow::Result<Exit> {
     Err(anyhow::Error::from(error).context(NO_SSH))
 }
 
+/// Whether the OpenSSH client is on PATH.
+fn ssh_installed() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("ssh").is_file()))
+}
+
 /// Attaches to the main process and waits until it ends (its exit code)
 /// or the user detaches (0): `sandbox create --tty -- CMD`. `None` when
-/// there was nothing to attach to any more.
+/// there was nothing to attach to any more, or no ssh to attach with (the
+/// caller then streams the output, without input).
 pub fn attach_and_wait(scope: &Scope, name: &str) -> anyhow::Result<Option<i32>> {
+    if !ssh_installed() {
+        crate::output::warning(
+            "no ssh on PATH: showing the output without a terminal (Debian: apt-get install openssh-client)",
+        );
+        return Ok(None);
+    }
     let Ok(mut ssh) = main_attachment(scope, name)? else {
         return Ok(None);
     };
