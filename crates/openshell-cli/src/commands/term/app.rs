@@ -291,7 +291,11 @@ impl App {
             KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
             KeyCode::Tab | KeyCode::BackTab => {
                 self.focus = match self.focus {
-                    Focus::Sandboxes => Focus::Egress,
+                    Focus::Sandboxes => {
+                        // Onto the newest decision: the one just seen.
+                        self.decision_selected = self.decisions.len().saturating_sub(1);
+                        Focus::Egress
+                    }
                     Focus::Egress => Focus::Sandboxes,
                 };
                 Action::None
