@@ -81,7 +81,20 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/auth/connect",
-            get(crate::login::page).post(move |form| crate::login::submit(login_tokens, form)),
+            get(move |query| async move {
+                if !user_api {
+                    return no_user_api();
+                }
+                crate::login::page(query).await
+            })
+            .post(move |form| async move {
+                // Not where containers reach the gateway: an agent has no
+                // business checking tokens here.
+                if !user_api {
+                    return no_user_api();
+                }
+                crate::login::submit(login_tokens, form).await
+            }),
         )
         .route(
             "/readyz",
@@ -113,6 +126,15 @@ pub fn router(api: Api, config: &Config) -> axum::Router {
                 }
             }),
         )
+}
+
+fn no_user_api() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::FORBIDDEN,
+        format!("{NO_USER_API}\n"),
+    )
+        .into_response()
 }
 
 /// `/metrics` in the Prometheus text format; with mTLS on, only for

@@ -356,6 +356,14 @@ async fn a_listener_without_the_user_api_serves_supervisors_only() {
     assert!(!response.contains("openshell_sandboxes"), "{response}");
     let response = http_get(&gateway, "/healthz", false).await;
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    // Nor the login page: no token is checked where containers reach.
+    let response = http_get(
+        &gateway,
+        "/auth/connect?callback_port=1&code=ABCD-EFGH",
+        false,
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
     // The supervisors' service is there: a session is judged (this token's
     // sandbox does not exist), not unknown.
     let judged = gateway
