@@ -588,6 +588,17 @@ CONTAINER_HOST, else /run/podman/podman.sock) and run sandboxes from OPENSHELL_S
         /// Wipe the gateway's state first.
         #[arg(long)]
         recreate: bool,
+        /// Start it on another host over ssh (USER@HOST): the binaries are
+        /// copied there, the gateway listens on that host's loopback, and
+        /// an ssh tunnel from here carries mTLS to it (process driver).
+        #[arg(long, value_name = "USER@HOST", conflicts_with_all = ["plaintext", "disable_gateway_auth", "recreate"])]
+        remote: Option<String>,
+        /// The ssh key for --remote [default: ssh's own choice].
+        #[arg(long, value_name = "FILE", requires = "remote")]
+        ssh_key: Option<PathBuf>,
+        /// The ssh port for --remote [default: 22].
+        #[arg(long, value_name = "PORT", requires = "remote")]
+        ssh_port: Option<u16>,
     },
     /// Stop a gateway started by `gateway start`; its state is kept.
     Stop {

@@ -64,10 +64,25 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             GatewayCommand::Start {
                 name,
                 port,
+                remote: Some(host),
+                ssh_key,
+                ssh_port,
+                ..
+            } => commands::remote::start(&commands::remote::StartRemote {
+                name,
+                host,
+                ssh_key,
+                ssh_port,
+                port,
+            }),
+            GatewayCommand::Start {
+                name,
+                port,
                 driver,
                 plaintext,
                 disable_gateway_auth,
                 recreate,
+                ..
             } => gateway::start(&gateway::StartOptions {
                 name,
                 port,

@@ -110,13 +110,32 @@ impl TestNetwork {
     /// [`TestNetwork::serve`] with more environment for the server
     /// (`CERT`, `KEY`, a log file…).
     pub fn serve_with(&mut self, port: u16, python_code: &str, env: &[(&str, &std::ffi::OsStr)]) {
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.netns, PYTHON, "-c", python_code])
             .env("ADDR", self.peer.to_string())
             .env("PORT", port.to_string())
-            .envs(env.iter().copied())
-            .spawn()
-            .unwrap();
+            .envs(env.iter().copied());
+        self.serve_command(port, command);
+    }
+
+    /// Runs `program ARGS` in the namespace (a real server: sshd…) and
+    /// waits until `port` accepts connections from the host.
+    pub fn serve_program(&mut self, port: u16, program: &str, args: &[&str]) {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.netns, program])
+            .args(args);
+        self.serve_command(port, command);
+    }
+
+    /// The namespace's network namespace file (to tell its processes).
+    pub fn netns_path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.netns)
+    }
+
+    fn serve_command(&mut self, port: u16, mut command: Command) {
+        let child = command.spawn().unwrap();
         self.servers.push(child);
         let addr = SocketAddrV4::new(self.peer, port).into();
         for _ in 0..400 {

@@ -68,7 +68,7 @@ fn read_pid(state: &Path) -> Option<i32> {
 }
 
 /// The gateway's health, or why it cannot be reached.
-fn probe(target: &Target) -> anyhow::Result<String> {
+pub(crate) fn probe(target: &Target) -> anyhow::Result<String> {
     client::runtime()?.block_on(async {
         let mut client = client::connect(target).await?;
         let health = client
@@ -315,6 +315,18 @@ fn stop_process(state: &Path) -> anyhow::Result<bool> {
 
 pub fn stop(name: Option<&str>) -> anyhow::Result<Exit> {
     let name = local_name(name)?;
+    let registry = Registry::for_user()?;
+    if let Some(remote) = super::remote::load(&registry, &name)? {
+        if super::remote::stop(&registry, &name, &remote)? {
+            output::success(&format!("Gateway '{name}' stopped on {}", remote.host));
+        } else {
+            output::warning(&format!(
+                "Gateway '{name}' is not running on {}",
+                remote.host
+            ));
+        }
+        return Ok(Exit::Success);
+    }
     if stop_process(&state_dir(&name)?)? {
         output::success(&format!("Gateway '{name}' stopped"));
     } else {
@@ -643,6 +655,15 @@ fn mtls_bundle(registry: &Registry, name: &str) -> anyhow::Result<()> {
 pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
     let registry = Registry::for_user()?;
     let name = local_name(name)?;
+    if let Some(remote) = super::remote::load(&registry, &name)? {
+        let ended = super::remote::destroy(&registry, &name, &remote)?;
+        output::success(&format!(
+            "Gateway '{name}' destroyed on {} ({ended} sandbox{} ended)",
+            remote.host,
+            if ended == 1 { "" } else { "es" }
+        ));
+        return Ok(Exit::Success);
+    }
     let state = state_dir(&name)?;
     if !state.exists() && registry.load(&name)?.is_none() {
         output::warning(&format!("Gateway '{name}' not found"));
@@ -662,6 +683,34 @@ pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
         if ended == 1 { "" } else { "es" }
     ));
     Ok(Exit::Success)
+}
+
+/// Deletes every sandbox the gateway serves (in every workspace, as its
+/// admin); how many there were.
+pub(crate) fn delete_every_sandbox(target: &Target) -> anyhow::Result<usize> {
+    use openshell_proto::v1 as pb;
+    crate::client::runtime()?.block_on(async {
+        let mut client = crate::client::connect(target).await?;
+        let sandboxes = client
+            .list_sandboxes(pb::ListSandboxesRequest {
+                all_workspaces: true,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .sandboxes;
+        for sandbox in &sandboxes {
+            let scope = crate::commands::scope::Scope {
+                target: Some(target.clone()),
+                workspace: sandbox.workspace.clone(),
+            };
+            let request = scope.request(pb::DeleteSandboxRequest {
+                name: sandbox.name.clone(),
+            })?;
+            client.delete_sandbox(request).await?;
+        }
+        anyhow::Ok(sandboxes.len())
+    })
 }
 
 /// Removes the containers and the network a docker/podman gateway made
@@ -737,6 +786,12 @@ pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit
         )
     })?;
     let port = host_and_port(&target.endpoint).map_or(0, |(_, port)| port);
+    // A gateway started with --remote: the host it runs on, reached by ssh.
+    let remote_host = Registry::for_user()?
+        .load(&target.name)
+        .ok()
+        .flatten()
+        .and_then(|m| m.remote_host);
     if matches!(format, OutputFormat::Json) {
         let drivers: Vec<_> = info
             .compute_drivers
@@ -753,12 +808,16 @@ pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit
             "compute_drivers": drivers,
             "sandboxes": info.sandboxes,
             "connected_supervisors": info.connected_supervisors,
+            "remote_host": remote_host,
         }));
         return Ok(Exit::Success);
     }
     output::line("Gateway Info");
     output::line(&format!("  Gateway: {}", target.name));
     output::line(&format!("  Server: {}", target.endpoint));
+    if let Some(host) = &remote_host {
+        output::line(&format!("  Remote: {host} (over ssh)"));
+    }
     output::line(&format!("  Auth: {}", target.auth));
     output::line(&format!("  Port: {port}"));
     output::line(&format!("  Status: {}", info.status));

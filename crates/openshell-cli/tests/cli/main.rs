@@ -9,6 +9,7 @@ mod live;
 mod policy;
 mod providers;
 mod python_sdk;
+mod remote;
 mod sandbox;
 mod ssh;
 mod term;
