@@ -28,12 +28,19 @@ use crate::commands::{
 
 /// The gateway the global flags, environment and registry name, if any.
 fn target(global: &cli::GlobalArgs) -> anyhow::Result<Option<registry::Target>> {
-    let mut target = registry::Registry::for_user()?.resolve(
+    let registry = registry::Registry::for_user()?;
+    let mut target = registry.resolve(
         global.gateway.as_deref(),
         global.gateway_endpoint.as_deref(),
     )?;
     if let Some(target) = &mut target {
         target.insecure = global.gateway_insecure;
+        // A remote gateway's tunnel is reopened when it has gone.
+        if let Ok(Some(remote)) = commands::remote::load(&registry, &target.name)
+            && let Err(error) = commands::remote::ensure_tunnel(&registry, &target.name, &remote)
+        {
+            output::warning(&format!("{error:#}"));
+        }
     }
     Ok(target)
 }

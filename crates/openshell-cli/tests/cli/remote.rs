@@ -107,6 +107,19 @@ fn a_gateway_started_over_ssh_serves_through_its_tunnel_and_destroy_leaves_nothi
     ]);
     assert_eq!(ok(&out), "hi from sandbox\n");
 
+    // A tunnel that died is reopened by the next command.
+    let tunnel = std::fs::read_to_string(
+        home.config()
+            .join("gateways")
+            .join(&name)
+            .join("tunnel.pid"),
+    )
+    .unwrap();
+    let tunnel = nix::unistd::Pid::from_raw(tunnel.trim().parse().unwrap());
+    nix::sys::signal::kill(tunnel, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let out = home.openshell(&["sandbox", "exec", "-n", "r1", "--", "echo", "again"]);
+    assert_eq!(ok(&out), "again\n");
+
     // Stop stops it there; start again brings it back, its sandbox kept.
     let out = home.openshell(&["gateway", "stop", "--name", &name]);
     assert!(ok(&out).contains(&format!("✓ Gateway '{name}' stopped on {host}")));
