@@ -363,6 +363,8 @@ pub fn list(format: OutputFormat) -> anyhow::Result<Exit> {
         output::line("Register a gateway with: openshell gateway add <endpoint>");
         return Ok(Exit::Success);
     }
+    // A REMOTE column when any gateway was started on another host.
+    let remote = all.iter().any(|m| m.remote_host.is_some());
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|m| {
@@ -371,16 +373,24 @@ pub fn list(format: OutputFormat) -> anyhow::Result<Exit> {
             } else {
                 " "
             };
-            vec![
+            let mut row = vec![
                 format!("{marker} {}", m.name),
                 m.gateway_endpoint.clone(),
                 if m.is_remote { "remote" } else { "local" }.to_owned(),
                 m.source.as_str().to_owned(),
                 m.auth().to_owned(),
-            ]
+            ];
+            if remote {
+                row.push(m.remote_host.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+            row
         })
         .collect();
-    output::table(&["  NAME", "ENDPOINT", "TYPE", "SOURCE", "AUTH"], &rows);
+    let mut headers = vec!["  NAME", "ENDPOINT", "TYPE", "SOURCE", "AUTH"];
+    if remote {
+        headers.push("REMOTE");
+    }
+    output::table(&headers, &rows);
     Ok(Exit::Success)
 }
 

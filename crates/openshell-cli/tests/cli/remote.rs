@@ -86,6 +86,9 @@ fn a_gateway_started_over_ssh_serves_through_its_tunnel_and_destroy_leaves_nothi
         gateway_ns.to_string_lossy(),
         format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&their_ns))
     );
+    let list = ok(&home.openshell(&["gateway", "list"]));
+    assert!(list.lines().next().unwrap().ends_with("REMOTE"), "{list}");
+    assert!(list.contains(&host), "{list}");
     let info = ok(&home.openshell(&["gateway", "info"]));
     assert!(
         info.contains(&format!("  Remote: {host} (over ssh)")),
