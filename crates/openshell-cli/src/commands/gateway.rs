@@ -426,6 +426,11 @@ pub fn remove(name: Option<&str>) -> anyhow::Result<Exit> {
             "No active gateway.\nSet one with: openshell gateway select <name>\nOr register one with: openshell gateway add <endpoint>"
         );
     };
+    // A remote gateway's tunnel goes with its registration (the gateway
+    // itself stays, as for any registration).
+    if let Ok(Some(remote)) = super::remote::load(&registry, &name) {
+        super::remote::stop_tunnel(&registry, &name, &remote);
+    }
     if registry.remove(&name)? {
         output::success(&format!("Gateway registration '{name}' removed."));
     } else {

@@ -362,7 +362,8 @@ pub fn ensure_tunnel(registry: &Registry, name: &str, remote: &Remote) -> anyhow
     Ok(())
 }
 
-fn stop_tunnel(registry: &Registry, name: &str, remote: &Remote) {
+/// Ends the tunnel, if it runs.
+pub fn stop_tunnel(registry: &Registry, name: &str, remote: &Remote) {
     if let Some(pid) = tunnel_pid(registry, name, remote) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),

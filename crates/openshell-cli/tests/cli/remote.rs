@@ -140,6 +140,45 @@ fn a_gateway_started_over_ssh_serves_through_its_tunnel_and_destroy_leaves_nothi
     ok(&out);
     assert_eq!(ok(&home.openshell(&["sandbox", "list", "--names"])), "r1\n");
 
+    // Removing the registration ends its tunnel, not the gateway there; a
+    // start registers the running gateway again.
+    let tunnel = std::fs::read_to_string(
+        home.config()
+            .join("gateways")
+            .join(&name)
+            .join("tunnel.pid"),
+    )
+    .unwrap();
+    let tunnel_cmdline = format!("/proc/{}/cmdline", tunnel.trim());
+    ok(&home.openshell(&["gateway", "remove", &name]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read(&tunnel_cmdline)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tunnel outlived its registration"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        netns_of(&remote_dir.join("gateway.pid")).is_some(),
+        "the gateway there stopped"
+    );
+    let out = home.openshell(&[
+        "gateway",
+        "start",
+        "--remote",
+        &host,
+        "--ssh-key",
+        key.to_str().unwrap(),
+        "--name",
+        &name,
+    ]);
+    ok(&out);
+    assert_eq!(ok(&home.openshell(&["sandbox", "list", "--names"])), "r1\n");
+
     // Destroy: sandboxes, gateway, files there, tunnel and registration.
     let out = home.openshell(&["gateway", "destroy", "--name", &name]);
     let said = ok(&out);
