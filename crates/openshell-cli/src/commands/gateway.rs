@@ -792,13 +792,19 @@ pub fn info(target: Option<Target>, format: OutputFormat) -> anyhow::Result<Exit
     };
     let info = client::runtime()?.block_on(async {
         let mut client = client::connect(&target).await?;
-        anyhow::Ok(
-            client
-                .get_gateway_info(openshell_proto::v1::GatewayInfoRequest {})
-                .await
-                .context("gateway info")?
-                .into_inner(),
-        )
+        match client
+            .get_gateway_info(openshell_proto::v1::GatewayInfoRequest {})
+            .await
+        {
+            Ok(info) => anyhow::Ok(info.into_inner()),
+            Err(error) if error.code() == tonic::Code::PermissionDenied => {
+                bail!(
+                    "gateway info requires admin privileges: {}",
+                    error.message()
+                )
+            }
+            Err(error) => Err(anyhow::Error::from(error).context("gateway info")),
+        }
     })?;
     let port = host_and_port(&target.endpoint).map_or(0, |(_, port)| port);
     // A gateway started with --remote: the host it runs on, reached by ssh.
