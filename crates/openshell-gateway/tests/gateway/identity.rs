@@ -247,6 +247,27 @@ async fn users_reach_only_their_workspaces_and_only_admins_change_the_gateway() 
         [("alice", "admin"), ("bob", "user")]
     );
 
+    // Bad input is refused and changes nothing.
+    for (subject, role) in [("bob", "root"), ("a b", "user"), ("", "user")] {
+        let refused = alice
+            .add_workspace_member(member("team", subject, role))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::InvalidArgument,
+            "{subject:?} {role:?}"
+        );
+    }
+    let refused = admin
+        .list_sandboxes(in_workspace(
+            "Not_A_Workspace",
+            pb::ListSandboxesRequest::default(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
     // A workspace with sandboxes is not deleted; an empty one is.
     let refused = admin
         .delete_workspace(pb::GetWorkspaceRequest {
