@@ -200,14 +200,12 @@ pub fn status(error: StoreError) -> Status {
 /// refusal is the user's to fix (FAILED_PRECONDITION with the driver's
 /// words); anything else is logged with its causes and reported as the
 /// driver being unavailable.
-impl From<DriverError> for Status {
-    fn from(error: DriverError) -> Status {
-        match error {
-            DriverError::Refused(message) => Status::failed_precondition(message),
-            other => {
-                tracing::error!(error = %chain(other), "compute driver failure");
-                Status::unavailable("the gateway's compute driver failed; see the gateway log")
-            }
+pub(crate) fn driver_status(error: DriverError) -> Status {
+    match error {
+        DriverError::Refused(message) => Status::failed_precondition(message),
+        other => {
+            tracing::error!(error = %chain(other), "compute driver failure");
+            Status::unavailable("the gateway's compute driver failed; see the gateway log")
         }
     }
 }
@@ -438,7 +436,7 @@ impl Gateway for Api {
         if let Some(driver) = &self.driver {
             driver.validate(&spec).await.map_err(|error| {
                 tracing::warn!(sandbox = %name, "the driver refused or failed to check the spec");
-                Status::from(error)
+                driver_status(error)
             })?;
         }
         let created = self
@@ -543,7 +541,7 @@ impl Gateway for Api {
             && let Err(error) = driver.delete(&sandbox.id).await
         {
             tracing::error!(sandbox = %name, "the sandbox could not be stopped for deletion");
-            return Err(error.into());
+            return Err(driver_status(error));
         }
         let deleted = self
             .store

@@ -254,7 +254,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let connect = Connect {
         endpoint: format!("{scheme}://{}", SocketAddr::new(dial, args.port)),
         ca_cert,
-        tokens: tokens.clone(),
+        tokens: {
+            let tokens = tokens.clone();
+            openshell_gateway::drivers::TokenMinter::new(move |id| tokens.mint(id))
+        },
     };
     let supervisor = args
         .sandbox_bin
@@ -272,7 +275,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let sandboxes = store.list_all().await.context("reading sandboxes")?;
     let api = match engine(&args.driver) {
         None => {
-            let driver = ProcessDriver::new(&root, &supervisor, store.clone(), connect);
+            let driver = ProcessDriver::new(
+                &root,
+                &supervisor,
+                std::sync::Arc::new(store.clone()),
+                connect,
+            );
             driver.reconcile(sandboxes).await;
             Api::with_driver(store, keyring.clone(), driver)
         }
@@ -294,7 +302,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     connect,
                     port: args.port,
                 },
-                store.clone(),
+                std::sync::Arc::new(store.clone()),
             )
             .await?;
             // Containers reach the gateway on their network's bridge, where

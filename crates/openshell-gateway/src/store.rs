@@ -8,7 +8,6 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use sqlx::Row;
 mod inference;
 mod providers;
@@ -24,82 +23,41 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
 };
 
-/// What a sandbox was created with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spec {
-    pub command: Vec<String>,
-    pub policy_yaml: String,
-    pub env: Vec<(String, String)>,
-    pub labels: Vec<(String, String)>,
-    /// The container image; empty: the driver's default.
-    #[serde(default)]
-    pub image: String,
-    /// GPUs to pass through.
-    #[serde(default)]
-    pub gpu: u32,
-    /// Resource limits (0: the default).
-    #[serde(default)]
-    pub cpu_millis: u64,
-    #[serde(default)]
-    pub memory_bytes: u64,
-    #[serde(default)]
-    pub pids: u64,
-    /// The main process runs on a pseudo-terminal.
-    #[serde(default)]
-    pub tty: bool,
-}
-
-/// Lifecycle phases, as the CLI prints them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Provisioning,
-    Ready,
-    Error,
-    Deleting,
-    Stopped,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Provisioning => "Provisioning",
-            Phase::Ready => "Ready",
-            Phase::Error => "Error",
-            Phase::Deleting => "Deleting",
-            Phase::Stopped => "Stopped",
-        }
-    }
-
-    fn parse(text: &str) -> Phase {
-        match text {
-            "Ready" => Phase::Ready,
-            "Error" => Phase::Error,
-            "Deleting" => Phase::Deleting,
-            "Stopped" => Phase::Stopped,
-            _ => Phase::Provisioning,
-        }
-    }
-}
-
-/// A stored sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sandbox {
-    pub id: String,
-    pub workspace: String,
-    pub name: String,
-    pub phase: Phase,
-    pub spec: Spec,
-    pub created_at_ms: i64,
-    pub exit_code: Option<i32>,
-    /// Latest policy revision (0: none).
-    pub policy_version: i64,
-    /// Bumped by every change of the record (provider attach/detach).
-    pub resource_version: i64,
-    /// The attached providers' names, sorted.
-    pub providers: Vec<String>,
-}
+pub use openshell_driver::{Phase, Sandbox, Spec};
 
 pub use revisions::{Revision, RevisionStatus, policy_hash};
+
+/// The store is where drivers record what their workloads do.
+#[async_trait::async_trait]
+impl openshell_driver::Lifecycle for Store {
+    async fn get_sandbox_by_id(
+        &self,
+        id: &str,
+    ) -> Result<Option<Sandbox>, openshell_driver::LifecycleError> {
+        Ok(Store::get_sandbox_by_id(self, id).await?)
+    }
+
+    async fn mark_ready(&self, id: &str) -> Result<bool, openshell_driver::LifecycleError> {
+        Ok(Store::mark_ready(self, id).await?)
+    }
+
+    async fn set_phase(
+        &self,
+        id: &str,
+        phase: Phase,
+        exit_code: Option<i32>,
+    ) -> Result<(), openshell_driver::LifecycleError> {
+        Ok(Store::set_phase(self, id, phase, exit_code).await?)
+    }
+
+    async fn add_event(
+        &self,
+        id: &str,
+        message: &str,
+    ) -> Result<(), openshell_driver::LifecycleError> {
+        Ok(Store::add_event(self, id, message).await?)
+    }
+}
 
 /// The settings scope of everything gateway-wide.
 pub const GLOBAL_SCOPE: &str = "global";

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::store::{Phase, Sandbox, Spec, Store};
+use openshell_driver::{Lifecycle, Phase, Sandbox, Spec};
 
 use openshell_core::launch::SupervisorLaunch;
 
@@ -43,7 +43,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct ProcessDriver {
     root: PathBuf,
     supervisor: PathBuf,
-    store: Store,
+    store: std::sync::Arc<dyn Lifecycle>,
     connect: Connect,
 }
 
@@ -58,7 +58,12 @@ fn alive(pid: i32) -> bool {
 
 impl ProcessDriver {
     /// Sandboxes live under `root`; `supervisor` is the `openshell-sandbox` binary.
-    pub fn new(root: &Path, supervisor: &Path, store: Store, connect: Connect) -> ProcessDriver {
+    pub fn new(
+        root: &Path,
+        supervisor: &Path,
+        store: std::sync::Arc<dyn Lifecycle>,
+        connect: Connect,
+    ) -> ProcessDriver {
         ProcessDriver {
             root: root.to_owned(),
             supervisor: supervisor.to_owned(),
@@ -208,7 +213,7 @@ impl ProcessDriver {
 
     async fn finish(&self, id: &str, ready: bool, code: Option<i32>) {
         if let Some(kills) = read_number(&self.dir(id).join("oom_kills")) {
-            super::record_oom(&self.store, id, u64::try_from(kills).ok()).await;
+            super::record_oom(self.store.as_ref(), id, u64::try_from(kills).ok()).await;
         }
         let phase = if ready { Phase::Stopped } else { Phase::Error };
         if let Err(error) = self.store.set_phase(id, phase, code).await {
@@ -283,7 +288,7 @@ impl ProcessDriver {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Driver for ProcessDriver {
     fn name(&self) -> &'static str {
         "process"

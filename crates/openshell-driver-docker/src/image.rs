@@ -4,9 +4,9 @@
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use tokio_stream::StreamExt;
 
-use super::DockerDriver;
-use super::engine::{engine_error, engine_message, not_found};
-use crate::drivers::DriverError;
+use crate::DockerDriver;
+use crate::engine::{engine_error, engine_message, not_found};
+use openshell_driver::DriverError;
 
 /// The dynamic loader the host's supervisor binary asks for: an image
 /// without it (musl, busybox) cannot run it.

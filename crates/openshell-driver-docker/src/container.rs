@@ -9,12 +9,11 @@ use bollard::models::{
     ResourcesUlimits,
 };
 
-use super::engine::{Engine, GATEWAY_LABEL, INSTANCE_LABEL, NAME_LABEL, SANDBOX_LABEL};
-use super::{DockerDriver, HOST_ALIAS};
+use crate::engine::{Engine, GATEWAY_LABEL, INSTANCE_LABEL, NAME_LABEL, SANDBOX_LABEL};
+use crate::{DockerDriver, HOST_ALIAS};
 use openshell_core::launch::SupervisorLaunch;
 
-use crate::drivers::{DriverError, PolicyRevision, io, remove_stale, write_private};
-use crate::store::Sandbox;
+use openshell_driver::{DriverError, PolicyRevision, Sandbox, io, remove_stale, write_private};
 
 /// Where the supervisor binary is mounted.
 const SUPERVISOR: &str = "/opt/openshell/bin/openshell-sandbox";
@@ -83,7 +82,7 @@ impl DockerDriver {
         }
         write_private(
             &gateway.join("env"),
-            &super::super::env_file(&sandbox.spec.env),
+            &openshell_driver::env_file(&sandbox.spec.env),
         )?;
         Ok(())
     }

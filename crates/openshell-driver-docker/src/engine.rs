@@ -11,7 +11,7 @@ use bollard::Docker;
 use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
 
-use crate::drivers::DriverError;
+use openshell_driver::DriverError;
 
 /// Label: the gateway that made the container (its name, for people).
 pub const GATEWAY_LABEL: &str = "openshell.gateway";
@@ -67,7 +67,7 @@ pub(super) fn engine_error(
     move |source| DriverError::Engine {
         engine: engine.name(),
         what,
-        source,
+        source: Box::new(source),
     }
 }
 

@@ -50,12 +50,13 @@ use tokio_stream::StreamExt;
 
 pub use engine::{Engine, destroy, instance_id};
 
-use super::{Connect, Driver, DriverError, PolicyRevision, io, remove_dir};
-use crate::store::{Phase, Sandbox, Spec, Store};
 use container::seccomp_profile;
 use engine::{
     SANDBOX_LABEL, connect_engine, engine_error, engine_message, ensure_network, instance_filter,
     network_name, not_found, remove_container,
+};
+use openshell_driver::{
+    Connect, Driver, DriverError, Lifecycle, Phase, PolicyRevision, Sandbox, Spec, io, remove_dir,
 };
 
 /// The name containers know the gateway's host by.
@@ -129,7 +130,7 @@ pub struct DockerDriver {
 struct Inner {
     docker: Docker,
     options: Options,
-    store: Store,
+    store: std::sync::Arc<dyn Lifecycle>,
     network: String,
     /// The gateway's address on the network, where containers reach it.
     gateway_ip: IpAddr,
@@ -146,7 +147,10 @@ struct Inner {
 impl DockerDriver {
     /// Connects, makes sure the gateway's network exists, and starts
     /// following container events.
-    pub async fn connect(options: Options, store: Store) -> Result<DockerDriver, DriverError> {
+    pub async fn connect(
+        options: Options,
+        store: std::sync::Arc<dyn Lifecycle>,
+    ) -> Result<DockerDriver, DriverError> {
         let engine = options.engine;
         let docker = connect_engine(engine, options.socket.as_deref()).await?;
         let gateway_ip =
@@ -534,7 +538,7 @@ impl DockerDriver {
             .and_then(|t| t.trim().parse::<u64>().ok())
         {
             let _ = std::fs::remove_file(status.join("oom_kills"));
-            super::record_oom(store, id, Some(kills)).await;
+            openshell_driver::record_oom(store.as_ref(), id, Some(kills)).await;
         }
         let ready = status.join("ready").exists();
         if ready && let Err(error) = store.mark_ready(id).await {
@@ -578,7 +582,7 @@ fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Driver for DockerDriver {
     fn name(&self) -> &'static str {
         self.engine().name()
@@ -658,7 +662,7 @@ impl Driver for DockerDriver {
     }
 
     async fn reconcile(&self, sandboxes: Vec<Sandbox>) {
-        super::sweep_removed(&self.inner.options.root);
+        openshell_driver::sweep_removed(&self.inner.options.root);
         let containers = match self
             .inner
             .docker
