@@ -20,6 +20,7 @@ use crate::cli::{
     OutputFormat, PolicyCommand, ProviderCommand, SandboxCommand, SandboxProviderCommand,
     SettingsCommand, WorkspaceCommand,
 };
+use crate::commands::remote::Verb;
 use crate::commands::scope::Scope;
 use crate::commands::{
     Exit, doctor, editor, exec, files, forward, gateway, inference, login, policy, provider,
@@ -98,8 +99,19 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 disable_gateway_auth,
                 recreate,
             }),
-            GatewayCommand::Stop { name } => gateway::stop(name.as_deref()),
-            GatewayCommand::Destroy { name } => gateway::destroy(name.as_deref()),
+            GatewayCommand::Stop { name } => {
+                match commands::remote::act(Verb::Stop, &gateway::local_name(name.as_deref())?)? {
+                    Some(exit) => Ok(exit),
+                    None => gateway::stop(name.as_deref()),
+                }
+            }
+            GatewayCommand::Destroy { name } => {
+                match commands::remote::act(Verb::Destroy, &gateway::local_name(name.as_deref())?)?
+                {
+                    Some(exit) => Ok(exit),
+                    None => gateway::destroy(name.as_deref()),
+                }
+            }
             GatewayCommand::Login { name } => login::login(
                 &gateway_name(&cli.global, name)?,
                 cli.global.gateway_insecure,
@@ -130,7 +142,15 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             }
             GatewayCommand::List { output } => gateway::list(output),
             GatewayCommand::Select { name } => gateway::select(name.as_deref()),
-            GatewayCommand::Remove { name } => gateway::remove(name.as_deref()),
+            GatewayCommand::Remove { name } => {
+                if let Some(name) = name
+                    .as_deref()
+                    .or(registry::Registry::for_user()?.active().as_deref())
+                {
+                    commands::remote::act(Verb::Remove, name)?;
+                }
+                gateway::remove(name.as_deref())
+            }
         },
         Command::Sandbox { command } => {
             let explicit = cli.global.gateway.is_some() || cli.global.gateway_endpoint.is_some();

@@ -315,18 +315,6 @@ fn stop_process(state: &Path) -> anyhow::Result<bool> {
 
 pub fn stop(name: Option<&str>) -> anyhow::Result<Exit> {
     let name = local_name(name)?;
-    let registry = Registry::for_user()?;
-    if let Some(remote) = super::remote::load(&registry, &name)? {
-        if super::remote::stop(&registry, &name, &remote)? {
-            output::success(&format!("Gateway '{name}' stopped on {}", remote.host));
-        } else {
-            output::warning(&format!(
-                "Gateway '{name}' is not running on {}",
-                remote.host
-            ));
-        }
-        return Ok(Exit::Success);
-    }
     if stop_process(&state_dir(&name)?)? {
         output::success(&format!("Gateway '{name}' stopped"));
     } else {
@@ -426,11 +414,6 @@ pub fn remove(name: Option<&str>) -> anyhow::Result<Exit> {
             "No active gateway.\nSet one with: openshell gateway select <name>\nOr register one with: openshell gateway add <endpoint>"
         );
     };
-    // A remote gateway's tunnel goes with its registration (the gateway
-    // itself stays, as for any registration).
-    if let Ok(Some(remote)) = super::remote::load(&registry, &name) {
-        super::remote::stop_tunnel(&registry, &name, &remote);
-    }
     if registry.remove(&name)? {
         output::success(&format!("Gateway registration '{name}' removed."));
     } else {
@@ -670,15 +653,6 @@ fn mtls_bundle(registry: &Registry, name: &str) -> anyhow::Result<()> {
 pub fn destroy(name: Option<&str>) -> anyhow::Result<Exit> {
     let registry = Registry::for_user()?;
     let name = local_name(name)?;
-    if let Some(remote) = super::remote::load(&registry, &name)? {
-        let ended = super::remote::destroy(&registry, &name, &remote)?;
-        output::success(&format!(
-            "Gateway '{name}' destroyed on {} ({ended} sandbox{} ended)",
-            remote.host,
-            if ended == 1 { "" } else { "es" }
-        ));
-        return Ok(Exit::Success);
-    }
     let state = state_dir(&name)?;
     if !state.exists() && registry.load(&name)?.is_none() {
         output::warning(&format!("Gateway '{name}' not found"));

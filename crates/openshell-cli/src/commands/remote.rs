@@ -363,7 +363,7 @@ pub fn ensure_tunnel(registry: &Registry, name: &str, remote: &Remote) -> anyhow
 }
 
 /// Ends the tunnel, if it runs.
-pub fn stop_tunnel(registry: &Registry, name: &str, remote: &Remote) {
+fn stop_tunnel(registry: &Registry, name: &str, remote: &Remote) {
     if let Some(pid) = tunnel_pid(registry, name, remote) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -373,8 +373,53 @@ pub fn stop_tunnel(registry: &Registry, name: &str, remote: &Remote) {
     let _ = std::fs::remove_file(tunnel_pid_file(registry, name));
 }
 
+/// `gateway stop|destroy|remove` of a registration that may be remote:
+/// what to do there, or `None` for a local one.
+#[derive(Debug, Clone, Copy)]
+pub enum Verb {
+    Stop,
+    Destroy,
+    /// The registration goes; its tunnel with it, the gateway there stays.
+    Remove,
+}
+
+/// Carries out `verb` when `name` is a remote gateway; `None` otherwise
+/// (for `Remove`, after ending the tunnel, so the local removal proceeds).
+pub fn act(verb: Verb, name: &str) -> anyhow::Result<Option<Exit>> {
+    let registry = Registry::for_user()?;
+    let Some(remote) = load(&registry, name)? else {
+        return Ok(None);
+    };
+    match verb {
+        Verb::Stop => {
+            if stop(&registry, name, &remote)? {
+                output::success(&format!("Gateway '{name}' stopped on {}", remote.host));
+            } else {
+                output::warning(&format!(
+                    "Gateway '{name}' is not running on {}",
+                    remote.host
+                ));
+            }
+            Ok(Some(Exit::Success))
+        }
+        Verb::Destroy => {
+            let ended = destroy(&registry, name, &remote)?;
+            output::success(&format!(
+                "Gateway '{name}' destroyed on {} ({ended} sandbox{} ended)",
+                remote.host,
+                if ended == 1 { "" } else { "es" }
+            ));
+            Ok(Some(Exit::Success))
+        }
+        Verb::Remove => {
+            stop_tunnel(&registry, name, &remote);
+            Ok(None)
+        }
+    }
+}
+
 /// `gateway stop` of a remote gateway: the gateway there, and the tunnel.
-pub fn stop(registry: &Registry, name: &str, remote: &Remote) -> anyhow::Result<bool> {
+fn stop(registry: &Registry, name: &str, remote: &Remote) -> anyhow::Result<bool> {
     let ssh = Ssh {
         registry,
         name,
@@ -391,7 +436,7 @@ pub fn stop(registry: &Registry, name: &str, remote: &Remote) -> anyhow::Result<
 /// `gateway destroy` of a remote gateway: its sandboxes (through the
 /// gateway, while it answers), the gateway, its files there, the tunnel
 /// and the registration.
-pub fn destroy(registry: &Registry, name: &str, remote: &Remote) -> anyhow::Result<usize> {
+fn destroy(registry: &Registry, name: &str, remote: &Remote) -> anyhow::Result<usize> {
     let mut ended = 0;
     if let Ok(Some(target)) = registry.resolve(Some(name), None) {
         ended = crate::commands::gateway::delete_every_sandbox(&target).unwrap_or(0);
