@@ -18,6 +18,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::Exit;
+use crate::commands::gateway::progress;
+use crate::commands::ssh::quoted;
 use crate::output;
 use crate::registry::{Metadata, Registry, Source, Target, write_atomically};
 
@@ -64,11 +66,6 @@ pub fn load(registry: &Registry, name: &str) -> anyhow::Result<Option<Remote>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).context("reading remote.json"),
     }
-}
-
-/// A shell word for the host's `sh`.
-fn quoted(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 struct Ssh<'a> {
@@ -137,13 +134,6 @@ impl Ssh<'_> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
-}
-
-fn progress(started: Instant, message: &str) {
-    output::step(&format!(
-        "  [{:.1}s] {message}",
-        started.elapsed().as_secs_f64()
-    ));
 }
 
 /// `gateway start --remote`.

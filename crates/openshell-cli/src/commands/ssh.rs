@@ -38,8 +38,8 @@ fn own_binary() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("locating the openshell binary")
 }
 
-/// Quotes `word` for the shell ssh runs ProxyCommand with.
-fn quoted(word: &str) -> String {
+/// Quotes `word` for a POSIX shell (ssh's ProxyCommand, a remote `sh -c`).
+pub(crate) fn quoted(word: &str) -> String {
     if !word.is_empty()
         && word
             .bytes()
