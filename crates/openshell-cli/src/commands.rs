@@ -11,6 +11,7 @@ pub mod inference;
 pub mod login;
 pub mod policy;
 pub mod provider;
+pub mod registration;
 pub mod remote;
 pub mod revisions;
 pub mod sandbox;

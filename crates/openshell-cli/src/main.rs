@@ -24,7 +24,7 @@ use crate::commands::remote::Verb;
 use crate::commands::scope::Scope;
 use crate::commands::{
     Exit, doctor, editor, exec, files, forward, gateway, inference, login, policy, provider,
-    revisions, sandbox, settings, ssh, workspace,
+    registration, revisions, sandbox, settings, ssh, workspace,
 };
 
 /// The gateway the global flags, environment and registry name, if any.
@@ -122,7 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 name,
                 local,
                 remote,
-            } => gateway::add(&gateway::AddOptions {
+            } => registration::add(&registration::AddOptions {
                 endpoint,
                 name,
                 local,
@@ -140,8 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 };
                 gateway::info(resolved, output)
             }
-            GatewayCommand::List { output } => gateway::list(output),
-            GatewayCommand::Select { name } => gateway::select(name.as_deref()),
+            GatewayCommand::List { output } => registration::list(output),
+            GatewayCommand::Select { name } => registration::select(name.as_deref()),
             GatewayCommand::Remove { name } => {
                 if let Some(name) = name
                     .as_deref()
@@ -149,7 +149,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
                 {
                     commands::remote::act(Verb::Remove, name)?;
                 }
-                gateway::remove(name.as_deref())
+                registration::remove(name.as_deref())
             }
         },
         Command::Sandbox { command } => {
