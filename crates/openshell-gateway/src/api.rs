@@ -1,12 +1,15 @@
 //! The gRPC API (`openshell.v1.Gateway`). Requests are validated here;
-//! [`status`] is the one place internal errors become gRPC statuses (the
-//! detail is logged, not sent). Sandboxes are handled in this file; policy
-//! revisions, providers, exec, forward, logs and settings in the
+//! [`status`] (in `errors`) is the one place internal errors become gRPC
+//! statuses (the detail is logged, not sent). Requests for sandboxes are
+//! answered in this file, their lifecycle in `lifecycle`; policy revisions,
+//! providers, exec, forward, logs, settings and workspaces in the other
 //! submodules.
 
+mod errors;
 mod exec;
 mod forward;
 mod inference;
+mod lifecycle;
 mod logs;
 mod policy;
 mod providers;
@@ -16,6 +19,8 @@ mod ssh;
 pub mod supervisor;
 mod workspaces;
 
+pub use errors::status;
+pub(crate) use errors::{chain, driver_status};
 pub use ssh::SshTokens;
 
 use sha2::{Digest, Sha256};
@@ -24,9 +29,9 @@ use tonic::{Request, Response, Status, Streaming};
 use openshell_proto::v1 as pb;
 use openshell_proto::v1::gateway_server::Gateway;
 
-use crate::drivers::{Driver, DriverError, PolicyRevision};
+use crate::drivers::Driver;
 use crate::session::Sessions;
-use crate::store::{self, Phase, Spec, Store, StoreError};
+use crate::store::{self, Phase, Store, StoreError};
 
 /// The metadata key naming the caller's workspace.
 pub const WORKSPACE_HEADER: &str = "x-openshell-workspace";
@@ -146,74 +151,6 @@ fn running(sandbox: &store::Sandbox) -> Result<(), Status> {
 const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(25);
 /// Largest output chunk per message.
 const WATCH_CHUNK: usize = 64 * 1024;
-
-/// Maps a store error to a status; internals are logged, not leaked.
-pub fn status(error: StoreError) -> Status {
-    match error {
-        StoreError::Duplicate(name) => {
-            Status::already_exists(format!("sandbox '{name}' already exists"))
-        }
-        StoreError::Conflict { expected, current } => Status::aborted(format!(
-            "the policy changed meanwhile: it is at version {current}, not {expected}"
-        )),
-        StoreError::DuplicateProvider(name) => Status::already_exists(format!(
-            "provider '{name}' already exists (change it with: openshell provider update {name})"
-        )),
-        StoreError::VersionConflict {
-            what,
-            expected,
-            current,
-        } => Status::aborted(format!(
-            "{what} changed meanwhile: it is at version {current}, not {expected}; read it again and retry"
-        )),
-        StoreError::ServesRoute { provider, route } => {
-            let flag = if route.is_empty() { "" } else { " --system" };
-            Status::failed_precondition(format!(
-                "provider '{provider}' serves the inference route; delete the route first with: openshell inference delete{flag}"
-            ))
-        }
-        StoreError::DuplicateWorkspace(name) => {
-            Status::already_exists(format!("workspace '{name}' already exists"))
-        }
-        StoreError::WorkspaceInUse {
-            workspace,
-            sandboxes,
-            providers,
-        } => Status::failed_precondition(format!(
-            "workspace '{workspace}' still holds {sandboxes} sandbox(es) and {providers} provider(s); delete them first (openshell sandbox delete --all --workspace {workspace})"
-        )),
-        StoreError::InUse {
-            provider,
-            sandboxes,
-        } => Status::failed_precondition(format!(
-            "provider '{provider}' is attached to sandbox(es) {}; detach it first with: openshell sandbox provider detach <sandbox> {provider}",
-            sandboxes.join(", ")
-        )),
-        other => {
-            tracing::error!(error = %chain(other), "store failure");
-            Status::internal("internal error; see the gateway log")
-        }
-    }
-}
-
-/// A driver's failure as the API answers it, the one place they map: a
-/// refusal is the user's to fix (FAILED_PRECONDITION with the driver's
-/// words); anything else is logged with its causes and reported as the
-/// driver being unavailable.
-pub(crate) fn driver_status(error: DriverError) -> Status {
-    match error {
-        DriverError::Refused(message) => Status::failed_precondition(message),
-        other => {
-            tracing::error!(error = %chain(other), "compute driver failure");
-            Status::unavailable("the gateway's compute driver failed; see the gateway log")
-        }
-    }
-}
-
-/// An error with its causes, `a: b: c`, for the log.
-pub(crate) fn chain(error: impl std::error::Error + Send + Sync + 'static) -> String {
-    format!("{:#}", anyhow::Error::new(error))
-}
 
 /// The workspace a request names (`default` when none); see [`Api::scope`]
 /// for whether the caller may use it.
@@ -396,89 +333,9 @@ impl Gateway for Api {
         request: Request<pb::CreateSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
         let workspace = self.scope(&request).await?;
-        let request = request.into_inner();
-        let id = new_id();
-        let name = if request.name.is_empty() {
-            format!("sandbox-{}", &id[..6])
-        } else {
-            request.name
-        };
-        validate_name("sandbox", &name)?;
-        let spec = request.spec.unwrap_or_default();
-        if !spec.policy_yaml.is_empty() {
-            validate_policy(&spec.policy_yaml)?;
-        }
-        if spec.memory_bytes != 0 && spec.memory_bytes < openshell_core::resources::MIN_MEMORY
-            || spec.pids != 0 && spec.pids < 16
-        {
-            return Err(Status::invalid_argument(
-                "resource limits too small: memory at least 16 MiB, processes at least 16",
-            ));
-        }
-        let providers = self.providers_named(&workspace, &spec.providers).await?;
-        providers::check_bindings(&spec.policy_yaml, &providers)?;
-        let mut env: Vec<(String, String)> = spec.env.into_iter().collect();
-        env.sort();
-        let mut labels: Vec<(String, String)> = spec.labels.into_iter().collect();
-        labels.sort();
-        let spec = Spec {
-            command: spec.command,
-            policy_yaml: spec.policy_yaml,
-            env,
-            labels,
-            image: spec.image,
-            gpu: spec.gpu,
-            cpu_millis: spec.cpu_millis,
-            memory_bytes: spec.memory_bytes,
-            pids: spec.pids,
-            tty: spec.tty,
-        };
-        if let Some(driver) = &self.driver {
-            driver.validate(&spec).await.map_err(|error| {
-                tracing::warn!(sandbox = %name, "the driver refused or failed to check the spec");
-                driver_status(error)
-            })?;
-        }
-        let created = self
-            .store
-            .create_sandbox_with(&id, &workspace, &name, &spec, &providers)
+        self.create_sandbox_in(&workspace, request.into_inner())
             .await
-            .map_err(status)?;
-        tracing::info!(sandbox = %created.name, id = %created.id, %workspace, "sandbox created");
-        let mut created = created;
-        let launched = self.launchable(&created).await?;
-        if let Some(driver) = &self.driver
-            && let Err(error) = driver
-                .create(
-                    &launched,
-                    (!created.spec.policy_yaml.is_empty()).then_some(PolicyRevision {
-                        version: 1,
-                        yaml: &created.spec.policy_yaml,
-                    }),
-                )
-                .await
-        {
-            if let DriverError::Refused(message) = error {
-                // Refused as asked (the image cannot host a supervisor, the
-                // engine would not start it): nothing stays behind.
-                tracing::warn!(sandbox = %created.name, %message, "sandbox refused by the driver");
-                if let Err(cleanup) = driver.delete(&created.id).await {
-                    tracing::error!(error = %chain(cleanup), sandbox = %created.name, "removing a refused sandbox");
-                }
-                self.store
-                    .delete_sandbox(&workspace, &created.name)
-                    .await
-                    .map_err(status)?;
-                return Err(Status::failed_precondition(message));
-            }
-            tracing::error!(error = %chain(error), sandbox = %created.name, "starting the sandbox");
-            self.store
-                .set_phase(&created.id, Phase::Error, None)
-                .await
-                .map_err(status)?;
-            created.phase = Phase::Error;
-        }
-        Ok(Response::new(to_proto(created)))
+            .map(Response::new)
     }
 
     async fn get_sandbox(
@@ -556,21 +413,9 @@ impl Gateway for Api {
         request: Request<pb::StopSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
         let workspace = self.scope(&request).await?;
-        let name = request.into_inner().name;
-        let sandbox = self.existing(&workspace, &name).await?;
-        if let Some(driver) = &self.driver {
-            driver.stop(&sandbox.id).await;
-        }
-        self.sessions.end(&sandbox.id, "the sandbox was stopped");
-        if !matches!(sandbox.phase, Phase::Stopped | Phase::Error) {
-            self.store
-                .set_phase(&sandbox.id, Phase::Stopped, None)
-                .await
-                .map_err(status)?;
-        }
-        Ok(Response::new(to_proto(
-            self.existing(&workspace, &name).await?,
-        )))
+        self.stop_sandbox_in(&workspace, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn start_sandbox(
@@ -578,39 +423,9 @@ impl Gateway for Api {
         request: Request<pb::StartSandboxRequest>,
     ) -> Result<Response<pb::Sandbox>, Status> {
         let workspace = self.scope(&request).await?;
-        let name = request.into_inner().name;
-        let sandbox = self.existing(&workspace, &name).await?;
-        let Some(driver) = &self.driver else {
-            return Err(Status::failed_precondition(
-                "this gateway runs no sandboxes",
-            ));
-        };
-        if driver.running(&sandbox.id) {
-            return Ok(Response::new(to_proto(sandbox)));
-        }
-        self.store
-            .reset_for_start(&sandbox.id)
+        self.start_sandbox_in(&workspace, request.into_inner())
             .await
-            .map_err(status)?;
-        // The latest revision: policy set while stopped applies on start.
-        let latest = self.store.revision(&sandbox.id, 0).await.map_err(status)?;
-        let policy = latest.as_ref().map(|r| PolicyRevision {
-            version: r.version,
-            yaml: &r.yaml,
-        });
-        let launched = self.launchable(&sandbox).await?;
-        // A session of the supervisor that ran before is stale by now.
-        self.sessions.end(&sandbox.id, "the sandbox was restarted");
-        if let Err(error) = driver.create(&launched, policy).await {
-            tracing::error!(error = %chain(error), sandbox = %name, "restarting the sandbox");
-            self.store
-                .set_phase(&sandbox.id, Phase::Error, None)
-                .await
-                .map_err(status)?;
-        }
-        Ok(Response::new(to_proto(
-            self.existing(&workspace, &name).await?,
-        )))
+            .map(Response::new)
     }
 
     type SandboxLogsStream = logs::LogStream;
