@@ -59,16 +59,19 @@ fn a_gateway_started_over_ssh_serves_through_its_tunnel_and_destroy_leaves_nothi
     let name = format!("far-{}", std::process::id());
     let key = dir.join("client_key");
     let host = format!("root@{}", net.peer);
-    let out = home.openshell(&[
-        "gateway",
-        "start",
-        "--remote",
-        &host,
-        "--ssh-key",
-        key.to_str().unwrap(),
-        "--name",
-        &name,
-    ]);
+    let start_remote = || {
+        home.openshell(&[
+            "gateway",
+            "start",
+            "--remote",
+            &host,
+            "--ssh-key",
+            key.to_str().unwrap(),
+            "--name",
+            &name,
+        ])
+    };
+    let out = start_remote();
     let said = ok(&out);
     assert!(
         said.contains(&format!(
@@ -127,16 +130,7 @@ fn a_gateway_started_over_ssh_serves_through_its_tunnel_and_destroy_leaves_nothi
     let out = home.openshell(&["gateway", "stop", "--name", &name]);
     assert!(ok(&out).contains(&format!("✓ Gateway '{name}' stopped on {host}")));
     assert_eq!(home.openshell(&["status"]).status.code(), Some(1));
-    let out = home.openshell(&[
-        "gateway",
-        "start",
-        "--remote",
-        &host,
-        "--ssh-key",
-        key.to_str().unwrap(),
-        "--name",
-        &name,
-    ]);
+    let out = start_remote();
     ok(&out);
     assert_eq!(ok(&home.openshell(&["sandbox", "list", "--names"])), "r1\n");
 
@@ -166,16 +160,7 @@ fn a_gateway_started_over_ssh_serves_through_its_tunnel_and_destroy_leaves_nothi
         netns_of(&remote_dir.join("gateway.pid")).is_some(),
         "the gateway there stopped"
     );
-    let out = home.openshell(&[
-        "gateway",
-        "start",
-        "--remote",
-        &host,
-        "--ssh-key",
-        key.to_str().unwrap(),
-        "--name",
-        &name,
-    ]);
+    let out = start_remote();
     ok(&out);
     assert_eq!(ok(&home.openshell(&["sandbox", "list", "--names"])), "r1\n");
 

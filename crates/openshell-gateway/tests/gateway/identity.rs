@@ -3,7 +3,7 @@
 //! gateway's CA, and user tokens (docs/cli.md, "Workspaces and who may use
 //! them").
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 use openshell_gateway::api::WORKSPACE_HEADER;
@@ -19,20 +19,9 @@ async fn client_as(gateway: &Gateway, subject: &str, role: Role) -> GatewayClien
     let out = tempfile::tempdir().unwrap();
     gateway.pki.issue_client(subject, role, out.path()).unwrap();
     let read = |path: &str| std::fs::read_to_string(out.path().join(path)).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(pki::CA_CERT)))
-        .identity(Identity::from_pem(
-            read("client/tls.crt"),
-            read("client/tls.key"),
-        ))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", gateway.addr.port()))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = gateway
+        .channel_as(Some((read("client/tls.crt"), read("client/tls.key"))))
+        .await;
     GatewayClient::new(channel)
 }
 

@@ -110,11 +110,17 @@ impl Gateway {
     /// A channel that trusts the gateway's CA, with or without the CLI's
     /// client certificate.
     pub(crate) async fn channel(&self, with_client_cert: bool) -> Channel {
+        let identity = with_client_cert.then(|| self.client_files());
+        self.channel_as(identity).await
+    }
+
+    /// A channel that trusts the gateway's CA and presents `identity`
+    /// (certificate and key PEM), if any.
+    pub(crate) async fn channel_as(&self, identity: Option<(String, String)>) -> Channel {
         let mut tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.pki.ca_cert))
             .domain_name("localhost");
-        if with_client_cert {
-            let (cert, key) = self.client_files();
+        if let Some((cert, key)) = identity {
             tls = tls.identity(Identity::from_pem(cert, key));
         }
         Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
