@@ -11,15 +11,13 @@
 //! frame by frame, never buffered. Anything else is refused and the
 //! connection closed. Each routed call is one event at layer `inference`.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -29,6 +27,10 @@ use tokio::sync::watch;
 
 use openshell_core::providers::BaseUrl;
 use openshell_proto::v1 as pb;
+
+mod metered;
+
+use metered::{Metered, Usage};
 
 use super::Shared;
 use super::credentials::BoxError;
@@ -577,187 +579,6 @@ where
         .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
     Ok(sender)
-}
-
-/// Token counts as the response states them (OpenAI `usage.prompt_tokens`
-/// and `completion_tokens` or `input_tokens`/`output_tokens`; Anthropic's
-/// `message_start` and `message_delta` usage).
-struct Usage {
-    /// A JSON response's bytes (up to [`USAGE_WINDOW`]), or an SSE
-    /// stream's unfinished line.
-    window: Vec<u8>,
-    /// Whether the body is readable (not content-encoded).
-    watch: bool,
-    sse: bool,
-}
-
-impl Usage {
-    fn take(&mut self, chunk: &[u8], details: &mut InferenceDetails) {
-        if !self.watch {
-            return;
-        }
-        if !self.sse {
-            if self.window.len() + chunk.len() <= USAGE_WINDOW {
-                self.window.extend_from_slice(chunk);
-            } else {
-                self.watch = false;
-            }
-            return;
-        }
-        self.window.extend_from_slice(chunk);
-        while let Some(end) = self.window.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.window.drain(..=end).collect();
-            if let Some(data) = line.strip_prefix(b"data:")
-                && let Ok(value) = serde_json::from_slice::<Value>(data.trim_ascii())
-            {
-                read_usage(&value, details);
-            }
-        }
-        if self.window.len() > USAGE_WINDOW {
-            self.window.clear();
-        }
-    }
-
-    fn finish(&mut self, details: &mut InferenceDetails) {
-        if self.watch
-            && !self.sse
-            && let Ok(value) = serde_json::from_slice::<Value>(&self.window)
-        {
-            read_usage(&value, details);
-        }
-    }
-}
-
-fn read_usage(value: &Value, details: &mut InferenceDetails) {
-    let mut from = |usage: &Value| {
-        let count = |keys: &[&str]| keys.iter().find_map(|k| usage.get(*k)?.as_u64());
-        if let Some(n) = count(&["prompt_tokens", "input_tokens"]) {
-            details.input_tokens = Some(details.input_tokens.unwrap_or(0).max(n));
-        }
-        if let Some(n) = count(&["completion_tokens", "output_tokens"]) {
-            details.output_tokens = Some(details.output_tokens.unwrap_or(0).max(n));
-        }
-    };
-    if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
-        from(usage);
-    }
-    if let Some(usage) = value
-        .get("message")
-        .and_then(|m| m.get("usage"))
-        .filter(|u| u.is_object())
-    {
-        from(usage);
-    }
-    if let Some(usage) = value
-        .get("response")
-        .and_then(|m| m.get("usage"))
-        .filter(|u| u.is_object())
-    {
-        from(usage);
-    }
-}
-
-/// The upstream's body, frame by frame as it comes: capped at
-/// [`MAX_RESPONSE_BODY`] and [`RESPONSE_IDLE`] between frames (an SSE
-/// stream then ends with an error event), its usage read on the way, and
-/// the call's event emitted when it ends.
-struct Metered {
-    inner: Incoming,
-    idle: Pin<Box<tokio::time::Sleep>>,
-    sent: u64,
-    sse: bool,
-    usage: Usage,
-    call: Option<Call>,
-    events: Arc<Shared>,
-    done: bool,
-    /// The upstream connection, back to the pool when the body ends
-    /// cleanly.
-    connection: Option<(String, Sender)>,
-}
-
-impl Metered {
-    fn finish(&mut self, verdict: Verdict, reason: Option<String>) {
-        if let Some(mut call) = self.call.take() {
-            self.usage.finish(&mut call.details);
-            self.events.events.emit(call.event(verdict, reason));
-        }
-    }
-
-    /// Ends the stream early: an SSE error event when the client reads
-    /// SSE, else nothing more.
-    fn truncate(&mut self, why: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.done = true;
-        self.finish(Verdict::Deny, Some(why.to_owned()));
-        if self.sse {
-            let event = format!(
-                "event: error\ndata: {}\n\n",
-                json!({"type": "error", "error": {"type": "proxy_error", "message": why}})
-            );
-            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))));
-        }
-        Poll::Ready(None)
-    }
-}
-
-impl Drop for Metered {
-    fn drop(&mut self) {
-        // The client went away mid-stream.
-        if self.call.is_some() {
-            self.finish(
-                Verdict::Allow,
-                Some("the client closed the stream".to_owned()),
-            );
-        }
-    }
-}
-
-impl Body for Metered {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.idle
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + RESPONSE_IDLE);
-                if let Some(data) = frame.data_ref() {
-                    this.sent += data.len() as u64;
-                    if this.sent > MAX_RESPONSE_BODY {
-                        return this.truncate("the response exceeded 32 MiB");
-                    }
-                    if let Some(call) = this.call.as_mut() {
-                        this.usage.take(data, &mut call.details);
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => {
-                this.done = true;
-                this.finish(Verdict::Deny, Some(format!("the upstream failed: {error}")));
-                Poll::Ready(Some(Err(Box::new(error))))
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                this.finish(Verdict::Allow, None);
-                if let Some((key, sender)) = this.connection.take() {
-                    this.events.inference.pool.give(key, sender);
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => match this.idle.as_mut().poll(cx) {
-                Poll::Ready(()) => this.truncate("the upstream was silent for 120 s"),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
 }
 
 #[cfg(test)]
